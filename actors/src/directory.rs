@@ -1,0 +1,386 @@
+//! The directory actor.
+//!
+//! Owns the users (with their argon2id password hashes) and the OAuth clients (with SHA-256 of
+//! confidential clients' secrets). Both are small, read-mostly registries consulted together
+//! (client authentication on every token request, password checks at sign-in), so one actor
+//! holds both in memory, rebuilt from redb at start. It also seeds the first admin and the
+//! CLI client on the very first start.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+
+use crate::error::OAuthError;
+use crate::password;
+use crate::secret;
+use crate::store::{Op, Store, StoreError, Table, decode};
+
+/// The device grant type (RFC 8628 §3.4).
+pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
+/// Name of the public client seeded on first start.
+pub const SEEDED_CLIENT_NAME: &str = "AuthGate CLI";
+const SEED_MARKER: &[u8] = b"seeded";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: String,
+    pub username: String,
+    /// argon2id PHC string; `None` for users who sign in elsewhere.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    #[serde(default)]
+    pub is_admin: bool,
+    #[serde(default)]
+    pub disabled: bool,
+    pub created_at: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub confidential: bool,
+    /// SHA-256 (hex) of the client secret; secrets are 256-bit random, so a fast hash suffices.
+    #[serde(default)]
+    pub secret_hash: Option<String>,
+    pub grant_types: Vec<String>,
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    pub enabled: bool,
+    pub created_at: u64,
+}
+
+impl ClientRecord {
+    pub fn allows_grant(&self, grant: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant)
+    }
+
+    /// The scope to grant for a request: the client's full set when none was asked for,
+    /// otherwise the requested words, each of which the client must be allowed.
+    pub fn resolve_scope(&self, requested: Option<&str>) -> Result<String, OAuthError> {
+        match requested.map(str::trim) {
+            None | Some("") => Ok(self.scopes.join(" ")),
+            Some(req) => {
+                let mut words: Vec<&str> = Vec::new();
+                for w in req.split_whitespace() {
+                    if !self.scopes.iter().any(|s| s == w) {
+                        return Err(OAuthError::invalid_scope(format!("scope {w:?} is not allowed for this client")));
+                    }
+                    if !words.contains(&w) {
+                        words.push(w);
+                    }
+                }
+                Ok(words.join(" "))
+            }
+        }
+    }
+}
+
+/// A signed-in user, as the front end needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserView {
+    pub id: String,
+    pub username: String,
+    pub is_admin: bool,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("a user named {0:?} already exists")]
+    UsernameTaken(String),
+    #[error("no user named {0:?}")]
+    UnknownUser(String),
+    #[error("usernames are 1 to 64 visible characters with no spaces")]
+    InvalidUsername,
+    #[error("client names are 1 to 100 characters")]
+    InvalidClientName,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A failed sign-in; deliberately says nothing about which part was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Invalid username or password")]
+pub struct LoginFailed;
+
+pub fn valid_username(u: &str) -> bool {
+    !u.is_empty() && u.chars().count() <= 64 && u.chars().all(|c| !c.is_whitespace() && !c.is_control())
+}
+
+/// Messages of the directory actor.
+pub enum DirectoryMsg {
+    /// Checks a password (argon2id, off the actor); answered with the user or [`LoginFailed`].
+    Authenticate { username: String, password: String, reply: RpcReplyPort<Result<UserView, LoginFailed>> },
+    /// RFC 6749 §2.3: authenticates a client by id and (for confidential clients) secret.
+    AuthenticateClient { client_id: String, secret: Option<String>, reply: RpcReplyPort<Result<Arc<ClientRecord>, OAuthError>> },
+    GetClient { client_id: String, reply: RpcReplyPort<Option<Arc<ClientRecord>>> },
+    /// Adds a user; the caller hashed the password with [`password::hash`] (keeps argon2 off this actor).
+    CreateUser { username: String, password_hash: String, is_admin: bool, reply: RpcReplyPort<Result<UserRecord, DirectoryError>> },
+    SetPassword { username: String, password_hash: String, reply: RpcReplyPort<Result<(), DirectoryError>> },
+    ListUsers { reply: RpcReplyPort<Vec<UserRecord>> },
+    /// Adds a client; a confidential one gets a secret, returned here once and stored hashed.
+    CreateClient { name: String, confidential: bool, reply: RpcReplyPort<Result<(ClientRecord, Option<String>), DirectoryError>> },
+    ListClients { reply: RpcReplyPort<Vec<Arc<ClientRecord>>> },
+}
+
+pub struct DirectoryActor;
+
+pub struct DirectoryArgs {
+    pub store: Store,
+    /// Password of the admin seeded on first start; random when `None`.
+    pub admin_password: Option<String>,
+}
+
+pub struct DirectoryState {
+    users: HashMap<String, UserRecord>,
+    by_username: HashMap<String, String>,
+    clients: HashMap<String, Arc<ClientRecord>>,
+    /// Verified against when the username is unknown, so timing does not reveal which users exist.
+    dummy_hash: String,
+    store: Store,
+}
+
+fn now_secs() -> u64 {
+    crate::now_ms() / 1000
+}
+
+/// A new client record (and its secret, for a confidential client).
+pub fn new_client(name: &str, confidential: bool) -> (ClientRecord, Option<String>) {
+    let secret = confidential.then(|| secret::random_token(32));
+    let rec = ClientRecord {
+        client_id: uuid::Uuid::new_v4().to_string(),
+        name: name.to_owned(),
+        description: String::new(),
+        confidential,
+        secret_hash: secret.as_deref().map(secret::sha256_hex),
+        grant_types: vec![GRANT_DEVICE_CODE.into(), GRANT_REFRESH_TOKEN.into()],
+        scopes: vec!["read".into(), "write".into()],
+        redirect_uris: Vec::new(),
+        enabled: true,
+        created_at: now_secs(),
+    };
+    (rec, secret)
+}
+
+impl DirectoryState {
+    fn insert_user(&mut self, u: UserRecord) {
+        self.by_username.insert(u.username.clone(), u.id.clone());
+        self.users.insert(u.id.clone(), u);
+    }
+
+    fn user_by_name(&self, username: &str) -> Option<&UserRecord> {
+        self.by_username.get(username).and_then(|id| self.users.get(id))
+    }
+
+    /// First start only: the admin user and the CLI client, printed once.
+    async fn seed(&mut self, admin_password: Option<String>) -> Result<(), ActorProcessingErr> {
+        let generated = admin_password.is_none();
+        let password = admin_password.unwrap_or_else(|| password::random_password(16));
+        let admin = UserRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            username: "admin".into(),
+            password_hash: Some(password::hash(password.clone()).await?),
+            is_admin: true,
+            disabled: false,
+            created_at: now_secs(),
+        };
+        let (client, _) = new_client(SEEDED_CLIENT_NAME, false);
+        let ops = vec![
+            Op::put(Table::Users, admin.id.as_bytes().to_vec(), &admin)?,
+            Op::put(Table::Clients, client.client_id.as_bytes().to_vec(), &client)?,
+            Op::put(Table::Meta, SEED_MARKER.to_vec(), &true)?,
+        ];
+        self.store.write(ops).await?;
+        if generated {
+            tracing::warn!(username = "admin", password = %password, "first start: created the admin user with this generated password; change it (authgate user passwd admin)");
+        } else {
+            tracing::warn!(username = "admin", "first start: created the admin user with ADMIN_PASSWORD");
+        }
+        tracing::warn!(client_id = %client.client_id, name = SEEDED_CLIENT_NAME, "first start: created the public OAuth client for CLI tools");
+        self.insert_user(admin);
+        self.clients.insert(client.client_id.clone(), Arc::new(client));
+        Ok(())
+    }
+
+    fn authenticate_client(&self, client_id: &str, secret: Option<&str>) -> Result<Arc<ClientRecord>, OAuthError> {
+        let unknown = || OAuthError::invalid_client("client authentication failed");
+        let client = self.clients.get(client_id).filter(|c| c.enabled).ok_or_else(unknown)?;
+        let secret = secret.filter(|s| !s.is_empty());
+        match (client.confidential, secret, client.secret_hash.as_deref()) {
+            (false, None, _) => Ok(client.clone()),
+            (false, Some(_), _) => Err(OAuthError::invalid_client("public clients have no secret")),
+            (true, Some(s), Some(h)) if secret::ct_eq(&secret::sha256_hex(s), h) => Ok(client.clone()),
+            (true, _, _) => Err(unknown()),
+        }
+    }
+
+    fn write_then<T: Send + 'static>(&self, ops: Vec<Op>, answer: T, reply: RpcReplyPort<Result<T, DirectoryError>>) {
+        let done = self.store.submit(ops);
+        tokio::spawn(async move {
+            let _ = reply.send(done.await.map(|()| answer).map_err(DirectoryError::from));
+        });
+    }
+}
+
+impl Actor for DirectoryActor {
+    type Msg = DirectoryMsg;
+    type State = DirectoryState;
+    type Arguments = DirectoryArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<DirectoryMsg>, args: DirectoryArgs) -> Result<DirectoryState, ActorProcessingErr> {
+        let (users, clients, seeded) = args
+            .store
+            .read(|r| {
+                let mut users = Vec::new();
+                r.scan(Table::Users, |_, v| {
+                    users.push(decode::<UserRecord>(v)?);
+                    Ok(())
+                })?;
+                let mut clients = Vec::new();
+                r.scan(Table::Clients, |_, v| {
+                    clients.push(decode::<ClientRecord>(v)?);
+                    Ok(())
+                })?;
+                Ok((users, clients, r.get(Table::Meta, SEED_MARKER)?.is_some()))
+            })
+            .await?;
+        let dummy_hash = password::hash(password::random_password(24)).await?;
+        let mut st = DirectoryState {
+            users: HashMap::new(),
+            by_username: HashMap::new(),
+            clients: clients.into_iter().map(|c| (c.client_id.clone(), Arc::new(c))).collect(),
+            dummy_hash,
+            store: args.store,
+        };
+        for u in users {
+            st.insert_user(u);
+        }
+        if !seeded {
+            st.seed(args.admin_password).await?;
+        }
+        Ok(st)
+    }
+
+    async fn handle(&self, _myself: ActorRef<DirectoryMsg>, msg: DirectoryMsg, st: &mut DirectoryState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            DirectoryMsg::Authenticate { username, password, reply } => {
+                let user = st.user_by_name(&username).filter(|u| !u.disabled && u.password_hash.is_some());
+                let hash = user.and_then(|u| u.password_hash.clone()).unwrap_or_else(|| st.dummy_hash.clone());
+                let view = user.map(|u| UserView { id: u.id.clone(), username: u.username.clone(), is_admin: u.is_admin });
+                tokio::spawn(async move {
+                    let ok = password::verify(password, hash).await;
+                    let _ = reply.send(match view {
+                        Some(v) if ok => Ok(v),
+                        _ => Err(LoginFailed),
+                    });
+                });
+            }
+            DirectoryMsg::AuthenticateClient { client_id, secret, reply } => {
+                let _ = reply.send(st.authenticate_client(&client_id, secret.as_deref()));
+            }
+            DirectoryMsg::GetClient { client_id, reply } => {
+                let _ = reply.send(st.clients.get(&client_id).cloned());
+            }
+            DirectoryMsg::CreateUser { username, password_hash, is_admin, reply } => {
+                if !valid_username(&username) {
+                    let _ = reply.send(Err(DirectoryError::InvalidUsername));
+                } else if st.by_username.contains_key(&username) {
+                    let _ = reply.send(Err(DirectoryError::UsernameTaken(username)));
+                } else {
+                    let user = UserRecord {
+                        id: uuid::Uuid::new_v4().to_string(),
+                        username,
+                        password_hash: Some(password_hash),
+                        is_admin,
+                        disabled: false,
+                        created_at: now_secs(),
+                    };
+                    match Op::put(Table::Users, user.id.as_bytes().to_vec(), &user) {
+                        Ok(op) => {
+                            st.insert_user(user.clone());
+                            st.write_then(vec![op], user, reply);
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e.into()));
+                        }
+                    }
+                }
+            }
+            DirectoryMsg::SetPassword { username, password_hash, reply } => {
+                let Some(id) = st.by_username.get(&username).cloned() else {
+                    let _ = reply.send(Err(DirectoryError::UnknownUser(username)));
+                    return Ok(());
+                };
+                let Some(user) = st.users.get_mut(&id) else {
+                    let _ = reply.send(Err(DirectoryError::UnknownUser(username)));
+                    return Ok(());
+                };
+                user.password_hash = Some(password_hash);
+                match Op::put(Table::Users, id.as_bytes().to_vec(), &*user) {
+                    Ok(op) => st.write_then(vec![op], (), reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            DirectoryMsg::ListUsers { reply } => {
+                let mut users: Vec<UserRecord> = st.users.values().cloned().collect();
+                users.sort_by(|a, b| a.username.cmp(&b.username));
+                let _ = reply.send(users);
+            }
+            DirectoryMsg::CreateClient { name, confidential, reply } => {
+                let name = name.trim().to_owned();
+                if name.is_empty() || name.chars().count() > 100 {
+                    let _ = reply.send(Err(DirectoryError::InvalidClientName));
+                    return Ok(());
+                }
+                let (client, secret) = new_client(&name, confidential);
+                match Op::put(Table::Clients, client.client_id.as_bytes().to_vec(), &client) {
+                    Ok(op) => {
+                        st.clients.insert(client.client_id.clone(), Arc::new(client.clone()));
+                        st.write_then(vec![op], (client, secret), reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            DirectoryMsg::ListClients { reply } => {
+                let mut clients: Vec<Arc<ClientRecord>> = st.clients.values().cloned().collect();
+                clients.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.client_id.cmp(&b.client_id)));
+                let _ = reply.send(clients);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_resolution() {
+        let (c, _) = new_client("x", false);
+        assert_eq!(c.resolve_scope(None).unwrap(), "read write");
+        assert_eq!(c.resolve_scope(Some("  ")).unwrap(), "read write");
+        assert_eq!(c.resolve_scope(Some("write read write")).unwrap(), "write read");
+        assert_eq!(c.resolve_scope(Some("admin")).unwrap_err().code, crate::error::ErrorCode::InvalidScope);
+    }
+
+    #[test]
+    fn usernames() {
+        assert!(valid_username("alice"));
+        assert!(valid_username("alice@example.com"));
+        assert!(!valid_username(""));
+        assert!(!valid_username("a b"));
+        assert!(!valid_username("a\u{0}"));
+        assert!(!valid_username(&"a".repeat(65)));
+    }
+}

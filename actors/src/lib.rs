@@ -1,0 +1,29 @@
+//! AuthGate's actors: each owns one concern's state and is reached only by messages.
+//!
+//! - [`device`]: device authorizations (codes, poll timing, approvals)
+//! - [`token`]: access and refresh tokens
+//! - [`session`]: browser sessions
+//! - [`directory`]: users and OAuth clients
+//! - [`store`]: the redb file and its group-committing writer
+//! - [`system`]: the root supervisor and the handles to reach the actors
+
+pub mod device;
+pub mod directory;
+pub mod error;
+pub mod password;
+pub mod secret;
+pub mod session;
+pub mod store;
+pub mod system;
+pub mod token;
+
+pub use error::{ErrorCode, OAuthError};
+
+/// The wall clock in Unix milliseconds. Requests read it once at the HTTP boundary and pass
+/// it down; only timers (sweeps) read it inside the actors.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

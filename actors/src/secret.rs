@@ -1,0 +1,131 @@
+//! Generation and hashing of every credential the server hands out. Only SHA-256 hashes of
+//! device codes, refresh tokens, session ids and client secrets are ever stored.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// A SHA-256 digest, used as the storage key of a secret.
+pub type Digest32 = [u8; 32];
+
+/// The user-code alphabet of RFC 8628 §6.1: consonants only, so no look-alike characters and no words.
+pub const USER_CODE_ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
+/// Characters in a user code (shown as `XXXX-XXXX`): 20^8 ≈ 2^34.6 possibilities.
+pub const USER_CODE_LEN: usize = 8;
+
+/// A random URL-safe secret of `bytes` bytes of CSPRNG output (32 bytes = 256 bits).
+pub fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill(buf.as_mut_slice());
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+pub fn sha256(s: &str) -> Digest32 {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(sha256(s))
+}
+
+/// Compares two strings in constant time (for their common length; lengths are not secret).
+pub fn ct_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// A fresh user code: 8 characters from [`USER_CODE_ALPHABET`], unformatted.
+pub fn new_user_code() -> [u8; USER_CODE_LEN] {
+    let mut rng = rand::rng();
+    let mut code = [0u8; USER_CODE_LEN];
+    for c in &mut code {
+        *c = USER_CODE_ALPHABET[rng.random_range(0..USER_CODE_ALPHABET.len())];
+    }
+    code
+}
+
+/// Normalises what a person typed: case-insensitive, dashes and white space ignored.
+/// Returns `None` unless exactly 8 characters of the alphabet remain.
+pub fn normalize_user_code(input: &str) -> Option<[u8; USER_CODE_LEN]> {
+    let mut code = [0u8; USER_CODE_LEN];
+    let mut n = 0;
+    for ch in input.chars() {
+        if ch == '-' || ch.is_whitespace() {
+            continue;
+        }
+        let up = ch.to_ascii_uppercase();
+        if !up.is_ascii() || !USER_CODE_ALPHABET.contains(&(up as u8)) || n == USER_CODE_LEN {
+            return None;
+        }
+        code[n] = up as u8;
+        n += 1;
+    }
+    (n == USER_CODE_LEN).then_some(code)
+}
+
+/// `XXXX-XXXX`, the form shown to people.
+pub fn format_user_code(code: &[u8; USER_CODE_LEN]) -> String {
+    let mut s = String::with_capacity(USER_CODE_LEN + 1);
+    for (i, &c) in code.iter().enumerate() {
+        if i == USER_CODE_LEN / 2 {
+            s.push('-');
+        }
+        s.push(c as char);
+    }
+    s
+}
+
+/// A user code as shown in logs: only its first two characters.
+pub fn redact_user_code(code: &[u8; USER_CODE_LEN]) -> String {
+    format!("{}{}**-****", code[0] as char, code[1] as char)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_codes_use_only_the_alphabet_and_normalise_back() {
+        for _ in 0..1000 {
+            let c = new_user_code();
+            assert!(c.iter().all(|b| USER_CODE_ALPHABET.contains(b)));
+            let shown = format_user_code(&c);
+            assert_eq!(shown.len(), 9);
+            assert_eq!(normalize_user_code(&shown), Some(c));
+            assert_eq!(normalize_user_code(&shown.to_lowercase()), Some(c));
+        }
+    }
+
+    #[test]
+    fn normalisation_ignores_dashes_and_spaces_and_rejects_the_rest() {
+        assert_eq!(normalize_user_code(" bcdf - ghjk "), Some(*b"BCDFGHJK"));
+        assert_eq!(normalize_user_code("BCDF-GHJ"), None);
+        assert_eq!(normalize_user_code("BCDF-GHJKL"), None);
+        assert_eq!(normalize_user_code("ABCD-EFGH"), None, "vowels are not in the alphabet");
+        assert_eq!(normalize_user_code("BCDF-GHJ\u{0}"), None);
+        assert_eq!(normalize_user_code("ẞCDF-GHJK"), None);
+        assert_eq!(normalize_user_code(&"B".repeat(10_000)), None);
+    }
+
+    #[test]
+    fn random_tokens_are_long_urlsafe_and_distinct() {
+        let a = random_token(32);
+        let b = random_token(32);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+
+    #[test]
+    fn constant_time_equality_matches_plain_equality() {
+        assert!(ct_eq("abc", "abc"));
+        assert!(!ct_eq("abc", "abd"));
+        assert!(!ct_eq("abc", "abcd"));
+    }
+
+    #[test]
+    fn redaction_keeps_two_characters() {
+        assert_eq!(redact_user_code(b"BCDFGHJK"), "BC**-****");
+    }
+}

@@ -1,0 +1,166 @@
+//! The browser-session actor.
+//!
+//! Owns the server-side records of signed-in browsers: which user a session belongs to, its
+//! CSRF token and its expiry. The cookie carries only the (encrypted) session id; the store
+//! keeps SHA-256 of that id, so a copied database yields no usable session.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+
+use crate::device::Millis;
+use crate::error::OAuthError;
+use crate::secret::{self, Digest32};
+use crate::store::{Op, Store, Table, decode};
+
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// The stored form of a session, keyed by SHA-256(session id).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub user_id: String,
+    pub username: String,
+    pub csrf_token: String,
+    pub created_at_ms: Millis,
+    pub expires_at_ms: Millis,
+}
+
+/// A session as a request sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionView {
+    pub user_id: String,
+    pub username: String,
+    pub csrf_token: String,
+}
+
+/// A freshly created session: the id goes into the cookie, and nowhere else.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: String,
+    pub csrf_token: String,
+}
+
+/// Messages of the session actor.
+pub enum SessionMsg {
+    /// Starts a session for a user who just signed in; answered once durable.
+    Create { user_id: String, username: String, now: Millis, reply: RpcReplyPort<Result<NewSession, OAuthError>> },
+    /// The live session behind a cookie's id, if any.
+    Get { id: String, now: Millis, reply: RpcReplyPort<Option<SessionView>> },
+    /// Ends a session (sign-out, or replaced at sign-in); answered once durable.
+    Destroy { id: String, reply: RpcReplyPort<Result<(), OAuthError>> },
+    /// Internal: drop expired sessions.
+    Sweep,
+}
+
+pub struct SessionActor;
+
+pub struct SessionArgs {
+    pub max_age: Duration,
+    pub store: Store,
+}
+
+pub struct SessionState {
+    sessions: HashMap<Digest32, SessionRecord>,
+    max_age: Duration,
+    store: Store,
+}
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(&self, myself: ActorRef<SessionMsg>, args: SessionArgs) -> Result<SessionState, ActorProcessingErr> {
+        let now = crate::now_ms();
+        let (sessions, stale) = args
+            .store
+            .read(move |r| {
+                let mut sessions = HashMap::new();
+                let mut stale = Vec::new();
+                r.scan(Table::Sessions, |k, v| {
+                    match (Digest32::try_from(k), decode::<SessionRecord>(v)) {
+                        (Ok(key), Ok(rec)) if rec.expires_at_ms > now => {
+                            sessions.insert(key, rec);
+                        }
+                        _ => stale.push(Op::delete(Table::Sessions, k.to_vec())),
+                    }
+                    Ok(())
+                })?;
+                Ok((sessions, stale))
+            })
+            .await?;
+        if !stale.is_empty() {
+            args.store.write(stale).await?;
+        }
+        myself.send_interval(SWEEP_EVERY, || SessionMsg::Sweep);
+        Ok(SessionState { sessions, max_age: args.max_age, store: args.store })
+    }
+
+    async fn handle(&self, _myself: ActorRef<SessionMsg>, msg: SessionMsg, st: &mut SessionState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SessionMsg::Create { user_id, username, now, reply } => {
+                let id = secret::random_token(32);
+                let key = secret::sha256(&id);
+                let max_age = u64::try_from(st.max_age.as_millis()).unwrap_or(u64::MAX);
+                let rec = SessionRecord {
+                    user_id,
+                    username,
+                    csrf_token: secret::random_token(32),
+                    created_at_ms: now,
+                    expires_at_ms: now.saturating_add(max_age),
+                };
+                let op = match Op::put(Table::Sessions, key.to_vec(), &rec) {
+                    Ok(op) => op,
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                        return Ok(());
+                    }
+                };
+                let answer = NewSession { id, csrf_token: rec.csrf_token.clone() };
+                st.sessions.insert(key, rec);
+                let done = st.store.submit(vec![op]);
+                tokio::spawn(async move {
+                    let _ = reply.send(done.await.map(|()| answer).map_err(OAuthError::from));
+                });
+            }
+            SessionMsg::Get { id, now, reply } => {
+                let view = st.sessions.get(&secret::sha256(&id)).filter(|r| r.expires_at_ms > now).map(|r| SessionView {
+                    user_id: r.user_id.clone(),
+                    username: r.username.clone(),
+                    csrf_token: r.csrf_token.clone(),
+                });
+                let _ = reply.send(view);
+            }
+            SessionMsg::Destroy { id, reply } => {
+                let key = secret::sha256(&id);
+                if st.sessions.remove(&key).is_none() {
+                    let _ = reply.send(Ok(()));
+                    return Ok(());
+                }
+                let done = st.store.submit(vec![Op::delete(Table::Sessions, key.to_vec())]);
+                tokio::spawn(async move {
+                    let _ = reply.send(done.await.map_err(OAuthError::from));
+                });
+            }
+            SessionMsg::Sweep => {
+                let now = crate::now_ms();
+                let expired: Vec<Digest32> = st.sessions.iter().filter(|(_, r)| r.expires_at_ms <= now).map(|(k, _)| *k).collect();
+                if !expired.is_empty() {
+                    let ops = expired.iter().map(|k| Op::delete(Table::Sessions, k.to_vec())).collect();
+                    for k in &expired {
+                        st.sessions.remove(k);
+                    }
+                    let done = st.store.submit(ops);
+                    tokio::spawn(async move {
+                        if let Err(e) = done.await {
+                            tracing::warn!(error = %e, "could not delete expired sessions");
+                        }
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}

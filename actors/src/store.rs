@@ -1,0 +1,422 @@
+//! The redb store: one embedded file, one dedicated writer thread.
+//!
+//! Every actor hands its changes to the writer as a batch of [`Op`]s and awaits the commit.
+//! The writer takes the first batch waiting, drains every other batch already queued (up to
+//! `max_batch`), applies them all in one write transaction and commits once with
+//! `Durability::Immediate`: many concurrent writes share one fsync (group commit). Only after
+//! that commit does any caller hear "done". Reads run on the same thread, so no redb I/O ever
+//! happens on an async or actor thread, and dropping the last [`Store`] closes the file.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
+
+/// Every table: raw byte keys and values; the owning actor defines the record format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Server-wide values: generated secrets, the seed marker.
+    Meta,
+    /// User id → [`crate::directory::UserRecord`].
+    Users,
+    /// OAuth client id → [`crate::directory::ClientRecord`].
+    Clients,
+    /// SHA-256(device code) → [`crate::device::DeviceRecord`].
+    DeviceCodes,
+    /// Token id (jti) → [`crate::token::TokenRecord`].
+    Tokens,
+    /// SHA-256(session id) → [`crate::session::SessionRecord`].
+    Sessions,
+}
+
+impl Table {
+    pub const ALL: [Table; 6] = [
+        Table::Meta,
+        Table::Users,
+        Table::Clients,
+        Table::DeviceCodes,
+        Table::Tokens,
+        Table::Sessions,
+    ];
+
+    fn def(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+        TableDefinition::new(match self {
+            Table::Meta => "meta",
+            Table::Users => "users",
+            Table::Clients => "clients",
+            Table::DeviceCodes => "device_codes",
+            Table::Tokens => "tokens",
+            Table::Sessions => "sessions",
+        })
+    }
+}
+
+/// One change to one record.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Put { table: Table, key: Vec<u8>, value: Vec<u8> },
+    Delete { table: Table, key: Vec<u8> },
+}
+
+impl Op {
+    /// A put of a serde record. Serialising plain data structs cannot fail in practice; if it
+    /// ever does the error surfaces when the batch is written.
+    pub fn put<T: Serialize>(table: Table, key: impl Into<Vec<u8>>, value: &T) -> Result<Op, StoreError> {
+        let value = serde_json::to_vec(value).map_err(|e| StoreError::Encode(e.to_string()))?;
+        Ok(Op::Put { table, key: key.into(), value })
+    }
+    pub fn delete(table: Table, key: impl Into<Vec<u8>>) -> Op {
+        Op::Delete { table, key: key.into() }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database file {path} is in use by another process (is the server running?)")]
+    Locked { path: String },
+    #[error("cannot open the database file {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("database error: {0}")]
+    Storage(String),
+    #[error("cannot encode a record: {0}")]
+    Encode(String),
+    #[error("a stored record is corrupt: {0}")]
+    Decode(String),
+    #[error("the store is shut down")]
+    Closed,
+}
+
+fn storage<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Storage(e.to_string())
+}
+
+/// Decodes a stored record.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Decode(e.to_string()))
+}
+
+/// Counters of the writer, for benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Write transactions committed.
+    pub commits: AtomicU64,
+    /// Batches (one per caller) made durable.
+    pub batches: AtomicU64,
+}
+
+/// A read-only view of the database, handed to closures that run on the store thread.
+pub struct Reader<'a> {
+    txn: &'a redb::ReadTransaction,
+}
+
+impl Reader<'_> {
+    /// Every record of a table, in key order.
+    pub fn scan(&self, table: Table, mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let t = match self.txn.open_table(table.def()) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(storage(e)),
+        };
+        for row in t.iter().map_err(storage)? {
+            let (k, v) = row.map_err(storage)?;
+            f(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let t = match self.txn.open_table(table.def()) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(storage(e)),
+        };
+        Ok(t.get(key).map_err(storage)?.map(|v| v.value().to_vec()))
+    }
+}
+
+type ReadJob = Box<dyn FnOnce(&Database) + Send>;
+
+enum Command {
+    Write { ops: Vec<Op>, done: oneshot::Sender<Result<(), StoreError>> },
+    Read(ReadJob),
+    /// Commit what is queued before it, then close the file.
+    Shutdown,
+}
+
+/// How the writer commits.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// The most caller batches one transaction may carry; 1 turns group commit off (benchmarks).
+    pub max_batch: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { max_batch: 1024 }
+    }
+}
+
+/// A handle to the store; cheap to clone. The file closes when the last handle is dropped and
+/// the writer has finished the queued work ([`Store::close`] waits for that).
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: mpsc::Sender<Command>,
+    stats: Arc<StoreStats>,
+    writer: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Opens (or creates) the database file and starts the writer thread. Blocking: call it
+    /// before the runtime starts or inside `spawn_blocking`.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        let shown = path.display().to_string();
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: shown.clone() },
+            other => StoreError::Open { path: shown.clone(), reason: other.to_string() },
+        })?;
+        // Create every table up front so readers never meet a missing one.
+        let txn = db.begin_write().map_err(storage)?;
+        for t in Table::ALL {
+            txn.open_table(t.def()).map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(StoreStats::default());
+        let writer_stats = stats.clone();
+        let max_batch = options.max_batch.max(1);
+        let writer = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(db, rx, max_batch, &writer_stats))
+            .map_err(|e| StoreError::Open { path: shown, reason: e.to_string() })?;
+        Ok(Store { inner: Arc::new(Inner { tx, stats, writer: std::sync::Mutex::new(Some(writer)) }) })
+    }
+
+    /// Makes `ops` durable in one atomic step; resolves after the commit that carries them.
+    pub async fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        self.submit(ops).await
+    }
+
+    /// Queues `ops` now and returns a future that resolves after their commit. Queue order is
+    /// commit order, so an actor may submit from its handler and await elsewhere.
+    pub fn submit(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let (done, rx) = oneshot::channel();
+        let sent = self.inner.tx.send(Command::Write { ops, done }).is_ok();
+        async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            rx.await.unwrap_or(Err(StoreError::Closed))
+        }
+    }
+
+    /// Runs `f` against a consistent snapshot on the store thread.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Reader<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |db: &Database| {
+            let result = db.begin_read().map_err(storage).and_then(|txn| f(&Reader { txn: &txn }));
+            let _ = tx.send(result);
+        });
+        self.inner.tx.send(Command::Read(job)).map_err(|_| StoreError::Closed)?;
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    pub fn stats(&self) -> &StoreStats {
+        &self.inner.stats
+    }
+
+    /// Commits everything queued so far, closes the file and waits (blocking) for the writer
+    /// to finish. Any later write or read on any clone fails with [`StoreError::Closed`].
+    pub fn close(&self) {
+        let _ = self.inner.tx.send(Command::Shutdown);
+        let writer = self.inner.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
+    }
+}
+
+fn writer_loop(db: Database, rx: mpsc::Receiver<Command>, max_batch: usize, stats: &StoreStats) {
+    let mut writes: Vec<(Vec<Op>, oneshot::Sender<Result<(), StoreError>>)> = Vec::new();
+    let mut reads: Vec<ReadJob> = Vec::new();
+    let mut stop = false;
+    while let Ok(first) = rx.recv() {
+        let mut queue = Some(first);
+        loop {
+            match queue.take() {
+                Some(Command::Write { ops, done }) => writes.push((ops, done)),
+                Some(Command::Read(job)) => reads.push(job),
+                Some(Command::Shutdown) => {
+                    stop = true;
+                    break;
+                }
+                None => {}
+            }
+            if writes.len() >= max_batch {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(cmd) => queue = Some(cmd),
+                Err(_) => break,
+            }
+        }
+        if !writes.is_empty() {
+            let result = commit(&db, &writes);
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats.batches.fetch_add(writes.len() as u64, Ordering::Relaxed);
+            if let Err(e) = &result {
+                tracing::error!(error = %e, batches = writes.len(), "commit failed");
+            }
+            for (_, done) in writes.drain(..) {
+                let _ = done.send(result.clone());
+            }
+        }
+        for job in reads.drain(..) {
+            job(&db);
+        }
+        if stop {
+            break;
+        }
+    }
+    // Dropping the receiver makes every later send fail fast; dropping `db` closes the file.
+    drop(rx);
+    drop(db);
+}
+
+fn commit(db: &Database, writes: &[(Vec<Op>, oneshot::Sender<Result<(), StoreError>>)]) -> Result<(), StoreError> {
+    let mut txn = db.begin_write().map_err(storage)?;
+    txn.set_durability(Durability::Immediate).map_err(storage)?;
+    {
+        let mut tables = Table::ALL.map(|t| txn.open_table(t.def()));
+        for (ops, _) in writes {
+            for op in ops {
+                let (table, key) = match op {
+                    Op::Put { table, key, .. } | Op::Delete { table, key } => (*table, key),
+                };
+                let idx = Table::ALL.iter().position(|t| *t == table).unwrap_or(0);
+                let t = tables[idx].as_mut().map_err(|e| StoreError::Storage(e.to_string()))?;
+                match op {
+                    Op::Put { value, .. } => {
+                        t.insert(key.as_slice(), value.as_slice()).map_err(storage)?;
+                    }
+                    Op::Delete { .. } => {
+                        t.remove(key.as_slice()).map_err(storage)?;
+                    }
+                }
+            }
+        }
+    }
+    txn.commit().map_err(storage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    }
+
+    #[test]
+    fn writes_are_readable_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        rt().block_on(async {
+            let store = Store::open(&path, StoreOptions::default()).unwrap();
+            store
+                .write(vec![Op::put(Table::Meta, b"k".to_vec(), &"v").unwrap()])
+                .await
+                .unwrap();
+            store.write(vec![Op::put(Table::Meta, b"gone".to_vec(), &1).unwrap(), Op::delete(Table::Meta, b"gone".to_vec())]).await.unwrap();
+            store.close();
+        });
+        rt().block_on(async {
+            let store = Store::open(&path, StoreOptions::default()).unwrap();
+            let v = store.read(|r| r.get(Table::Meta, b"k")).await.unwrap();
+            assert_eq!(decode::<String>(&v.unwrap()).unwrap(), "v");
+            assert_eq!(store.read(|r| r.get(Table::Meta, b"gone")).await.unwrap(), None);
+            store.close();
+        });
+    }
+
+    #[test]
+    fn a_second_opener_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let first = Store::open(&path, StoreOptions::default()).unwrap();
+        match Store::open(&path, StoreOptions::default()) {
+            Err(StoreError::Locked { .. }) => {}
+            other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+        }
+        first.close();
+        Store::open(&path, StoreOptions::default()).unwrap().close();
+    }
+
+    #[test]
+    fn concurrent_writes_share_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        rt().block_on(async {
+            let store = Store::open(&path, StoreOptions::default()).unwrap();
+            let mut tasks = Vec::new();
+            for i in 0..500u32 {
+                let s = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    s.write(vec![Op::put(Table::Meta, i.to_be_bytes().to_vec(), &i).unwrap()]).await
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            let commits = store.stats().commits.load(Ordering::Relaxed);
+            assert_eq!(store.stats().batches.load(Ordering::Relaxed), 500);
+            assert!(commits < 500, "500 concurrent writes took {commits} commits");
+            let n = store
+                .read(|r| {
+                    let mut n = 0;
+                    r.scan(Table::Meta, |_, _| {
+                        n += 1;
+                        Ok(())
+                    })?;
+                    Ok(n)
+                })
+                .await
+                .unwrap();
+            assert_eq!(n, 500);
+            store.close();
+        });
+    }
+
+    #[test]
+    fn max_batch_of_one_commits_each_write_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let store = Store::open(&dir.path().join("t.redb"), StoreOptions { max_batch: 1 }).unwrap();
+            let tasks: Vec<_> = (0..50u32)
+                .map(|i| {
+                    let s = store.clone();
+                    tokio::spawn(async move { s.write(vec![Op::put(Table::Meta, i.to_be_bytes().to_vec(), &i).unwrap()]).await })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            assert_eq!(store.stats().commits.load(Ordering::Relaxed), 50);
+            store.close();
+        });
+    }
+}

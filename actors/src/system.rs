@@ -1,0 +1,285 @@
+//! The root supervisor and the handles the front end uses to reach the actors.
+//!
+//! The root starts the four core actors linked to itself. When one fails (a panic or an error
+//! in a handler), it is restarted after a growing delay and rebuilds its state from redb; after
+//! [`MAX_RESTARTS`] restarts within a minute it is left down (requests then get a clean 503)
+//! rather than spinning. Everyone reaches actors through [`Actors`], which always holds the
+//! current incarnation.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Message, RpcReplyPort, SupervisionEvent};
+
+use crate::device::{DeviceActor, DeviceArgs, DeviceConfig, DeviceMsg};
+use crate::directory::{DirectoryActor, DirectoryArgs, DirectoryMsg};
+use crate::error::OAuthError;
+use crate::session::{SessionActor, SessionArgs, SessionMsg};
+use crate::store::{Op, Store, StoreError, Table, decode};
+use crate::token::{JwtKeys, TokenActor, TokenArgs, TokenConfig, TokenMsg};
+
+/// How long a caller waits for an actor's answer before giving up with `temporarily_unavailable`.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Restarts of one actor allowed within a minute.
+pub const MAX_RESTARTS: usize = 5;
+
+/// Sends `build(reply)` to `actor` and waits for the answer; an actor that is down, gone, or
+/// too slow is reported as `temporarily_unavailable`.
+pub async fn ask<M: Message, R: Send + 'static>(
+    actor: &ActorRef<M>,
+    build: impl FnOnce(RpcReplyPort<R>) -> M,
+) -> Result<R, OAuthError> {
+    match actor.call(build, Some(CALL_TIMEOUT)).await {
+        Ok(CallResult::Success(r)) => Ok(r),
+        Ok(CallResult::Timeout) => Err(OAuthError::unavailable("the server is busy; try again shortly")),
+        Ok(CallResult::SenderError) | Err(_) => Err(OAuthError::unavailable("the server is restarting a component; try again shortly")),
+    }
+}
+
+struct Slot<M: Message>(RwLock<Option<ActorRef<M>>>);
+
+impl<M: Message> Slot<M> {
+    fn new() -> Self {
+        Self(RwLock::new(None))
+    }
+    fn get(&self) -> Result<ActorRef<M>, OAuthError> {
+        self.0
+            .read()
+            .ok()
+            .and_then(|g| g.clone())
+            .ok_or_else(|| OAuthError::unavailable("the server is starting or restarting a component"))
+    }
+    fn set(&self, r: ActorRef<M>) {
+        if let Ok(mut g) = self.0.write() {
+            *g = Some(r);
+        }
+    }
+}
+
+/// The addresses of the core actors; cheap to clone.
+#[derive(Clone)]
+pub struct Actors {
+    inner: Arc<Slots>,
+}
+
+struct Slots {
+    device: Slot<DeviceMsg>,
+    token: Slot<TokenMsg>,
+    session: Slot<SessionMsg>,
+    directory: Slot<DirectoryMsg>,
+}
+
+impl Actors {
+    fn new() -> Self {
+        Self { inner: Arc::new(Slots { device: Slot::new(), token: Slot::new(), session: Slot::new(), directory: Slot::new() }) }
+    }
+    pub fn device(&self) -> Result<ActorRef<DeviceMsg>, OAuthError> {
+        self.inner.device.get()
+    }
+    pub fn token(&self) -> Result<ActorRef<TokenMsg>, OAuthError> {
+        self.inner.token.get()
+    }
+    pub fn session(&self) -> Result<ActorRef<SessionMsg>, OAuthError> {
+        self.inner.session.get()
+    }
+    pub fn directory(&self) -> Result<ActorRef<DirectoryMsg>, OAuthError> {
+        self.inner.directory.get()
+    }
+}
+
+/// Everything the core actors need to start (and to restart).
+#[derive(Clone)]
+pub struct CoreConfig {
+    pub device: DeviceConfig,
+    pub token: TokenConfig,
+    pub session_max_age: Duration,
+    pub admin_password: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Child {
+    Directory,
+    Session,
+    Token,
+    Device,
+}
+
+/// Messages of the root supervisor.
+pub enum RootMsg {
+    /// Internal: start `child` again after its back-off.
+    Restart(ChildName),
+    /// Shutdown is under way: children that stop now stay stopped.
+    ShuttingDown(RpcReplyPort<()>),
+}
+
+/// Opaque name of a child, carried by [`RootMsg::Restart`].
+pub struct ChildName(Child);
+
+struct Root;
+
+struct RootArgs {
+    config: CoreConfig,
+    keys: JwtKeys,
+    store: Store,
+    actors: Actors,
+}
+
+struct RootState {
+    args: RootArgs,
+    children: HashMap<ActorId, Child>,
+    restarts: HashMap<Child, VecDeque<Instant>>,
+    stopping: bool,
+}
+
+impl RootState {
+    async fn spawn(&mut self, child: Child, me: ActorCell) -> Result<(), ActorProcessingErr> {
+        let a = &self.args;
+        let id = match child {
+            Child::Directory => {
+                let args = DirectoryArgs { store: a.store.clone(), admin_password: a.config.admin_password.clone() };
+                let (r, _) = Actor::spawn_linked(None, DirectoryActor, args, me).await?;
+                a.actors.inner.directory.set(r.clone());
+                r.get_id()
+            }
+            Child::Session => {
+                let args = SessionArgs { max_age: a.config.session_max_age, store: a.store.clone() };
+                let (r, _) = Actor::spawn_linked(None, SessionActor, args, me).await?;
+                a.actors.inner.session.set(r.clone());
+                r.get_id()
+            }
+            Child::Token => {
+                let args = TokenArgs { config: a.config.token.clone(), keys: a.keys.clone(), store: a.store.clone() };
+                let (r, _) = Actor::spawn_linked(None, TokenActor, args, me).await?;
+                a.actors.inner.token.set(r.clone());
+                r.get_id()
+            }
+            Child::Device => {
+                let args = DeviceArgs { config: a.config.device.clone(), store: a.store.clone(), actors: a.actors.clone() };
+                let (r, _) = Actor::spawn_linked(None, DeviceActor, args, me).await?;
+                a.actors.inner.device.set(r.clone());
+                r.get_id()
+            }
+        };
+        self.children.insert(id, child);
+        Ok(())
+    }
+}
+
+impl Actor for Root {
+    type Msg = RootMsg;
+    type State = RootState;
+    type Arguments = RootArgs;
+
+    async fn pre_start(&self, myself: ActorRef<RootMsg>, args: RootArgs) -> Result<RootState, ActorProcessingErr> {
+        let mut st = RootState { args, children: HashMap::new(), restarts: HashMap::new(), stopping: false };
+        for child in [Child::Directory, Child::Session, Child::Token, Child::Device] {
+            st.spawn(child, myself.get_cell()).await?;
+        }
+        Ok(st)
+    }
+
+    async fn handle(&self, myself: ActorRef<RootMsg>, msg: RootMsg, st: &mut RootState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RootMsg::Restart(ChildName(child)) if !st.stopping => {
+                if let Err(e) = st.spawn(child, myself.get_cell()).await {
+                    tracing::error!(actor = ?child, error = %e, "restart failed");
+                    schedule_restart(&myself, st, child);
+                } else {
+                    tracing::warn!(actor = ?child, "actor restarted");
+                }
+            }
+            RootMsg::Restart(_) => {}
+            RootMsg::ShuttingDown(reply) => {
+                st.stopping = true;
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(&self, myself: ActorRef<RootMsg>, evt: SupervisionEvent, st: &mut RootState) -> Result<(), ActorProcessingErr> {
+        let (cell, why) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason.unwrap_or_else(|| "stopped".into())),
+            _ => return Ok(()),
+        };
+        let Some(child) = st.children.remove(&cell.get_id()) else { return Ok(()) };
+        if st.stopping {
+            return Ok(());
+        }
+        tracing::error!(actor = ?child, reason = %why, "actor stopped unexpectedly");
+        schedule_restart(&myself, st, child);
+        Ok(())
+    }
+}
+
+fn schedule_restart(myself: &ActorRef<RootMsg>, st: &mut RootState, child: Child) {
+    let now = Instant::now();
+    let recent = st.restarts.entry(child).or_default();
+    while recent.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60)) {
+        recent.pop_front();
+    }
+    if recent.len() >= MAX_RESTARTS {
+        tracing::error!(actor = ?child, "actor failed {MAX_RESTARTS} times within a minute; leaving it down");
+        return;
+    }
+    let delay = Duration::from_millis(100u64 << recent.len());
+    recent.push_back(now);
+    myself.send_after(delay, move || RootMsg::Restart(ChildName(child)));
+}
+
+/// The running actor system.
+pub struct System {
+    pub actors: Actors,
+    pub store: Store,
+    pub keys: JwtKeys,
+    root: ActorRef<RootMsg>,
+    root_done: tokio::task::JoinHandle<()>,
+}
+
+impl System {
+    /// Starts the root supervisor and, under it, every core actor (each loads its state).
+    pub async fn start(store: Store, config: CoreConfig, keys: JwtKeys) -> Result<System, ActorProcessingErr> {
+        let actors = Actors::new();
+        let args = RootArgs { config, keys: keys.clone(), store: store.clone(), actors: actors.clone() };
+        let (root, root_done) = Actor::spawn(None, Root, args).await?;
+        Ok(System { actors, store, keys, root, root_done })
+    }
+
+    /// Stops every actor, lets queued writes commit, and closes the database file.
+    pub async fn shutdown(self) {
+        let _ = ask(&self.root, RootMsg::ShuttingDown).await;
+        let _ = self.root.stop_children_and_wait(None, Some(CALL_TIMEOUT)).await;
+        self.root.stop(None);
+        let _ = self.root_done.await;
+        let store = self.store;
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    }
+}
+
+/// Where a server secret came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretSource {
+    Configured,
+    Stored,
+    Generated,
+}
+
+/// The secret `name`: the configured value if set, else the one kept in the database, else a
+/// new random one that is kept there so tokens and sessions survive restarts.
+pub async fn server_secret(store: &Store, name: &'static str, configured: Option<&str>) -> Result<(Vec<u8>, SecretSource), StoreError> {
+    if let Some(s) = configured {
+        return Ok((s.as_bytes().to_vec(), SecretSource::Configured));
+    }
+    let key = format!("secret:{name}").into_bytes();
+    let k = key.clone();
+    if let Some(v) = store.read(move |r| r.get(Table::Meta, &k)).await? {
+        let s: String = decode(&v)?;
+        return Ok((s.into_bytes(), SecretSource::Stored));
+    }
+    let s = crate::secret::random_token(48);
+    store.write(vec![Op::put(Table::Meta, key, &s)?]).await?;
+    Ok((s.into_bytes(), SecretSource::Generated))
+}

@@ -1,0 +1,652 @@
+//! The token actor.
+//!
+//! Owns every token record: access tokens (HS256 JWTs, each with a record so it can be listed
+//! and revoked) and refresh tokens (opaque; only their SHA-256 is stored), grouped by the
+//! authorization (the approval of one device) they came from. The live records sit in memory,
+//! rebuilt from redb at start; every change is committed before the caller hears of it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+
+use crate::error::OAuthError;
+use crate::secret::{self, Digest32};
+use crate::store::{Op, Store, StoreError, Table, decode};
+
+/// Unix seconds.
+pub type Secs = u64;
+
+#[derive(Clone)]
+pub struct TokenConfig {
+    pub issuer: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub refresh_enabled: bool,
+    pub rotation: bool,
+}
+
+/// The HS256 key shared by the signer (this actor) and the verifiers (the HTTP front end).
+#[derive(Clone)]
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub client_id: String,
+    pub scope: String,
+    pub iat: Secs,
+    pub exp: Secs,
+    pub jti: String,
+}
+
+impl JwtKeys {
+    pub fn new(secret: &[u8], issuer: &str) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[issuer]);
+        validation.validate_aud = false;
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "iss", "sub", "jti"]);
+        Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
+    }
+
+    pub fn sign(&self, claims: &AccessClaims) -> Result<String, OAuthError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|_| OAuthError::server_error("could not sign the access token"))
+    }
+
+    /// Checks signature, issuer and expiry; `None` for anything else.
+    pub fn verify(&self, token: &str) -> Option<AccessClaims> {
+        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation).ok().map(|d| d.claims)
+    }
+
+    /// Checks the signature only (revocation accepts expired tokens).
+    pub fn verify_ignoring_expiry(&self, token: &str) -> Option<AccessClaims> {
+        let mut v = self.validation.clone();
+        v.validate_exp = false;
+        v.set_required_spec_claims(&["iss", "sub", "jti"]);
+        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &v).ok().map(|d| d.claims)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenStatus {
+    Active,
+    Revoked,
+    /// A refresh token replaced by rotation; presenting it again is reuse (RFC 9700 §4.14).
+    Retired,
+}
+
+/// The stored record of one token, keyed by its id (`jti` for access tokens).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub kind: TokenKind,
+    /// SHA-256 (hex) of a refresh token; access tokens are found by `jti`.
+    #[serde(default)]
+    pub token_hash: Option<String>,
+    pub user_id: String,
+    pub username: String,
+    pub client_id: String,
+    pub scope: String,
+    pub authorization_id: String,
+    pub issued_at: Secs,
+    pub expires_at: Secs,
+    pub status: TokenStatus,
+    #[serde(default)]
+    pub last_used_at: Option<Secs>,
+}
+
+/// Who approved what: the input to token issuance.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub user_id: String,
+    pub username: String,
+    pub client_id: String,
+    pub scope: String,
+    pub authorization_id: String,
+}
+
+/// The successful token response (RFC 6749 §5.1).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+/// What `/oauth/tokeninfo` reports of a valid access token.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub active: bool,
+    pub user_id: String,
+    pub username: String,
+    pub client_id: String,
+    pub scope: String,
+    pub exp: Secs,
+    pub iat: Secs,
+}
+
+/// What a revocation request names.
+#[derive(Debug, Clone)]
+pub enum RevokeTarget {
+    /// An access token, by its verified `jti`.
+    AccessId(String),
+    /// A refresh token, by its SHA-256.
+    RefreshHash(Digest32),
+}
+
+/// Messages of the token actor.
+pub enum TokenMsg {
+    /// Mints an access (and refresh) token for an approved grant; `with` are further ops
+    /// committed in the same transaction (the device code's deletion).
+    IssueForGrant { grant: Grant, with: Vec<Op>, now: Millis, reply: RpcReplyPort<Result<TokenResponse, OAuthError>> },
+    /// `grant_type=refresh_token` (RFC 6749 §6), by SHA-256 of the presented token.
+    Refresh { token_hash: Digest32, client_id: String, scope: Option<String>, now: Millis, reply: RpcReplyPort<Result<TokenResponse, OAuthError>> },
+    /// Whether an access token (by verified `jti`) is still active.
+    Validate { jti: String, now: Millis, reply: RpcReplyPort<Result<TokenInfo, OAuthError>> },
+    /// RFC 7009. `client_id`, when the request named one, must own the token or nothing happens.
+    Revoke { target: RevokeTarget, client_id: Option<String>, reply: RpcReplyPort<Result<(), OAuthError>> },
+    /// Every token record of one user, newest first.
+    ListForUser { user_id: String, reply: RpcReplyPort<Vec<TokenRecord>> },
+    /// Internal: a commit failed; undo what was applied in memory.
+    Undo { remove: Vec<String>, restore: Vec<TokenRecord> },
+    /// Internal: drop records long expired.
+    Sweep,
+}
+
+use crate::device::Millis;
+
+/// Records are kept this long past expiry (for session lists), then swept.
+const EXPIRED_KEEP: Secs = 24 * 3600;
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// The in-memory token records and their indexes: all logic, no I/O.
+#[derive(Default)]
+pub struct TokenBook {
+    records: HashMap<String, TokenRecord>,
+    refresh_by_hash: HashMap<Digest32, String>,
+    by_authorization: HashMap<String, Vec<String>>,
+}
+
+/// A change to apply: records to write, and what to undo if the write fails.
+struct Change {
+    put: Vec<TokenRecord>,
+    previous: Vec<TokenRecord>,
+}
+
+impl TokenBook {
+    fn upsert(&mut self, rec: TokenRecord) {
+        if let Some(h) = rec.token_hash.as_deref().and_then(|h| hex::decode(h).ok()).and_then(|h| <Digest32>::try_from(h).ok()) {
+            self.refresh_by_hash.insert(h, rec.id.clone());
+        }
+        if !self.records.contains_key(&rec.id) {
+            self.by_authorization.entry(rec.authorization_id.clone()).or_default().push(rec.id.clone());
+        }
+        self.records.insert(rec.id.clone(), rec);
+    }
+
+    fn remove(&mut self, id: &str) {
+        let Some(rec) = self.records.remove(id) else { return };
+        if let Some(h) = rec.token_hash.as_deref().and_then(|h| hex::decode(h).ok()).and_then(|h| <Digest32>::try_from(h).ok()) {
+            self.refresh_by_hash.remove(&h);
+        }
+        if let Some(ids) = self.by_authorization.get_mut(&rec.authorization_id) {
+            ids.retain(|i| i != id);
+            if ids.is_empty() {
+                self.by_authorization.remove(&rec.authorization_id);
+            }
+        }
+    }
+
+    /// Applies `change` in memory and returns the ops that make it durable.
+    fn apply(&mut self, change: &Change) -> Result<Vec<Op>, StoreError> {
+        let ops = change
+            .put
+            .iter()
+            .map(|r| Op::put(Table::Tokens, r.id.as_bytes().to_vec(), r))
+            .collect::<Result<Vec<_>, _>>()?;
+        for r in &change.put {
+            self.upsert(r.clone());
+        }
+        Ok(ops)
+    }
+
+    /// Marks every live token of an authorization revoked.
+    fn revoke_authorization(&self, authorization_id: &str) -> Change {
+        let mut change = Change { put: Vec::new(), previous: Vec::new() };
+        for id in self.by_authorization.get(authorization_id).into_iter().flatten() {
+            if let Some(r) = self.records.get(id)
+                && r.status != TokenStatus::Revoked
+            {
+                change.previous.push(r.clone());
+                change.put.push(TokenRecord { status: TokenStatus::Revoked, ..r.clone() });
+            }
+        }
+        change
+    }
+}
+
+fn scope_within(requested: &str, granted: &str) -> bool {
+    requested.split_whitespace().all(|s| granted.split_whitespace().any(|g| g == s))
+}
+
+pub struct TokenActor;
+
+pub struct TokenArgs {
+    pub config: TokenConfig,
+    pub keys: JwtKeys,
+    pub store: Store,
+}
+
+pub struct TokenState {
+    book: TokenBook,
+    config: TokenConfig,
+    keys: JwtKeys,
+    store: Store,
+}
+
+impl TokenState {
+    fn mint_access(&self, g: &Grant, scope: &str, now: Secs) -> Result<(String, TokenRecord), OAuthError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let exp = now + self.config.access_ttl.as_secs();
+        let claims = AccessClaims {
+            iss: self.config.issuer.clone(),
+            sub: g.user_id.clone(),
+            aud: g.client_id.clone(),
+            client_id: g.client_id.clone(),
+            scope: scope.to_owned(),
+            iat: now,
+            exp,
+            jti: id.clone(),
+        };
+        let jwt = self.keys.sign(&claims)?;
+        let rec = TokenRecord {
+            id,
+            kind: TokenKind::Access,
+            token_hash: None,
+            user_id: g.user_id.clone(),
+            username: g.username.clone(),
+            client_id: g.client_id.clone(),
+            scope: scope.to_owned(),
+            authorization_id: g.authorization_id.clone(),
+            issued_at: now,
+            expires_at: exp,
+            status: TokenStatus::Active,
+            last_used_at: None,
+        };
+        Ok((jwt, rec))
+    }
+
+    fn mint_refresh(&self, g: &Grant, now: Secs) -> (String, TokenRecord) {
+        let token = secret::random_token(32);
+        let rec = TokenRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: TokenKind::Refresh,
+            token_hash: Some(secret::sha256_hex(&token)),
+            user_id: g.user_id.clone(),
+            username: g.username.clone(),
+            client_id: g.client_id.clone(),
+            scope: g.scope.clone(),
+            authorization_id: g.authorization_id.clone(),
+            issued_at: now,
+            expires_at: now + self.config.refresh_ttl.as_secs(),
+            status: TokenStatus::Active,
+            last_used_at: None,
+        };
+        (token, rec)
+    }
+
+    /// Applies `change`, queues its write (plus `with`), and replies `answer` once durable.
+    fn commit<T: Send + 'static>(
+        &mut self,
+        myself: &ActorRef<TokenMsg>,
+        change: Change,
+        with: Vec<Op>,
+        answer: Result<T, OAuthError>,
+        reply: RpcReplyPort<Result<T, OAuthError>>,
+    ) {
+        let mut ops = match self.book.apply(&change) {
+            Ok(ops) => ops,
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+        };
+        ops.extend(with);
+        let done = self.store.submit(ops);
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            match done.await {
+                Ok(()) => {
+                    let _ = reply.send(answer);
+                }
+                Err(e) => {
+                    let remove = change.put.iter().map(|r| r.id.clone()).collect();
+                    let _ = myself.cast(TokenMsg::Undo { remove, restore: change.previous });
+                    let _ = reply.send(Err(e.into()));
+                }
+            }
+        });
+    }
+
+    fn issue(&mut self, myself: &ActorRef<TokenMsg>, grant: Grant, with: Vec<Op>, now: Secs, reply: RpcReplyPort<Result<TokenResponse, OAuthError>>) {
+        let (jwt, access) = match self.mint_access(&grant, &grant.scope, now) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let mut put = vec![access];
+        let refresh_token = self.config.refresh_enabled.then(|| {
+            let (token, rec) = self.mint_refresh(&grant, now);
+            put.push(rec);
+            token
+        });
+        let answer = TokenResponse {
+            access_token: jwt,
+            token_type: "Bearer".into(),
+            expires_in: self.config.access_ttl.as_secs(),
+            scope: grant.scope.clone(),
+            refresh_token,
+        };
+        tracing::info!(client_id = %grant.client_id, user_id = %grant.user_id, "tokens issued");
+        self.commit(myself, Change { put, previous: Vec::new() }, with, Ok(answer), reply);
+    }
+
+    fn refresh(
+        &mut self,
+        myself: &ActorRef<TokenMsg>,
+        hash: Digest32,
+        client_id: String,
+        scope: Option<String>,
+        now: Secs,
+        reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
+    ) {
+        let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
+        let Some(old) = self.book.refresh_by_hash.get(&hash).and_then(|id| self.book.records.get(id)).cloned() else {
+            let _ = reply.send(Err(invalid()));
+            return;
+        };
+        if old.client_id != client_id {
+            let _ = reply.send(Err(invalid()));
+            return;
+        }
+        match old.status {
+            TokenStatus::Revoked => {
+                let _ = reply.send(Err(invalid()));
+                return;
+            }
+            TokenStatus::Retired => {
+                // RFC 9700 §4.14: a rotated-out refresh token came back; assume it was stolen
+                // and end the whole authorization.
+                tracing::warn!(client_id = %old.client_id, user_id = %old.user_id, authorization_id = %old.authorization_id, "refresh token reuse detected; revoking the authorization");
+                let change = self.book.revoke_authorization(&old.authorization_id);
+                let err = Err(OAuthError::invalid_grant("the refresh token was already used; the authorization has been revoked"));
+                self.commit(myself, change, Vec::new(), err, reply);
+                return;
+            }
+            TokenStatus::Active => {}
+        }
+        if old.expires_at <= now {
+            let _ = reply.send(Err(invalid()));
+            return;
+        }
+        let scope = match scope.as_deref().map(str::trim) {
+            None | Some("") => old.scope.clone(),
+            Some(s) if scope_within(s, &old.scope) => s.split_whitespace().collect::<Vec<_>>().join(" "),
+            Some(_) => {
+                let _ = reply.send(Err(OAuthError::invalid_scope("the requested scope exceeds the scope originally granted")));
+                return;
+            }
+        };
+        let grant = Grant {
+            user_id: old.user_id.clone(),
+            username: old.username.clone(),
+            client_id: old.client_id.clone(),
+            scope: old.scope.clone(),
+            authorization_id: old.authorization_id.clone(),
+        };
+        let (jwt, access) = match self.mint_access(&grant, &scope, now) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let mut change = Change { put: vec![access], previous: vec![old.clone()] };
+        let refresh_token = if self.config.rotation {
+            let (token, rec) = self.mint_refresh(&grant, now);
+            change.put.push(rec);
+            change.put.push(TokenRecord { status: TokenStatus::Retired, last_used_at: Some(now), ..old });
+            token
+        } else {
+            change.put.push(TokenRecord { last_used_at: Some(now), ..old });
+            String::new()
+        };
+        let answer = TokenResponse {
+            access_token: jwt,
+            token_type: "Bearer".into(),
+            expires_in: self.config.access_ttl.as_secs(),
+            scope,
+            refresh_token: (!refresh_token.is_empty()).then_some(refresh_token),
+        };
+        self.commit(myself, change, Vec::new(), Ok(answer), reply);
+    }
+
+    fn validate(&self, jti: &str, now: Secs) -> Result<TokenInfo, OAuthError> {
+        let invalid = || OAuthError::invalid_token("the access token is invalid, expired or revoked");
+        let r = self.book.records.get(jti).ok_or_else(invalid)?;
+        if r.kind != TokenKind::Access || r.status != TokenStatus::Active || r.expires_at <= now {
+            return Err(invalid());
+        }
+        Ok(TokenInfo {
+            active: true,
+            user_id: r.user_id.clone(),
+            username: r.username.clone(),
+            client_id: r.client_id.clone(),
+            scope: r.scope.clone(),
+            exp: r.expires_at,
+            iat: r.issued_at,
+        })
+    }
+
+    fn revoke(&mut self, myself: &ActorRef<TokenMsg>, target: RevokeTarget, client_id: Option<String>, reply: RpcReplyPort<Result<(), OAuthError>>) {
+        let id = match &target {
+            RevokeTarget::AccessId(id) => Some(id.clone()),
+            RevokeTarget::RefreshHash(h) => self.book.refresh_by_hash.get(h).cloned(),
+        };
+        let Some(rec) = id.and_then(|id| self.book.records.get(&id)).cloned() else {
+            // RFC 7009 §2.2: an invalid token is not an error.
+            let _ = reply.send(Ok(()));
+            return;
+        };
+        if client_id.as_deref().is_some_and(|c| c != rec.client_id) {
+            tracing::info!(token_client = %rec.client_id, "revocation by another client ignored");
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        let change = match rec.kind {
+            // Revoking a refresh token ends the authorization it belongs to.
+            TokenKind::Refresh => self.book.revoke_authorization(&rec.authorization_id),
+            TokenKind::Access if rec.status == TokenStatus::Active => Change {
+                put: vec![TokenRecord { status: TokenStatus::Revoked, ..rec.clone() }],
+                previous: vec![rec],
+            },
+            TokenKind::Access => Change { put: Vec::new(), previous: Vec::new() },
+        };
+        self.commit(myself, change, Vec::new(), Ok(()), reply);
+    }
+
+    fn sweep(&mut self, now: Secs) {
+        let old: Vec<String> = self
+            .book
+            .records
+            .values()
+            .filter(|r| r.expires_at.saturating_add(EXPIRED_KEEP) <= now)
+            .map(|r| r.id.clone())
+            .collect();
+        if old.is_empty() {
+            return;
+        }
+        let ops = old.iter().map(|id| Op::delete(Table::Tokens, id.as_bytes().to_vec())).collect();
+        for id in &old {
+            self.book.remove(id);
+        }
+        let done = self.store.submit(ops);
+        tokio::spawn(async move {
+            if let Err(e) = done.await {
+                tracing::warn!(error = %e, "could not delete expired token records");
+            }
+        });
+    }
+}
+
+impl Actor for TokenActor {
+    type Msg = TokenMsg;
+    type State = TokenState;
+    type Arguments = TokenArgs;
+
+    async fn pre_start(&self, myself: ActorRef<TokenMsg>, args: TokenArgs) -> Result<TokenState, ActorProcessingErr> {
+        let book = args
+            .store
+            .read(|r| {
+                let mut book = TokenBook::default();
+                r.scan(Table::Tokens, |_, v| {
+                    match decode::<TokenRecord>(v) {
+                        Ok(rec) => book.upsert(rec),
+                        Err(e) => tracing::warn!(error = %e, "skipping an unreadable token record"),
+                    }
+                    Ok(())
+                })?;
+                Ok(book)
+            })
+            .await?;
+        tracing::info!(tokens = book.records.len(), "token records loaded");
+        myself.send_interval(SWEEP_EVERY, || TokenMsg::Sweep);
+        Ok(TokenState { book, config: args.config, keys: args.keys, store: args.store })
+    }
+
+    async fn handle(&self, myself: ActorRef<TokenMsg>, msg: TokenMsg, st: &mut TokenState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            TokenMsg::IssueForGrant { grant, with, now, reply } => st.issue(&myself, grant, with, now / 1000, reply),
+            TokenMsg::Refresh { token_hash, client_id, scope, now, reply } => {
+                st.refresh(&myself, token_hash, client_id, scope, now / 1000, reply)
+            }
+            TokenMsg::Validate { jti, now, reply } => {
+                let _ = reply.send(st.validate(&jti, now / 1000));
+            }
+            TokenMsg::Revoke { target, client_id, reply } => st.revoke(&myself, target, client_id, reply),
+            TokenMsg::ListForUser { user_id, reply } => {
+                let mut list: Vec<TokenRecord> = st.book.records.values().filter(|r| r.user_id == user_id).cloned().collect();
+                list.sort_by(|a, b| b.issued_at.cmp(&a.issued_at).then_with(|| a.id.cmp(&b.id)));
+                let _ = reply.send(list);
+            }
+            TokenMsg::Undo { remove, restore } => {
+                for id in &remove {
+                    st.book.remove(id);
+                }
+                for rec in restore {
+                    st.book.upsert(rec);
+                }
+            }
+            TokenMsg::Sweep => st.sweep(crate::now_ms() / 1000),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwt_round_trip_and_tamper_detection() {
+        let keys = JwtKeys::new(&[7u8; 32], "http://issuer");
+        let claims = AccessClaims {
+            iss: "http://issuer".into(),
+            sub: "u".into(),
+            aud: "c".into(),
+            client_id: "c".into(),
+            scope: "read".into(),
+            iat: crate::now_ms() / 1000,
+            exp: crate::now_ms() / 1000 + 60,
+            jti: "j".into(),
+        };
+        let jwt = keys.sign(&claims).unwrap();
+        assert_eq!(keys.verify(&jwt), Some(claims.clone()));
+        let mut tampered = jwt.clone();
+        tampered.push('x');
+        assert_eq!(keys.verify(&tampered), None);
+        assert_eq!(JwtKeys::new(&[8u8; 32], "http://issuer").verify(&jwt), None);
+        assert_eq!(JwtKeys::new(&[7u8; 32], "http://other").verify(&jwt), None);
+        let expired = AccessClaims { exp: 1, iat: 0, ..claims };
+        let jwt = keys.sign(&expired).unwrap();
+        assert_eq!(keys.verify(&jwt), None);
+        assert!(keys.verify_ignoring_expiry(&jwt).is_some());
+    }
+
+    #[test]
+    fn scope_narrowing_is_checked_word_by_word() {
+        assert!(scope_within("read", "read write"));
+        assert!(scope_within("write read", "read write"));
+        assert!(!scope_within("admin", "read write"));
+        assert!(!scope_within("rea", "read write"));
+    }
+
+    fn rec(id: &str, auth: &str, kind: TokenKind) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            kind,
+            token_hash: (kind == TokenKind::Refresh).then(|| secret::sha256_hex(id)),
+            user_id: "u".into(),
+            username: "alice".into(),
+            client_id: "c".into(),
+            scope: "read".into(),
+            authorization_id: auth.into(),
+            issued_at: 1,
+            expires_at: 100,
+            status: TokenStatus::Active,
+            last_used_at: None,
+        }
+    }
+
+    #[test]
+    fn revoking_an_authorization_touches_only_its_tokens() {
+        let mut b = TokenBook::default();
+        b.upsert(rec("a1", "A", TokenKind::Access));
+        b.upsert(rec("r1", "A", TokenKind::Refresh));
+        b.upsert(rec("a2", "B", TokenKind::Access));
+        let change = b.revoke_authorization("A");
+        let ids: Vec<_> = change.put.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["a1", "r1"]);
+        assert!(change.put.iter().all(|r| r.status == TokenStatus::Revoked));
+        b.apply(&change).unwrap();
+        assert_eq!(b.records["a2"].status, TokenStatus::Active);
+        assert!(b.refresh_by_hash.contains_key(&secret::sha256("r1")));
+        b.remove("r1");
+        assert!(!b.refresh_by_hash.contains_key(&secret::sha256("r1")));
+        assert_eq!(b.by_authorization["A"], vec!["a1".to_string()]);
+    }
+}

@@ -1,0 +1,202 @@
+//! Form and query decoding, with the limits and the strictness OAuth asks for.
+
+use std::borrow::Cow;
+
+use authgate_actors::OAuthError;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use http_body_util::{BodyExt, Limited};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
+
+use super::Request;
+
+/// Largest request body accepted (forms here are tiny).
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// Why a body could not be read as a form.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body larger than {MAX_BODY} bytes")]
+    TooLarge,
+    #[error("expected Content-Type application/x-www-form-urlencoded")]
+    NotAForm,
+    #[error("the request body could not be read")]
+    Broken,
+}
+
+/// Decoded `application/x-www-form-urlencoded` pairs (a body or a query string).
+#[derive(Debug, Default)]
+pub struct Form {
+    pairs: Vec<(String, String)>,
+}
+
+impl Form {
+    pub fn parse(bytes: &[u8]) -> Form {
+        Form { pairs: form_urlencoded::parse(bytes).map(|(k, v)| (k.into_owned(), v.into_owned())).collect() }
+    }
+
+    /// The value of `name`; RFC 6749 §3.2 forbids repeating a parameter, so a repeat is an error.
+    pub fn one(&self, name: &str) -> Result<Option<&str>, OAuthError> {
+        let mut it = self.pairs.iter().filter(|(k, _)| k == name);
+        let first = it.next().map(|(_, v)| v.as_str());
+        if it.next().is_some() {
+            return Err(OAuthError::invalid_request(format!("parameter {name} is repeated")));
+        }
+        Ok(first)
+    }
+
+    /// A non-empty value of `name`, or `invalid_request` naming it.
+    pub fn required(&self, name: &str) -> Result<&str, OAuthError> {
+        match self.one(name)? {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(OAuthError::invalid_request(format!("parameter {name} is required"))),
+        }
+    }
+
+    /// The first value of `name`, for browser forms where strictness helps nobody.
+    pub fn first(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads a form body, refusing other content types and anything over [`MAX_BODY`].
+pub async fn read_form(req: Request) -> Result<Form, BodyError> {
+    let is_form = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(BodyError::NotAForm);
+    }
+    let body = Limited::new(req.into_body(), MAX_BODY).collect().await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() { BodyError::TooLarge } else { BodyError::Broken }
+    })?;
+    Ok(Form::parse(&body.to_bytes()))
+}
+
+pub fn query(req: &Request) -> Form {
+    Form::parse(req.uri().query().unwrap_or("").as_bytes())
+}
+
+/// The client a request speaks for (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub secret: Option<String>,
+}
+
+/// `Authorization: Basic` credentials, form-urlencoding decoded (RFC 6749 §2.3.1).
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<ClientCredentials>, OAuthError> {
+    let Some(value) = headers.get(AUTHORIZATION) else { return Ok(None) };
+    let bad = || OAuthError::invalid_request("malformed Basic credentials in the Authorization header");
+    let value = value.to_str().map_err(|_| bad())?;
+    let Some((scheme, rest)) = value.split_once(' ') else { return Ok(None) };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(None);
+    }
+    let decoded = STANDARD.decode(rest.trim()).map_err(|_| bad())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(bad)?;
+    let id = url_decode(id);
+    if id.is_empty() {
+        return Err(bad());
+    }
+    let secret = url_decode(secret);
+    Ok(Some(ClientCredentials { client_id: id.into_owned(), secret: (!secret.is_empty()).then(|| secret.into_owned()) }))
+}
+
+fn url_decode(s: &str) -> Cow<'_, str> {
+    if !s.contains(['%', '+']) {
+        return Cow::Borrowed(s);
+    }
+    let plus = s.replace('+', " ");
+    Cow::Owned(percent_encoding::percent_decode_str(&plus).decode_utf8_lossy().into_owned())
+}
+
+/// The client identity of a request: HTTP Basic, or `client_id` (and `client_secret`) in the
+/// body. Two different identities, or two ways of sending a secret, are `invalid_request`.
+pub fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<Option<ClientCredentials>, OAuthError> {
+    let basic = basic_credentials(headers)?;
+    let body_id = form.one("client_id")?.filter(|s| !s.is_empty());
+    let body_secret = form.one("client_secret")?.filter(|s| !s.is_empty());
+    match basic {
+        Some(b) => {
+            if body_id.is_some_and(|id| id != b.client_id) {
+                return Err(OAuthError::invalid_request("the request names two different clients"));
+            }
+            if body_secret.is_some() {
+                return Err(OAuthError::invalid_request("use only one client authentication method per request"));
+            }
+            Ok(Some(b))
+        }
+        None => Ok(body_id.map(|id| ClientCredentials { client_id: id.to_owned(), secret: body_secret.map(str::to_owned) })),
+    }
+}
+
+/// A bearer token from `Authorization: Bearer` (RFC 6750 §2.1).
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+
+    fn headers(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_str(auth).unwrap());
+        h
+    }
+
+    #[test]
+    fn repeated_parameters_are_refused() {
+        let f = Form::parse(b"a=1&a=2&b=x%20y");
+        assert!(f.one("a").is_err());
+        assert_eq!(f.one("b").unwrap(), Some("x y"));
+        assert_eq!(f.required("c").unwrap_err().code, authgate_actors::ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn basic_credentials_are_url_decoded() {
+        let raw = STANDARD.encode("my%20client:s%3Acret+x");
+        let c = client_credentials(&headers(&format!("Basic {raw}")), &Form::default()).unwrap().unwrap();
+        assert_eq!(c.client_id, "my client");
+        assert_eq!(c.secret.as_deref(), Some("s:cret x"));
+    }
+
+    #[test]
+    fn basic_with_empty_password_is_a_public_client() {
+        let raw = STANDARD.encode("cli:");
+        let c = client_credentials(&headers(&format!("basic {raw}")), &Form::default()).unwrap().unwrap();
+        assert_eq!(c, ClientCredentials { client_id: "cli".into(), secret: None });
+    }
+
+    #[test]
+    fn two_identities_are_invalid_request() {
+        let raw = STANDARD.encode("a:");
+        let f = Form::parse(b"client_id=b");
+        assert!(client_credentials(&headers(&format!("Basic {raw}")), &f).is_err());
+        let f = Form::parse(b"client_id=a");
+        assert!(client_credentials(&headers(&format!("Basic {raw}")), &f).is_ok());
+    }
+
+    #[test]
+    fn malformed_basic_is_invalid_request() {
+        assert!(client_credentials(&headers("Basic !!!"), &Form::default()).is_err());
+        let raw = STANDARD.encode("nocolon");
+        assert!(client_credentials(&headers(&format!("Basic {raw}")), &Form::default()).is_err());
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer_token(&headers("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(&headers("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer_token(&headers("Basic abc")), None);
+        assert_eq!(bearer_token(&headers("Bearer ")), None);
+    }
+}

@@ -1,0 +1,120 @@
+//! Response builders, and the one mapping from [`OAuthError`] to status, headers and body.
+
+use authgate_actors::{ErrorCode, OAuthError};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::StatusCode;
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION, PRAGMA, RETRY_AFTER, SET_COOKIE, WWW_AUTHENTICATE};
+use serde::Serialize;
+
+use super::Response;
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
+pub fn bytes(status: StatusCode, content_type: HeaderValue, body: impl Into<Bytes>) -> Response {
+    let mut r = hyper::Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, content_type);
+    r
+}
+
+/// A JSON response that no cache may keep (every OAuth response is one).
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => no_store(bytes(status, JSON, body)),
+        Err(_) => oauth_error(&OAuthError::server_error("could not encode the response")),
+    }
+}
+
+pub fn no_store(mut r: Response) -> Response {
+    r.headers_mut().insert(CACHE_CONTROL, NO_STORE);
+    r.headers_mut().insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    r
+}
+
+pub fn html(status: StatusCode, body: String) -> Response {
+    no_store(bytes(status, HTML, body))
+}
+
+/// 303 See Other to a local path.
+pub fn redirect(location: &str) -> Response {
+    let mut r = bytes(StatusCode::SEE_OTHER, HeaderValue::from_static("text/plain; charset=utf-8"), Bytes::new());
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(LOCATION, v);
+    }
+    no_store(r)
+}
+
+pub fn with_cookies(mut r: Response, cookies: impl IntoIterator<Item = String>) -> Response {
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            r.headers_mut().append(SET_COOKIE, v);
+        }
+    }
+    r
+}
+
+/// The HTTP status of each OAuth error code.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+        ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::InvalidRequest
+        | ErrorCode::InvalidGrant
+        | ErrorCode::UnauthorizedClient
+        | ErrorCode::UnsupportedGrantType
+        | ErrorCode::InvalidScope
+        | ErrorCode::AuthorizationPending
+        | ErrorCode::SlowDown
+        | ErrorCode::AccessDenied
+        | ErrorCode::ExpiredToken
+        | ErrorCode::UnsupportedTokenType => StatusCode::BAD_REQUEST,
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    error_description: &'a str,
+}
+
+/// RFC 6749 §5.2: `{"error", "error_description"}` with the status and headers the code needs.
+pub fn oauth_error(e: &OAuthError) -> Response {
+    let body = ErrorBody { error: e.code.as_str(), error_description: &e.description };
+    let mut r = match serde_json::to_vec(&body) {
+        Ok(b) => no_store(bytes(status_of(e.code), JSON, b)),
+        Err(_) => no_store(bytes(StatusCode::INTERNAL_SERVER_ERROR, JSON, Bytes::from_static(b"{\"error\":\"server_error\"}"))),
+    };
+    match e.code {
+        ErrorCode::InvalidClient => {
+            r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"authgate\""));
+        }
+        ErrorCode::InvalidToken => {
+            r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+        }
+        ErrorCode::TemporarilyUnavailable => {
+            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_statuses_follow_the_rfcs() {
+        assert_eq!(status_of(ErrorCode::AuthorizationPending), StatusCode::BAD_REQUEST);
+        assert_eq!(status_of(ErrorCode::SlowDown), StatusCode::BAD_REQUEST);
+        assert_eq!(status_of(ErrorCode::InvalidClient), StatusCode::UNAUTHORIZED);
+        assert_eq!(status_of(ErrorCode::InvalidToken), StatusCode::UNAUTHORIZED);
+        let r = oauth_error(&OAuthError::invalid_client("x"));
+        assert!(r.headers().contains_key(WWW_AUTHENTICATE));
+        assert_eq!(r.headers()[CACHE_CONTROL], "no-store");
+    }
+}
