@@ -86,7 +86,25 @@ pub struct Settings {
     pub store_max_batch: u32,
 }
 
+/// The settings alone, for embedding and tests.
+#[derive(clap::Parser)]
+#[command(name = "authgate", args_override_self = true)]
+struct SettingsOnly {
+    #[command(flatten)]
+    settings: Settings,
+}
+
 impl Settings {
+    /// Parses settings from flags (the first item is the program name; a later flag overrides
+    /// an earlier one) and the environment, as `authgate server` does.
+    pub fn try_from_args<I, T>(args: I) -> Result<Settings, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        <SettingsOnly as clap::Parser>::try_parse_from(args).map(|s| s.settings)
+    }
+
     /// Whether the public URL is https (cookies become `Secure` and `__Host-` prefixed).
     pub fn secure(&self) -> bool {
         self.base_url.starts_with("https://")

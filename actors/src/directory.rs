@@ -100,6 +100,8 @@ pub enum DirectoryError {
     InvalidUsername,
     #[error("client names are 1 to 100 characters")]
     InvalidClientName,
+    #[error("unknown grant type {0:?} (supported: device_code, refresh_token)")]
+    UnknownGrantType(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -108,6 +110,15 @@ pub enum DirectoryError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("Invalid username or password")]
 pub struct LoginFailed;
+
+/// The full grant-type name for `device_code` / `refresh_token` (or the full names themselves).
+pub fn grant_type_name(short: &str) -> Result<String, DirectoryError> {
+    match short.trim() {
+        "device_code" | GRANT_DEVICE_CODE => Ok(GRANT_DEVICE_CODE.into()),
+        "refresh_token" => Ok(GRANT_REFRESH_TOKEN.into()),
+        other => Err(DirectoryError::UnknownGrantType(other.into())),
+    }
+}
 
 pub fn valid_username(u: &str) -> bool {
     !u.is_empty() && u.chars().count() <= 64 && u.chars().all(|c| !c.is_whitespace() && !c.is_control())
@@ -125,7 +136,13 @@ pub enum DirectoryMsg {
     SetPassword { username: String, password_hash: String, reply: RpcReplyPort<Result<(), DirectoryError>> },
     ListUsers { reply: RpcReplyPort<Vec<UserRecord>> },
     /// Adds a client; a confidential one gets a secret, returned here once and stored hashed.
-    CreateClient { name: String, confidential: bool, reply: RpcReplyPort<Result<(ClientRecord, Option<String>), DirectoryError>> },
+    /// `grant_types` defaults to the device and refresh grants.
+    CreateClient {
+        name: String,
+        confidential: bool,
+        grant_types: Option<Vec<String>>,
+        reply: RpcReplyPort<Result<(ClientRecord, Option<String>), DirectoryError>>,
+    },
     ListClients { reply: RpcReplyPort<Vec<Arc<ClientRecord>>> },
 }
 
@@ -334,13 +351,22 @@ impl Actor for DirectoryActor {
                 users.sort_by(|a, b| a.username.cmp(&b.username));
                 let _ = reply.send(users);
             }
-            DirectoryMsg::CreateClient { name, confidential, reply } => {
+            DirectoryMsg::CreateClient { name, confidential, grant_types, reply } => {
                 let name = name.trim().to_owned();
                 if name.is_empty() || name.chars().count() > 100 {
                     let _ = reply.send(Err(DirectoryError::InvalidClientName));
                     return Ok(());
                 }
-                let (client, secret) = new_client(&name, confidential);
+                let (mut client, secret) = new_client(&name, confidential);
+                if let Some(kinds) = grant_types {
+                    match kinds.iter().map(|g| grant_type_name(g)).collect::<Result<Vec<_>, _>>() {
+                        Ok(g) => client.grant_types = g,
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                            return Ok(());
+                        }
+                    }
+                }
                 match Op::put(Table::Clients, client.client_id.as_bytes().to_vec(), &client) {
                     Ok(op) => {
                         st.clients.insert(client.client_id.clone(), Arc::new(client.clone()));

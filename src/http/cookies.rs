@@ -19,7 +19,8 @@ pub struct CookieKeys {
 impl CookieKeys {
     /// Derives the encryption key from `SESSION_SECRET` (any length ≥ 32 bytes).
     pub fn new(secret: &[u8], secure: bool) -> Self {
-        Self { key: Key::from(Sha512::digest(secret).as_slice()), secure }
+        let digest: [u8; 64] = Sha512::digest(secret).into();
+        Self { key: Key::from(&digest), secure }
     }
 
     fn name(&self, base: &str) -> String {

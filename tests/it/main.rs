@@ -1,1 +1,11 @@
+//! Integration tests: every module starts the real server on a free loopback port (or runs the
+//! real binary) and speaks HTTP to it the way clients and browsers do. One test binary, so one
+//! link.
 
+mod browser;
+mod cli;
+mod common;
+mod errors;
+mod flow;
+mod oauth2_client;
+mod restart;

@@ -1,0 +1,118 @@
+//! The application: shared handles, the route table (matchit) and dispatch.
+
+use authgate_actors::store::Store;
+use authgate_actors::system::Actors;
+use authgate_actors::token::JwtKeys;
+use hyper::header::{ALLOW, HeaderValue};
+use hyper::{Method, StatusCode};
+
+use crate::config::Settings;
+use crate::handlers::{misc, oauth, web};
+use crate::http::cookies::CookieKeys;
+use crate::http::response::redirect;
+use crate::http::{Request, Response};
+use crate::render::Pages;
+
+/// Every route. Handlers are picked by route and method in [`App::handle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Root,
+    Health,
+    DeviceCode,
+    Token,
+    TokenInfo,
+    Revoke,
+    Login,
+    Logout,
+    Device,
+    DeviceVerify,
+    DeviceApprove,
+    Asset,
+    Favicon,
+}
+
+fn routes() -> Result<matchit::Router<Route>, matchit::InsertError> {
+    let mut r = matchit::Router::new();
+    r.insert("/", Route::Root)?;
+    r.insert("/health", Route::Health)?;
+    r.insert("/oauth/device/code", Route::DeviceCode)?;
+    r.insert("/oauth/token", Route::Token)?;
+    r.insert("/oauth/tokeninfo", Route::TokenInfo)?;
+    r.insert("/oauth/revoke", Route::Revoke)?;
+    r.insert("/login", Route::Login)?;
+    r.insert("/logout", Route::Logout)?;
+    r.insert("/device", Route::Device)?;
+    r.insert("/device/verify", Route::DeviceVerify)?;
+    r.insert("/device/approve", Route::DeviceApprove)?;
+    r.insert("/assets/{file}", Route::Asset)?;
+    r.insert("/favicon.ico", Route::Favicon)?;
+    Ok(r)
+}
+
+/// Shared, read-only handles; one per server, behind an `Arc`.
+pub struct App {
+    pub actors: Actors,
+    pub store: Store,
+    pub keys: JwtKeys,
+    pub cookies: CookieKeys,
+    pub settings: Settings,
+    pub pages: Pages,
+    router: matchit::Router<Route>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("route table: {0}")]
+    Routes(#[from] matchit::InsertError),
+    #[error("templates: {0}")]
+    Templates(#[from] minijinja::Error),
+}
+
+impl App {
+    pub fn new(actors: Actors, store: Store, keys: JwtKeys, cookies: CookieKeys, settings: Settings) -> Result<Self, AppError> {
+        Ok(Self { actors, store, keys, cookies, settings, pages: Pages::new()?, router: routes()? })
+    }
+
+    /// Routes one request. `now` (Unix ms) is read here once and passed down.
+    pub async fn handle(&self, req: Request) -> Response {
+        let now = authgate_actors::now_ms();
+        let (route, file) = match self.router.at(req.uri().path()) {
+            Ok(m) => (*m.value, m.params.get("file").map(str::to_owned)),
+            Err(_) => return self.pages.error(StatusCode::NOT_FOUND, "Page not found", "There is nothing at this address.", None),
+        };
+        let method = req.method().clone();
+        let get = method == Method::GET || method == Method::HEAD;
+        let post = method == Method::POST;
+        match route {
+            Route::Root if get => redirect("/device"),
+            Route::Health if get => misc::health(self).await,
+            Route::DeviceCode if post => oauth::device_code(self, req, now).await,
+            Route::Token if post => oauth::token(self, req, now).await,
+            Route::TokenInfo if get => oauth::tokeninfo(self, req, now).await,
+            Route::Revoke if post => oauth::revoke(self, req).await,
+            Route::Login if get => web::login_page(self, req, now).await,
+            Route::Login if post => web::login(self, req, now).await,
+            Route::Logout if get || post => web::logout(self, req, now).await,
+            Route::Device if get => web::device_page(self, req, now).await,
+            Route::DeviceVerify if post => web::verify(self, req, now).await,
+            Route::DeviceApprove if post => web::decide(self, req, now).await,
+            Route::Asset if get => file
+                .as_deref()
+                .and_then(misc::asset)
+                .unwrap_or_else(|| self.pages.error(StatusCode::NOT_FOUND, "Not found", "No such file.", None)),
+            Route::Favicon if get => misc::asset("favicon.svg").unwrap_or_else(|| redirect("/assets/favicon.svg")),
+            _ => self.method_not_allowed(route),
+        }
+    }
+
+    fn method_not_allowed(&self, route: Route) -> Response {
+        let allow = match route {
+            Route::DeviceCode | Route::Token | Route::Revoke | Route::DeviceVerify | Route::DeviceApprove => "POST",
+            Route::Login | Route::Logout => "GET, HEAD, POST",
+            _ => "GET, HEAD",
+        };
+        let mut r = self.pages.error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", "This address does not accept that kind of request.", None);
+        r.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+        r
+    }
+}

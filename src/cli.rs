@@ -1,0 +1,285 @@
+//! The command line: `server`, and offline `user` / `client` management on the same database.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use authgate_actors::directory::{DirectoryActor, DirectoryArgs, DirectoryMsg};
+use authgate_actors::password;
+use authgate_actors::system::ask;
+use clap::error::ErrorKind;
+use clap::{ArgAction, Parser, Subcommand};
+use ractor::Actor;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, Settings};
+use crate::server::{Server, open_store, shutdown_signal};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "authgate",
+    version = crate::VERSION,
+    disable_version_flag = true,
+    about = "OAuth 2.0 device authorization server for CLI tools and browserless devices",
+    after_help = "Durations are Go-style: 500ms, 10s, 30m, 720h, 1h30m. The real environment wins over --env-file, which wins over ./.env."
+)]
+pub struct Cli {
+    /// Print version and git commit
+    #[arg(short = 'v', long = "version", action = ArgAction::Version)]
+    version: Option<bool>,
+
+    /// Read settings from this file (KEY=VALUE lines) before ./.env
+    #[arg(long, value_name = "PATH", global = true)]
+    env_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    settings: Settings,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the authorization server
+    Server,
+    /// Manage users (offline: the server must not be running on the same database)
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage OAuth clients (offline: the server must not be running on the same database)
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user; prints a generated password unless --password-stdin is given
+    Add {
+        #[arg(long)]
+        username: String,
+        /// Make the user an administrator
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from the first line of standard input
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users
+    List,
+    /// Set a user's password; prints a generated one unless --password-stdin is given
+    Passwd {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Add a client; prints its client_id (and, if confidential, its secret, shown only once)
+    Add {
+        #[arg(long)]
+        name: String,
+        /// A confidential client (with a secret) instead of a public one
+        #[arg(long)]
+        confidential: bool,
+        /// Grant types the client may use, comma-separated
+        #[arg(long, value_delimiter = ',', default_value = "device_code,refresh_token")]
+        grant_types: Vec<String>,
+    },
+    /// List clients
+    List,
+}
+
+/// Loads `--env-file` (if named on the command line) and then `./.env`; neither overrides
+/// what is already set.
+fn load_env_files() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().collect();
+    let named = args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--env-file=").map(str::to_owned).or_else(|| (a == "--env-file").then(|| args.get(i + 1).cloned()).flatten())
+    });
+    if let Some(path) = named {
+        dotenvy::from_path(&path).map_err(|e| format!("--env-file {path}: {e}"))?;
+    }
+    match dotenvy::dotenv() {
+        Ok(_) => Ok(()),
+        Err(e) if e.not_found() => Ok(()),
+        Err(e) => Err(format!(".env: {e}")),
+    }
+}
+
+fn init_logging(settings: &Settings) -> Result<(), String> {
+    let filter = EnvFilter::try_new(&settings.log_level).map_err(|e| format!("invalid value for LOG_LEVEL: {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false);
+    let result = match settings.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    result.map_err(|e| e.to_string())
+}
+
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("authgate: {message}");
+    ExitCode::from(code)
+}
+
+pub fn main() -> ExitCode {
+    if let Err(e) = load_env_files() {
+        return fail(2, e);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = e.print();
+                    ExitCode::SUCCESS
+                }
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    ExitCode::from(2)
+                }
+                _ => {
+                    // One line naming the setting, not clap's multi-line report.
+                    let text = e.to_string();
+                    let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+                    fail(2, format!("{first} (see authgate --help)"))
+                }
+            };
+        }
+    };
+    if let Err(e) = init_logging(&cli.settings) {
+        return fail(2, e);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Server => {
+            let server = match Server::start(cli.settings).await {
+                Ok(s) => s,
+                Err(e) => return fail(e.exit_code(), e),
+            };
+            shutdown_signal().await;
+            server.shutdown().await;
+            ExitCode::SUCCESS
+        }
+        Command::User(cmd) => offline(&cli.settings, |dir| Box::pin(user_command(dir, cmd))).await,
+        Command::Client(cmd) => offline(&cli.settings, |dir| Box::pin(client_command(dir, cmd))).await,
+    }
+}
+
+type Directory = ractor::ActorRef<DirectoryMsg>;
+type CommandFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Runs a management command against the directory actor on the database file.
+async fn offline(settings: &Settings, f: impl FnOnce(Directory) -> CommandFuture) -> ExitCode {
+    let store = match open_store(settings).await {
+        Ok(s) => s,
+        Err(e) => return fail(2, format!("DATABASE_PATH: {e}")),
+    };
+    let args = DirectoryArgs { store: store.clone(), admin_password: settings.admin_password.clone() };
+    let result = match Actor::spawn(None, DirectoryActor, args).await {
+        Ok((dir, handle)) => {
+            let r = f(dir.clone()).await;
+            dir.stop(None);
+            let _ = handle.await;
+            r
+        }
+        Err(e) => Err(format!("cannot read the directory: {e}")),
+    };
+    let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, e),
+    }
+}
+
+/// The password from standard input's first line, or a generated one (then printed).
+fn password_from(stdin: bool) -> Result<(String, bool), String> {
+    if !stdin {
+        return Ok((password::random_password(16), true));
+    }
+    let input = std::io::stdin();
+    if input.is_terminal() {
+        eprintln!("Password: ");
+    }
+    let mut line = String::new();
+    input.lock().read_line(&mut line).map_err(|e| format!("cannot read the password: {e}"))?;
+    let pw = line.trim_end_matches(['\r', '\n']).to_owned();
+    if pw.len() < 8 {
+        return Err("passwords must be at least 8 characters".into());
+    }
+    Ok((pw, false))
+}
+
+async fn user_command(dir: Directory, cmd: UserCommand) -> Result<(), String> {
+    let err = |e: authgate_actors::OAuthError| e.description.to_string();
+    match cmd {
+        UserCommand::Add { username, admin, password_stdin } => {
+            let (pw, generated) = password_from(password_stdin)?;
+            let password_hash = password::hash(pw.clone()).await.map_err(|e| e.to_string())?;
+            let user = ask(&dir, |reply| DirectoryMsg::CreateUser { username, password_hash, is_admin: admin, reply })
+                .await
+                .map_err(err)?
+                .map_err(|e| e.to_string())?;
+            println!("user {} created (id {})", user.username, user.id);
+            if generated {
+                println!("password: {pw}");
+            }
+        }
+        UserCommand::List => {
+            let users = ask(&dir, |reply| DirectoryMsg::ListUsers { reply }).await.map_err(err)?;
+            println!("{:<32} {:<6} {:<9} ID", "USERNAME", "ADMIN", "DISABLED");
+            for u in users {
+                println!("{:<32} {:<6} {:<9} {}", u.username, if u.is_admin { "yes" } else { "no" }, if u.disabled { "yes" } else { "no" }, u.id);
+            }
+        }
+        UserCommand::Passwd { username, password_stdin } => {
+            let (pw, generated) = password_from(password_stdin)?;
+            let password_hash = password::hash(pw.clone()).await.map_err(|e| e.to_string())?;
+            let name = username.clone();
+            ask(&dir, |reply| DirectoryMsg::SetPassword { username: name, password_hash, reply })
+                .await
+                .map_err(err)?
+                .map_err(|e| e.to_string())?;
+            println!("password of {username} changed");
+            if generated {
+                println!("password: {pw}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn client_command(dir: Directory, cmd: ClientCommand) -> Result<(), String> {
+    let err = |e: authgate_actors::OAuthError| e.description.to_string();
+    match cmd {
+        ClientCommand::Add { name, confidential, grant_types } => {
+            let grant_types = Some(grant_types);
+            let (client, secret) = ask(&dir, |reply| DirectoryMsg::CreateClient { name, confidential, grant_types, reply })
+                .await
+                .map_err(err)?
+                .map_err(|e| e.to_string())?;
+            println!("client_id: {}", client.client_id);
+            if let Some(secret) = secret {
+                println!("client_secret: {secret}");
+                println!("(the secret is shown only now; it is stored hashed)");
+            }
+        }
+        ClientCommand::List => {
+            let clients = ask(&dir, |reply| DirectoryMsg::ListClients { reply }).await.map_err(err)?;
+            println!("{:<36} {:<12} {:<8} NAME", "CLIENT_ID", "TYPE", "ENABLED");
+            for c in clients {
+                let kind = if c.confidential { "confidential" } else { "public" };
+                println!("{:<36} {:<12} {:<8} {}", c.client_id, kind, if c.enabled { "yes" } else { "no" }, c.name);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! Route handlers, one module per area.
+
+pub mod misc;
+pub mod oauth;
+pub mod web;

@@ -1,0 +1,160 @@
+//! The OAuth endpoints: device authorization (RFC 8628 §3.1), token (RFC 6749 §4/§6 and RFC 8628
+//! §3.4), token info, and revocation (RFC 7009). Each parses, asks an actor, and renders.
+
+use std::sync::Arc;
+
+use authgate_actors::device::DeviceMsg;
+use authgate_actors::directory::{ClientRecord, DirectoryMsg, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN};
+use authgate_actors::secret;
+use authgate_actors::system::ask;
+use authgate_actors::token::{RevokeTarget, TokenMsg};
+use authgate_actors::{ErrorCode, OAuthError};
+use hyper::StatusCode;
+use serde::Serialize;
+
+use crate::app::App;
+use crate::http::form::{self, ClientCredentials, Form};
+use crate::http::response::{json, no_store, oauth_error};
+use crate::http::{Request, Response};
+
+/// Turns a handler's result into a response: the OAuth error mapping is applied here only.
+fn respond(r: Result<Response, OAuthError>) -> Response {
+    r.unwrap_or_else(|e| oauth_error(&e))
+}
+
+async fn read_oauth_form(req: Request) -> Result<(hyper::HeaderMap, Form), OAuthError> {
+    let headers = req.headers().clone();
+    let form = form::read_form(req).await.map_err(|e| OAuthError::invalid_request(e.to_string()))?;
+    Ok((headers, form))
+}
+
+/// Authenticates the client named by the request, which must name one.
+async fn authenticate(app: &App, creds: Option<ClientCredentials>) -> Result<Arc<ClientRecord>, OAuthError> {
+    let creds = creds.ok_or_else(|| OAuthError::invalid_request("parameter client_id is required"))?;
+    let dir = app.actors.directory()?;
+    ask(&dir, |reply| DirectoryMsg::AuthenticateClient { client_id: creds.client_id, secret: creds.secret, reply }).await?
+}
+
+fn require_grant(client: &ClientRecord, grant: &str) -> Result<(), OAuthError> {
+    if client.allows_grant(grant) {
+        Ok(())
+    } else {
+        Err(OAuthError::new(ErrorCode::UnauthorizedClient, "this client is not allowed to use this grant type"))
+    }
+}
+
+#[derive(Serialize)]
+struct DeviceAuthorizationResponse {
+    device_code: String,
+    user_code: String,
+    verification_uri: String,
+    verification_uri_complete: String,
+    expires_in: u64,
+    interval: u64,
+}
+
+/// `POST /oauth/device/code`
+pub async fn device_code(app: &App, req: Request, now: u64) -> Response {
+    respond(
+        async {
+            let (headers, form) = read_oauth_form(req).await?;
+            let creds = form::client_credentials(&headers, &form)?;
+            let client = authenticate(app, creds).await?;
+            require_grant(&client, GRANT_DEVICE_CODE)?;
+            let scope = client.resolve_scope(form.one("scope")?)?;
+            let device = app.actors.device()?;
+            let client_id = client.client_id.clone();
+            let code = ask(&device, |reply| DeviceMsg::Create { client_id, scope, now, reply }).await??;
+            let verification_uri = format!("{}/device", app.settings.base_url);
+            Ok(json(
+                StatusCode::OK,
+                &DeviceAuthorizationResponse {
+                    verification_uri_complete: format!("{verification_uri}?user_code={}", code.user_code),
+                    verification_uri,
+                    device_code: code.device_code,
+                    user_code: code.user_code,
+                    expires_in: code.expires_in,
+                    interval: code.interval,
+                },
+            ))
+        }
+        .await,
+    )
+}
+
+/// `POST /oauth/token`
+pub async fn token(app: &App, req: Request, now: u64) -> Response {
+    respond(
+        async {
+            let (headers, form) = read_oauth_form(req).await?;
+            let grant_type = form.required("grant_type")?;
+            if grant_type != GRANT_DEVICE_CODE && grant_type != GRANT_REFRESH_TOKEN {
+                return Err(OAuthError::new(ErrorCode::UnsupportedGrantType, "supported grant types: device_code, refresh_token"));
+            }
+            let creds = form::client_credentials(&headers, &form)?;
+            let tokens = if grant_type == GRANT_DEVICE_CODE {
+                let device_code_hash = secret::sha256(form.required("device_code")?);
+                let client = authenticate(app, creds).await?;
+                require_grant(&client, GRANT_DEVICE_CODE)?;
+                let device = app.actors.device()?;
+                let client_id = client.client_id.clone();
+                ask(&device, |reply| DeviceMsg::Poll { device_code_hash, client_id, now, reply }).await??
+            } else {
+                let token_hash = secret::sha256(form.required("refresh_token")?);
+                let scope = form.one("scope")?.map(str::to_owned);
+                let client = authenticate(app, creds).await?;
+                require_grant(&client, GRANT_REFRESH_TOKEN)?;
+                let actor = app.actors.token()?;
+                let client_id = client.client_id.clone();
+                ask(&actor, |reply| TokenMsg::Refresh { token_hash, client_id, scope, now, reply }).await??
+            };
+            Ok(json(StatusCode::OK, &tokens))
+        }
+        .await,
+    )
+}
+
+/// `GET /oauth/tokeninfo` with `?access_token=` or `Authorization: Bearer`.
+pub async fn tokeninfo(app: &App, req: Request, now: u64) -> Response {
+    respond(
+        async {
+            let query = form::query(&req);
+            let token = match (form::bearer_token(req.headers()), query.one("access_token")?) {
+                (Some(_), Some(_)) => return Err(OAuthError::invalid_request("send the token once, not in both header and query")),
+                (Some(t), None) | (None, Some(t)) if !t.is_empty() => t,
+                _ => return Err(OAuthError::invalid_request("an access token is required")),
+            };
+            let claims = app.keys.verify(token).ok_or_else(|| OAuthError::invalid_token("the access token is invalid, expired or revoked"))?;
+            let actor = app.actors.token()?;
+            let info = ask(&actor, |reply| TokenMsg::Validate { jti: claims.jti, now, reply }).await??;
+            Ok(json(StatusCode::OK, &info))
+        }
+        .await,
+    )
+}
+
+/// `POST /oauth/revoke` (RFC 7009): 200 for every well-formed request.
+pub async fn revoke(app: &App, req: Request) -> Response {
+    respond(
+        async {
+            let (headers, form) = read_oauth_form(req).await?;
+            let token = form.required("token")?;
+            // The hint is optional and only an optimisation (RFC 7009 §2.1); the token's own form
+            // tells its type, so the hint is checked for repetition and otherwise ignored.
+            form.one("token_type_hint")?;
+            let client_id = match form::client_credentials(&headers, &form)? {
+                Some(creds) => Some(authenticate(app, Some(creds)).await?.client_id.clone()),
+                None => None,
+            };
+            // A JWT we signed is an access token; anything else may be a refresh token.
+            let target = match app.keys.verify_ignoring_expiry(token) {
+                Some(claims) => RevokeTarget::AccessId(claims.jti),
+                None => RevokeTarget::RefreshHash(secret::sha256(token)),
+            };
+            let actor = app.actors.token()?;
+            ask(&actor, |reply| TokenMsg::Revoke { target, client_id, reply }).await??;
+            Ok(no_store(crate::http::response::bytes(StatusCode::OK, hyper::header::HeaderValue::from_static("application/json"), "{}")))
+        }
+        .await,
+    )
+}

@@ -1,0 +1,290 @@
+//! The pages people use: sign in and out, enter a device's code, approve or deny it.
+
+use authgate_actors::device::{CodeError, DeviceMsg};
+use authgate_actors::directory::{DirectoryMsg, LoginFailed};
+use authgate_actors::secret;
+use authgate_actors::session::{SessionMsg, SessionView};
+use authgate_actors::system::ask;
+use hyper::StatusCode;
+use minijinja::context;
+
+use crate::app::App;
+use crate::http::cookies::{LOGIN_CSRF, SESSION};
+use crate::http::form::{self, BodyError, Form};
+use crate::http::response::{redirect, with_cookies};
+use crate::http::{Request, Response};
+
+/// How long a sign-in form stays usable.
+const LOGIN_FORM_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The signed-in session behind the request's cookie, with its id.
+async fn current_session(app: &App, req: &Request, now: u64) -> Option<(String, SessionView)> {
+    let id = app.cookies.get(req.headers(), SESSION)?;
+    let actor = app.actors.session().ok()?;
+    let probe = id.clone();
+    let view = ask(&actor, |reply| SessionMsg::Get { id: probe, now, reply }).await.ok()??;
+    Some((id, view))
+}
+
+fn user_ctx(s: &SessionView) -> minijinja::Value {
+    context! { username => s.username.clone() }
+}
+
+/// Only a local path may follow sign-in: no scheme, no `//host`, no backslash tricks.
+pub fn safe_next(next: Option<&str>) -> Option<&str> {
+    let n = next?;
+    let local = n.starts_with('/')
+        && !n.starts_with("//")
+        && !n.starts_with("/\\")
+        && !n.chars().any(|c| c.is_control() || c == '\\')
+        && n.len() <= 2048;
+    local.then_some(n)
+}
+
+fn login_redirect(next: &str) -> Response {
+    let encoded: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    redirect(&format!("/login?next={encoded}"))
+}
+
+fn body_error_page(app: &App, e: &BodyError) -> Response {
+    let status = match e {
+        BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        BodyError::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        BodyError::Broken => StatusCode::BAD_REQUEST,
+    };
+    app.pages.error(status, "Bad request", &e.to_string(), None)
+}
+
+fn csrf_failure(app: &App, session: Option<&SessionView>) -> Response {
+    app.pages.error(
+        StatusCode::FORBIDDEN,
+        "Form expired",
+        "This form is no longer valid. Go back, reload the page and try again.",
+        session,
+    )
+}
+
+/// `GET /login`
+pub async fn login_page(app: &App, req: Request, now: u64) -> Response {
+    let query = form::query(&req);
+    let next = safe_next(query.first("next")).unwrap_or("/device").to_owned();
+    if current_session(app, &req, now).await.is_some() {
+        return redirect(&next);
+    }
+    let csrf = secret::random_token(24);
+    let cookie = app.cookies.set(LOGIN_CSRF, csrf.clone(), LOGIN_FORM_LIFETIME);
+    let page = app.pages.page(StatusCode::OK, "login.html", context! { csrf_token => csrf, next => next });
+    with_cookies(page, [cookie])
+}
+
+/// `POST /login`
+pub async fn login(app: &App, req: Request, now: u64) -> Response {
+    let cookie_csrf = app.cookies.get(req.headers(), LOGIN_CSRF);
+    let old_session = app.cookies.get(req.headers(), SESSION);
+    let form = match form::read_form(req).await {
+        Ok(f) => f,
+        Err(e) => return body_error_page(app, &e),
+    };
+    let next = safe_next(form.first("next")).unwrap_or("/device").to_owned();
+    let csrf_ok = matches!((&cookie_csrf, form.first("csrf_token")), (Some(c), Some(f)) if secret::ct_eq(c, f));
+    if !csrf_ok {
+        return csrf_failure(app, None);
+    }
+    let username = form.first("username").unwrap_or("").trim().to_owned();
+    let password = form.first("password").unwrap_or("").to_owned();
+    let failed = |app: &App, message: &str, status: StatusCode| {
+        app.pages.page(
+            status,
+            "login.html",
+            context! { csrf_token => cookie_csrf.clone(), next => next.clone(), username => username.clone(), error => message },
+        )
+    };
+    if username.is_empty() || password.is_empty() || username.len() > 256 || password.len() > 1024 {
+        return failed(app, &LoginFailed.to_string(), StatusCode::UNAUTHORIZED);
+    }
+    let user = match app.actors.directory() {
+        Ok(dir) => {
+            let (u, p) = (username.clone(), password);
+            ask(&dir, |reply| DirectoryMsg::Authenticate { username: u, password: p, reply }).await
+        }
+        Err(e) => Err(e),
+    };
+    let user = match user {
+        Ok(Ok(user)) => user,
+        Ok(Err(LoginFailed)) => {
+            tracing::info!(username = %username, "sign-in failed");
+            return failed(app, &LoginFailed.to_string(), StatusCode::UNAUTHORIZED);
+        }
+        Err(_) => return failed(app, "The server is busy. Please try again.", StatusCode::SERVICE_UNAVAILABLE),
+    };
+    let Ok(sessions) = app.actors.session() else {
+        return failed(app, "The server is busy. Please try again.", StatusCode::SERVICE_UNAVAILABLE);
+    };
+    // A fresh session id at every sign-in (no fixation); the old session ends.
+    if let Some(old) = old_session {
+        let _ = ask(&sessions, |reply| SessionMsg::Destroy { id: old, reply }).await;
+    }
+    let (user_id, name) = (user.id.clone(), user.username.clone());
+    match ask(&sessions, |reply| SessionMsg::Create { user_id, username: name, now, reply }).await {
+        Ok(Ok(s)) => {
+            tracing::info!(username = %user.username, "signed in");
+            let set = app.cookies.set(SESSION, s.id, app.settings.session_max_age);
+            with_cookies(redirect(&next), [set, app.cookies.clear(LOGIN_CSRF)])
+        }
+        _ => failed(app, "The server could not start your session. Please try again.", StatusCode::SERVICE_UNAVAILABLE),
+    }
+}
+
+/// `GET /logout` and `POST /logout` (the form carries the session's CSRF token).
+pub async fn logout(app: &App, req: Request, now: u64) -> Response {
+    let is_post = req.method() == hyper::Method::POST;
+    let session = current_session(app, &req, now).await;
+    if is_post && let Some((_, s)) = &session {
+        let form = match form::read_form(req).await {
+            Ok(f) => f,
+            Err(e) => return body_error_page(app, &e),
+        };
+        if !form.first("csrf_token").is_some_and(|t| secret::ct_eq(t, &s.csrf_token)) {
+            return csrf_failure(app, Some(s));
+        }
+    }
+    if let (Some((id, _)), Ok(actor)) = (session, app.actors.session()) {
+        let _ = ask(&actor, |reply| SessionMsg::Destroy { id, reply }).await;
+    }
+    with_cookies(redirect("/login"), [app.cookies.clear(SESSION)])
+}
+
+fn device_form(app: &App, status: StatusCode, s: &SessionView, user_code: &str, error: Option<&str>) -> Response {
+    app.pages.page(
+        status,
+        "device.html",
+        context! { user => user_ctx(s), csrf_token => s.csrf_token.clone(), user_code => user_code, error => error },
+    )
+}
+
+/// `GET /device`, optionally `?user_code=` (from `verification_uri_complete`).
+pub async fn device_page(app: &App, req: Request, now: u64) -> Response {
+    let query = form::query(&req);
+    let code = query.first("user_code").filter(|c| c.len() <= 32).unwrap_or("").to_owned();
+    let Some((_, s)) = current_session(app, &req, now).await else {
+        let next = if code.is_empty() { "/device".to_owned() } else { format!("/device?user_code={}", form_urlencoded::byte_serialize(code.as_bytes()).collect::<String>()) };
+        return login_redirect(&next);
+    };
+    device_form(app, StatusCode::OK, &s, &code, None)
+}
+
+/// A signed-in POST from our own forms: the session and its CSRF token both check out.
+async fn signed_in_form(app: &App, req: Request, now: u64) -> Result<(SessionView, Form), Response> {
+    let Some((_, s)) = current_session(app, &req, now).await else {
+        return Err(login_redirect("/device"));
+    };
+    let form = form::read_form(req).await.map_err(|e| body_error_page(app, &e))?;
+    if !form.first("csrf_token").is_some_and(|t| secret::ct_eq(t, &s.csrf_token)) {
+        return Err(csrf_failure(app, Some(&s)));
+    }
+    Ok((s, form))
+}
+
+fn code_error_status(e: &CodeError) -> StatusCode {
+    match e {
+        CodeError::Store => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+async fn client_name(app: &App, client_id: &str) -> String {
+    let id = client_id.to_owned();
+    match app.actors.directory() {
+        Ok(dir) => ask(&dir, |reply| DirectoryMsg::GetClient { client_id: id, reply })
+            .await
+            .ok()
+            .flatten()
+            .map(|c| c.name.clone())
+            .unwrap_or_else(|| client_id.to_owned()),
+        Err(_) => client_id.to_owned(),
+    }
+}
+
+/// `POST /device/verify`: the typed code → the confirmation page (RFC 8628 §5.4).
+pub async fn verify(app: &App, req: Request, now: u64) -> Response {
+    let (s, form) = match signed_in_form(app, req, now).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let typed = form.first("user_code").unwrap_or("");
+    let shown = if typed.chars().count() <= 32 { typed } else { "" };
+    let Some(code) = secret::normalize_user_code(typed) else {
+        return device_form(app, StatusCode::BAD_REQUEST, &s, shown, Some(&CodeError::Unknown.to_string()));
+    };
+    let looked_up = match app.actors.device() {
+        Ok(d) => ask(&d, |reply| DeviceMsg::Lookup { user_code: code, now, reply }).await.unwrap_or(Err(CodeError::Store)),
+        Err(_) => Err(CodeError::Store),
+    };
+    match looked_up {
+        Ok(view) => {
+            let name = client_name(app, &view.client_id).await;
+            let scopes: Vec<&str> = view.scope.split_whitespace().collect();
+            app.pages.page(
+                StatusCode::OK,
+                "confirm.html",
+                context! {
+                    user => user_ctx(&s), csrf_token => s.csrf_token.clone(), user_code => view.user_code,
+                    client_name => name, client_id => view.client_id, scopes => scopes,
+                },
+            )
+        }
+        Err(e) => device_form(app, code_error_status(&e), &s, shown, Some(&e.to_string())),
+    }
+}
+
+/// `POST /device/approve` with `action=approve|deny`.
+pub async fn decide(app: &App, req: Request, now: u64) -> Response {
+    let (s, form) = match signed_in_form(app, req, now).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let approve = match form.first("action") {
+        Some("approve") => true,
+        Some("deny") => false,
+        _ => return app.pages.error(StatusCode::BAD_REQUEST, "Bad request", "Choose Approve or Deny.", Some(&s)),
+    };
+    let Some(code) = form.first("user_code").and_then(secret::normalize_user_code) else {
+        return device_form(app, StatusCode::BAD_REQUEST, &s, "", Some(&CodeError::Unknown.to_string()));
+    };
+    let decided = match app.actors.device() {
+        Ok(d) => {
+            let (user_id, username) = (s.user_id.clone(), s.username.clone());
+            ask(&d, |reply| DeviceMsg::Decide { user_code: code, user_id, username, approve, now, reply })
+                .await
+                .unwrap_or(Err(CodeError::Store))
+        }
+        Err(_) => Err(CodeError::Store),
+    };
+    match decided {
+        Ok(view) => {
+            let name = client_name(app, &view.client_id).await;
+            tracing::info!(username = %s.username, client_id = %view.client_id, approved = approve, user_code = %secret::redact_user_code(&code), "device authorization decided");
+            let outcome = if approve { "approved" } else { "denied" };
+            app.pages.page(
+                StatusCode::OK,
+                "result.html",
+                context! { user => user_ctx(&s), csrf_token => s.csrf_token.clone(), outcome => outcome, client_name => name },
+            )
+        }
+        Err(e) => device_form(app, code_error_status(&e), &s, "", Some(&e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn only_local_paths_may_follow_sign_in() {
+        assert_eq!(safe_next(Some("/device?user_code=BCDF-GHJK")), Some("/device?user_code=BCDF-GHJK"));
+        for bad in ["//evil.example", "https://evil.example", "/\\evil.example", "evil", "/\\/x", "/a\nb", ""] {
+            assert_eq!(safe_next(Some(bad)), None, "{bad:?}");
+        }
+        assert_eq!(safe_next(None), None);
+    }
+}

@@ -1,0 +1,85 @@
+//! Server-rendered pages: the minijinja templates under `templates/`, compiled into the binary.
+
+use authgate_actors::session::SessionView;
+use hyper::StatusCode;
+use minijinja::{Environment, Value, context};
+
+use crate::http::Response;
+use crate::http::response::html;
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("../templates/base.html")),
+    ("login.html", include_str!("../templates/login.html")),
+    ("device.html", include_str!("../templates/device.html")),
+    ("confirm.html", include_str!("../templates/confirm.html")),
+    ("result.html", include_str!("../templates/result.html")),
+    ("error.html", include_str!("../templates/error.html")),
+];
+
+pub struct Pages {
+    env: Environment<'static>,
+}
+
+impl Pages {
+    pub fn new() -> Result<Self, minijinja::Error> {
+        let mut env = Environment::new();
+        for (name, source) in TEMPLATES {
+            env.add_template(name, source)?;
+        }
+        env.add_global("app_name", "AuthGate");
+        Ok(Self { env })
+    }
+
+    pub fn render(&self, name: &str, ctx: Value) -> Result<String, minijinja::Error> {
+        self.env.get_template(name)?.render(ctx)
+    }
+
+    /// A rendered page; a template failure (a bug, not an input) becomes a plain 500 page.
+    pub fn page(&self, status: StatusCode, name: &str, ctx: Value) -> Response {
+        match self.render(name, ctx) {
+            Ok(body) => html(status, body),
+            Err(e) => {
+                tracing::error!(template = name, error = %e, "template failed to render");
+                html(StatusCode::INTERNAL_SERVER_ERROR, "<!DOCTYPE html><title>Error</title><h1>Something went wrong</h1>".into())
+            }
+        }
+    }
+
+    /// The friendly error page.
+    pub fn error(&self, status: StatusCode, title: &str, message: &str, session: Option<&SessionView>) -> Response {
+        let user = session.map(|s| context! { username => s.username.clone() });
+        let csrf = session.map(|s| s.csrf_token.clone());
+        self.page(
+            status,
+            "error.html",
+            context! { status => status.as_u16(), title => title, message => message, user => user, csrf_token => csrf },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_renders_and_escapes() {
+        let p = Pages::new().unwrap();
+        let user = context! { username => "<b>alice</b>" };
+        let out = p.render("login.html", context! { csrf_token => "t", next => "/device", error => "Invalid" }).unwrap();
+        assert!(out.contains("id=\"username\"") && out.contains("Invalid"));
+        let out = p.render("device.html", context! { user => user.clone(), csrf_token => "t", user_code => "BCDF" }).unwrap();
+        assert!(out.contains("&lt;b&gt;alice") && !out.contains("<b>alice"));
+        let out = p
+            .render(
+                "confirm.html",
+                context! { user => user.clone(), csrf_token => "t", user_code => "BCDF-GHJK", client_name => "CLI", client_id => "c", scopes => vec!["read"] },
+            )
+            .unwrap();
+        assert!(out.contains("id=\"approve\"") && out.contains("BCDF-GHJK"));
+        let out = p.render("result.html", context! { user => user, csrf_token => "t", outcome => "approved", client_name => "CLI" }).unwrap();
+        assert!(out.contains("result-title"));
+        let out = p.render("error.html", context! { status => 404, title => "Not found", message => "nope" }).unwrap();
+        assert!(out.contains("nope"));
+        assert!(!out.contains("<script"));
+    }
+}

@@ -1,0 +1,198 @@
+//! Start-up, the accept loop, and graceful shutdown. `main` and the integration tests run the
+//! very same [`Server`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use authgate_actors::device::DeviceConfig;
+use authgate_actors::store::{Store, StoreError, StoreOptions};
+use authgate_actors::system::{CoreConfig, SecretSource, System, server_secret};
+use authgate_actors::token::{JwtKeys, TokenConfig};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::{App, AppError};
+use crate::config::Settings;
+use crate::http::cookies::CookieKeys;
+
+/// A client gets this long to send its request headers (slowloris guard).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// In-flight requests get this long to finish at shutdown.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("DATABASE_PATH: {0}")]
+    Store(#[from] StoreError),
+    #[error("SERVER_ADDR: cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start the actors: {0}")]
+    Actors(String),
+    #[error(transparent)]
+    App(#[from] AppError),
+}
+
+impl StartError {
+    /// Exit status: 2 for a bad setting, 1 for anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Store(StoreError::Open { .. }) | StartError::Bind { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Opens the database file off the async threads.
+pub async fn open_store(settings: &Settings) -> Result<Store, StoreError> {
+    let path = settings.database_path.clone();
+    let options = StoreOptions { max_batch: settings.store_max_batch as usize };
+    tokio::task::spawn_blocking(move || Store::open(&path, options)).await.map_err(|e| StoreError::Storage(e.to_string()))?
+}
+
+async fn secret(store: &Store, name: &'static str, setting: &str, configured: Option<&str>) -> Result<Vec<u8>, StoreError> {
+    let (bytes, source) = server_secret(store, name, configured).await?;
+    match source {
+        SecretSource::Generated => tracing::warn!("{setting} is not set: generated a random one and stored it in the database"),
+        SecretSource::Stored => tracing::info!("{setting} is not set: using the one stored in the database"),
+        SecretSource::Configured => {}
+    }
+    Ok(bytes)
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    /// The actors, for embedding programs and test fixtures.
+    pub actors: authgate_actors::system::Actors,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the store, starts the actors, binds the socket and starts serving.
+    pub async fn start(settings: Settings) -> Result<Server, StartError> {
+        let store = open_store(&settings).await?;
+        match Self::start_with(store.clone(), settings).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                let _ = tokio::task::spawn_blocking(move || store.close()).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_with(store: Store, settings: Settings) -> Result<Server, StartError> {
+        let jwt_secret = secret(&store, "jwt", "JWT_SECRET", settings.jwt_secret.as_deref()).await?;
+        let session_secret = secret(&store, "session", "SESSION_SECRET", settings.session_secret.as_deref()).await?;
+        let keys = JwtKeys::new(&jwt_secret, &settings.base_url);
+        let config = CoreConfig {
+            device: DeviceConfig { code_lifetime: settings.device_code_expiration, poll_interval: settings.polling_interval },
+            token: TokenConfig {
+                issuer: settings.base_url.clone(),
+                access_ttl: settings.jwt_expiration,
+                refresh_ttl: settings.refresh_token_expiration,
+                refresh_enabled: settings.enable_refresh_tokens,
+                rotation: settings.enable_token_rotation,
+            },
+            session_max_age: settings.session_max_age,
+            admin_password: settings.admin_password.clone(),
+        };
+        let system = System::start(store.clone(), config, keys.clone()).await.map_err(|e| StartError::Actors(e.to_string()))?;
+        let listener = match TcpListener::bind(settings.server_addr).await {
+            Ok(l) => l,
+            Err(source) => {
+                system.shutdown().await;
+                return Err(StartError::Bind { addr: settings.server_addr, source });
+            }
+        };
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: settings.server_addr, source })?;
+        let cookies = CookieKeys::new(&session_secret, settings.secure());
+        let app = match App::new(system.actors.clone(), store, keys, cookies, settings) {
+            Ok(app) => Arc::new(app),
+            Err(e) => {
+                system.shutdown().await;
+                return Err(e.into());
+            }
+        };
+        let actors = system.actors.clone();
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            serve(listener, app, stopped).await;
+            system.shutdown().await;
+            tracing::info!("stopped; database closed");
+        });
+        tracing::info!(%addr, "listening");
+        Ok(Server { addr, actors, stop, task })
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to a deadline), stops the actors and
+    /// closes the database.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let app = app.clone();
+                    let service = service_fn(move |req| {
+                        let app = app.clone();
+                        async move { Ok::<_, Infallible>(app.handle(req).await) }
+                    });
+                    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("some connections were still open at the shutdown deadline");
+    }
+}
+
+/// Resolves at SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received; shutting down"),
+        _ = term => tracing::info!("SIGTERM received; shutting down"),
+    }
+}

@@ -1,0 +1,191 @@
+//! The harness: a real server per test, and a browser-less person with a cookie jar.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use authgate::config::Settings;
+use authgate::server::Server;
+use authgate_actors::directory::DirectoryMsg;
+use authgate_actors::system::ask;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+pub const ADMIN_PASSWORD: &str = "correct-horse-battery";
+pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+pub struct TestServer {
+    pub server: Server,
+    pub base: String,
+    pub dir: Arc<tempfile::TempDir>,
+    pub client_id: String,
+}
+
+impl TestServer {
+    /// A fresh server on a new database, with `extra` settings (flags).
+    pub async fn start(extra: &[&str]) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        Self::start_in(dir, extra).await
+    }
+
+    /// A server on the database in `dir` (to restart on the same file).
+    pub async fn start_in(dir: Arc<tempfile::TempDir>, extra: &[&str]) -> TestServer {
+        let db = db_path(dir.path());
+        let mut args = vec![
+            "authgate".to_owned(),
+            "--server-addr".into(),
+            "127.0.0.1:0".into(),
+            "--database-path".into(),
+            db.display().to_string(),
+            "--admin-password".into(),
+            ADMIN_PASSWORD.into(),
+            "--polling-interval".into(),
+            "1s".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let settings = Settings::try_from_args(args).expect("settings");
+        let server = Server::start(settings).await.expect("server starts");
+        let base = format!("http://{}", server.addr);
+        let dir_actor = server.actors.directory().unwrap();
+        let clients = ask(&dir_actor, |reply| DirectoryMsg::ListClients { reply }).await.unwrap();
+        let client_id = clients.iter().find(|c| c.name == "AuthGate CLI").expect("seeded client").client_id.clone();
+        TestServer { server, base, dir, client_id }
+    }
+
+    pub async fn stop(self) -> Arc<tempfile::TempDir> {
+        self.server.shutdown().await;
+        self.dir
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Creates a client directly (fixture), returning its id and secret.
+    pub async fn create_client(&self, name: &str, confidential: bool, grants: Option<&[&str]>) -> (String, Option<String>) {
+        let dir = self.server.actors.directory().unwrap();
+        let grant_types = grants.map(|g| g.iter().map(|s| s.to_string()).collect());
+        let name = name.to_owned();
+        let (c, secret) = ask(&dir, |reply| DirectoryMsg::CreateClient { name, confidential, grant_types, reply })
+            .await
+            .unwrap()
+            .unwrap();
+        (c.client_id, secret)
+    }
+
+    pub async fn create_user(&self, username: &str, password: &str) {
+        let dir = self.server.actors.directory().unwrap();
+        let password_hash = authgate_actors::password::hash(password.to_owned()).await.unwrap();
+        let username = username.to_owned();
+        ask(&dir, |reply| DirectoryMsg::CreateUser { username, password_hash, is_admin: false, reply }).await.unwrap().unwrap();
+    }
+
+    /// `POST /oauth/device/code` for `client_id`.
+    pub async fn device_code(&self, client_id: &str) -> Value {
+        let (status, body) = post_form(&self.url("/oauth/device/code"), &[("client_id", client_id)]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// One poll of `/oauth/token` with the device grant.
+    pub async fn poll(&self, client_id: &str, device_code: &str) -> (StatusCode, Value) {
+        post_form(&self.url("/oauth/token"), &[("grant_type", DEVICE_GRANT), ("device_code", device_code), ("client_id", client_id)]).await
+    }
+
+    /// A whole device flow for `client_id`: code, sign-in, approval, redemption.
+    pub async fn tokens_for(&self, client_id: &str) -> Value {
+        let dc = self.device_code(client_id).await;
+        let person = Person::new();
+        person.login(self, "admin", ADMIN_PASSWORD).await;
+        let (status, page) = person.decide(self, dc["user_code"].as_str().unwrap(), true).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let (status, body) = self.poll(client_id, dc["device_code"].as_str().unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+}
+
+pub fn db_path(dir: &Path) -> PathBuf {
+    dir.join("authgate.redb")
+}
+
+fn plain_client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// POSTs a form; returns the status and the JSON body (`Null` if not JSON).
+pub async fn post_form(url: &str, form: &[(&str, &str)]) -> (StatusCode, Value) {
+    let r = plain_client().post(url).form(form).send().await.expect("request");
+    let status = r.status();
+    let text = r.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+pub async fn get_json(url: &str, bearer: Option<&str>) -> (StatusCode, Value) {
+    let mut req = plain_client().get(url);
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The value of the first hidden `csrf_token` input of a page.
+pub fn csrf_of(page: &str) -> String {
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = page.find(marker).map(|i| i + marker.len()).expect("page has a csrf_token");
+    page[start..].split('"').next().unwrap().to_owned()
+}
+
+/// A person in a browser without JavaScript: follows the forms, keeps cookies.
+pub struct Person {
+    pub http: reqwest::Client,
+}
+
+impl Person {
+    pub fn new() -> Self {
+        Self { http: reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap() }
+    }
+
+    pub async fn get(&self, url: &str) -> (StatusCode, String, Option<String>) {
+        let r = self.http.get(url).send().await.unwrap();
+        let location = r.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
+        (r.status(), r.text().await.unwrap(), location)
+    }
+
+    pub async fn post(&self, url: &str, form: &[(&str, &str)]) -> (StatusCode, String, Option<String>) {
+        let r = self.http.post(url).form(form).send().await.unwrap();
+        let location = r.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
+        (r.status(), r.text().await.unwrap(), location)
+    }
+
+    /// Signs in; returns the status and where the server sent the browser.
+    pub async fn try_login(&self, s: &TestServer, username: &str, password: &str) -> (StatusCode, String, Option<String>) {
+        let (_, page, _) = self.get(&s.url("/login")).await;
+        let csrf = csrf_of(&page);
+        self.post(&s.url("/login"), &[("username", username), ("password", password), ("csrf_token", &csrf), ("next", "/device")]).await
+    }
+
+    pub async fn login(&self, s: &TestServer, username: &str, password: &str) {
+        let (status, body, location) = self.try_login(s, username, password).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "sign-in failed: {body}");
+        assert_eq!(location.as_deref(), Some("/device"));
+    }
+
+    /// Enters `user_code` and approves or denies; returns the final page.
+    pub async fn decide(&self, s: &TestServer, user_code: &str, approve: bool) -> (StatusCode, String) {
+        let (status, page, _) = self.get(&s.url("/device")).await;
+        assert_eq!(status, StatusCode::OK);
+        let csrf = csrf_of(&page);
+        let (status, page, _) = self.post(&s.url("/device/verify"), &[("user_code", user_code), ("csrf_token", &csrf)]).await;
+        if status != StatusCode::OK {
+            return (status, page);
+        }
+        assert!(page.contains("id=\"approve\""), "{page}");
+        let action = if approve { "approve" } else { "deny" };
+        let (status, page, _) = self
+            .post(&s.url("/device/approve"), &[("user_code", user_code), ("csrf_token", &csrf), ("action", action)])
+            .await;
+        (status, page)
+    }
+}
