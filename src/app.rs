@@ -70,7 +70,15 @@ pub enum AppError {
 
 impl App {
     pub fn new(actors: Actors, store: Store, keys: JwtKeys, cookies: CookieKeys, settings: Settings) -> Result<Self, AppError> {
-        Ok(Self { actors, store, keys, cookies, settings, pages: Pages::new()?, router: routes()? })
+        Ok(Self {
+            actors,
+            store,
+            keys,
+            cookies,
+            settings,
+            pages: Pages::new()?,
+            router: routes()?,
+        })
     }
 
     /// Routes one request. `now` (Unix ms) is read here once and passed down.
@@ -78,14 +86,18 @@ impl App {
         let now = authgate_actors::now_ms();
         let (route, file) = match self.router.at(req.uri().path()) {
             Ok(m) => (*m.value, m.params.get("file").map(str::to_owned)),
-            Err(_) => return self.pages.error(StatusCode::NOT_FOUND, "Page not found", "There is nothing at this address.", None),
+            Err(_) => {
+                return self
+                    .pages
+                    .error(StatusCode::NOT_FOUND, "Page not found", "There is nothing at this address.", None);
+            }
         };
         let method = req.method().clone();
         let get = method == Method::GET || method == Method::HEAD;
         let post = method == Method::POST;
         match route {
             Route::Root if get => redirect("/device"),
-            Route::Health if get => misc::health(self).await,
+            Route::Health if get => misc::health(self, now).await,
             Route::DeviceCode if post => oauth::device_code(self, req, now).await,
             Route::Token if post => oauth::token(self, req, now).await,
             Route::TokenInfo if get => oauth::tokeninfo(self, req, now).await,
@@ -111,7 +123,12 @@ impl App {
             Route::Login | Route::Logout => "GET, HEAD, POST",
             _ => "GET, HEAD",
         };
-        let mut r = self.pages.error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", "This address does not accept that kind of request.", None);
+        let mut r = self.pages.error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed",
+            "This address does not accept that kind of request.",
+            None,
+        );
         r.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
         r
     }

@@ -96,7 +96,9 @@ enum ClientCommand {
 fn load_env_files() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
     let named = args.iter().enumerate().find_map(|(i, a)| {
-        a.strip_prefix("--env-file=").map(str::to_owned).or_else(|| (a == "--env-file").then(|| args.get(i + 1).cloned()).flatten())
+        a.strip_prefix("--env-file=")
+            .map(str::to_owned)
+            .or_else(|| (a == "--env-file").then(|| args.get(i + 1).cloned()).flatten())
     });
     if let Some(path) = named {
         dotenvy::from_path(&path).map_err(|e| format!("--env-file {path}: {e}"))?;
@@ -110,7 +112,11 @@ fn load_env_files() -> Result<(), String> {
 
 fn init_logging(settings: &Settings) -> Result<(), String> {
     let filter = EnvFilter::try_new(&settings.log_level).map_err(|e| format!("invalid value for LOG_LEVEL: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
     let result = match settings.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -183,7 +189,10 @@ async fn offline(settings: &Settings, f: impl FnOnce(Directory) -> CommandFuture
         Ok(s) => s,
         Err(e) => return fail(2, format!("DATABASE_PATH: {e}")),
     };
-    let args = DirectoryArgs { store: store.clone(), admin_password: settings.admin_password.clone() };
+    let args = DirectoryArgs {
+        store: store.clone(),
+        admin_password: settings.admin_password.clone(),
+    };
     let result = match Actor::spawn(None, DirectoryActor, args).await {
         Ok((dir, handle)) => {
             let r = f(dir.clone()).await;
@@ -210,7 +219,10 @@ fn password_from(stdin: bool) -> Result<(String, bool), String> {
         eprintln!("Password: ");
     }
     let mut line = String::new();
-    input.lock().read_line(&mut line).map_err(|e| format!("cannot read the password: {e}"))?;
+    input
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password: {e}"))?;
     let pw = line.trim_end_matches(['\r', '\n']).to_owned();
     if pw.len() < 8 {
         return Err("passwords must be at least 8 characters".into());
@@ -221,13 +233,22 @@ fn password_from(stdin: bool) -> Result<(String, bool), String> {
 async fn user_command(dir: Directory, cmd: UserCommand) -> Result<(), String> {
     let err = |e: authgate_actors::OAuthError| e.description.to_string();
     match cmd {
-        UserCommand::Add { username, admin, password_stdin } => {
+        UserCommand::Add {
+            username,
+            admin,
+            password_stdin,
+        } => {
             let (pw, generated) = password_from(password_stdin)?;
             let password_hash = password::hash(pw.clone()).await.map_err(|e| e.to_string())?;
-            let user = ask(&dir, |reply| DirectoryMsg::CreateUser { username, password_hash, is_admin: admin, reply })
-                .await
-                .map_err(err)?
-                .map_err(|e| e.to_string())?;
+            let user = ask(&dir, |reply| DirectoryMsg::CreateUser {
+                username,
+                password_hash,
+                is_admin: admin,
+                reply,
+            })
+            .await
+            .map_err(err)?
+            .map_err(|e| e.to_string())?;
             println!("user {} created (id {})", user.username, user.id);
             if generated {
                 println!("password: {pw}");
@@ -237,17 +258,27 @@ async fn user_command(dir: Directory, cmd: UserCommand) -> Result<(), String> {
             let users = ask(&dir, |reply| DirectoryMsg::ListUsers { reply }).await.map_err(err)?;
             println!("{:<32} {:<6} {:<9} ID", "USERNAME", "ADMIN", "DISABLED");
             for u in users {
-                println!("{:<32} {:<6} {:<9} {}", u.username, if u.is_admin { "yes" } else { "no" }, if u.disabled { "yes" } else { "no" }, u.id);
+                println!(
+                    "{:<32} {:<6} {:<9} {}",
+                    u.username,
+                    if u.is_admin { "yes" } else { "no" },
+                    if u.disabled { "yes" } else { "no" },
+                    u.id
+                );
             }
         }
         UserCommand::Passwd { username, password_stdin } => {
             let (pw, generated) = password_from(password_stdin)?;
             let password_hash = password::hash(pw.clone()).await.map_err(|e| e.to_string())?;
             let name = username.clone();
-            ask(&dir, |reply| DirectoryMsg::SetPassword { username: name, password_hash, reply })
-                .await
-                .map_err(err)?
-                .map_err(|e| e.to_string())?;
+            ask(&dir, |reply| DirectoryMsg::SetPassword {
+                username: name,
+                password_hash,
+                reply,
+            })
+            .await
+            .map_err(err)?
+            .map_err(|e| e.to_string())?;
             println!("password of {username} changed");
             if generated {
                 println!("password: {pw}");
@@ -260,12 +291,21 @@ async fn user_command(dir: Directory, cmd: UserCommand) -> Result<(), String> {
 async fn client_command(dir: Directory, cmd: ClientCommand) -> Result<(), String> {
     let err = |e: authgate_actors::OAuthError| e.description.to_string();
     match cmd {
-        ClientCommand::Add { name, confidential, grant_types } => {
+        ClientCommand::Add {
+            name,
+            confidential,
+            grant_types,
+        } => {
             let grant_types = Some(grant_types);
-            let (client, secret) = ask(&dir, |reply| DirectoryMsg::CreateClient { name, confidential, grant_types, reply })
-                .await
-                .map_err(err)?
-                .map_err(|e| e.to_string())?;
+            let (client, secret) = ask(&dir, |reply| DirectoryMsg::CreateClient {
+                name,
+                confidential,
+                grant_types,
+                reply,
+            })
+            .await
+            .map_err(err)?
+            .map_err(|e| e.to_string())?;
             println!("client_id: {}", client.client_id);
             if let Some(secret) = secret {
                 println!("client_secret: {secret}");
@@ -277,7 +317,13 @@ async fn client_command(dir: Directory, cmd: ClientCommand) -> Result<(), String
             println!("{:<36} {:<12} {:<8} NAME", "CLIENT_ID", "TYPE", "ENABLED");
             for c in clients {
                 let kind = if c.confidential { "confidential" } else { "public" };
-                println!("{:<36} {:<12} {:<8} {}", c.client_id, kind, if c.enabled { "yes" } else { "no" }, c.name);
+                println!(
+                    "{:<36} {:<12} {:<8} {}",
+                    c.client_id,
+                    kind,
+                    if c.enabled { "yes" } else { "no" },
+                    c.name
+                );
             }
         }
     }

@@ -138,7 +138,9 @@ pub fn parse_base_url(s: &str) -> Result<String, String> {
 
 pub fn parse_secret(s: &str) -> Result<String, String> {
     if s.len() < MIN_SECRET_LEN {
-        return Err(format!("must be at least {MIN_SECRET_LEN} bytes long (generate one with: openssl rand -hex 32)"));
+        return Err(format!(
+            "must be at least {MIN_SECRET_LEN} bytes long (generate one with: openssl rand -hex 32)"
+        ));
     }
     Ok(s.to_owned())
 }

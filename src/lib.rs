@@ -3,6 +3,9 @@
 //! This crate is the front end: settings and CLI, the hyper server and its router, the
 //! handlers, and page rendering. The state lives in the actors of `authgate-actors`.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![deny(clippy::await_holding_lock)]
+
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -40,7 +40,10 @@ impl Pages {
             Ok(body) => html(status, body),
             Err(e) => {
                 tracing::error!(template = name, error = %e, "template failed to render");
-                html(StatusCode::INTERNAL_SERVER_ERROR, "<!DOCTYPE html><title>Error</title><h1>Something went wrong</h1>".into())
+                html(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "<!DOCTYPE html><title>Error</title><h1>Something went wrong</h1>".into(),
+                )
             }
         }
     }
@@ -65,9 +68,16 @@ mod tests {
     fn every_template_renders_and_escapes() {
         let p = Pages::new().unwrap();
         let user = context! { username => "<b>alice</b>" };
-        let out = p.render("login.html", context! { csrf_token => "t", next => "/device", error => "Invalid" }).unwrap();
+        let out = p
+            .render("login.html", context! { csrf_token => "t", next => "/device", error => "Invalid" })
+            .unwrap();
         assert!(out.contains("id=\"username\"") && out.contains("Invalid"));
-        let out = p.render("device.html", context! { user => user.clone(), csrf_token => "t", user_code => "BCDF" }).unwrap();
+        let out = p
+            .render(
+                "device.html",
+                context! { user => user.clone(), csrf_token => "t", user_code => "BCDF" },
+            )
+            .unwrap();
         assert!(out.contains("&lt;b&gt;alice") && !out.contains("<b>alice"));
         let out = p
             .render(
@@ -76,9 +86,16 @@ mod tests {
             )
             .unwrap();
         assert!(out.contains("id=\"approve\"") && out.contains("BCDF-GHJK"));
-        let out = p.render("result.html", context! { user => user, csrf_token => "t", outcome => "approved", client_name => "CLI" }).unwrap();
+        let out = p
+            .render(
+                "result.html",
+                context! { user => user, csrf_token => "t", outcome => "approved", client_name => "CLI" },
+            )
+            .unwrap();
         assert!(out.contains("result-title"));
-        let out = p.render("error.html", context! { status => 404, title => "Not found", message => "nope" }).unwrap();
+        let out = p
+            .render("error.html", context! { status => 404, title => "Not found", message => "nope" })
+            .unwrap();
         assert!(out.contains("nope"));
         assert!(!out.contains("<script"));
     }

@@ -51,8 +51,12 @@ impl StartError {
 /// Opens the database file off the async threads.
 pub async fn open_store(settings: &Settings) -> Result<Store, StoreError> {
     let path = settings.database_path.clone();
-    let options = StoreOptions { max_batch: settings.store_max_batch as usize };
-    tokio::task::spawn_blocking(move || Store::open(&path, options)).await.map_err(|e| StoreError::Storage(e.to_string()))?
+    let options = StoreOptions {
+        max_batch: settings.store_max_batch as usize,
+    };
+    tokio::task::spawn_blocking(move || Store::open(&path, options))
+        .await
+        .map_err(|e| StoreError::Storage(e.to_string()))?
 }
 
 async fn secret(store: &Store, name: &'static str, setting: &str, configured: Option<&str>) -> Result<Vec<u8>, StoreError> {
@@ -92,7 +96,10 @@ impl Server {
         let session_secret = secret(&store, "session", "SESSION_SECRET", settings.session_secret.as_deref()).await?;
         let keys = JwtKeys::new(&jwt_secret, &settings.base_url);
         let config = CoreConfig {
-            device: DeviceConfig { code_lifetime: settings.device_code_expiration, poll_interval: settings.polling_interval },
+            device: DeviceConfig {
+                code_lifetime: settings.device_code_expiration,
+                poll_interval: settings.polling_interval,
+            },
             token: TokenConfig {
                 issuer: settings.base_url.clone(),
                 access_ttl: settings.jwt_expiration,
@@ -103,15 +110,23 @@ impl Server {
             session_max_age: settings.session_max_age,
             admin_password: settings.admin_password.clone(),
         };
-        let system = System::start(store.clone(), config, keys.clone()).await.map_err(|e| StartError::Actors(e.to_string()))?;
+        let system = System::start(store.clone(), config, keys.clone())
+            .await
+            .map_err(|e| StartError::Actors(e.to_string()))?;
         let listener = match TcpListener::bind(settings.server_addr).await {
             Ok(l) => l,
             Err(source) => {
                 system.shutdown().await;
-                return Err(StartError::Bind { addr: settings.server_addr, source });
+                return Err(StartError::Bind {
+                    addr: settings.server_addr,
+                    source,
+                });
             }
         };
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: settings.server_addr, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: settings.server_addr,
+            source,
+        })?;
         let cookies = CookieKeys::new(&session_secret, settings.secure());
         let app = match App::new(system.actors.clone(), store, keys, cookies, settings) {
             Ok(app) => Arc::new(app),
@@ -142,7 +157,9 @@ impl Server {
 async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {

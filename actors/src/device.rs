@@ -57,8 +57,16 @@ pub struct DeviceRecord {
 pub enum RecordState {
     #[default]
     Pending,
-    Approved { user_id: String, username: String, authorization_id: String, decided_at_ms: Millis },
-    Denied { user_id: String, decided_at_ms: Millis },
+    Approved {
+        user_id: String,
+        username: String,
+        authorization_id: String,
+        decided_at_ms: Millis,
+    },
+    Denied {
+        user_id: String,
+        decided_at_ms: Millis,
+    },
 }
 
 /// What the person approved: who, and the authorization the tokens will belong to.
@@ -114,7 +122,11 @@ impl Entry {
 #[derive(Debug, PartialEq, Eq)]
 pub enum PollOutcome {
     /// Approved: the caller must redeem (issue tokens), then report back.
-    Redeem { approval: Approval, client_id: String, scope: String },
+    Redeem {
+        approval: Approval,
+        client_id: String,
+        scope: String,
+    },
     Error(ErrorCode, &'static str),
 }
 
@@ -177,7 +189,9 @@ impl DeviceBook {
 
     /// Picks a user code not used by any live authorization.
     fn fresh_user_code(&self) -> Option<[u8; USER_CODE_LEN]> {
-        (0..32).map(|_| secret::new_user_code()).find(|c| !self.by_user_code.contains_key(c))
+        (0..32)
+            .map(|_| secret::new_user_code())
+            .find(|c| !self.by_user_code.contains_key(c))
     }
 
     fn insert(&mut self, key: Digest32, rec: &DeviceRecord) -> bool {
@@ -186,14 +200,17 @@ impl DeviceBook {
         };
         let state = match &rec.state {
             RecordState::Pending => State::Pending,
-            RecordState::Approved { user_id, username, authorization_id, decided_at_ms } => {
-                State::Approved(Box::new(Approval {
-                    user_id: user_id.clone(),
-                    username: username.clone(),
-                    authorization_id: authorization_id.clone(),
-                    decided_at_ms: *decided_at_ms,
-                }))
-            }
+            RecordState::Approved {
+                user_id,
+                username,
+                authorization_id,
+                decided_at_ms,
+            } => State::Approved(Box::new(Approval {
+                user_id: user_id.clone(),
+                username: username.clone(),
+                authorization_id: authorization_id.clone(),
+                decided_at_ms: *decided_at_ms,
+            })),
             RecordState::Denied { .. } => State::Denied,
         };
         let entry = Entry {
@@ -213,7 +230,9 @@ impl DeviceBook {
     }
 
     fn remove(&mut self, key: &Digest32) {
-        if let Some(e) = self.by_hash.remove(key) {
+        if let Some(e) = self.by_hash.remove(key)
+            && self.by_user_code.get(&e.user_code) == Some(key)
+        {
             self.by_user_code.remove(&e.user_code);
         }
     }
@@ -255,13 +274,15 @@ impl DeviceBook {
                 PollOutcome::Error(ErrorCode::AuthorizationPending, "the user has not yet approved this device")
             }
             State::Denied => PollOutcome::Error(ErrorCode::AccessDenied, "the user denied the authorization request"),
-            State::Redeeming(_) => {
-                PollOutcome::Error(ErrorCode::InvalidGrant, "the device code is invalid or was already used")
-            }
+            State::Redeeming(_) => PollOutcome::Error(ErrorCode::InvalidGrant, "the device code is invalid or was already used"),
             State::Approved(a) => {
                 let approval = (**a).clone();
                 e.state = State::Redeeming(a.clone());
-                PollOutcome::Redeem { approval, client_id: e.client_id.to_string(), scope: e.scope.to_string() }
+                PollOutcome::Redeem {
+                    approval,
+                    client_id: e.client_id.to_string(),
+                    scope: e.scope.to_string(),
+                }
             }
         }
     }
@@ -297,11 +318,25 @@ impl DeviceBook {
 /// Messages of the device-authorization actor.
 pub enum DeviceMsg {
     /// Issues a new device code and user code (RFC 8628 §3.2) once it is durable.
-    Create { client_id: String, scope: String, now: Millis, reply: RpcReplyPort<Result<NewDeviceCode, OAuthError>> },
+    Create {
+        client_id: String,
+        scope: String,
+        now: Millis,
+        reply: RpcReplyPort<Result<NewDeviceCode, OAuthError>>,
+    },
     /// A device polls with SHA-256 of its device code (RFC 8628 §3.4).
-    Poll { device_code_hash: Digest32, client_id: String, now: Millis, reply: RpcReplyPort<Result<TokenResponse, OAuthError>> },
+    Poll {
+        device_code_hash: Digest32,
+        client_id: String,
+        now: Millis,
+        reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
+    },
     /// The confirmation page looks up what a typed user code stands for.
-    Lookup { user_code: [u8; USER_CODE_LEN], now: Millis, reply: RpcReplyPort<Result<PendingView, CodeError>> },
+    Lookup {
+        user_code: [u8; USER_CODE_LEN],
+        now: Millis,
+        reply: RpcReplyPort<Result<PendingView, CodeError>>,
+    },
     /// The signed-in person approves or denies; answered once the decision is durable.
     Decide {
         user_code: [u8; USER_CODE_LEN],
@@ -378,28 +413,48 @@ impl Actor for DeviceActor {
         }
         tracing::info!(authorizations = book.len(), "device authorizations loaded");
         myself.send_interval(SWEEP_EVERY, || DeviceMsg::Sweep);
-        Ok(DeviceState { book, config: args.config, store: args.store, actors: args.actors })
+        Ok(DeviceState {
+            book,
+            config: args.config,
+            store: args.store,
+            actors: args.actors,
+        })
     }
 
     async fn handle(&self, myself: ActorRef<DeviceMsg>, msg: DeviceMsg, st: &mut DeviceState) -> Result<(), ActorProcessingErr> {
         match msg {
-            DeviceMsg::Create { client_id, scope, now, reply } => st.create(&myself, client_id, scope, now, reply),
-            DeviceMsg::Poll { device_code_hash, client_id, now, reply } => {
-                match st.book.poll(&device_code_hash, &client_id, now) {
-                    PollOutcome::Error(code, why) => {
-                        let _ = reply.send(Err(OAuthError::new(code, why)));
-                    }
-                    PollOutcome::Redeem { approval, client_id, scope } => {
-                        st.redeem(&myself, device_code_hash, approval, client_id, scope, now, reply)
-                    }
+            DeviceMsg::Create {
+                client_id,
+                scope,
+                now,
+                reply,
+            } => st.create(&myself, client_id, scope, now, reply),
+            DeviceMsg::Poll {
+                device_code_hash,
+                client_id,
+                now,
+                reply,
+            } => match st.book.poll(&device_code_hash, &client_id, now) {
+                PollOutcome::Error(code, why) => {
+                    let _ = reply.send(Err(OAuthError::new(code, why)));
                 }
-            }
+                PollOutcome::Redeem {
+                    approval,
+                    client_id,
+                    scope,
+                } => st.redeem(&myself, device_code_hash, approval, client_id, scope, now, reply),
+            },
             DeviceMsg::Lookup { user_code, now, reply } => {
                 let _ = reply.send(st.book.lookup(&user_code, now).map(|(_, v)| v));
             }
-            DeviceMsg::Decide { user_code, user_id, username, approve, now, reply } => {
-                st.decide(&myself, user_code, user_id, username, approve, now, reply)
-            }
+            DeviceMsg::Decide {
+                user_code,
+                user_id,
+                username,
+                approve,
+                now,
+                reply,
+            } => st.decide(&myself, user_code, user_id, username, approve, now, reply),
             DeviceMsg::Count { reply } => {
                 let _ = reply.send(st.book.len());
             }
@@ -411,14 +466,23 @@ impl Actor for DeviceActor {
 }
 
 impl DeviceState {
-    fn create(&mut self, myself: &ActorRef<DeviceMsg>, client_id: String, scope: String, now: Millis, reply: RpcReplyPort<Result<NewDeviceCode, OAuthError>>) {
+    fn create(
+        &mut self,
+        myself: &ActorRef<DeviceMsg>,
+        client_id: String,
+        scope: String,
+        now: Millis,
+        reply: RpcReplyPort<Result<NewDeviceCode, OAuthError>>,
+    ) {
         let Some(user_code) = self.book.fresh_user_code() else {
             let _ = reply.send(Err(OAuthError::unavailable("no free user code; try again")));
             return;
         };
         let device_code = secret::random_token(32);
         let key = secret::sha256(&device_code);
-        let interval_ms = u32::try_from(self.config.poll_interval.as_millis()).unwrap_or(MAX_INTERVAL_MS).max(1);
+        let interval_ms = u32::try_from(self.config.poll_interval.as_millis())
+            .unwrap_or(MAX_INTERVAL_MS)
+            .max(1);
         let lifetime_ms = u64::try_from(self.config.code_lifetime.as_millis()).unwrap_or(u64::MAX);
         let rec = DeviceRecord {
             user_code: String::from_utf8_lossy(&user_code).into_owned(),
@@ -452,7 +516,10 @@ impl DeviceState {
                     let _ = reply.send(Ok(answer));
                 }
                 Err(e) => {
-                    let _ = myself.cast(DeviceMsg::Committed { key, change: Committed::CreateFailed });
+                    let _ = myself.cast(DeviceMsg::Committed {
+                        key,
+                        change: Committed::CreateFailed,
+                    });
                     let _ = reply.send(Err(e.into()));
                 }
             }
@@ -483,7 +550,14 @@ impl DeviceState {
             // The code's deletion commits in the same transaction as the tokens.
             let consume = vec![Op::delete(Table::DeviceCodes, key.to_vec())];
             let result = match actors.token() {
-                Ok(token) => ask(&token, |r| TokenMsg::IssueForGrant { grant, with: consume, now, reply: r }).await.and_then(|r| r),
+                Ok(token) => ask(&token, |r| TokenMsg::IssueForGrant {
+                    grant,
+                    with: consume,
+                    now,
+                    reply: r,
+                })
+                .await
+                .and_then(|r| r),
                 Err(e) => Err(e),
             };
             // Only a definite failure (nothing was written) gives the code back; if the outcome
@@ -521,7 +595,12 @@ impl DeviceState {
             return;
         };
         let (state, approval) = if approve {
-            let a = Approval { user_id, username, authorization_id: uuid::Uuid::new_v4().to_string(), decided_at_ms: now };
+            let a = Approval {
+                user_id,
+                username,
+                authorization_id: uuid::Uuid::new_v4().to_string(),
+                decided_at_ms: now,
+            };
             let s = RecordState::Approved {
                 user_id: a.user_id.clone(),
                 username: a.username.clone(),
@@ -530,7 +609,13 @@ impl DeviceState {
             };
             (s, Some(Box::new(a)))
         } else {
-            (RecordState::Denied { user_id, decided_at_ms: now }, None)
+            (
+                RecordState::Denied {
+                    user_id,
+                    decided_at_ms: now,
+                },
+                None,
+            )
         };
         let Ok(op) = Op::put(Table::DeviceCodes, key.to_vec(), &entry.record(state)) else {
             let _ = reply.send(Err(CodeError::Store));
@@ -541,7 +626,11 @@ impl DeviceState {
         let myself = myself.clone();
         tokio::spawn(async move {
             let ok = done.await.is_ok();
-            let change = if ok { Committed::Decided(approval) } else { Committed::DecisionFailed };
+            let change = if ok {
+                Committed::Decided(approval)
+            } else {
+                Committed::DecisionFailed
+            };
             // The state change is queued before the person hears back, so the device's next
             // poll already sees it.
             let _ = myself.cast(DeviceMsg::Committed { key, change });
@@ -660,7 +749,10 @@ mod tests {
         assert_eq!(code(&b.poll(&key, "cli", T0 + 20)), Some(ErrorCode::SlowDown));
         // Now 10 s apply, measured from the last accepted poll (T0).
         assert_eq!(code(&b.poll(&key, "cli", T0 + 6_000)), Some(ErrorCode::SlowDown));
-        assert_eq!(code(&b.poll(&key, "cli", T0 + 6_000 + 15_000)), Some(ErrorCode::AuthorizationPending));
+        assert_eq!(
+            code(&b.poll(&key, "cli", T0 + 6_000 + 15_000)),
+            Some(ErrorCode::AuthorizationPending)
+        );
     }
 
     #[test]
@@ -684,7 +776,10 @@ mod tests {
 
     #[test]
     fn denial_gives_access_denied() {
-        let (mut b, key) = book_with(RecordState::Denied { user_id: "u".into(), decided_at_ms: T0 });
+        let (mut b, key) = book_with(RecordState::Denied {
+            user_id: "u".into(),
+            decided_at_ms: T0,
+        });
         assert_eq!(code(&b.poll(&key, "cli", T0)), Some(ErrorCode::AccessDenied));
     }
 
@@ -697,7 +792,11 @@ mod tests {
             decided_at_ms: T0,
         });
         match b.poll(&key, "cli", T0) {
-            PollOutcome::Redeem { approval, client_id, scope } => {
+            PollOutcome::Redeem {
+                approval,
+                client_id,
+                scope,
+            } => {
                 assert_eq!(approval.user_id, "u");
                 assert_eq!(client_id, "cli");
                 assert_eq!(scope, "read");
@@ -715,7 +814,10 @@ mod tests {
         assert_eq!(v.user_code, "BCDF-GHJK");
         assert_eq!(b.lookup(b"BCDFGHJL", T0), Err(CodeError::Unknown));
         assert_eq!(b.lookup(b"BCDFGHJK", T0 + 31 * 60_000), Err(CodeError::Expired));
-        let (b, _) = book_with(RecordState::Denied { user_id: "u".into(), decided_at_ms: T0 });
+        let (b, _) = book_with(RecordState::Denied {
+            user_id: "u".into(),
+            decided_at_ms: T0,
+        });
         assert_eq!(b.lookup(b"BCDFGHJK", T0), Err(CodeError::AlreadyUsed));
     }
 

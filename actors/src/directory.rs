@@ -62,23 +62,23 @@ impl ClientRecord {
     }
 
     /// The scope to grant for a request: the client's full set when none was asked for,
-    /// otherwise the requested words, each of which the client must be allowed.
+    /// otherwise the requested words (each of which the client must be allowed), in the
+    /// client's own order so equal requests yield equal strings.
     pub fn resolve_scope(&self, requested: Option<&str>) -> Result<String, OAuthError> {
-        match requested.map(str::trim) {
-            None | Some("") => Ok(self.scopes.join(" ")),
-            Some(req) => {
-                let mut words: Vec<&str> = Vec::new();
-                for w in req.split_whitespace() {
-                    if !self.scopes.iter().any(|s| s == w) {
-                        return Err(OAuthError::invalid_scope(format!("scope {w:?} is not allowed for this client")));
-                    }
-                    if !words.contains(&w) {
-                        words.push(w);
-                    }
-                }
-                Ok(words.join(" "))
-            }
+        let Some(req) = requested.map(str::trim).filter(|r| !r.is_empty()) else {
+            return Ok(self.scopes.join(" "));
+        };
+        if let Some(w) = req.split_whitespace().find(|w| !self.scopes.iter().any(|s| s == w)) {
+            let shown: String = w.chars().take(64).collect();
+            return Err(OAuthError::invalid_scope(format!("scope {shown:?} is not allowed for this client")));
         }
+        let granted: Vec<&str> = self
+            .scopes
+            .iter()
+            .map(String::as_str)
+            .filter(|s| req.split_whitespace().any(|w| w == *s))
+            .collect();
+        Ok(granted.join(" "))
     }
 }
 
@@ -127,14 +127,36 @@ pub fn valid_username(u: &str) -> bool {
 /// Messages of the directory actor.
 pub enum DirectoryMsg {
     /// Checks a password (argon2id, off the actor); answered with the user or [`LoginFailed`].
-    Authenticate { username: String, password: String, reply: RpcReplyPort<Result<UserView, LoginFailed>> },
+    Authenticate {
+        username: String,
+        password: String,
+        reply: RpcReplyPort<Result<UserView, LoginFailed>>,
+    },
     /// RFC 6749 §2.3: authenticates a client by id and (for confidential clients) secret.
-    AuthenticateClient { client_id: String, secret: Option<String>, reply: RpcReplyPort<Result<Arc<ClientRecord>, OAuthError>> },
-    GetClient { client_id: String, reply: RpcReplyPort<Option<Arc<ClientRecord>>> },
+    AuthenticateClient {
+        client_id: String,
+        secret: Option<String>,
+        reply: RpcReplyPort<Result<Arc<ClientRecord>, OAuthError>>,
+    },
+    GetClient {
+        client_id: String,
+        reply: RpcReplyPort<Option<Arc<ClientRecord>>>,
+    },
     /// Adds a user; the caller hashed the password with [`password::hash`] (keeps argon2 off this actor).
-    CreateUser { username: String, password_hash: String, is_admin: bool, reply: RpcReplyPort<Result<UserRecord, DirectoryError>> },
-    SetPassword { username: String, password_hash: String, reply: RpcReplyPort<Result<(), DirectoryError>> },
-    ListUsers { reply: RpcReplyPort<Vec<UserRecord>> },
+    CreateUser {
+        username: String,
+        password_hash: String,
+        is_admin: bool,
+        reply: RpcReplyPort<Result<UserRecord, DirectoryError>>,
+    },
+    SetPassword {
+        username: String,
+        password_hash: String,
+        reply: RpcReplyPort<Result<(), DirectoryError>>,
+    },
+    ListUsers {
+        reply: RpcReplyPort<Vec<UserRecord>>,
+    },
     /// Adds a client; a confidential one gets a secret, returned here once and stored hashed.
     /// `grant_types` defaults to the device and refresh grants.
     CreateClient {
@@ -143,7 +165,9 @@ pub enum DirectoryMsg {
         grant_types: Option<Vec<String>>,
         reply: RpcReplyPort<Result<(ClientRecord, Option<String>), DirectoryError>>,
     },
-    ListClients { reply: RpcReplyPort<Vec<Arc<ClientRecord>>> },
+    ListClients {
+        reply: RpcReplyPort<Vec<Arc<ClientRecord>>>,
+    },
 }
 
 pub struct DirectoryActor;
@@ -289,7 +313,11 @@ impl Actor for DirectoryActor {
             DirectoryMsg::Authenticate { username, password, reply } => {
                 let user = st.user_by_name(&username).filter(|u| !u.disabled && u.password_hash.is_some());
                 let hash = user.and_then(|u| u.password_hash.clone()).unwrap_or_else(|| st.dummy_hash.clone());
-                let view = user.map(|u| UserView { id: u.id.clone(), username: u.username.clone(), is_admin: u.is_admin });
+                let view = user.map(|u| UserView {
+                    id: u.id.clone(),
+                    username: u.username.clone(),
+                    is_admin: u.is_admin,
+                });
                 tokio::spawn(async move {
                     let ok = password::verify(password, hash).await;
                     let _ = reply.send(match view {
@@ -304,7 +332,12 @@ impl Actor for DirectoryActor {
             DirectoryMsg::GetClient { client_id, reply } => {
                 let _ = reply.send(st.clients.get(&client_id).cloned());
             }
-            DirectoryMsg::CreateUser { username, password_hash, is_admin, reply } => {
+            DirectoryMsg::CreateUser {
+                username,
+                password_hash,
+                is_admin,
+                reply,
+            } => {
                 if !valid_username(&username) {
                     let _ = reply.send(Err(DirectoryError::InvalidUsername));
                 } else if st.by_username.contains_key(&username) {
@@ -329,7 +362,11 @@ impl Actor for DirectoryActor {
                     }
                 }
             }
-            DirectoryMsg::SetPassword { username, password_hash, reply } => {
+            DirectoryMsg::SetPassword {
+                username,
+                password_hash,
+                reply,
+            } => {
                 let Some(id) = st.by_username.get(&username).cloned() else {
                     let _ = reply.send(Err(DirectoryError::UnknownUser(username)));
                     return Ok(());
@@ -351,7 +388,12 @@ impl Actor for DirectoryActor {
                 users.sort_by(|a, b| a.username.cmp(&b.username));
                 let _ = reply.send(users);
             }
-            DirectoryMsg::CreateClient { name, confidential, grant_types, reply } => {
+            DirectoryMsg::CreateClient {
+                name,
+                confidential,
+                grant_types,
+                reply,
+            } => {
                 let name = name.trim().to_owned();
                 if name.is_empty() || name.chars().count() > 100 {
                     let _ = reply.send(Err(DirectoryError::InvalidClientName));
@@ -396,8 +438,12 @@ mod tests {
         let (c, _) = new_client("x", false);
         assert_eq!(c.resolve_scope(None).unwrap(), "read write");
         assert_eq!(c.resolve_scope(Some("  ")).unwrap(), "read write");
-        assert_eq!(c.resolve_scope(Some("write read write")).unwrap(), "write read");
-        assert_eq!(c.resolve_scope(Some("admin")).unwrap_err().code, crate::error::ErrorCode::InvalidScope);
+        assert_eq!(c.resolve_scope(Some("write read write")).unwrap(), "read write");
+        assert_eq!(c.resolve_scope(Some("write")).unwrap(), "write");
+        assert_eq!(
+            c.resolve_scope(Some("admin")).unwrap_err().code,
+            crate::error::ErrorCode::InvalidScope
+        );
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! - [`store`]: the redb file and its group-committing writer
 //! - [`system`]: the root supervisor and the handles to reach the actors
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![deny(clippy::await_holding_lock)]
+
 pub mod device;
 pub mod directory;
 pub mod error;
@@ -21,6 +24,7 @@ pub use error::{ErrorCode, OAuthError};
 
 /// The wall clock in Unix milliseconds. Requests read it once at the HTTP boundary and pass
 /// it down; only timers (sweeps) read it inside the actors.
+#[allow(clippy::disallowed_methods)]
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -45,11 +45,23 @@ pub struct NewSession {
 /// Messages of the session actor.
 pub enum SessionMsg {
     /// Starts a session for a user who just signed in; answered once durable.
-    Create { user_id: String, username: String, now: Millis, reply: RpcReplyPort<Result<NewSession, OAuthError>> },
+    Create {
+        user_id: String,
+        username: String,
+        now: Millis,
+        reply: RpcReplyPort<Result<NewSession, OAuthError>>,
+    },
     /// The live session behind a cookie's id, if any.
-    Get { id: String, now: Millis, reply: RpcReplyPort<Option<SessionView>> },
+    Get {
+        id: String,
+        now: Millis,
+        reply: RpcReplyPort<Option<SessionView>>,
+    },
     /// Ends a session (sign-out, or replaced at sign-in); answered once durable.
-    Destroy { id: String, reply: RpcReplyPort<Result<(), OAuthError>> },
+    Destroy {
+        id: String,
+        reply: RpcReplyPort<Result<(), OAuthError>>,
+    },
     /// Internal: drop expired sessions.
     Sweep,
 }
@@ -95,12 +107,21 @@ impl Actor for SessionActor {
             args.store.write(stale).await?;
         }
         myself.send_interval(SWEEP_EVERY, || SessionMsg::Sweep);
-        Ok(SessionState { sessions, max_age: args.max_age, store: args.store })
+        Ok(SessionState {
+            sessions,
+            max_age: args.max_age,
+            store: args.store,
+        })
     }
 
     async fn handle(&self, _myself: ActorRef<SessionMsg>, msg: SessionMsg, st: &mut SessionState) -> Result<(), ActorProcessingErr> {
         match msg {
-            SessionMsg::Create { user_id, username, now, reply } => {
+            SessionMsg::Create {
+                user_id,
+                username,
+                now,
+                reply,
+            } => {
                 let id = secret::random_token(32);
                 let key = secret::sha256(&id);
                 let max_age = u64::try_from(st.max_age.as_millis()).unwrap_or(u64::MAX);
@@ -118,7 +139,10 @@ impl Actor for SessionActor {
                         return Ok(());
                     }
                 };
-                let answer = NewSession { id, csrf_token: rec.csrf_token.clone() };
+                let answer = NewSession {
+                    id,
+                    csrf_token: rec.csrf_token.clone(),
+                };
                 st.sessions.insert(key, rec);
                 let done = st.store.submit(vec![op]);
                 tokio::spawn(async move {
@@ -126,11 +150,15 @@ impl Actor for SessionActor {
                 });
             }
             SessionMsg::Get { id, now, reply } => {
-                let view = st.sessions.get(&secret::sha256(&id)).filter(|r| r.expires_at_ms > now).map(|r| SessionView {
-                    user_id: r.user_id.clone(),
-                    username: r.username.clone(),
-                    csrf_token: r.csrf_token.clone(),
-                });
+                let view = st
+                    .sessions
+                    .get(&secret::sha256(&id))
+                    .filter(|r| r.expires_at_ms > now)
+                    .map(|r| SessionView {
+                        user_id: r.user_id.clone(),
+                        username: r.username.clone(),
+                        csrf_token: r.csrf_token.clone(),
+                    });
                 let _ = reply.send(view);
             }
             SessionMsg::Destroy { id, reply } => {
@@ -146,7 +174,12 @@ impl Actor for SessionActor {
             }
             SessionMsg::Sweep => {
                 let now = crate::now_ms();
-                let expired: Vec<Digest32> = st.sessions.iter().filter(|(_, r)| r.expires_at_ms <= now).map(|(k, _)| *k).collect();
+                let expired: Vec<Digest32> = st
+                    .sessions
+                    .iter()
+                    .filter(|(_, r)| r.expires_at_ms <= now)
+                    .map(|(k, _)| *k)
+                    .collect();
                 if !expired.is_empty() {
                     let ops = expired.iter().map(|k| Op::delete(Table::Sessions, k.to_vec())).collect();
                     for k in &expired {

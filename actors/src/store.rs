@@ -36,6 +36,7 @@ pub enum Table {
 }
 
 impl Table {
+    /// Every table, in declaration order (`table as usize` indexes this array).
     pub const ALL: [Table; 6] = [
         Table::Meta,
         Table::Users,
@@ -69,7 +70,11 @@ impl Op {
     /// ever does the error surfaces when the batch is written.
     pub fn put<T: Serialize>(table: Table, key: impl Into<Vec<u8>>, value: &T) -> Result<Op, StoreError> {
         let value = serde_json::to_vec(value).map_err(|e| StoreError::Encode(e.to_string()))?;
-        Ok(Op::Put { table, key: key.into(), value })
+        Ok(Op::Put {
+            table,
+            key: key.into(),
+            value,
+        })
     }
     pub fn delete(table: Table, key: impl Into<Vec<u8>>) -> Op {
         Op::Delete { table, key: key.into() }
@@ -142,8 +147,16 @@ impl Reader<'_> {
 
 type ReadJob = Box<dyn FnOnce(&Database) + Send>;
 
+/// Where the writer reports a batch's commit.
+type Done = oneshot::Sender<Result<(), StoreError>>;
+/// One caller's batch, waiting for the next commit.
+type PendingWrite = (Vec<Op>, Done);
+
 enum Command {
-    Write { ops: Vec<Op>, done: oneshot::Sender<Result<(), StoreError>> },
+    Write {
+        ops: Vec<Op>,
+        done: Done,
+    },
     Read(ReadJob),
     /// Commit what is queued before it, then close the file.
     Shutdown,
@@ -182,7 +195,10 @@ impl Store {
         let shown = path.display().to_string();
         let db = Database::create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: shown.clone() },
-            other => StoreError::Open { path: shown.clone(), reason: other.to_string() },
+            other => StoreError::Open {
+                path: shown.clone(),
+                reason: other.to_string(),
+            },
         })?;
         // Create every table up front so readers never meet a missing one.
         let txn = db.begin_write().map_err(storage)?;
@@ -198,8 +214,17 @@ impl Store {
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer_loop(db, rx, max_batch, &writer_stats))
-            .map_err(|e| StoreError::Open { path: shown, reason: e.to_string() })?;
-        Ok(Store { inner: Arc::new(Inner { tx, stats, writer: std::sync::Mutex::new(Some(writer)) }) })
+            .map_err(|e| StoreError::Open {
+                path: shown,
+                reason: e.to_string(),
+            })?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                tx,
+                stats,
+                writer: std::sync::Mutex::new(Some(writer)),
+            }),
+        })
     }
 
     /// Makes `ops` durable in one atomic step; resolves after the commit that carries them.
@@ -251,7 +276,7 @@ impl Store {
 }
 
 fn writer_loop(db: Database, rx: mpsc::Receiver<Command>, max_batch: usize, stats: &StoreStats) {
-    let mut writes: Vec<(Vec<Op>, oneshot::Sender<Result<(), StoreError>>)> = Vec::new();
+    let mut writes: Vec<PendingWrite> = Vec::new();
     let mut reads: Vec<ReadJob> = Vec::new();
     let mut stop = false;
     while let Ok(first) = rx.recv() {
@@ -297,7 +322,7 @@ fn writer_loop(db: Database, rx: mpsc::Receiver<Command>, max_batch: usize, stat
     drop(db);
 }
 
-fn commit(db: &Database, writes: &[(Vec<Op>, oneshot::Sender<Result<(), StoreError>>)]) -> Result<(), StoreError> {
+fn commit(db: &Database, writes: &[PendingWrite]) -> Result<(), StoreError> {
     let mut txn = db.begin_write().map_err(storage)?;
     txn.set_durability(Durability::Immediate).map_err(storage)?;
     {
@@ -307,8 +332,7 @@ fn commit(db: &Database, writes: &[(Vec<Op>, oneshot::Sender<Result<(), StoreErr
                 let (table, key) = match op {
                     Op::Put { table, key, .. } | Op::Delete { table, key } => (*table, key),
                 };
-                let idx = Table::ALL.iter().position(|t| *t == table).unwrap_or(0);
-                let t = tables[idx].as_mut().map_err(|e| StoreError::Storage(e.to_string()))?;
+                let t = tables[table as usize].as_mut().map_err(|e| StoreError::Storage(e.to_string()))?;
                 match op {
                     Op::Put { value, .. } => {
                         t.insert(key.as_slice(), value.as_slice()).map_err(storage)?;
@@ -328,7 +352,11 @@ mod tests {
     use super::*;
 
     fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
     }
 
     #[test]
@@ -337,11 +365,14 @@ mod tests {
         let path = dir.path().join("t.redb");
         rt().block_on(async {
             let store = Store::open(&path, StoreOptions::default()).unwrap();
+            store.write(vec![Op::put(Table::Meta, b"k".to_vec(), &"v").unwrap()]).await.unwrap();
             store
-                .write(vec![Op::put(Table::Meta, b"k".to_vec(), &"v").unwrap()])
+                .write(vec![
+                    Op::put(Table::Meta, b"gone".to_vec(), &1).unwrap(),
+                    Op::delete(Table::Meta, b"gone".to_vec()),
+                ])
                 .await
                 .unwrap();
-            store.write(vec![Op::put(Table::Meta, b"gone".to_vec(), &1).unwrap(), Op::delete(Table::Meta, b"gone".to_vec())]).await.unwrap();
             store.close();
         });
         rt().block_on(async {

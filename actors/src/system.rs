@@ -27,10 +27,7 @@ pub const MAX_RESTARTS: usize = 5;
 
 /// Sends `build(reply)` to `actor` and waits for the answer; an actor that is down, gone, or
 /// too slow is reported as `temporarily_unavailable`.
-pub async fn ask<M: Message, R: Send + 'static>(
-    actor: &ActorRef<M>,
-    build: impl FnOnce(RpcReplyPort<R>) -> M,
-) -> Result<R, OAuthError> {
+pub async fn ask<M: Message, R: Send + 'static>(actor: &ActorRef<M>, build: impl FnOnce(RpcReplyPort<R>) -> M) -> Result<R, OAuthError> {
     match actor.call(build, Some(CALL_TIMEOUT)).await {
         Ok(CallResult::Success(r)) => Ok(r),
         Ok(CallResult::Timeout) => Err(OAuthError::unavailable("the server is busy; try again shortly")),
@@ -73,7 +70,14 @@ struct Slots {
 
 impl Actors {
     fn new() -> Self {
-        Self { inner: Arc::new(Slots { device: Slot::new(), token: Slot::new(), session: Slot::new(), directory: Slot::new() }) }
+        Self {
+            inner: Arc::new(Slots {
+                device: Slot::new(),
+                token: Slot::new(),
+                session: Slot::new(),
+                directory: Slot::new(),
+            }),
+        }
     }
     pub fn device(&self) -> Result<ActorRef<DeviceMsg>, OAuthError> {
         self.inner.device.get()
@@ -138,25 +142,39 @@ impl RootState {
         let a = &self.args;
         let id = match child {
             Child::Directory => {
-                let args = DirectoryArgs { store: a.store.clone(), admin_password: a.config.admin_password.clone() };
+                let args = DirectoryArgs {
+                    store: a.store.clone(),
+                    admin_password: a.config.admin_password.clone(),
+                };
                 let (r, _) = Actor::spawn_linked(None, DirectoryActor, args, me).await?;
                 a.actors.inner.directory.set(r.clone());
                 r.get_id()
             }
             Child::Session => {
-                let args = SessionArgs { max_age: a.config.session_max_age, store: a.store.clone() };
+                let args = SessionArgs {
+                    max_age: a.config.session_max_age,
+                    store: a.store.clone(),
+                };
                 let (r, _) = Actor::spawn_linked(None, SessionActor, args, me).await?;
                 a.actors.inner.session.set(r.clone());
                 r.get_id()
             }
             Child::Token => {
-                let args = TokenArgs { config: a.config.token.clone(), keys: a.keys.clone(), store: a.store.clone() };
+                let args = TokenArgs {
+                    config: a.config.token.clone(),
+                    keys: a.keys.clone(),
+                    store: a.store.clone(),
+                };
                 let (r, _) = Actor::spawn_linked(None, TokenActor, args, me).await?;
                 a.actors.inner.token.set(r.clone());
                 r.get_id()
             }
             Child::Device => {
-                let args = DeviceArgs { config: a.config.device.clone(), store: a.store.clone(), actors: a.actors.clone() };
+                let args = DeviceArgs {
+                    config: a.config.device.clone(),
+                    store: a.store.clone(),
+                    actors: a.actors.clone(),
+                };
                 let (r, _) = Actor::spawn_linked(None, DeviceActor, args, me).await?;
                 a.actors.inner.device.set(r.clone());
                 r.get_id()
@@ -173,7 +191,12 @@ impl Actor for Root {
     type Arguments = RootArgs;
 
     async fn pre_start(&self, myself: ActorRef<RootMsg>, args: RootArgs) -> Result<RootState, ActorProcessingErr> {
-        let mut st = RootState { args, children: HashMap::new(), restarts: HashMap::new(), stopping: false };
+        let mut st = RootState {
+            args,
+            children: HashMap::new(),
+            restarts: HashMap::new(),
+            stopping: false,
+        };
         for child in [Child::Directory, Child::Session, Child::Token, Child::Device] {
             st.spawn(child, myself.get_cell()).await?;
         }
@@ -199,13 +222,20 @@ impl Actor for Root {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<RootMsg>, evt: SupervisionEvent, st: &mut RootState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<RootMsg>,
+        evt: SupervisionEvent,
+        st: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
         let (cell, why) = match evt {
             SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
             SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason.unwrap_or_else(|| "stopped".into())),
             _ => return Ok(()),
         };
-        let Some(child) = st.children.remove(&cell.get_id()) else { return Ok(()) };
+        let Some(child) = st.children.remove(&cell.get_id()) else {
+            return Ok(());
+        };
         if st.stopping {
             return Ok(());
         }
@@ -243,9 +273,20 @@ impl System {
     /// Starts the root supervisor and, under it, every core actor (each loads its state).
     pub async fn start(store: Store, config: CoreConfig, keys: JwtKeys) -> Result<System, ActorProcessingErr> {
         let actors = Actors::new();
-        let args = RootArgs { config, keys: keys.clone(), store: store.clone(), actors: actors.clone() };
+        let args = RootArgs {
+            config,
+            keys: keys.clone(),
+            store: store.clone(),
+            actors: actors.clone(),
+        };
         let (root, root_done) = Actor::spawn(None, Root, args).await?;
-        Ok(System { actors, store, keys, root, root_done })
+        Ok(System {
+            actors,
+            store,
+            keys,
+            root,
+            root_done,
+        })
     }
 
     /// Stops every actor, lets queued writes commit, and closes the database file.
@@ -282,4 +323,94 @@ pub async fn server_secret(store: &Store, name: &'static str, configured: Option
     let s = crate::secret::random_token(48);
     store.write(vec![Op::put(Table::Meta, key, &s)?]).await?;
     Ok((s.into_bytes(), SecretSource::Generated))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{DeviceConfig, DeviceMsg};
+    use crate::store::StoreOptions;
+
+    fn config() -> CoreConfig {
+        CoreConfig {
+            device: DeviceConfig {
+                code_lifetime: Duration::from_secs(600),
+                poll_interval: Duration::from_secs(5),
+            },
+            token: TokenConfig {
+                issuer: "http://test".into(),
+                access_ttl: Duration::from_secs(60),
+                refresh_ttl: Duration::from_secs(600),
+                refresh_enabled: true,
+                rotation: false,
+            },
+            session_max_age: Duration::from_secs(600),
+            admin_password: Some("admin-password".into()),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_killed_actor_is_restarted_and_rebuilds_its_state_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.redb"), StoreOptions::default()).unwrap();
+        let keys = JwtKeys::new(&[1u8; 32], "http://test");
+        let system = System::start(store, config(), keys).await.unwrap();
+        let device = system.actors.device().unwrap();
+        let code = ask(&device, |reply| DeviceMsg::Create {
+            client_id: "c".into(),
+            scope: "read".into(),
+            now: crate::now_ms(),
+            reply,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        device.kill();
+        let mut restarted = None;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Ok(d) = system.actors.device()
+                && d.get_id() != device.get_id()
+                && let Ok(n) = ask(&d, |reply| DeviceMsg::Count { reply }).await
+            {
+                restarted = Some((d, n));
+                break;
+            }
+        }
+        let (fresh, count) = restarted.expect("the device actor was restarted");
+        assert_eq!(count, 1, "the pending code was reloaded from the store");
+        let poll = ask(&fresh, |reply| DeviceMsg::Poll {
+            device_code_hash: crate::secret::sha256(&code.device_code),
+            client_id: "c".into(),
+            now: crate::now_ms(),
+            reply,
+        })
+        .await
+        .unwrap();
+        assert_eq!(poll.unwrap_err().code, crate::ErrorCode::AuthorizationPending);
+        system.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn secrets_are_generated_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let store = Store::open(&path, StoreOptions::default()).unwrap();
+        let (a, src) = server_secret(&store, "jwt", None).await.unwrap();
+        assert_eq!(src, SecretSource::Generated);
+        assert!(a.len() >= 32);
+        let (b, src) = server_secret(&store, "jwt", None).await.unwrap();
+        assert_eq!((b.clone(), src), (a.clone(), SecretSource::Stored));
+        let (c, src) = server_secret(&store, "jwt", Some("configured-secret-of-enough-length"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (c.as_slice(), src),
+            (&b"configured-secret-of-enough-length"[..], SecretSource::Configured)
+        );
+        store.close();
+        let store = Store::open(&path, StoreOptions::default()).unwrap();
+        assert_eq!(server_secret(&store, "jwt", None).await.unwrap().0, a);
+        store.close();
+    }
 }

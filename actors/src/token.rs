@@ -56,7 +56,11 @@ impl JwtKeys {
         validation.validate_aud = false;
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "iss", "sub", "jti"]);
-        Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
     }
 
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, OAuthError> {
@@ -66,7 +70,9 @@ impl JwtKeys {
 
     /// Checks signature, issuer and expiry; `None` for anything else.
     pub fn verify(&self, token: &str) -> Option<AccessClaims> {
-        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation).ok().map(|d| d.claims)
+        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
+            .ok()
+            .map(|d| d.claims)
     }
 
     /// Checks the signature only (revocation accepts expired tokens).
@@ -74,7 +80,9 @@ impl JwtKeys {
         let mut v = self.validation.clone();
         v.validate_exp = false;
         v.set_required_spec_claims(&["iss", "sub", "jti"]);
-        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &v).ok().map(|d| d.claims)
+        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &v)
+            .ok()
+            .map(|d| d.claims)
     }
 }
 
@@ -160,15 +168,37 @@ pub enum RevokeTarget {
 pub enum TokenMsg {
     /// Mints an access (and refresh) token for an approved grant; `with` are further ops
     /// committed in the same transaction (the device code's deletion).
-    IssueForGrant { grant: Grant, with: Vec<Op>, now: Millis, reply: RpcReplyPort<Result<TokenResponse, OAuthError>> },
+    IssueForGrant {
+        grant: Grant,
+        with: Vec<Op>,
+        now: Millis,
+        reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
+    },
     /// `grant_type=refresh_token` (RFC 6749 §6), by SHA-256 of the presented token.
-    Refresh { token_hash: Digest32, client_id: String, scope: Option<String>, now: Millis, reply: RpcReplyPort<Result<TokenResponse, OAuthError>> },
+    Refresh {
+        token_hash: Digest32,
+        client_id: String,
+        scope: Option<String>,
+        now: Millis,
+        reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
+    },
     /// Whether an access token (by verified `jti`) is still active.
-    Validate { jti: String, now: Millis, reply: RpcReplyPort<Result<TokenInfo, OAuthError>> },
+    Validate {
+        jti: String,
+        now: Millis,
+        reply: RpcReplyPort<Result<TokenInfo, OAuthError>>,
+    },
     /// RFC 7009. `client_id`, when the request named one, must own the token or nothing happens.
-    Revoke { target: RevokeTarget, client_id: Option<String>, reply: RpcReplyPort<Result<(), OAuthError>> },
+    Revoke {
+        target: RevokeTarget,
+        client_id: Option<String>,
+        reply: RpcReplyPort<Result<(), OAuthError>>,
+    },
     /// Every token record of one user, newest first.
-    ListForUser { user_id: String, reply: RpcReplyPort<Vec<TokenRecord>> },
+    ListForUser {
+        user_id: String,
+        reply: RpcReplyPort<Vec<TokenRecord>>,
+    },
     /// Internal: a commit failed; undo what was applied in memory.
     Undo { remove: Vec<String>, restore: Vec<TokenRecord> },
     /// Internal: drop records long expired.
@@ -197,18 +227,31 @@ struct Change {
 
 impl TokenBook {
     fn upsert(&mut self, rec: TokenRecord) {
-        if let Some(h) = rec.token_hash.as_deref().and_then(|h| hex::decode(h).ok()).and_then(|h| <Digest32>::try_from(h).ok()) {
+        if let Some(h) = rec
+            .token_hash
+            .as_deref()
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|h| <Digest32>::try_from(h).ok())
+        {
             self.refresh_by_hash.insert(h, rec.id.clone());
         }
         if !self.records.contains_key(&rec.id) {
-            self.by_authorization.entry(rec.authorization_id.clone()).or_default().push(rec.id.clone());
+            self.by_authorization
+                .entry(rec.authorization_id.clone())
+                .or_default()
+                .push(rec.id.clone());
         }
         self.records.insert(rec.id.clone(), rec);
     }
 
     fn remove(&mut self, id: &str) {
         let Some(rec) = self.records.remove(id) else { return };
-        if let Some(h) = rec.token_hash.as_deref().and_then(|h| hex::decode(h).ok()).and_then(|h| <Digest32>::try_from(h).ok()) {
+        if let Some(h) = rec
+            .token_hash
+            .as_deref()
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|h| <Digest32>::try_from(h).ok())
+        {
             self.refresh_by_hash.remove(&h);
         }
         if let Some(ids) = self.by_authorization.get_mut(&rec.authorization_id) {
@@ -234,13 +277,19 @@ impl TokenBook {
 
     /// Marks every live token of an authorization revoked.
     fn revoke_authorization(&self, authorization_id: &str) -> Change {
-        let mut change = Change { put: Vec::new(), previous: Vec::new() };
+        let mut change = Change {
+            put: Vec::new(),
+            previous: Vec::new(),
+        };
         for id in self.by_authorization.get(authorization_id).into_iter().flatten() {
             if let Some(r) = self.records.get(id)
                 && r.status != TokenStatus::Revoked
             {
                 change.previous.push(r.clone());
-                change.put.push(TokenRecord { status: TokenStatus::Revoked, ..r.clone() });
+                change.put.push(TokenRecord {
+                    status: TokenStatus::Revoked,
+                    ..r.clone()
+                });
             }
         }
         change
@@ -343,14 +392,24 @@ impl TokenState {
                 }
                 Err(e) => {
                     let remove = change.put.iter().map(|r| r.id.clone()).collect();
-                    let _ = myself.cast(TokenMsg::Undo { remove, restore: change.previous });
+                    let _ = myself.cast(TokenMsg::Undo {
+                        remove,
+                        restore: change.previous,
+                    });
                     let _ = reply.send(Err(e.into()));
                 }
             }
         });
     }
 
-    fn issue(&mut self, myself: &ActorRef<TokenMsg>, grant: Grant, with: Vec<Op>, now: Secs, reply: RpcReplyPort<Result<TokenResponse, OAuthError>>) {
+    fn issue(
+        &mut self,
+        myself: &ActorRef<TokenMsg>,
+        grant: Grant,
+        with: Vec<Op>,
+        now: Secs,
+        reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
+    ) {
         let (jwt, access) = match self.mint_access(&grant, &grant.scope, now) {
             Ok(x) => x,
             Err(e) => {
@@ -385,7 +444,13 @@ impl TokenState {
         reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
     ) {
         let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
-        let Some(old) = self.book.refresh_by_hash.get(&hash).and_then(|id| self.book.records.get(id)).cloned() else {
+        let Some(old) = self
+            .book
+            .refresh_by_hash
+            .get(&hash)
+            .and_then(|id| self.book.records.get(id))
+            .cloned()
+        else {
             let _ = reply.send(Err(invalid()));
             return;
         };
@@ -403,7 +468,9 @@ impl TokenState {
                 // and end the whole authorization.
                 tracing::warn!(client_id = %old.client_id, user_id = %old.user_id, authorization_id = %old.authorization_id, "refresh token reuse detected; revoking the authorization");
                 let change = self.book.revoke_authorization(&old.authorization_id);
-                let err = Err(OAuthError::invalid_grant("the refresh token was already used; the authorization has been revoked"));
+                let err = Err(OAuthError::invalid_grant(
+                    "the refresh token was already used; the authorization has been revoked",
+                ));
                 self.commit(myself, change, Vec::new(), err, reply);
                 return;
             }
@@ -417,7 +484,9 @@ impl TokenState {
             None | Some("") => old.scope.clone(),
             Some(s) if scope_within(s, &old.scope) => s.split_whitespace().collect::<Vec<_>>().join(" "),
             Some(_) => {
-                let _ = reply.send(Err(OAuthError::invalid_scope("the requested scope exceeds the scope originally granted")));
+                let _ = reply.send(Err(OAuthError::invalid_scope(
+                    "the requested scope exceeds the scope originally granted",
+                )));
                 return;
             }
         };
@@ -435,14 +504,24 @@ impl TokenState {
                 return;
             }
         };
-        let mut change = Change { put: vec![access], previous: vec![old.clone()] };
+        let mut change = Change {
+            put: vec![access],
+            previous: vec![old.clone()],
+        };
         let refresh_token = if self.config.rotation {
             let (token, rec) = self.mint_refresh(&grant, now);
             change.put.push(rec);
-            change.put.push(TokenRecord { status: TokenStatus::Retired, last_used_at: Some(now), ..old });
+            change.put.push(TokenRecord {
+                status: TokenStatus::Retired,
+                last_used_at: Some(now),
+                ..old
+            });
             token
         } else {
-            change.put.push(TokenRecord { last_used_at: Some(now), ..old });
+            change.put.push(TokenRecord {
+                last_used_at: Some(now),
+                ..old
+            });
             String::new()
         };
         let answer = TokenResponse {
@@ -472,7 +551,13 @@ impl TokenState {
         })
     }
 
-    fn revoke(&mut self, myself: &ActorRef<TokenMsg>, target: RevokeTarget, client_id: Option<String>, reply: RpcReplyPort<Result<(), OAuthError>>) {
+    fn revoke(
+        &mut self,
+        myself: &ActorRef<TokenMsg>,
+        target: RevokeTarget,
+        client_id: Option<String>,
+        reply: RpcReplyPort<Result<(), OAuthError>>,
+    ) {
         let id = match &target {
             RevokeTarget::AccessId(id) => Some(id.clone()),
             RevokeTarget::RefreshHash(h) => self.book.refresh_by_hash.get(h).cloned(),
@@ -491,10 +576,16 @@ impl TokenState {
             // Revoking a refresh token ends the authorization it belongs to.
             TokenKind::Refresh => self.book.revoke_authorization(&rec.authorization_id),
             TokenKind::Access if rec.status == TokenStatus::Active => Change {
-                put: vec![TokenRecord { status: TokenStatus::Revoked, ..rec.clone() }],
+                put: vec![TokenRecord {
+                    status: TokenStatus::Revoked,
+                    ..rec.clone()
+                }],
                 previous: vec![rec],
             },
-            TokenKind::Access => Change { put: Vec::new(), previous: Vec::new() },
+            TokenKind::Access => Change {
+                put: Vec::new(),
+                previous: Vec::new(),
+            },
         };
         self.commit(myself, change, Vec::new(), Ok(()), reply);
     }
@@ -545,15 +636,24 @@ impl Actor for TokenActor {
             .await?;
         tracing::info!(tokens = book.records.len(), "token records loaded");
         myself.send_interval(SWEEP_EVERY, || TokenMsg::Sweep);
-        Ok(TokenState { book, config: args.config, keys: args.keys, store: args.store })
+        Ok(TokenState {
+            book,
+            config: args.config,
+            keys: args.keys,
+            store: args.store,
+        })
     }
 
     async fn handle(&self, myself: ActorRef<TokenMsg>, msg: TokenMsg, st: &mut TokenState) -> Result<(), ActorProcessingErr> {
         match msg {
             TokenMsg::IssueForGrant { grant, with, now, reply } => st.issue(&myself, grant, with, now / 1000, reply),
-            TokenMsg::Refresh { token_hash, client_id, scope, now, reply } => {
-                st.refresh(&myself, token_hash, client_id, scope, now / 1000, reply)
-            }
+            TokenMsg::Refresh {
+                token_hash,
+                client_id,
+                scope,
+                now,
+                reply,
+            } => st.refresh(&myself, token_hash, client_id, scope, now / 1000, reply),
             TokenMsg::Validate { jti, now, reply } => {
                 let _ = reply.send(st.validate(&jti, now / 1000));
             }

@@ -1,6 +1,6 @@
 //! Health check and static assets.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, UNIX_EPOCH};
 
 use authgate_actors::store::Table;
 use hyper::StatusCode;
@@ -19,14 +19,28 @@ struct Health {
 }
 
 /// `GET /health`: 200 when the database answers a read, 503 otherwise.
-pub async fn health(app: &App) -> Response {
+pub async fn health(app: &App, now: u64) -> Response {
     let read = app.store.read(|r| r.get(Table::Meta, b"seeded"));
     let ok = matches!(tokio::time::timeout(Duration::from_secs(2), read).await, Ok(Ok(_)));
-    let timestamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let timestamp = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(now)).to_string();
     if ok {
-        json(StatusCode::OK, &Health { status: "healthy", database: "connected", timestamp })
+        json(
+            StatusCode::OK,
+            &Health {
+                status: "healthy",
+                database: "connected",
+                timestamp,
+            },
+        )
     } else {
-        json(StatusCode::SERVICE_UNAVAILABLE, &Health { status: "unhealthy", database: "unavailable", timestamp })
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Health {
+                status: "unhealthy",
+                database: "unavailable",
+                timestamp,
+            },
+        )
     }
 }
 
@@ -40,6 +54,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
 pub fn asset(name: &str) -> Option<Response> {
     let (_, ctype, body) = ASSETS.iter().find(|(n, _, _)| *n == name)?;
     let mut r = bytes(StatusCode::OK, HeaderValue::from_static(ctype), *body);
-    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
     Some(r)
 }

@@ -32,14 +32,22 @@ async fn read_oauth_form(req: Request) -> Result<(hyper::HeaderMap, Form), OAuth
 async fn authenticate(app: &App, creds: Option<ClientCredentials>) -> Result<Arc<ClientRecord>, OAuthError> {
     let creds = creds.ok_or_else(|| OAuthError::invalid_request("parameter client_id is required"))?;
     let dir = app.actors.directory()?;
-    ask(&dir, |reply| DirectoryMsg::AuthenticateClient { client_id: creds.client_id, secret: creds.secret, reply }).await?
+    ask(&dir, |reply| DirectoryMsg::AuthenticateClient {
+        client_id: creds.client_id,
+        secret: creds.secret,
+        reply,
+    })
+    .await?
 }
 
 fn require_grant(client: &ClientRecord, grant: &str) -> Result<(), OAuthError> {
     if client.allows_grant(grant) {
         Ok(())
     } else {
-        Err(OAuthError::new(ErrorCode::UnauthorizedClient, "this client is not allowed to use this grant type"))
+        Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            "this client is not allowed to use this grant type",
+        ))
     }
 }
 
@@ -64,7 +72,13 @@ pub async fn device_code(app: &App, req: Request, now: u64) -> Response {
             let scope = client.resolve_scope(form.one("scope")?)?;
             let device = app.actors.device()?;
             let client_id = client.client_id.clone();
-            let code = ask(&device, |reply| DeviceMsg::Create { client_id, scope, now, reply }).await??;
+            let code = ask(&device, |reply| DeviceMsg::Create {
+                client_id,
+                scope,
+                now,
+                reply,
+            })
+            .await??;
             let verification_uri = format!("{}/device", app.settings.base_url);
             Ok(json(
                 StatusCode::OK,
@@ -89,7 +103,10 @@ pub async fn token(app: &App, req: Request, now: u64) -> Response {
             let (headers, form) = read_oauth_form(req).await?;
             let grant_type = form.required("grant_type")?;
             if grant_type != GRANT_DEVICE_CODE && grant_type != GRANT_REFRESH_TOKEN {
-                return Err(OAuthError::new(ErrorCode::UnsupportedGrantType, "supported grant types: device_code, refresh_token"));
+                return Err(OAuthError::new(
+                    ErrorCode::UnsupportedGrantType,
+                    "supported grant types: device_code, refresh_token",
+                ));
             }
             let creds = form::client_credentials(&headers, &form)?;
             let tokens = if grant_type == GRANT_DEVICE_CODE {
@@ -98,7 +115,13 @@ pub async fn token(app: &App, req: Request, now: u64) -> Response {
                 require_grant(&client, GRANT_DEVICE_CODE)?;
                 let device = app.actors.device()?;
                 let client_id = client.client_id.clone();
-                ask(&device, |reply| DeviceMsg::Poll { device_code_hash, client_id, now, reply }).await??
+                ask(&device, |reply| DeviceMsg::Poll {
+                    device_code_hash,
+                    client_id,
+                    now,
+                    reply,
+                })
+                .await??
             } else {
                 let token_hash = secret::sha256(form.required("refresh_token")?);
                 let scope = form.one("scope")?.map(str::to_owned);
@@ -106,7 +129,14 @@ pub async fn token(app: &App, req: Request, now: u64) -> Response {
                 require_grant(&client, GRANT_REFRESH_TOKEN)?;
                 let actor = app.actors.token()?;
                 let client_id = client.client_id.clone();
-                ask(&actor, |reply| TokenMsg::Refresh { token_hash, client_id, scope, now, reply }).await??
+                ask(&actor, |reply| TokenMsg::Refresh {
+                    token_hash,
+                    client_id,
+                    scope,
+                    now,
+                    reply,
+                })
+                .await??
             };
             Ok(json(StatusCode::OK, &tokens))
         }
@@ -124,9 +154,17 @@ pub async fn tokeninfo(app: &App, req: Request, now: u64) -> Response {
                 (Some(t), None) | (None, Some(t)) if !t.is_empty() => t,
                 _ => return Err(OAuthError::invalid_request("an access token is required")),
             };
-            let claims = app.keys.verify(token).ok_or_else(|| OAuthError::invalid_token("the access token is invalid, expired or revoked"))?;
+            let claims = app
+                .keys
+                .verify(token)
+                .ok_or_else(|| OAuthError::invalid_token("the access token is invalid, expired or revoked"))?;
             let actor = app.actors.token()?;
-            let info = ask(&actor, |reply| TokenMsg::Validate { jti: claims.jti, now, reply }).await??;
+            let info = ask(&actor, |reply| TokenMsg::Validate {
+                jti: claims.jti,
+                now,
+                reply,
+            })
+            .await??;
             Ok(json(StatusCode::OK, &info))
         }
         .await,
@@ -153,7 +191,11 @@ pub async fn revoke(app: &App, req: Request) -> Response {
             };
             let actor = app.actors.token()?;
             ask(&actor, |reply| TokenMsg::Revoke { target, client_id, reply }).await??;
-            Ok(no_store(crate::http::response::bytes(StatusCode::OK, hyper::header::HeaderValue::from_static("application/json"), "{}")))
+            Ok(no_store(crate::http::response::bytes(
+                StatusCode::OK,
+                hyper::header::HeaderValue::from_static("application/json"),
+                "{}",
+            )))
         }
         .await,
     )

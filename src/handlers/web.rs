@@ -73,7 +73,9 @@ pub async fn login_page(app: &App, req: Request, now: u64) -> Response {
     }
     let csrf = secret::random_token(24);
     let cookie = app.cookies.set(LOGIN_CSRF, csrf.clone(), LOGIN_FORM_LIFETIME);
-    let page = app.pages.page(StatusCode::OK, "login.html", context! { csrf_token => csrf, next => next });
+    let page = app
+        .pages
+        .page(StatusCode::OK, "login.html", context! { csrf_token => csrf, next => next });
     with_cookies(page, [cookie])
 }
 
@@ -105,7 +107,12 @@ pub async fn login(app: &App, req: Request, now: u64) -> Response {
     let user = match app.actors.directory() {
         Ok(dir) => {
             let (u, p) = (username.clone(), password);
-            ask(&dir, |reply| DirectoryMsg::Authenticate { username: u, password: p, reply }).await
+            ask(&dir, |reply| DirectoryMsg::Authenticate {
+                username: u,
+                password: p,
+                reply,
+            })
+            .await
         }
         Err(e) => Err(e),
     };
@@ -125,13 +132,24 @@ pub async fn login(app: &App, req: Request, now: u64) -> Response {
         let _ = ask(&sessions, |reply| SessionMsg::Destroy { id: old, reply }).await;
     }
     let (user_id, name) = (user.id.clone(), user.username.clone());
-    match ask(&sessions, |reply| SessionMsg::Create { user_id, username: name, now, reply }).await {
+    match ask(&sessions, |reply| SessionMsg::Create {
+        user_id,
+        username: name,
+        now,
+        reply,
+    })
+    .await
+    {
         Ok(Ok(s)) => {
             tracing::info!(username = %user.username, "signed in");
             let set = app.cookies.set(SESSION, s.id, app.settings.session_max_age);
             with_cookies(redirect(&next), [set, app.cookies.clear(LOGIN_CSRF)])
         }
-        _ => failed(app, "The server could not start your session. Please try again.", StatusCode::SERVICE_UNAVAILABLE),
+        _ => failed(
+            app,
+            "The server could not start your session. Please try again.",
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
     }
 }
 
@@ -167,7 +185,14 @@ pub async fn device_page(app: &App, req: Request, now: u64) -> Response {
     let query = form::query(&req);
     let code = query.first("user_code").filter(|c| c.len() <= 32).unwrap_or("").to_owned();
     let Some((_, s)) = current_session(app, &req, now).await else {
-        let next = if code.is_empty() { "/device".to_owned() } else { format!("/device?user_code={}", form_urlencoded::byte_serialize(code.as_bytes()).collect::<String>()) };
+        let next = if code.is_empty() {
+            "/device".to_owned()
+        } else {
+            format!(
+                "/device?user_code={}",
+                form_urlencoded::byte_serialize(code.as_bytes()).collect::<String>()
+            )
+        };
         return login_redirect(&next);
     };
     device_form(app, StatusCode::OK, &s, &code, None)
@@ -217,7 +242,13 @@ pub async fn verify(app: &App, req: Request, now: u64) -> Response {
         return device_form(app, StatusCode::BAD_REQUEST, &s, shown, Some(&CodeError::Unknown.to_string()));
     };
     let looked_up = match app.actors.device() {
-        Ok(d) => ask(&d, |reply| DeviceMsg::Lookup { user_code: code, now, reply }).await.unwrap_or(Err(CodeError::Store)),
+        Ok(d) => ask(&d, |reply| DeviceMsg::Lookup {
+            user_code: code,
+            now,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(CodeError::Store)),
         Err(_) => Err(CodeError::Store),
     };
     match looked_up {
@@ -246,7 +277,11 @@ pub async fn decide(app: &App, req: Request, now: u64) -> Response {
     let approve = match form.first("action") {
         Some("approve") => true,
         Some("deny") => false,
-        _ => return app.pages.error(StatusCode::BAD_REQUEST, "Bad request", "Choose Approve or Deny.", Some(&s)),
+        _ => {
+            return app
+                .pages
+                .error(StatusCode::BAD_REQUEST, "Bad request", "Choose Approve or Deny.", Some(&s));
+        }
     };
     let Some(code) = form.first("user_code").and_then(secret::normalize_user_code) else {
         return device_form(app, StatusCode::BAD_REQUEST, &s, "", Some(&CodeError::Unknown.to_string()));
@@ -254,9 +289,16 @@ pub async fn decide(app: &App, req: Request, now: u64) -> Response {
     let decided = match app.actors.device() {
         Ok(d) => {
             let (user_id, username) = (s.user_id.clone(), s.username.clone());
-            ask(&d, |reply| DeviceMsg::Decide { user_code: code, user_id, username, approve, now, reply })
-                .await
-                .unwrap_or(Err(CodeError::Store))
+            ask(&d, |reply| DeviceMsg::Decide {
+                user_code: code,
+                user_id,
+                username,
+                approve,
+                now,
+                reply,
+            })
+            .await
+            .unwrap_or(Err(CodeError::Store))
         }
         Err(_) => Err(CodeError::Store),
     };
@@ -282,7 +324,15 @@ mod tests {
     #[test]
     fn only_local_paths_may_follow_sign_in() {
         assert_eq!(safe_next(Some("/device?user_code=BCDF-GHJK")), Some("/device?user_code=BCDF-GHJK"));
-        for bad in ["//evil.example", "https://evil.example", "/\\evil.example", "evil", "/\\/x", "/a\nb", ""] {
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil.example",
+            "evil",
+            "/\\/x",
+            "/a\nb",
+            "",
+        ] {
             assert_eq!(safe_next(Some(bad)), None, "{bad:?}");
         }
         assert_eq!(safe_next(None), None);

@@ -20,7 +20,10 @@ impl CookieKeys {
     /// Derives the encryption key from `SESSION_SECRET` (any length ≥ 32 bytes).
     pub fn new(secret: &[u8], secure: bool) -> Self {
         let digest: [u8; 64] = Sha512::digest(secret).into();
-        Self { key: Key::from(&digest), secure }
+        Self {
+            key: Key::from(&digest),
+            secure,
+        }
     }
 
     fn name(&self, base: &str) -> String {

@@ -32,7 +32,11 @@ pub struct Form {
 
 impl Form {
     pub fn parse(bytes: &[u8]) -> Form {
-        Form { pairs: form_urlencoded::parse(bytes).map(|(k, v)| (k.into_owned(), v.into_owned())).collect() }
+        Form {
+            pairs: form_urlencoded::parse(bytes)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        }
     }
 
     /// The value of `name`; RFC 6749 §3.2 forbids repeating a parameter, so a repeat is an error.
@@ -71,7 +75,11 @@ pub async fn read_form(req: Request) -> Result<Form, BodyError> {
         return Err(BodyError::NotAForm);
     }
     let body = Limited::new(req.into_body(), MAX_BODY).collect().await.map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() { BodyError::TooLarge } else { BodyError::Broken }
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            BodyError::TooLarge
+        } else {
+            BodyError::Broken
+        }
     })?;
     Ok(Form::parse(&body.to_bytes()))
 }
@@ -92,7 +100,9 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<ClientCredentials>, O
     let Some(value) = headers.get(AUTHORIZATION) else { return Ok(None) };
     let bad = || OAuthError::invalid_request("malformed Basic credentials in the Authorization header");
     let value = value.to_str().map_err(|_| bad())?;
-    let Some((scheme, rest)) = value.split_once(' ') else { return Ok(None) };
+    let Some((scheme, rest)) = value.split_once(' ') else {
+        return Ok(None);
+    };
     if !scheme.eq_ignore_ascii_case("basic") {
         return Ok(None);
     }
@@ -104,7 +114,10 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<ClientCredentials>, O
         return Err(bad());
     }
     let secret = url_decode(secret);
-    Ok(Some(ClientCredentials { client_id: id.into_owned(), secret: (!secret.is_empty()).then(|| secret.into_owned()) }))
+    Ok(Some(ClientCredentials {
+        client_id: id.into_owned(),
+        secret: (!secret.is_empty()).then(|| secret.into_owned()),
+    }))
 }
 
 fn url_decode(s: &str) -> Cow<'_, str> {
@@ -131,7 +144,10 @@ pub fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<Option<Cli
             }
             Ok(Some(b))
         }
-        None => Ok(body_id.map(|id| ClientCredentials { client_id: id.to_owned(), secret: body_secret.map(str::to_owned) })),
+        None => Ok(body_id.map(|id| ClientCredentials {
+            client_id: id.to_owned(),
+            secret: body_secret.map(str::to_owned),
+        })),
     }
 }
 
@@ -139,7 +155,10 @@ pub fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<Option<Cli
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
@@ -164,7 +183,9 @@ mod tests {
     #[test]
     fn basic_credentials_are_url_decoded() {
         let raw = STANDARD.encode("my%20client:s%3Acret+x");
-        let c = client_credentials(&headers(&format!("Basic {raw}")), &Form::default()).unwrap().unwrap();
+        let c = client_credentials(&headers(&format!("Basic {raw}")), &Form::default())
+            .unwrap()
+            .unwrap();
         assert_eq!(c.client_id, "my client");
         assert_eq!(c.secret.as_deref(), Some("s:cret x"));
     }
@@ -172,8 +193,16 @@ mod tests {
     #[test]
     fn basic_with_empty_password_is_a_public_client() {
         let raw = STANDARD.encode("cli:");
-        let c = client_credentials(&headers(&format!("basic {raw}")), &Form::default()).unwrap().unwrap();
-        assert_eq!(c, ClientCredentials { client_id: "cli".into(), secret: None });
+        let c = client_credentials(&headers(&format!("basic {raw}")), &Form::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            c,
+            ClientCredentials {
+                client_id: "cli".into(),
+                secret: None
+            }
+        );
     }
 
     #[test]

@@ -40,7 +40,11 @@ pub fn html(status: StatusCode, body: String) -> Response {
 
 /// 303 See Other to a local path.
 pub fn redirect(location: &str) -> Response {
-    let mut r = bytes(StatusCode::SEE_OTHER, HeaderValue::from_static("text/plain; charset=utf-8"), Bytes::new());
+    let mut r = bytes(
+        StatusCode::SEE_OTHER,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+        Bytes::new(),
+    );
     if let Ok(v) = HeaderValue::from_str(location) {
         r.headers_mut().insert(LOCATION, v);
     }
@@ -83,17 +87,26 @@ struct ErrorBody<'a> {
 
 /// RFC 6749 §5.2: `{"error", "error_description"}` with the status and headers the code needs.
 pub fn oauth_error(e: &OAuthError) -> Response {
-    let body = ErrorBody { error: e.code.as_str(), error_description: &e.description };
+    let body = ErrorBody {
+        error: e.code.as_str(),
+        error_description: &e.description,
+    };
     let mut r = match serde_json::to_vec(&body) {
         Ok(b) => no_store(bytes(status_of(e.code), JSON, b)),
-        Err(_) => no_store(bytes(StatusCode::INTERNAL_SERVER_ERROR, JSON, Bytes::from_static(b"{\"error\":\"server_error\"}"))),
+        Err(_) => no_store(bytes(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            JSON,
+            Bytes::from_static(b"{\"error\":\"server_error\"}"),
+        )),
     };
     match e.code {
         ErrorCode::InvalidClient => {
-            r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"authgate\""));
+            r.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"authgate\""));
         }
         ErrorCode::InvalidToken => {
-            r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+            r.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
         }
         ErrorCode::TemporarilyUnavailable => {
             r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));

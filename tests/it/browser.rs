@@ -24,7 +24,12 @@ impl Drop for Driver {
 async fn chromedriver() -> Option<(Driver, String)> {
     let bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
     let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-    let child = Command::new(&bin).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
+    let child = Command::new(&bin)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
     let driver = Driver(child);
     let url = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
@@ -72,8 +77,20 @@ async fn a_person_approves_a_device_in_headless_chromium() {
 
     // The device shows verification_uri_complete; the person opens it and must sign in first.
     b.goto(&s.url(&format!("/device?user_code={user_code}"))).await.unwrap();
-    b.wait().at_most(wait).for_element(Locator::Css("#username")).await.unwrap().send_keys("admin").await.unwrap();
-    b.find(Locator::Css("#password")).await.unwrap().send_keys(ADMIN_PASSWORD).await.unwrap();
+    b.wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#username"))
+        .await
+        .unwrap()
+        .send_keys("admin")
+        .await
+        .unwrap();
+    b.find(Locator::Css("#password"))
+        .await
+        .unwrap()
+        .send_keys(ADMIN_PASSWORD)
+        .await
+        .unwrap();
     b.find(Locator::Css("#login-submit")).await.unwrap().click().await.unwrap();
 
     // Back on the device page, the code is already filled in.
@@ -83,7 +100,10 @@ async fn a_person_approves_a_device_in_headless_chromium() {
 
     let approve = b.wait().at_most(wait).for_element(Locator::Css("#approve")).await.unwrap();
     let page = b.source().await.unwrap();
-    assert!(page.contains("AuthGate CLI") && page.contains(&user_code), "the confirmation names the client and the code");
+    assert!(
+        page.contains("AuthGate CLI") && page.contains(&user_code),
+        "the confirmation names the client and the code"
+    );
     let shot = b.screenshot().await.unwrap();
     std::fs::write(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("confirm.png"), shot).unwrap();
     approve.click().await.unwrap();

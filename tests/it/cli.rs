@@ -11,11 +11,16 @@ const BIN: &str = env!("CARGO_BIN_EXE_authgate");
 /// Runs the binary in `dir` with a clean environment plus `env`.
 fn run(dir: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir).args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.current_dir(dir)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("binary runs");
     if let Some(input) = stdin {
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
@@ -40,9 +45,25 @@ fn version_and_help() {
     assert!(out.status.success());
     let help = text(&out.stdout);
     for name in [
-        "server", "user", "client", "SERVER_ADDR", "BASE_URL", "JWT_SECRET", "SESSION_SECRET", "DATABASE_PATH", "DEVICE_CODE_EXPIRATION",
-        "POLLING_INTERVAL", "JWT_EXPIRATION", "REFRESH_TOKEN_EXPIRATION", "ENABLE_REFRESH_TOKENS", "ENABLE_TOKEN_ROTATION", "SESSION_MAX_AGE",
-        "LOG_FORMAT", "LOG_LEVEL", "ADMIN_PASSWORD", "--env-file",
+        "server",
+        "user",
+        "client",
+        "SERVER_ADDR",
+        "BASE_URL",
+        "JWT_SECRET",
+        "SESSION_SECRET",
+        "DATABASE_PATH",
+        "DEVICE_CODE_EXPIRATION",
+        "POLLING_INTERVAL",
+        "JWT_EXPIRATION",
+        "REFRESH_TOKEN_EXPIRATION",
+        "ENABLE_REFRESH_TOKENS",
+        "ENABLE_TOKEN_ROTATION",
+        "SESSION_MAX_AGE",
+        "LOG_FORMAT",
+        "LOG_LEVEL",
+        "ADMIN_PASSWORD",
+        "--env-file",
     ] {
         assert!(help.contains(name), "--help does not mention {name}");
     }
@@ -74,7 +95,12 @@ fn invalid_settings_stop_start_up_with_one_line_and_exit_code_2() {
         ("DATABASE_PATH", "/nonexistent-dir/for/sure/a.redb", "DATABASE_PATH"),
     ];
     for (k, v, named) in cases {
-        let out = run(dir.path(), &["server"], &[("DATABASE_PATH", db), ("SERVER_ADDR", "127.0.0.1:0"), (k, v)], None);
+        let out = run(
+            dir.path(),
+            &["server"],
+            &[("DATABASE_PATH", db), ("SERVER_ADDR", "127.0.0.1:0"), (k, v)],
+            None,
+        );
         assert_bad_setting(&out, named);
     }
     let out = run(dir.path(), &["server"], &[("DATABASE_PATH", db), ("JWT_SECRET", "short")], None);
@@ -103,16 +129,31 @@ fn dotenv_is_read_and_the_real_environment_wins() {
 fn offline_user_and_client_commands() {
     let dir = tempfile::tempdir().unwrap();
     let env = [("DATABASE_PATH", "cmd.redb"), ("ADMIN_PASSWORD", ADMIN_PASSWORD)];
-    let out = run(dir.path(), &["user", "add", "--username", "bob", "--password-stdin"], &env, Some("bob-password-1\n"));
+    let out = run(
+        dir.path(),
+        &["user", "add", "--username", "bob", "--password-stdin"],
+        &env,
+        Some("bob-password-1\n"),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!text(&out.stdout).contains("bob-password-1"), "a given password is never echoed");
     let out = run(dir.path(), &["user", "add", "--username", "carol", "--admin"], &env, None);
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("password: "), "a generated password is printed once");
-    let out = run(dir.path(), &["user", "add", "--username", "bob", "--password-stdin"], &env, Some("another-password\n"));
+    let out = run(
+        dir.path(),
+        &["user", "add", "--username", "bob", "--password-stdin"],
+        &env,
+        Some("another-password\n"),
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("already exists"));
-    let out = run(dir.path(), &["user", "passwd", "bob", "--password-stdin"], &env, Some("bob-password-2\n"));
+    let out = run(
+        dir.path(),
+        &["user", "passwd", "bob", "--password-stdin"],
+        &env,
+        Some("bob-password-2\n"),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = run(dir.path(), &["user", "passwd", "nobody"], &env, None);
     assert_eq!(out.status.code(), Some(1));
@@ -128,7 +169,10 @@ fn offline_user_and_client_commands() {
     assert!(!text(&out.stdout).contains("client_secret"));
     let out = run(dir.path(), &["client", "list"], &env, None);
     let list = text(&out.stdout);
-    assert!(list.contains("AuthGate CLI") && list.contains("Build bot") && list.contains("confidential"), "{list}");
+    assert!(
+        list.contains("AuthGate CLI") && list.contains("Build bot") && list.contains("confidential"),
+        "{list}"
+    );
 }
 
 #[tokio::test]

@@ -47,8 +47,18 @@ impl TestServer {
         let base = format!("http://{}", server.addr);
         let dir_actor = server.actors.directory().unwrap();
         let clients = ask(&dir_actor, |reply| DirectoryMsg::ListClients { reply }).await.unwrap();
-        let client_id = clients.iter().find(|c| c.name == "AuthGate CLI").expect("seeded client").client_id.clone();
-        TestServer { server, base, dir, client_id }
+        let client_id = clients
+            .iter()
+            .find(|c| c.name == "AuthGate CLI")
+            .expect("seeded client")
+            .client_id
+            .clone();
+        TestServer {
+            server,
+            base,
+            dir,
+            client_id,
+        }
     }
 
     pub async fn stop(self) -> Arc<tempfile::TempDir> {
@@ -65,10 +75,15 @@ impl TestServer {
         let dir = self.server.actors.directory().unwrap();
         let grant_types = grants.map(|g| g.iter().map(|s| s.to_string()).collect());
         let name = name.to_owned();
-        let (c, secret) = ask(&dir, |reply| DirectoryMsg::CreateClient { name, confidential, grant_types, reply })
-            .await
-            .unwrap()
-            .unwrap();
+        let (c, secret) = ask(&dir, |reply| DirectoryMsg::CreateClient {
+            name,
+            confidential,
+            grant_types,
+            reply,
+        })
+        .await
+        .unwrap()
+        .unwrap();
         (c.client_id, secret)
     }
 
@@ -76,7 +91,15 @@ impl TestServer {
         let dir = self.server.actors.directory().unwrap();
         let password_hash = authgate_actors::password::hash(password.to_owned()).await.unwrap();
         let username = username.to_owned();
-        ask(&dir, |reply| DirectoryMsg::CreateUser { username, password_hash, is_admin: false, reply }).await.unwrap().unwrap();
+        ask(&dir, |reply| DirectoryMsg::CreateUser {
+            username,
+            password_hash,
+            is_admin: false,
+            reply,
+        })
+        .await
+        .unwrap()
+        .unwrap();
     }
 
     /// `POST /oauth/device/code` for `client_id`.
@@ -88,7 +111,11 @@ impl TestServer {
 
     /// One poll of `/oauth/token` with the device grant.
     pub async fn poll(&self, client_id: &str, device_code: &str) -> (StatusCode, Value) {
-        post_form(&self.url("/oauth/token"), &[("grant_type", DEVICE_GRANT), ("device_code", device_code), ("client_id", client_id)]).await
+        post_form(
+            &self.url("/oauth/token"),
+            &[("grant_type", DEVICE_GRANT), ("device_code", device_code), ("client_id", client_id)],
+        )
+        .await
     }
 
     /// A whole device flow for `client_id`: code, sign-in, approval, redemption.
@@ -109,7 +136,10 @@ pub fn db_path(dir: &Path) -> PathBuf {
 }
 
 fn plain_client() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 /// POSTs a form; returns the status and the JSON body (`Null` if not JSON).
@@ -144,7 +174,13 @@ pub struct Person {
 
 impl Person {
     pub fn new() -> Self {
-        Self { http: reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap() }
+        Self {
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        }
     }
 
     pub async fn get(&self, url: &str) -> (StatusCode, String, Option<String>) {
@@ -163,7 +199,16 @@ impl Person {
     pub async fn try_login(&self, s: &TestServer, username: &str, password: &str) -> (StatusCode, String, Option<String>) {
         let (_, page, _) = self.get(&s.url("/login")).await;
         let csrf = csrf_of(&page);
-        self.post(&s.url("/login"), &[("username", username), ("password", password), ("csrf_token", &csrf), ("next", "/device")]).await
+        self.post(
+            &s.url("/login"),
+            &[
+                ("username", username),
+                ("password", password),
+                ("csrf_token", &csrf),
+                ("next", "/device"),
+            ],
+        )
+        .await
     }
 
     pub async fn login(&self, s: &TestServer, username: &str, password: &str) {
@@ -177,14 +222,19 @@ impl Person {
         let (status, page, _) = self.get(&s.url("/device")).await;
         assert_eq!(status, StatusCode::OK);
         let csrf = csrf_of(&page);
-        let (status, page, _) = self.post(&s.url("/device/verify"), &[("user_code", user_code), ("csrf_token", &csrf)]).await;
+        let (status, page, _) = self
+            .post(&s.url("/device/verify"), &[("user_code", user_code), ("csrf_token", &csrf)])
+            .await;
         if status != StatusCode::OK {
             return (status, page);
         }
         assert!(page.contains("id=\"approve\""), "{page}");
         let action = if approve { "approve" } else { "deny" };
         let (status, page, _) = self
-            .post(&s.url("/device/approve"), &[("user_code", user_code), ("csrf_token", &csrf), ("action", action)])
+            .post(
+                &s.url("/device/approve"),
+                &[("user_code", user_code), ("csrf_token", &csrf), ("action", action)],
+            )
             .await;
         (status, page)
     }

@@ -17,20 +17,55 @@ async fn token_endpoint_request_errors() {
     let token = s.url("/oauth/token");
     let cid = s.client_id.as_str();
     let bad = StatusCode::BAD_REQUEST;
-    assert_eq!(err(&post_form(&token, &[("client_id", cid)]).await), (bad, "invalid_request"), "no grant_type");
-    assert_eq!(err(&post_form(&token, &[("grant_type", DEVICE_GRANT), ("client_id", cid)]).await), (bad, "invalid_request"), "no device_code");
-    assert_eq!(err(&post_form(&token, &[("grant_type", DEVICE_GRANT), ("device_code", "x")]).await), (bad, "invalid_request"), "no client");
-    assert_eq!(err(&post_form(&token, &[("grant_type", "refresh_token"), ("client_id", cid)]).await), (bad, "invalid_request"));
     assert_eq!(
-        err(&post_form(&token, &[("grant_type", DEVICE_GRANT), ("grant_type", DEVICE_GRANT), ("device_code", "x"), ("client_id", cid)]).await),
+        err(&post_form(&token, &[("client_id", cid)]).await),
+        (bad, "invalid_request"),
+        "no grant_type"
+    );
+    assert_eq!(
+        err(&post_form(&token, &[("grant_type", DEVICE_GRANT), ("client_id", cid)]).await),
+        (bad, "invalid_request"),
+        "no device_code"
+    );
+    assert_eq!(
+        err(&post_form(&token, &[("grant_type", DEVICE_GRANT), ("device_code", "x")]).await),
+        (bad, "invalid_request"),
+        "no client"
+    );
+    assert_eq!(
+        err(&post_form(&token, &[("grant_type", "refresh_token"), ("client_id", cid)]).await),
+        (bad, "invalid_request")
+    );
+    assert_eq!(
+        err(&post_form(
+            &token,
+            &[
+                ("grant_type", DEVICE_GRANT),
+                ("grant_type", DEVICE_GRANT),
+                ("device_code", "x"),
+                ("client_id", cid)
+            ]
+        )
+        .await),
         (bad, "invalid_request"),
         "repeated parameter"
     );
-    assert_eq!(err(&post_form(&token, &[("grant_type", "authorization_code"), ("client_id", cid)]).await), (bad, "unsupported_grant_type"));
-    assert_eq!(err(&post_form(&token, &[("grant_type", "password"), ("client_id", cid)]).await), (bad, "unsupported_grant_type"));
+    assert_eq!(
+        err(&post_form(&token, &[("grant_type", "authorization_code"), ("client_id", cid)]).await),
+        (bad, "unsupported_grant_type")
+    );
+    assert_eq!(
+        err(&post_form(&token, &[("grant_type", "password"), ("client_id", cid)]).await),
+        (bad, "unsupported_grant_type")
+    );
 
     // Not a form at all.
-    let r = reqwest::Client::new().post(&token).json(&serde_json::json!({"grant_type": DEVICE_GRANT})).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(&token)
+        .json(&serde_json::json!({"grant_type": DEVICE_GRANT}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), bad);
     assert_eq!(r.headers()["cache-control"], "no-store");
     let body: Value = r.json().await.unwrap();
@@ -39,7 +74,10 @@ async fn token_endpoint_request_errors() {
 
     // Too large a body.
     let huge = "a".repeat(100_000);
-    assert_eq!(err(&post_form(&token, &[("grant_type", DEVICE_GRANT), ("device_code", &huge), ("client_id", cid)]).await), (bad, "invalid_request"));
+    assert_eq!(
+        err(&post_form(&token, &[("grant_type", DEVICE_GRANT), ("device_code", &huge), ("client_id", cid)]).await),
+        (bad, "invalid_request")
+    );
 
     // Two client identities.
     use base64::Engine;
@@ -73,13 +111,26 @@ async fn client_errors() {
     // A client not allowed the device grant.
     let (refresh_only, _) = s.create_client("Refresh only", false, Some(&["refresh_token"])).await;
     let (status, body) = post_form(&s.url("/oauth/device/code"), &[("client_id", &refresh_only)]).await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unauthorized_client")));
-    let (status, body) =
-        post_form(&s.url("/oauth/token"), &[("grant_type", DEVICE_GRANT), ("device_code", "x"), ("client_id", &refresh_only)]).await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unauthorized_client")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unauthorized_client"))
+    );
+    let (status, body) = post_form(
+        &s.url("/oauth/token"),
+        &[("grant_type", DEVICE_GRANT), ("device_code", "x"), ("client_id", &refresh_only)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unauthorized_client"))
+    );
 
     // A scope the client may not ask for.
-    let (status, body) = post_form(&s.url("/oauth/device/code"), &[("client_id", &s.client_id), ("scope", "read admin")]).await;
+    let (status, body) = post_form(
+        &s.url("/oauth/device/code"),
+        &[("client_id", &s.client_id), ("scope", "read admin")],
+    )
+    .await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_scope")));
     let (status, body) = post_form(&s.url("/oauth/device/code"), &[("client_id", &s.client_id), ("scope", "read")]).await;
     assert_eq!(status, StatusCode::OK);
@@ -96,7 +147,11 @@ async fn device_grant_errors() {
     let code = dc["device_code"].as_str().unwrap();
 
     assert_eq!(err(&s.poll(&s.client_id, "no-such-code").await), (bad, "invalid_grant"));
-    assert_eq!(err(&s.poll(&other_client, code).await), (bad, "invalid_grant"), "another client's code");
+    assert_eq!(
+        err(&s.poll(&other_client, code).await),
+        (bad, "invalid_grant"),
+        "another client's code"
+    );
 
     // Polling too fast: the first poll and one quick repeat pass, the third is slow_down.
     assert_eq!(err(&s.poll(&s.client_id, code).await), (bad, "authorization_pending"));
@@ -114,7 +169,10 @@ async fn expired_codes_and_tokens() {
     let dc = s.device_code(&s.client_id).await;
     assert_eq!(dc["expires_in"], 1);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(err(&s.poll(&s.client_id, dc["device_code"].as_str().unwrap()).await), (StatusCode::BAD_REQUEST, "expired_token"));
+    assert_eq!(
+        err(&s.poll(&s.client_id, dc["device_code"].as_str().unwrap()).await),
+        (StatusCode::BAD_REQUEST, "expired_token")
+    );
     let person = Person::new();
     person.login(&s, "admin", ADMIN_PASSWORD).await;
     let (status, page) = person.decide(&s, dc["user_code"].as_str().unwrap(), true).await;
@@ -141,9 +199,18 @@ async fn tokeninfo_and_refresh_refuse_bad_tokens() {
     let mut tampered = access.to_owned();
     let flip = if tampered.ends_with('A') { "B" } else { "A" };
     tampered.replace_range(tampered.len() - 1.., flip);
-    assert_eq!(err(&get_json(&s.url("/oauth/tokeninfo"), Some(&tampered)).await), (unauthorized, "invalid_token"));
-    assert_eq!(err(&get_json(&s.url("/oauth/tokeninfo"), Some("not-a-jwt")).await), (unauthorized, "invalid_token"));
-    assert_eq!(err(&get_json(&s.url("/oauth/tokeninfo"), None).await), (StatusCode::BAD_REQUEST, "invalid_request"));
+    assert_eq!(
+        err(&get_json(&s.url("/oauth/tokeninfo"), Some(&tampered)).await),
+        (unauthorized, "invalid_token")
+    );
+    assert_eq!(
+        err(&get_json(&s.url("/oauth/tokeninfo"), Some("not-a-jwt")).await),
+        (unauthorized, "invalid_token")
+    );
+    assert_eq!(
+        err(&get_json(&s.url("/oauth/tokeninfo"), None).await),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
     // A token signed by a different server is unknown here.
     let other = TestServer::start(&[]).await;
     let foreign = other.tokens_for(&other.client_id).await;
@@ -156,25 +223,60 @@ async fn tokeninfo_and_refresh_refuse_bad_tokens() {
     // Revoking the access token alone.
     let (status, _) = post_form(&s.url("/oauth/revoke"), &[("token", access), ("client_id", &s.client_id)]).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(err(&get_json(&s.url("/oauth/tokeninfo"), Some(access)).await), (unauthorized, "invalid_token"));
+    assert_eq!(
+        err(&get_json(&s.url("/oauth/tokeninfo"), Some(access)).await),
+        (unauthorized, "invalid_token")
+    );
     // RFC 7009: unknown tokens are fine; a missing token is not.
     assert_eq!(post_form(&s.url("/oauth/revoke"), &[("token", "garbage")]).await.0, StatusCode::OK);
-    assert_eq!(err(&post_form(&s.url("/oauth/revoke"), &[]).await), (StatusCode::BAD_REQUEST, "invalid_request"));
-    assert_eq!(err(&post_form(&s.url("/oauth/revoke"), &[("token", "x"), ("client_id", "nobody")]).await), (unauthorized, "invalid_client"));
+    assert_eq!(
+        err(&post_form(&s.url("/oauth/revoke"), &[]).await),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+    assert_eq!(
+        err(&post_form(&s.url("/oauth/revoke"), &[("token", "x"), ("client_id", "nobody")]).await),
+        (unauthorized, "invalid_client")
+    );
 
     // Another client's refresh token, and a made-up one.
     let refresh = tokens["refresh_token"].as_str().unwrap();
     let (other_client, _) = s.create_client("Other", false, None).await;
-    let (status, body) =
-        post_form(&s.url("/oauth/token"), &[("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", &other_client)]).await;
+    let (status, body) = post_form(
+        &s.url("/oauth/token"),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", &other_client),
+        ],
+    )
+    .await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
     // ... whose revocation attempt changes nothing.
-    assert_eq!(post_form(&s.url("/oauth/revoke"), &[("token", refresh), ("client_id", &other_client)]).await.0, StatusCode::OK);
-    let (status, _) =
-        post_form(&s.url("/oauth/token"), &[("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", &s.client_id)]).await;
+    assert_eq!(
+        post_form(&s.url("/oauth/revoke"), &[("token", refresh), ("client_id", &other_client)])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (status, _) = post_form(
+        &s.url("/oauth/token"),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", &s.client_id),
+        ],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "another client cannot revoke this client's token");
-    let (status, body) =
-        post_form(&s.url("/oauth/token"), &[("grant_type", "refresh_token"), ("refresh_token", "made-up"), ("client_id", &s.client_id)]).await;
+    let (status, body) = post_form(
+        &s.url("/oauth/token"),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "made-up"),
+            ("client_id", &s.client_id),
+        ],
+    )
+    .await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
     s.stop().await;
 }
@@ -184,7 +286,9 @@ async fn pages_refuse_bad_forms_with_friendly_errors() {
     let s = TestServer::start(&[]).await;
     let person = Person::new();
     // Sign-in without the form's CSRF token, and with a wrong password.
-    let (status, page, _) = person.post(&s.url("/login"), &[("username", "admin"), ("password", ADMIN_PASSWORD)]).await;
+    let (status, page, _) = person
+        .post(&s.url("/login"), &[("username", "admin"), ("password", ADMIN_PASSWORD)])
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(page.contains("id=\"error\""), "{page}");
     let (status, page, _) = person.try_login(&s, "admin", "wrong").await;
@@ -192,7 +296,10 @@ async fn pages_refuse_bad_forms_with_friendly_errors() {
     assert!(page.contains("Invalid username or password"));
     let (status, page2, _) = person.try_login(&s, "nobody", "wrong").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(page2.contains("Invalid username or password"), "the same message whichever part is wrong");
+    assert!(
+        page2.contains("Invalid username or password"),
+        "the same message whichever part is wrong"
+    );
 
     person.login(&s, "admin", ADMIN_PASSWORD).await;
     let (_, page, _) = person.get(&s.url("/device")).await;
@@ -200,19 +307,27 @@ async fn pages_refuse_bad_forms_with_friendly_errors() {
     // The device forms need the session's CSRF token.
     let (status, _, _) = person.post(&s.url("/device/verify"), &[("user_code", "BCDF-GHJK")]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _, _) = person.post(&s.url("/device/verify"), &[("user_code", "BCDF-GHJK"), ("csrf_token", "forged")]).await;
+    let (status, _, _) = person
+        .post(&s.url("/device/verify"), &[("user_code", "BCDF-GHJK"), ("csrf_token", "forged")])
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _, _) = person.post(&s.url("/device/approve"), &[("user_code", "BCDF-GHJK"), ("action", "approve")]).await;
+    let (status, _, _) = person
+        .post(&s.url("/device/approve"), &[("user_code", "BCDF-GHJK"), ("action", "approve")])
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // Wrong codes get a clear message on the form.
     for typed in ["BCDF-GHJK", "not a code", "AAAA-AAAA", &"B".repeat(5000)] {
-        let (status, page, _) = person.post(&s.url("/device/verify"), &[("user_code", typed), ("csrf_token", &csrf)]).await;
+        let (status, page, _) = person
+            .post(&s.url("/device/verify"), &[("user_code", typed), ("csrf_token", &csrf)])
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{typed}");
         assert!(page.contains("not valid"), "{page}");
     }
     // Not signed in: sent to sign in, never served.
     let stranger = Person::new();
-    let (status, _, location) = stranger.post(&s.url("/device/approve"), &[("user_code", "BCDF-GHJK"), ("action", "approve")]).await;
+    let (status, _, location) = stranger
+        .post(&s.url("/device/approve"), &[("user_code", "BCDF-GHJK"), ("action", "approve")])
+        .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(location.unwrap().starts_with("/login"));
     // After sign-in, `next` only leads to local paths.
@@ -220,8 +335,17 @@ async fn pages_refuse_bad_forms_with_friendly_errors() {
         let p = Person::new();
         let (_, page, _) = p.get(&s.url("/login")).await;
         let csrf = csrf_of(&page);
-        let (status, _, location) =
-            p.post(&s.url("/login"), &[("username", "admin"), ("password", ADMIN_PASSWORD), ("csrf_token", &csrf), ("next", evil)]).await;
+        let (status, _, location) = p
+            .post(
+                &s.url("/login"),
+                &[
+                    ("username", "admin"),
+                    ("password", ADMIN_PASSWORD),
+                    ("csrf_token", &csrf),
+                    ("next", evil),
+                ],
+            )
+            .await;
         assert_eq!(status, StatusCode::SEE_OTHER);
         assert_eq!(location.as_deref(), Some("/device"), "{evil}");
     }

@@ -29,12 +29,18 @@ async fn a_device_gets_tokens_after_a_person_approves_it() {
     assert!(user_code.chars().filter(|c| *c != '-').all(|c| "BCDFGHJKLMNPQRSTVWXZ".contains(c)));
     assert!(device_code.len() >= 22, "at least 128 bits");
     assert_eq!(dc["verification_uri"], "http://localhost:8080/device");
-    assert_eq!(dc["verification_uri_complete"], format!("http://localhost:8080/device?user_code={user_code}"));
+    assert_eq!(
+        dc["verification_uri_complete"],
+        format!("http://localhost:8080/device?user_code={user_code}")
+    );
     assert_eq!(dc["expires_in"], 1800);
     assert_eq!(dc["interval"], 1);
 
     let (status, body) = s.poll(&s.client_id, device_code).await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("authorization_pending")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("authorization_pending"))
+    );
 
     // The person opens verification_uri_complete, is sent to sign in, and comes back.
     let person = Person::new();
@@ -47,7 +53,15 @@ async fn a_device_gets_tokens_after_a_person_approves_it() {
     let next = "/device?user_code=".to_owned() + user_code;
     assert!(login_page.contains(user_code), "the sign-in form carries where to go next");
     let (status, _, location) = person
-        .post(&s.url("/login"), &[("username", "admin"), ("password", ADMIN_PASSWORD), ("csrf_token", &csrf), ("next", &next)])
+        .post(
+            &s.url("/login"),
+            &[
+                ("username", "admin"),
+                ("password", ADMIN_PASSWORD),
+                ("csrf_token", &csrf),
+                ("next", &next),
+            ],
+        )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location.as_deref(), Some(next.as_str()));
@@ -58,11 +72,19 @@ async fn a_device_gets_tokens_after_a_person_approves_it() {
     // Lower case and without the dash is the same code.
     let typed = user_code.replace('-', "").to_lowercase();
     let csrf = csrf_of(&page);
-    let (status, page, _) = person.post(&s.url("/device/verify"), &[("user_code", &typed), ("csrf_token", &csrf)]).await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(page.contains("AuthGate CLI") && page.contains("read") && page.contains("write"), "{page}");
     let (status, page, _) = person
-        .post(&s.url("/device/approve"), &[("user_code", &typed), ("csrf_token", &csrf), ("action", "approve")])
+        .post(&s.url("/device/verify"), &[("user_code", &typed), ("csrf_token", &csrf)])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("AuthGate CLI") && page.contains("read") && page.contains("write"),
+        "{page}"
+    );
+    let (status, page, _) = person
+        .post(
+            &s.url("/device/approve"),
+            &[("user_code", &typed), ("csrf_token", &csrf), ("action", "approve")],
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("AuthGate CLI"), "success page names the client");
@@ -105,21 +127,38 @@ async fn a_device_gets_tokens_after_a_person_approves_it() {
     assert_eq!(claims["sub"], info["user_id"]);
 
     // Refresh (fixed mode): a new access token, the same refresh token keeps working.
-    let (status, refreshed) =
-        post_form(&s.url("/oauth/token"), &[("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", &s.client_id)]).await;
+    let (status, refreshed) = post_form(
+        &s.url("/oauth/token"),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", &s.client_id),
+        ],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{refreshed}");
     assert!(refreshed.get("refresh_token").is_none());
     assert_ne!(refreshed["access_token"], tokens["access_token"]);
     let (status, narrowed) = post_form(
         &s.url("/oauth/token"),
-        &[("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", &s.client_id), ("scope", "read")],
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", &s.client_id),
+            ("scope", "read"),
+        ],
     )
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(narrowed["scope"], "read");
     let (status, body) = post_form(
         &s.url("/oauth/token"),
-        &[("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", &s.client_id), ("scope", "read admin")],
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", &s.client_id),
+            ("scope", "read admin"),
+        ],
     )
     .await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_scope")));
@@ -131,8 +170,15 @@ async fn a_device_gets_tokens_after_a_person_approves_it() {
     assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_token")));
     let (status, _) = get_json(&s.url("/oauth/tokeninfo"), Some(refreshed["access_token"].as_str().unwrap())).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, body) =
-        post_form(&s.url("/oauth/token"), &[("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", &s.client_id)]).await;
+    let (status, body) = post_form(
+        &s.url("/oauth/token"),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", &s.client_id),
+        ],
+    )
+    .await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
     s.stop().await;
 }
@@ -192,7 +238,13 @@ async fn rotation_issues_new_pairs_and_reuse_revokes_the_family() {
     let refresh = |rt: String| {
         let url = s.url("/oauth/token");
         let cid = s.client_id.clone();
-        async move { post_form(&url, &[("grant_type", "refresh_token"), ("refresh_token", &rt), ("client_id", &cid)]).await }
+        async move {
+            post_form(
+                &url,
+                &[("grant_type", "refresh_token"), ("refresh_token", &rt), ("client_id", &cid)],
+            )
+            .await
+        }
     };
     let (status, second) = refresh(r1.clone()).await;
     assert_eq!(status, StatusCode::OK, "{second}");
@@ -206,7 +258,11 @@ async fn rotation_issues_new_pairs_and_reuse_revokes_the_family() {
     let (status, body) = refresh(r1).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
     let (status, body) = refresh(r2).await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "the newest refresh token is revoked too");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "the newest refresh token is revoked too"
+    );
     let (status, _) = get_json(&s.url("/oauth/tokeninfo"), Some(&a2)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = get_json(&s.url("/oauth/tokeninfo"), Some(tokens["access_token"].as_str().unwrap())).await;
@@ -229,24 +285,50 @@ async fn confidential_clients_authenticate_with_basic_or_body_and_public_clients
     let secret = secret.unwrap();
     let http = reqwest::Client::new();
     // HTTP Basic (RFC 6749 §2.3.1).
-    let r = http.post(s.url("/oauth/device/code")).basic_auth(&id, Some(&secret)).form(&[("scope", "read")]).send().await.unwrap();
+    let r = http
+        .post(s.url("/oauth/device/code"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("scope", "read")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let dc: serde_json::Value = r.json().await.unwrap();
     // Secret in the body.
     let (status, body) = post_form(
         &s.url("/oauth/token"),
-        &[("grant_type", DEVICE_GRANT), ("device_code", dc["device_code"].as_str().unwrap()), ("client_id", &id), ("client_secret", &secret)],
+        &[
+            ("grant_type", DEVICE_GRANT),
+            ("device_code", dc["device_code"].as_str().unwrap()),
+            ("client_id", &id),
+            ("client_secret", &secret),
+        ],
     )
     .await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("authorization_pending")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("authorization_pending"))
+    );
     // Wrong or missing secret.
-    let r = http.post(s.url("/oauth/device/code")).basic_auth(&id, Some("wrong")).form(&[("scope", "read")]).send().await.unwrap();
+    let r = http
+        .post(s.url("/oauth/device/code"))
+        .basic_auth(&id, Some("wrong"))
+        .form(&[("scope", "read")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(r.headers().contains_key("www-authenticate"));
     let (status, body) = post_form(&s.url("/oauth/device/code"), &[("client_id", &id)]).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
     // A public client as Go's x/oauth2 sends it: Basic with an empty password.
-    let r = http.post(s.url("/oauth/device/code")).basic_auth(&s.client_id, Some("")).form(&[("scope", "read")]).send().await.unwrap();
+    let r = http
+        .post(s.url("/oauth/device/code"))
+        .basic_auth(&s.client_id, Some(""))
+        .form(&[("scope", "read")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     s.stop().await;
 }

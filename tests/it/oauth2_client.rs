@@ -1,7 +1,9 @@
 //! A real third-party client, the `oauth2` crate's device flow, against the server.
 
 use oauth2::basic::BasicClient;
-use oauth2::{ClientId, DeviceAuthorizationUrl, HttpRequest, HttpResponse, Scope, StandardDeviceAuthorizationResponse, TokenResponse, TokenUrl};
+use oauth2::{
+    ClientId, DeviceAuthorizationUrl, HttpRequest, HttpResponse, Scope, StandardDeviceAuthorizationResponse, TokenResponse, TokenUrl,
+};
 use reqwest::StatusCode;
 
 use crate::common::*;
@@ -24,11 +26,18 @@ async fn the_oauth2_crate_completes_the_device_flow() {
     let client = BasicClient::new(ClientId::new(s.client_id.clone()))
         .set_device_authorization_url(DeviceAuthorizationUrl::new(s.url("/oauth/device/code")).unwrap())
         .set_token_uri(TokenUrl::new(s.url("/oauth/token")).unwrap());
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     let call = |req: HttpRequest| send(http.clone(), req);
 
-    let details: StandardDeviceAuthorizationResponse =
-        client.exchange_device_code().add_scope(Scope::new("read".into())).request_async(&call).await.expect("device code");
+    let details: StandardDeviceAuthorizationResponse = client
+        .exchange_device_code()
+        .add_scope(Scope::new("read".into()))
+        .request_async(&call)
+        .await
+        .expect("device code");
     assert_eq!(details.interval().as_secs(), 1);
 
     // The person approves on another "device" while the client polls.
@@ -40,13 +49,29 @@ async fn the_oauth2_crate_completes_the_device_flow() {
         let (_, page, _) = person.get(&format!("{base}/login")).await;
         let csrf = csrf_of(&page);
         person
-            .post(&format!("{base}/login"), &[("username", "admin"), ("password", ADMIN_PASSWORD), ("csrf_token", &csrf), ("next", "/device")])
+            .post(
+                &format!("{base}/login"),
+                &[
+                    ("username", "admin"),
+                    ("password", ADMIN_PASSWORD),
+                    ("csrf_token", &csrf),
+                    ("next", "/device"),
+                ],
+            )
             .await;
         let (_, page, _) = person.get(&format!("{base}/device")).await;
         let csrf = csrf_of(&page);
-        person.post(&format!("{base}/device/verify"), &[("user_code", &user_code), ("csrf_token", &csrf)]).await;
         person
-            .post(&format!("{base}/device/approve"), &[("user_code", &user_code), ("csrf_token", &csrf), ("action", "approve")])
+            .post(
+                &format!("{base}/device/verify"),
+                &[("user_code", &user_code), ("csrf_token", &csrf)],
+            )
+            .await;
+        person
+            .post(
+                &format!("{base}/device/approve"),
+                &[("user_code", &user_code), ("csrf_token", &csrf), ("action", "approve")],
+            )
             .await
     });
 
@@ -57,7 +82,10 @@ async fn the_oauth2_crate_completes_the_device_flow() {
         .expect("the client polls until it gets a token");
     assert_eq!(approver.await.unwrap().0, StatusCode::OK);
     assert!(token.refresh_token().is_some());
-    assert_eq!(token.scopes().map(|s| s.iter().map(|s| s.to_string()).collect::<Vec<_>>()), Some(vec!["read".to_string()]));
+    assert_eq!(
+        token.scopes().map(|s| s.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+        Some(vec!["read".to_string()])
+    );
     let (status, info) = get_json(&s.url("/oauth/tokeninfo"), Some(token.access_token().secret())).await;
     assert_eq!(status, StatusCode::OK, "{info}");
     s.stop().await;

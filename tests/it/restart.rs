@@ -24,12 +24,19 @@ async fn a_restart_keeps_tokens_valid_pending_codes_pending_and_never_reseeds() 
     let (status, info) = get_json(&s.url("/oauth/tokeninfo"), Some(tokens["access_token"].as_str().unwrap())).await;
     assert_eq!(status, StatusCode::OK, "{info}");
     let (status, body) = s.poll(&client_id, pending["device_code"].as_str().unwrap()).await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("authorization_pending")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("authorization_pending"))
+    );
     let (status, body) = s.poll(&client_id, approved["device_code"].as_str().unwrap()).await;
     assert_eq!(status, StatusCode::OK, "an approval survives a restart: {body}");
     let (status, _) = post_form(
         &s.url("/oauth/token"),
-        &[("grant_type", "refresh_token"), ("refresh_token", tokens["refresh_token"].as_str().unwrap()), ("client_id", &client_id)],
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ("client_id", &client_id),
+        ],
     )
     .await;
     assert_eq!(status, StatusCode::OK);
