@@ -81,7 +81,8 @@ impl App {
         })
     }
 
-    /// Routes one request. `now` (Unix ms) is read here once and passed down.
+    /// Routes one request. For requests without a body, `now` (Unix ms) is read here once and
+    /// passed down; handlers that read a body take the time once the body is complete.
     pub async fn handle(&self, req: Request) -> Response {
         let now = authgate_actors::now_ms();
         let (route, file) = match self.router.at(req.uri().path()) {
@@ -98,16 +99,17 @@ impl App {
         match route {
             Route::Root if get => redirect("/device"),
             Route::Health if get => misc::health(self, now).await,
-            Route::DeviceCode if post => oauth::device_code(self, req, now).await,
-            Route::Token if post => oauth::token(self, req, now).await,
+            Route::DeviceCode if post => oauth::device_code(self, req).await,
+            Route::Token if post => oauth::token(self, req).await,
             Route::TokenInfo if get => oauth::tokeninfo(self, req, now).await,
             Route::Revoke if post => oauth::revoke(self, req).await,
             Route::Login if get => web::login_page(self, req, now).await,
-            Route::Login if post => web::login(self, req, now).await,
-            Route::Logout if get || post => web::logout(self, req, now).await,
+            Route::Login if post => web::login(self, req).await,
+            Route::Logout if get => web::logout_page(self, req, now).await,
+            Route::Logout if post => web::logout(self, req).await,
             Route::Device if get => web::device_page(self, req, now).await,
-            Route::DeviceVerify if post => web::verify(self, req, now).await,
-            Route::DeviceApprove if post => web::decide(self, req, now).await,
+            Route::DeviceVerify if post => web::verify(self, req).await,
+            Route::DeviceApprove if post => web::decide(self, req).await,
             Route::Asset if get => file
                 .as_deref()
                 .and_then(misc::asset)

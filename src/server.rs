@@ -42,7 +42,7 @@ impl StartError {
     /// Exit status: 2 for a bad setting, 1 for anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            StartError::Store(StoreError::Open { .. }) | StartError::Bind { .. } => 2,
+            StartError::Store(StoreError::Open { .. } | StoreError::Locked { .. }) | StartError::Bind { .. } => 2,
             _ => 1,
         }
     }

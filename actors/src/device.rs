@@ -560,12 +560,13 @@ impl DeviceState {
                 .and_then(|r| r),
                 Err(e) => Err(e),
             };
-            // Only a definite failure (nothing was written) gives the code back; if the outcome
-            // is unknown (a timeout), the code stays spent rather than risk a second redemption.
+            // The token actor issues at most once per authorization, so any failure can give
+            // the code back: if the tokens were in fact issued, the next attempt is refused
+            // with invalid_grant, which spends the code here.
             let change = match &result {
                 Ok(_) => Committed::Redeemed,
-                Err(e) if e.code == ErrorCode::ServerError => Committed::RedeemFailed,
-                Err(_) => Committed::Redeemed,
+                Err(e) if e.code == ErrorCode::InvalidGrant => Committed::Redeemed,
+                Err(_) => Committed::RedeemFailed,
             };
             let _ = myself.cast(DeviceMsg::Committed { key, change });
             let _ = reply.send(result);

@@ -108,8 +108,12 @@ pub enum DirectoryError {
 
 /// A failed sign-in; deliberately says nothing about which part was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Invalid username or password")]
-pub struct LoginFailed;
+pub enum LoginError {
+    #[error("Invalid username or password")]
+    Invalid,
+    #[error("Too many sign-ins at once. Please try again in a moment.")]
+    Busy,
+}
 
 /// The full grant-type name for `device_code` / `refresh_token` (or the full names themselves).
 pub fn grant_type_name(short: &str) -> Result<String, DirectoryError> {
@@ -126,11 +130,11 @@ pub fn valid_username(u: &str) -> bool {
 
 /// Messages of the directory actor.
 pub enum DirectoryMsg {
-    /// Checks a password (argon2id, off the actor); answered with the user or [`LoginFailed`].
+    /// Checks a password (argon2id, off the actor); answered with the user or a [`LoginError`].
     Authenticate {
         username: String,
         password: String,
-        reply: RpcReplyPort<Result<UserView, LoginFailed>>,
+        reply: RpcReplyPort<Result<UserView, LoginError>>,
     },
     /// RFC 6749 §2.3: authenticates a client by id and (for confidential clients) secret.
     AuthenticateClient {
@@ -280,12 +284,18 @@ impl Actor for DirectoryActor {
             .read(|r| {
                 let mut users = Vec::new();
                 r.scan(Table::Users, |_, v| {
-                    users.push(decode::<UserRecord>(v)?);
+                    match decode::<UserRecord>(v) {
+                        Ok(u) => users.push(u),
+                        Err(e) => tracing::warn!(error = %e, "skipping an unreadable user record"),
+                    }
                     Ok(())
                 })?;
                 let mut clients = Vec::new();
                 r.scan(Table::Clients, |_, v| {
-                    clients.push(decode::<ClientRecord>(v)?);
+                    match decode::<ClientRecord>(v) {
+                        Ok(c) => clients.push(c),
+                        Err(e) => tracing::warn!(error = %e, "skipping an unreadable client record"),
+                    }
                     Ok(())
                 })?;
                 Ok((users, clients, r.get(Table::Meta, SEED_MARKER)?.is_some()))
@@ -319,10 +329,11 @@ impl Actor for DirectoryActor {
                     is_admin: u.is_admin,
                 });
                 tokio::spawn(async move {
-                    let ok = password::verify(password, hash).await;
-                    let _ = reply.send(match view {
-                        Some(v) if ok => Ok(v),
-                        _ => Err(LoginFailed),
+                    let checked = password::verify(password, hash, || !reply.is_closed()).await;
+                    let _ = reply.send(match (checked, view) {
+                        (Ok(true), Some(v)) => Ok(v),
+                        (Ok(_), _) => Err(LoginError::Invalid),
+                        (Err(_), _) => Err(LoginError::Busy),
                     });
                 });
             }

@@ -392,6 +392,42 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_authorization_yields_tokens_once() {
+        use crate::store::{Op, Table};
+        use crate::token::{Grant, TokenMsg};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.redb"), StoreOptions::default()).unwrap();
+        let system = System::start(store, config(), JwtKeys::new(&[1u8; 32], "http://test"))
+            .await
+            .unwrap();
+        let token = system.actors.token().unwrap();
+        let grant = Grant {
+            user_id: "u".into(),
+            username: "alice".into(),
+            client_id: "c".into(),
+            scope: "read".into(),
+            authorization_id: "auth-1".into(),
+        };
+        let issue = |g: Grant| {
+            let token = token.clone();
+            async move {
+                let with = vec![Op::delete(Table::DeviceCodes, b"k".to_vec())];
+                ask(&token, |reply| TokenMsg::IssueForGrant {
+                    grant: g,
+                    with,
+                    now: crate::now_ms(),
+                    reply,
+                })
+                .await
+                .unwrap()
+            }
+        };
+        assert!(issue(grant.clone()).await.is_ok());
+        assert_eq!(issue(grant).await.unwrap_err().code, crate::ErrorCode::InvalidGrant);
+        system.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn secrets_are_generated_once_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.redb");

@@ -199,8 +199,10 @@ pub enum TokenMsg {
         user_id: String,
         reply: RpcReplyPort<Vec<TokenRecord>>,
     },
-    /// Internal: a commit failed; undo what was applied in memory.
-    Undo { remove: Vec<String>, restore: Vec<TokenRecord> },
+    /// Internal: a commit failed; re-read these records from the store, which holds the truth.
+    Reload { ids: Vec<String> },
+    /// Internal: the records as the store holds them (`None`: not stored).
+    Restore { records: Vec<(String, Option<TokenRecord>)> },
     /// Internal: drop records long expired.
     Sweep,
 }
@@ -219,10 +221,9 @@ pub struct TokenBook {
     by_authorization: HashMap<String, Vec<String>>,
 }
 
-/// A change to apply: records to write, and what to undo if the write fails.
+/// A change to apply: the records to write.
 struct Change {
     put: Vec<TokenRecord>,
-    previous: Vec<TokenRecord>,
 }
 
 impl TokenBook {
@@ -277,15 +278,11 @@ impl TokenBook {
 
     /// Marks every live token of an authorization revoked.
     fn revoke_authorization(&self, authorization_id: &str) -> Change {
-        let mut change = Change {
-            put: Vec::new(),
-            previous: Vec::new(),
-        };
+        let mut change = Change { put: Vec::new() };
         for id in self.by_authorization.get(authorization_id).into_iter().flatten() {
             if let Some(r) = self.records.get(id)
                 && r.status != TokenStatus::Revoked
             {
-                change.previous.push(r.clone());
                 change.put.push(TokenRecord {
                     status: TokenStatus::Revoked,
                     ..r.clone()
@@ -391,11 +388,9 @@ impl TokenState {
                     let _ = reply.send(answer);
                 }
                 Err(e) => {
-                    let remove = change.put.iter().map(|r| r.id.clone()).collect();
-                    let _ = myself.cast(TokenMsg::Undo {
-                        remove,
-                        restore: change.previous,
-                    });
+                    // Memory ran ahead of the disk; bring the touched records back in line.
+                    let ids = change.put.iter().map(|r| r.id.clone()).collect();
+                    let _ = myself.cast(TokenMsg::Reload { ids });
                     let _ = reply.send(Err(e.into()));
                 }
             }
@@ -410,6 +405,12 @@ impl TokenState {
         now: Secs,
         reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
     ) {
+        // One authorization yields tokens once: this holds even if the device actor restarted
+        // mid-redemption and offers the same approval again.
+        if self.book.by_authorization.contains_key(&grant.authorization_id) {
+            let _ = reply.send(Err(OAuthError::invalid_grant("the device code was already used")));
+            return;
+        }
         let (jwt, access) = match self.mint_access(&grant, &grant.scope, now) {
             Ok(x) => x,
             Err(e) => {
@@ -431,7 +432,7 @@ impl TokenState {
             refresh_token,
         };
         tracing::info!(client_id = %grant.client_id, user_id = %grant.user_id, "tokens issued");
-        self.commit(myself, Change { put, previous: Vec::new() }, with, Ok(answer), reply);
+        self.commit(myself, Change { put }, with, Ok(answer), reply);
     }
 
     fn refresh(
@@ -504,10 +505,7 @@ impl TokenState {
                 return;
             }
         };
-        let mut change = Change {
-            put: vec![access],
-            previous: vec![old.clone()],
-        };
+        let mut change = Change { put: vec![access] };
         let refresh_token = if self.config.rotation {
             let (token, rec) = self.mint_refresh(&grant, now);
             change.put.push(rec);
@@ -578,14 +576,10 @@ impl TokenState {
             TokenKind::Access if rec.status == TokenStatus::Active => Change {
                 put: vec![TokenRecord {
                     status: TokenStatus::Revoked,
-                    ..rec.clone()
+                    ..rec
                 }],
-                previous: vec![rec],
             },
-            TokenKind::Access => Change {
-                put: Vec::new(),
-                previous: Vec::new(),
-            },
+            TokenKind::Access => Change { put: Vec::new() },
         };
         self.commit(myself, change, Vec::new(), Ok(()), reply);
     }
@@ -663,12 +657,39 @@ impl Actor for TokenActor {
                 list.sort_by(|a, b| b.issued_at.cmp(&a.issued_at).then_with(|| a.id.cmp(&b.id)));
                 let _ = reply.send(list);
             }
-            TokenMsg::Undo { remove, restore } => {
-                for id in &remove {
-                    st.book.remove(id);
-                }
-                for rec in restore {
-                    st.book.upsert(rec);
+            TokenMsg::Reload { ids } => {
+                let store = st.store.clone();
+                tokio::spawn(async move {
+                    let read = store
+                        .read(move |r| {
+                            ids.into_iter()
+                                .map(|id| {
+                                    let rec = r
+                                        .get(Table::Tokens, id.as_bytes())?
+                                        .map(|v| decode::<TokenRecord>(&v))
+                                        .transpose()?;
+                                    Ok((id, rec))
+                                })
+                                .collect::<Result<Vec<_>, StoreError>>()
+                        })
+                        .await;
+                    match read {
+                        Ok(records) => {
+                            let _ = myself.cast(TokenMsg::Restore { records });
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot re-read token records after a failed commit"),
+                    }
+                });
+            }
+            TokenMsg::Restore { records } => {
+                for (id, rec) in records {
+                    match rec {
+                        Some(rec) => {
+                            st.book.remove(&id);
+                            st.book.upsert(rec);
+                        }
+                        None => st.book.remove(&id),
+                    }
                 }
             }
             TokenMsg::Sweep => st.sweep(crate::now_ms() / 1000),

@@ -22,10 +22,14 @@ fn respond(r: Result<Response, OAuthError>) -> Response {
     r.unwrap_or_else(|e| oauth_error(&e))
 }
 
-async fn read_oauth_form(req: Request) -> Result<(hyper::HeaderMap, Form), OAuthError> {
-    let headers = req.headers().clone();
-    let form = form::read_form(req).await.map_err(|e| OAuthError::invalid_request(e.to_string()))?;
-    Ok((headers, form))
+/// The client credentials and form of a POST, and the time it was complete (Unix ms).
+async fn read_oauth_form(req: Request) -> Result<(Option<ClientCredentials>, Form, u64), OAuthError> {
+    let (parts, body) = req.into_parts();
+    let form = form::read_form(hyper::Request::from_parts(parts.clone(), body))
+        .await
+        .map_err(|e| OAuthError::invalid_request(e.to_string()))?;
+    let creds = form::client_credentials(&parts.headers, &form)?;
+    Ok((creds, form, authgate_actors::now_ms()))
 }
 
 /// Authenticates the client named by the request, which must name one.
@@ -62,11 +66,10 @@ struct DeviceAuthorizationResponse {
 }
 
 /// `POST /oauth/device/code`
-pub async fn device_code(app: &App, req: Request, now: u64) -> Response {
+pub async fn device_code(app: &App, req: Request) -> Response {
     respond(
         async {
-            let (headers, form) = read_oauth_form(req).await?;
-            let creds = form::client_credentials(&headers, &form)?;
+            let (creds, form, now) = read_oauth_form(req).await?;
             let client = authenticate(app, creds).await?;
             require_grant(&client, GRANT_DEVICE_CODE)?;
             let scope = client.resolve_scope(form.one("scope")?)?;
@@ -97,10 +100,10 @@ pub async fn device_code(app: &App, req: Request, now: u64) -> Response {
 }
 
 /// `POST /oauth/token`
-pub async fn token(app: &App, req: Request, now: u64) -> Response {
+pub async fn token(app: &App, req: Request) -> Response {
     respond(
         async {
-            let (headers, form) = read_oauth_form(req).await?;
+            let (creds, form, now) = read_oauth_form(req).await?;
             let grant_type = form.required("grant_type")?;
             if grant_type != GRANT_DEVICE_CODE && grant_type != GRANT_REFRESH_TOKEN {
                 return Err(OAuthError::new(
@@ -108,7 +111,6 @@ pub async fn token(app: &App, req: Request, now: u64) -> Response {
                     "supported grant types: device_code, refresh_token",
                 ));
             }
-            let creds = form::client_credentials(&headers, &form)?;
             let tokens = if grant_type == GRANT_DEVICE_CODE {
                 let device_code_hash = secret::sha256(form.required("device_code")?);
                 let client = authenticate(app, creds).await?;
@@ -175,12 +177,12 @@ pub async fn tokeninfo(app: &App, req: Request, now: u64) -> Response {
 pub async fn revoke(app: &App, req: Request) -> Response {
     respond(
         async {
-            let (headers, form) = read_oauth_form(req).await?;
+            let (creds, form, _) = read_oauth_form(req).await?;
             let token = form.required("token")?;
             // The hint is optional and only an optimisation (RFC 7009 §2.1); the token's own form
             // tells its type, so the hint is checked for repetition and otherwise ignored.
             form.one("token_type_hint")?;
-            let client_id = match form::client_credentials(&headers, &form)? {
+            let client_id = match creds {
                 Some(creds) => Some(authenticate(app, Some(creds)).await?.client_id.clone()),
                 None => None,
             };

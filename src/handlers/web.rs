@@ -1,7 +1,7 @@
 //! The pages people use: sign in and out, enter a device's code, approve or deny it.
 
 use authgate_actors::device::{CodeError, DeviceMsg};
-use authgate_actors::directory::{DirectoryMsg, LoginFailed};
+use authgate_actors::directory::{DirectoryMsg, LoginError};
 use authgate_actors::secret;
 use authgate_actors::session::{SessionMsg, SessionView};
 use authgate_actors::system::ask;
@@ -49,6 +49,7 @@ fn login_redirect(next: &str) -> Response {
 fn body_error_page(app: &App, e: &BodyError) -> Response {
     let status = match e {
         BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        BodyError::Timeout => StatusCode::REQUEST_TIMEOUT,
         BodyError::NotAForm => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         BodyError::Broken => StatusCode::BAD_REQUEST,
     };
@@ -80,13 +81,14 @@ pub async fn login_page(app: &App, req: Request, now: u64) -> Response {
 }
 
 /// `POST /login`
-pub async fn login(app: &App, req: Request, now: u64) -> Response {
+pub async fn login(app: &App, req: Request) -> Response {
     let cookie_csrf = app.cookies.get(req.headers(), LOGIN_CSRF);
     let old_session = app.cookies.get(req.headers(), SESSION);
     let form = match form::read_form(req).await {
         Ok(f) => f,
         Err(e) => return body_error_page(app, &e),
     };
+    let now = authgate_actors::now_ms();
     let next = safe_next(form.first("next")).unwrap_or("/device").to_owned();
     let csrf_ok = matches!((&cookie_csrf, form.first("csrf_token")), (Some(c), Some(f)) if secret::ct_eq(c, f));
     if !csrf_ok {
@@ -102,7 +104,7 @@ pub async fn login(app: &App, req: Request, now: u64) -> Response {
         )
     };
     if username.is_empty() || password.is_empty() || username.len() > 256 || password.len() > 1024 {
-        return failed(app, &LoginFailed.to_string(), StatusCode::UNAUTHORIZED);
+        return failed(app, &LoginError::Invalid.to_string(), StatusCode::UNAUTHORIZED);
     }
     let user = match app.actors.directory() {
         Ok(dir) => {
@@ -118,10 +120,11 @@ pub async fn login(app: &App, req: Request, now: u64) -> Response {
     };
     let user = match user {
         Ok(Ok(user)) => user,
-        Ok(Err(LoginFailed)) => {
+        Ok(Err(LoginError::Invalid)) => {
             tracing::info!(username = %username, "sign-in failed");
-            return failed(app, &LoginFailed.to_string(), StatusCode::UNAUTHORIZED);
+            return failed(app, &LoginError::Invalid.to_string(), StatusCode::UNAUTHORIZED);
         }
+        Ok(Err(LoginError::Busy)) => return failed(app, &LoginError::Busy.to_string(), StatusCode::SERVICE_UNAVAILABLE),
         Err(_) => return failed(app, "The server is busy. Please try again.", StatusCode::SERVICE_UNAVAILABLE),
     };
     let Ok(sessions) = app.actors.session() else {
@@ -153,22 +156,35 @@ pub async fn login(app: &App, req: Request, now: u64) -> Response {
     }
 }
 
-/// `GET /logout` and `POST /logout` (the form carries the session's CSRF token).
-pub async fn logout(app: &App, req: Request, now: u64) -> Response {
-    let is_post = req.method() == hyper::Method::POST;
-    let session = current_session(app, &req, now).await;
-    if is_post && let Some((_, s)) = &session {
-        let form = match form::read_form(req).await {
-            Ok(f) => f,
-            Err(e) => return body_error_page(app, &e),
-        };
-        if !form.first("csrf_token").is_some_and(|t| secret::ct_eq(t, &s.csrf_token)) {
-            return csrf_failure(app, Some(s));
-        }
+/// `GET /logout`: asks to confirm, so that a link or an image elsewhere cannot sign anyone out.
+pub async fn logout_page(app: &App, req: Request, now: u64) -> Response {
+    match current_session(app, &req, now).await {
+        Some((_, s)) => app.pages.page(
+            StatusCode::OK,
+            "logout.html",
+            context! { user => user_ctx(&s), csrf_token => s.csrf_token.clone() },
+        ),
+        None => redirect("/login"),
     }
-    if let (Some((id, _)), Ok(actor)) = (session, app.actors.session()) {
+}
+
+/// `POST /logout` with the session's CSRF token: ends the session.
+pub async fn logout(app: &App, req: Request) -> Response {
+    let (id, session) = match current_session(app, &req, authgate_actors::now_ms()).await {
+        Some(found) => found,
+        None => return with_cookies(redirect("/login"), [app.cookies.clear(SESSION)]),
+    };
+    let form = match form::read_form(req).await {
+        Ok(f) => f,
+        Err(e) => return body_error_page(app, &e),
+    };
+    if !form.first("csrf_token").is_some_and(|t| secret::ct_eq(t, &session.csrf_token)) {
+        return csrf_failure(app, Some(&session));
+    }
+    if let Ok(actor) = app.actors.session() {
         let _ = ask(&actor, |reply| SessionMsg::Destroy { id, reply }).await;
     }
+    tracing::info!(username = %session.username, "signed out");
     with_cookies(redirect("/login"), [app.cookies.clear(SESSION)])
 }
 
@@ -199,15 +215,16 @@ pub async fn device_page(app: &App, req: Request, now: u64) -> Response {
 }
 
 /// A signed-in POST from our own forms: the session and its CSRF token both check out.
-async fn signed_in_form(app: &App, req: Request, now: u64) -> Result<(SessionView, Form), Response> {
-    let Some((_, s)) = current_session(app, &req, now).await else {
+/// Returns the time the request was complete, too.
+async fn signed_in_form(app: &App, req: Request) -> Result<(SessionView, Form, u64), Response> {
+    let Some((_, s)) = current_session(app, &req, authgate_actors::now_ms()).await else {
         return Err(login_redirect("/device"));
     };
     let form = form::read_form(req).await.map_err(|e| body_error_page(app, &e))?;
     if !form.first("csrf_token").is_some_and(|t| secret::ct_eq(t, &s.csrf_token)) {
         return Err(csrf_failure(app, Some(&s)));
     }
-    Ok((s, form))
+    Ok((s, form, authgate_actors::now_ms()))
 }
 
 fn code_error_status(e: &CodeError) -> StatusCode {
@@ -231,8 +248,8 @@ async fn client_name(app: &App, client_id: &str) -> String {
 }
 
 /// `POST /device/verify`: the typed code → the confirmation page (RFC 8628 §5.4).
-pub async fn verify(app: &App, req: Request, now: u64) -> Response {
-    let (s, form) = match signed_in_form(app, req, now).await {
+pub async fn verify(app: &App, req: Request) -> Response {
+    let (s, form, now) = match signed_in_form(app, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -269,8 +286,8 @@ pub async fn verify(app: &App, req: Request, now: u64) -> Response {
 }
 
 /// `POST /device/approve` with `action=approve|deny`.
-pub async fn decide(app: &App, req: Request, now: u64) -> Response {
-    let (s, form) = match signed_in_form(app, req, now).await {
+pub async fn decide(app: &App, req: Request) -> Response {
+    let (s, form, now) = match signed_in_form(app, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };

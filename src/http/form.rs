@@ -22,7 +22,12 @@ pub enum BodyError {
     NotAForm,
     #[error("the request body could not be read")]
     Broken,
+    #[error("the request body did not arrive in time")]
+    Timeout,
 }
+
+/// A client gets this long to send a whole body once its headers are in.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Decoded `application/x-www-form-urlencoded` pairs (a body or a query string).
 #[derive(Debug, Default)]
@@ -95,10 +100,11 @@ pub struct ClientCredentials {
     pub secret: Option<String>,
 }
 
-/// `Authorization: Basic` credentials, form-urlencoding decoded (RFC 6749 §2.3.1).
+/// `Authorization: Basic` credentials, form-urlencoding decoded (RFC 6749 §2.3.1). Malformed
+/// ones are a failed client authentication (`invalid_client`, RFC 6749 §5.2).
 fn basic_credentials(headers: &HeaderMap) -> Result<Option<ClientCredentials>, OAuthError> {
     let Some(value) = headers.get(AUTHORIZATION) else { return Ok(None) };
-    let bad = || OAuthError::invalid_request("malformed Basic credentials in the Authorization header");
+    let bad = || OAuthError::invalid_client("malformed Basic credentials in the Authorization header");
     let value = value.to_str().map_err(|_| bad())?;
     let Some((scheme, rest)) = value.split_once(' ') else {
         return Ok(None);
@@ -215,7 +221,7 @@ mod tests {
     }
 
     #[test]
-    fn malformed_basic_is_invalid_request() {
+    fn malformed_basic_is_invalid_client() {
         assert!(client_credentials(&headers("Basic !!!"), &Form::default()).is_err());
         let raw = STANDARD.encode("nocolon");
         assert!(client_credentials(&headers(&format!("Basic {raw}")), &Form::default()).is_err());

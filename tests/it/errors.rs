@@ -349,7 +349,14 @@ async fn pages_refuse_bad_forms_with_friendly_errors() {
         assert_eq!(status, StatusCode::SEE_OTHER);
         assert_eq!(location.as_deref(), Some("/device"), "{evil}");
     }
-    // Sign out ends the session.
+    // A link to /logout only asks; signing out takes the form and its CSRF token.
+    let (status, page, _) = person.get(&s.url("/logout")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("logout-submit"));
+    let (status, _, _) = person.get(&s.url("/device")).await;
+    assert_eq!(status, StatusCode::OK, "still signed in after GET /logout");
+    let (status, _, _) = person.post(&s.url("/logout"), &[("csrf_token", "forged")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _, _) = person.post(&s.url("/logout"), &[("csrf_token", &csrf)]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let (status, _, _) = person.get(&s.url("/device")).await;
