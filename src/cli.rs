@@ -189,8 +189,11 @@ async fn offline(settings: &Settings, f: impl FnOnce(Directory) -> CommandFuture
         Ok(s) => s,
         Err(e) => return fail(2, format!("DATABASE_PATH: {e}")),
     };
+    // Nothing reads client snapshots offline; the directory still needs somewhere to publish.
+    let (clients, _) = tokio::sync::watch::channel(Default::default());
     let args = DirectoryArgs {
         store: store.clone(),
+        clients: std::sync::Arc::new(clients),
         admin_password: settings.admin_password.clone(),
     };
     let result = match Actor::spawn(None, DirectoryActor, args).await {

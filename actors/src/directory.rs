@@ -5,12 +5,17 @@
 //! (client authentication on every token request, password checks at sign-in), so one actor
 //! holds both in memory, rebuilt from redb at start. It also seeds the first admin and the
 //! CLI client on the very first start.
+//!
+//! Client authentication runs on every token request, so the actor also publishes an
+//! immutable [`ClientTable`] snapshot after each change to clients (a `watch` channel: the
+//! actor stays the only writer, readers never wait for its mailbox).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::error::OAuthError;
 use crate::password;
@@ -82,6 +87,35 @@ impl ClientRecord {
     }
 }
 
+/// An immutable snapshot of every OAuth client, published by the directory actor.
+#[derive(Debug, Default)]
+pub struct ClientTable {
+    clients: HashMap<String, Arc<ClientRecord>>,
+}
+
+/// Where the directory publishes client snapshots; it outlives any one incarnation of the actor.
+pub type ClientPublisher = Arc<watch::Sender<Arc<ClientTable>>>;
+
+impl ClientTable {
+    pub fn get(&self, client_id: &str) -> Option<&Arc<ClientRecord>> {
+        self.clients.get(client_id)
+    }
+
+    /// RFC 6749 §2.3: authenticates a client by id and, for a confidential client, its secret
+    /// (compared as SHA-256 in constant time). Unknown, disabled, or wrong → `invalid_client`.
+    pub fn authenticate(&self, client_id: &str, secret: Option<&str>) -> Result<Arc<ClientRecord>, OAuthError> {
+        let unknown = || OAuthError::invalid_client("client authentication failed");
+        let client = self.clients.get(client_id).filter(|c| c.enabled).ok_or_else(unknown)?;
+        let secret = secret.filter(|s| !s.is_empty());
+        match (client.confidential, secret, client.secret_hash.as_deref()) {
+            (false, None, _) => Ok(client.clone()),
+            (false, Some(_), _) => Err(OAuthError::invalid_client("public clients have no secret")),
+            (true, Some(s), Some(h)) if secret::ct_eq(&secret::sha256_hex(s), h) => Ok(client.clone()),
+            (true, _, _) => Err(unknown()),
+        }
+    }
+}
+
 /// A signed-in user, as the front end needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserView {
@@ -136,16 +170,6 @@ pub enum DirectoryMsg {
         password: String,
         reply: RpcReplyPort<Result<UserView, LoginError>>,
     },
-    /// RFC 6749 §2.3: authenticates a client by id and (for confidential clients) secret.
-    AuthenticateClient {
-        client_id: String,
-        secret: Option<String>,
-        reply: RpcReplyPort<Result<Arc<ClientRecord>, OAuthError>>,
-    },
-    GetClient {
-        client_id: String,
-        reply: RpcReplyPort<Option<Arc<ClientRecord>>>,
-    },
     /// Adds a user; the caller hashed the password with [`password::hash`] (keeps argon2 off this actor).
     CreateUser {
         username: String,
@@ -178,6 +202,8 @@ pub struct DirectoryActor;
 
 pub struct DirectoryArgs {
     pub store: Store,
+    /// Where client snapshots go.
+    pub clients: ClientPublisher,
     /// Password of the admin seeded on first start; random when `None`.
     pub admin_password: Option<String>,
 }
@@ -186,6 +212,7 @@ pub struct DirectoryState {
     users: HashMap<String, UserRecord>,
     by_username: HashMap<String, String>,
     clients: HashMap<String, Arc<ClientRecord>>,
+    published: ClientPublisher,
     /// Verified against when the username is unknown, so timing does not reveal which users exist.
     dummy_hash: String,
     store: Store,
@@ -253,16 +280,11 @@ impl DirectoryState {
         Ok(())
     }
 
-    fn authenticate_client(&self, client_id: &str, secret: Option<&str>) -> Result<Arc<ClientRecord>, OAuthError> {
-        let unknown = || OAuthError::invalid_client("client authentication failed");
-        let client = self.clients.get(client_id).filter(|c| c.enabled).ok_or_else(unknown)?;
-        let secret = secret.filter(|s| !s.is_empty());
-        match (client.confidential, secret, client.secret_hash.as_deref()) {
-            (false, None, _) => Ok(client.clone()),
-            (false, Some(_), _) => Err(OAuthError::invalid_client("public clients have no secret")),
-            (true, Some(s), Some(h)) if secret::ct_eq(&secret::sha256_hex(s), h) => Ok(client.clone()),
-            (true, _, _) => Err(unknown()),
-        }
+    /// Publishes the current clients as a fresh immutable snapshot.
+    fn publish(&self) {
+        self.published.send_replace(Arc::new(ClientTable {
+            clients: self.clients.clone(),
+        }));
     }
 
     fn write_then<T: Send + 'static>(&self, ops: Vec<Op>, answer: T, reply: RpcReplyPort<Result<T, DirectoryError>>) {
@@ -306,6 +328,7 @@ impl Actor for DirectoryActor {
             users: HashMap::new(),
             by_username: HashMap::new(),
             clients: clients.into_iter().map(|c| (c.client_id.clone(), Arc::new(c))).collect(),
+            published: args.clients,
             dummy_hash,
             store: args.store,
         };
@@ -315,6 +338,7 @@ impl Actor for DirectoryActor {
         if !seeded {
             st.seed(args.admin_password).await?;
         }
+        st.publish();
         Ok(st)
     }
 
@@ -336,12 +360,6 @@ impl Actor for DirectoryActor {
                         (Err(_), _) => Err(LoginError::Busy),
                     });
                 });
-            }
-            DirectoryMsg::AuthenticateClient { client_id, secret, reply } => {
-                let _ = reply.send(st.authenticate_client(&client_id, secret.as_deref()));
-            }
-            DirectoryMsg::GetClient { client_id, reply } => {
-                let _ = reply.send(st.clients.get(&client_id).cloned());
             }
             DirectoryMsg::CreateUser {
                 username,
@@ -423,6 +441,7 @@ impl Actor for DirectoryActor {
                 match Op::put(Table::Clients, client.client_id.as_bytes().to_vec(), &client) {
                     Ok(op) => {
                         st.clients.insert(client.client_id.clone(), Arc::new(client.clone()));
+                        st.publish();
                         st.write_then(vec![op], (client, secret), reply);
                     }
                     Err(e) => {
@@ -455,6 +474,31 @@ mod tests {
             c.resolve_scope(Some("admin")).unwrap_err().code,
             crate::error::ErrorCode::InvalidScope
         );
+    }
+
+    #[test]
+    fn client_authentication() {
+        let (public, _) = new_client("cli", false);
+        let (confidential, secret) = new_client("bot", true);
+        let (mut disabled, _) = new_client("off", false);
+        disabled.enabled = false;
+        let secret = secret.unwrap();
+        let table = ClientTable {
+            clients: [public.clone(), confidential.clone(), disabled.clone()]
+                .into_iter()
+                .map(|c| (c.client_id.clone(), Arc::new(c)))
+                .collect(),
+        };
+        let code = |r: Result<Arc<ClientRecord>, OAuthError>| r.map(|c| c.name.clone()).map_err(|e| e.code);
+        use crate::error::ErrorCode::InvalidClient;
+        assert_eq!(code(table.authenticate(&public.client_id, None)), Ok("cli".into()));
+        assert_eq!(code(table.authenticate(&public.client_id, Some(""))), Ok("cli".into()));
+        assert_eq!(code(table.authenticate(&public.client_id, Some("x"))), Err(InvalidClient));
+        assert_eq!(code(table.authenticate(&confidential.client_id, Some(&secret))), Ok("bot".into()));
+        assert_eq!(code(table.authenticate(&confidential.client_id, Some("wrong"))), Err(InvalidClient));
+        assert_eq!(code(table.authenticate(&confidential.client_id, None)), Err(InvalidClient));
+        assert_eq!(code(table.authenticate(&disabled.client_id, None)), Err(InvalidClient));
+        assert_eq!(code(table.authenticate("unknown", None)), Err(InvalidClient));
     }
 
     #[test]

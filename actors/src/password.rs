@@ -1,5 +1,5 @@
 //! Argon2id password hashing, always off the async threads and admitted through a [`Gate`]:
-//! at most one hash per core runs at once, and only a bounded number of checks may wait, so a
+//! hashes run on at most half the cores at once, and only a bounded number of checks may wait, so a
 //! sign-in storm is refused quickly instead of starving the runtime or queueing forever.
 
 use std::sync::LazyLock;

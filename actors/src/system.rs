@@ -14,7 +14,7 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Message, RpcReplyPort, SupervisionEvent};
 
 use crate::device::{DeviceActor, DeviceArgs, DeviceConfig, DeviceMsg};
-use crate::directory::{DirectoryActor, DirectoryArgs, DirectoryMsg};
+use crate::directory::{ClientPublisher, ClientTable, DirectoryActor, DirectoryArgs, DirectoryMsg};
 use crate::error::OAuthError;
 use crate::session::{SessionActor, SessionArgs, SessionMsg};
 use crate::store::{Op, Store, StoreError, Table, decode};
@@ -66,18 +66,27 @@ struct Slots {
     token: Slot<TokenMsg>,
     session: Slot<SessionMsg>,
     directory: Slot<DirectoryMsg>,
+    /// The directory's published client snapshots.
+    clients: ClientPublisher,
 }
 
 impl Actors {
     fn new() -> Self {
+        let (clients, _) = tokio::sync::watch::channel(Arc::new(ClientTable::default()));
         Self {
             inner: Arc::new(Slots {
                 device: Slot::new(),
                 token: Slot::new(),
                 session: Slot::new(),
                 directory: Slot::new(),
+                clients: Arc::new(clients),
             }),
         }
+    }
+
+    /// The latest client snapshot (no message round trip: the directory publishes it).
+    pub fn clients(&self) -> Arc<ClientTable> {
+        self.inner.clients.borrow().clone()
     }
     pub fn device(&self) -> Result<ActorRef<DeviceMsg>, OAuthError> {
         self.inner.device.get()
@@ -144,6 +153,7 @@ impl RootState {
             Child::Directory => {
                 let args = DirectoryArgs {
                     store: a.store.clone(),
+                    clients: a.actors.inner.clients.clone(),
                     admin_password: a.config.admin_password.clone(),
                 };
                 let (r, _) = Actor::spawn_linked(None, DirectoryActor, args, me).await?;

@@ -27,6 +27,8 @@ enum Cmd {
     Codes(seed::CodesArgs),
     /// Run a full device flow and print the access token
     Token(seed::TokenArgs),
+    /// Approve COUNT codes, then redeem them all concurrently (durable write rate)
+    Redeem(seed::RedeemArgs),
     /// Simulate a fleet of devices and the people who approve them
     Fleet(fleet::FleetArgs),
 }
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
             Cmd::Floor { addr } => floor::run(addr).await.map_err(|e| e.to_string()),
             Cmd::Codes(a) => seed::codes(a).await,
             Cmd::Token(a) => seed::token(a).await,
+            Cmd::Redeem(a) => seed::redeem(a).await,
             Cmd::Fleet(a) => fleet::run(a).await,
         }
     });

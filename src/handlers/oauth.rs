@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use authgate_actors::device::DeviceMsg;
-use authgate_actors::directory::{ClientRecord, DirectoryMsg, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN};
+use authgate_actors::directory::{ClientRecord, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN};
 use authgate_actors::secret;
 use authgate_actors::system::ask;
 use authgate_actors::token::{RevokeTarget, TokenMsg};
@@ -24,24 +24,16 @@ fn respond(r: Result<Response, OAuthError>) -> Response {
 
 /// The client credentials and form of a POST, and the time it was complete (Unix ms).
 async fn read_oauth_form(req: Request) -> Result<(Option<ClientCredentials>, Form, u64), OAuthError> {
-    let (parts, body) = req.into_parts();
-    let form = form::read_form(hyper::Request::from_parts(parts.clone(), body))
-        .await
-        .map_err(|e| OAuthError::invalid_request(e.to_string()))?;
-    let creds = form::client_credentials(&parts.headers, &form)?;
+    let basic = form::basic_credentials(req.headers())?;
+    let form = form::read_form(req).await.map_err(|e| OAuthError::invalid_request(e.to_string()))?;
+    let creds = form::merge_credentials(basic, &form)?;
     Ok((creds, form, authgate_actors::now_ms()))
 }
 
 /// Authenticates the client named by the request, which must name one.
-async fn authenticate(app: &App, creds: Option<ClientCredentials>) -> Result<Arc<ClientRecord>, OAuthError> {
+fn authenticate(app: &App, creds: Option<ClientCredentials>) -> Result<Arc<ClientRecord>, OAuthError> {
     let creds = creds.ok_or_else(|| OAuthError::invalid_request("parameter client_id is required"))?;
-    let dir = app.actors.directory()?;
-    ask(&dir, |reply| DirectoryMsg::AuthenticateClient {
-        client_id: creds.client_id,
-        secret: creds.secret,
-        reply,
-    })
-    .await?
+    app.actors.clients().authenticate(&creds.client_id, creds.secret.as_deref())
 }
 
 fn require_grant(client: &ClientRecord, grant: &str) -> Result<(), OAuthError> {
@@ -70,7 +62,7 @@ pub async fn device_code(app: &App, req: Request) -> Response {
     respond(
         async {
             let (creds, form, now) = read_oauth_form(req).await?;
-            let client = authenticate(app, creds).await?;
+            let client = authenticate(app, creds)?;
             require_grant(&client, GRANT_DEVICE_CODE)?;
             let scope = client.resolve_scope(form.one("scope")?)?;
             let device = app.actors.device()?;
@@ -113,7 +105,7 @@ pub async fn token(app: &App, req: Request) -> Response {
             }
             let tokens = if grant_type == GRANT_DEVICE_CODE {
                 let device_code_hash = secret::sha256(form.required("device_code")?);
-                let client = authenticate(app, creds).await?;
+                let client = authenticate(app, creds)?;
                 require_grant(&client, GRANT_DEVICE_CODE)?;
                 let device = app.actors.device()?;
                 let client_id = client.client_id.clone();
@@ -127,7 +119,7 @@ pub async fn token(app: &App, req: Request) -> Response {
             } else {
                 let token_hash = secret::sha256(form.required("refresh_token")?);
                 let scope = form.one("scope")?.map(str::to_owned);
-                let client = authenticate(app, creds).await?;
+                let client = authenticate(app, creds)?;
                 require_grant(&client, GRANT_REFRESH_TOKEN)?;
                 let actor = app.actors.token()?;
                 let client_id = client.client_id.clone();
@@ -183,7 +175,7 @@ pub async fn revoke(app: &App, req: Request) -> Response {
             // tells its type, so the hint is checked for repetition and otherwise ignored.
             form.one("token_type_hint")?;
             let client_id = match creds {
-                Some(creds) => Some(authenticate(app, Some(creds)).await?.client_id.clone()),
+                Some(creds) => Some(authenticate(app, Some(creds))?.client_id.clone()),
                 None => None,
             };
             // A JWT we signed is an access token; anything else may be a refresh token.

@@ -234,17 +234,13 @@ fn code_error_status(e: &CodeError) -> StatusCode {
     }
 }
 
-async fn client_name(app: &App, client_id: &str) -> String {
-    let id = client_id.to_owned();
-    match app.actors.directory() {
-        Ok(dir) => ask(&dir, |reply| DirectoryMsg::GetClient { client_id: id, reply })
-            .await
-            .ok()
-            .flatten()
-            .map(|c| c.name.clone())
-            .unwrap_or_else(|| client_id.to_owned()),
-        Err(_) => client_id.to_owned(),
-    }
+/// A client's display name, from the directory's published snapshot.
+fn client_name(app: &App, client_id: &str) -> String {
+    app.actors
+        .clients()
+        .get(client_id)
+        .map(|c| c.name.clone())
+        .unwrap_or_else(|| client_id.to_owned())
 }
 
 /// `POST /device/verify`: the typed code → the confirmation page (RFC 8628 §5.4).
@@ -270,7 +266,7 @@ pub async fn verify(app: &App, req: Request) -> Response {
     };
     match looked_up {
         Ok(view) => {
-            let name = client_name(app, &view.client_id).await;
+            let name = client_name(app, &view.client_id);
             let scopes: Vec<&str> = view.scope.split_whitespace().collect();
             app.pages.page(
                 StatusCode::OK,
@@ -321,7 +317,7 @@ pub async fn decide(app: &App, req: Request) -> Response {
     };
     match decided {
         Ok(view) => {
-            let name = client_name(app, &view.client_id).await;
+            let name = client_name(app, &view.client_id);
             tracing::info!(username = %s.username, client_id = %view.client_id, approved = approve, user_code = %secret::redact_user_code(&code), "device authorization decided");
             let outcome = if approve { "approved" } else { "denied" };
             app.pages.page(

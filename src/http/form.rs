@@ -102,7 +102,7 @@ pub struct ClientCredentials {
 
 /// `Authorization: Basic` credentials, form-urlencoding decoded (RFC 6749 §2.3.1). Malformed
 /// ones are a failed client authentication (`invalid_client`, RFC 6749 §5.2).
-fn basic_credentials(headers: &HeaderMap) -> Result<Option<ClientCredentials>, OAuthError> {
+pub fn basic_credentials(headers: &HeaderMap) -> Result<Option<ClientCredentials>, OAuthError> {
     let Some(value) = headers.get(AUTHORIZATION) else { return Ok(None) };
     let bad = || OAuthError::invalid_client("malformed Basic credentials in the Authorization header");
     let value = value.to_str().map_err(|_| bad())?;
@@ -137,7 +137,11 @@ fn url_decode(s: &str) -> Cow<'_, str> {
 /// The client identity of a request: HTTP Basic, or `client_id` (and `client_secret`) in the
 /// body. Two different identities, or two ways of sending a secret, are `invalid_request`.
 pub fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<Option<ClientCredentials>, OAuthError> {
-    let basic = basic_credentials(headers)?;
+    merge_credentials(basic_credentials(headers)?, form)
+}
+
+/// Combines Basic credentials (already parsed) with the body's; see [`client_credentials`].
+pub fn merge_credentials(basic: Option<ClientCredentials>, form: &Form) -> Result<Option<ClientCredentials>, OAuthError> {
     let body_id = form.one("client_id")?.filter(|s| !s.is_empty());
     let body_secret = form.one("client_secret")?.filter(|s| !s.is_empty());
     match basic {

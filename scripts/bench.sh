@@ -1,0 +1,293 @@
+#!/usr/bin/env bash
+# AuthGate's benchmark: builds release, starts everything on loopback, runs bounded loads and
+# prints one table, every scenario measured side by side in the same run.
+#
+#   scripts/bench.sh                 full run (about 6 minutes; installs wrk, and npm's
+#                                    oidc-provider into a temporary folder for the peer)
+#   scripts/bench.sh --quick         CI-sized run: 2 s loads, a small fleet, no peer; fails on
+#                                    a wrong response mix or any error, never on a timing
+#   options: --devices N (fleet size, default 10000), --duration S (per load, default 10),
+#            --codes N (pending set, default 100000; it must be large enough that wrk's
+#            rate never polls one code faster than the 1 s interval), --no-peer, --no-million
+#
+# Ratios compare figures of this run only. Server CPU comes from /proc/PID/stat over the
+# load; the load generator's CPU from its own user+system time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+QUICK=0 DEVICES=10000 DUR=10 CODES=100000 PEER=1 MILLION=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 DEVICES=300 DUR=2 PEER=0 MILLION=0 ;;
+        --devices) DEVICES=$2; shift ;;
+        --duration) DUR=$2; shift ;;
+        --codes) CODES=$2; shift ;;
+        --no-peer) PEER=0 ;;
+        --no-million) MILLION=0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+WORK=$(mktemp -d /tmp/authgate-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+need() { command -v "$1" >/dev/null 2>&1; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+if ! need wrk; then
+    echo "installing wrk..." >&2
+    as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq wrk >/dev/null
+fi
+
+echo "building release..." >&2
+cargo build --release --locked -q -p authgate -p authgate-bench
+BIN=$ROOT/target/release/authgate
+BENCH=$ROOT/target/release/authgate-bench
+PW=bench-admin-password
+TICK=$(getconf CLK_TCK)
+ROWS=$WORK/rows.tsv
+NOTES=$WORK/notes.txt
+FAIL=0
+: >"$ROWS"; : >"$NOTES"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
+hwm_kb() { awk '/^VmHWM/{print $2}' "/proc/$1/status"; }
+note() { echo "$*" | tee -a "$NOTES" >&2; }
+fail() { note "FAIL: $*"; FAIL=1; }
+
+wait_health() { # port → seconds waited
+    local t0; t0=$(date +%s.%N)
+    for _ in $(seq 1 3000); do
+        if curl -fs "http://127.0.0.1:$1/health" >/dev/null 2>&1; then
+            awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN{printf "%.2f", a-b}'
+            return 0
+        fi
+        sleep 0.01
+    done
+    return 1
+}
+
+# start_authgate NAME [VAR=value ...]: sets AG_PID, AG_PORT, AG_URL, AG_CLIENT.
+start_authgate() {
+    local name=$1; shift
+    AG_PORT=$(free_port)
+    env -i PATH="$PATH" SERVER_ADDR="127.0.0.1:$AG_PORT" DATABASE_PATH="$WORK/$name.redb" \
+        POLLING_INTERVAL=1s ADMIN_PASSWORD=$PW LOG_LEVEL=info "$@" \
+        "$BIN" server >"$WORK/$name.log" 2>&1 &
+    AG_PID=$!
+    PIDS+=("$AG_PID")
+    AG_STARTUP=$(wait_health "$AG_PORT") || { cat "$WORK/$name.log" >&2; exit 1; }
+    AG_URL="http://127.0.0.1:$AG_PORT"
+    AG_CLIENT=$(grep -o "client_id=[0-9a-f-]*" "$WORK/$name.log" | head -1 | cut -d= -f2 || true)
+}
+stop_pid() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# wrk_run SCENARIO TARGET PID URL CONNS SCRIPT [VAR=value ...] → appends a row; sets RPS, P99.
+wrk_run() {
+    local scenario=$1 target=$2 pid=$3 url=$4 conns=$5 script=$6; shift 6
+    local c0 out c1
+    c0=$(cpu_ticks "$pid")
+    out=$( { TIMEFORMAT='%U %S'; time env WRK_THREADS=2 "$@" wrk -t2 -c"$conns" -d"${DUR}s" --timeout 5s -s "$ROOT/scripts/wrk/$script" "$url" 2>&1; } 2>&1 )
+    c1=$(cpu_ticks "$pid")
+    local res wrkcpu
+    res=$(grep '^RESULT' <<<"$out" || true)
+    wrkcpu=$(tail -1 <<<"$out")
+    [ -n "$res" ] || { echo "$out" >&2; fail "$scenario/$target: wrk gave no result"; return; }
+    get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$res"; }
+    local req secs ok slow other s5 sock
+    req=$(get requests); secs=$(get seconds); RPS=$(get rps); P99=$(get p99_us)
+    ok=$(get pending); slow=$(get slow_down); other=$(get other); s5=$(get server_errors); sock=$(get socket_errors)
+    local srv_s us_req srv_pct gen_pct
+    srv_s=$(awk -v a="$c0" -v b="$c1" -v t="$TICK" 'BEGIN{print (b-a)/t}')
+    us_req=$(awk -v s="$srv_s" -v n="$req" 'BEGIN{print s*1000000/n}')
+    srv_pct=$(awk -v s="$srv_s" -v d="$secs" 'BEGIN{print s*100/d}')
+    gen_pct=$(awk -v u="${wrkcpu% *}" -v s="${wrkcpu#* }" -v d="$secs" 'BEGIN{printf "%.0f", (u+s)*100/d}')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.0f%%\t%s%%\t%s\n' "$scenario" "$target" "$conns" "$RPS" \
+        "$(get p50_us)" "$P99" "$(get p999_us)" "$us_req" "$srv_pct" "$gen_pct" \
+        "ok=$ok slow_down=$slow other=$other 5xx=$s5 sock_err=$sock" >>"$ROWS"
+    MIX_OK=$ok MIX_SLOW=$slow MIX_OTHER=$other MIX_5XX=$s5 MIX_SOCK=$sock SRV_US=$us_req
+}
+
+# ---------------------------------------------------------------- floor and pending polls
+FLOOR_PORT=$(free_port)
+"$BENCH" floor --addr "127.0.0.1:$FLOOR_PORT" 2>/dev/null &
+FLOOR_PID=$!; PIDS+=("$FLOOR_PID")
+start_authgate poll
+POLL_PID=$AG_PID POLL_URL=$AG_URL POLL_CLIENT=$AG_CLIENT
+echo "creating $CODES pending device codes..." >&2
+"$BENCH" codes --server "$POLL_URL" --client-id "$POLL_CLIENT" --count "$CODES" --concurrency 256 --out "$WORK/codes.txt" >"$WORK/codes.out"
+note "seeding: $(cat "$WORK/codes.out")"
+
+declare -A FLOOR_RPS FLOOR_P99 FLOOR_US POLL_RPS POLL_P99 POLL_US
+for c in 64 256; do
+    sleep 1
+    wrk_run "floor" "floor" "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT" "$c" poll.lua CODES_FILE="$WORK/codes.txt" CLIENT_ID="$POLL_CLIENT"
+    FLOOR_RPS[$c]=$RPS FLOOR_P99[$c]=$P99 FLOOR_US[$c]=$SRV_US
+    sleep 1.5 # every code's interval has passed since any earlier poll
+    wrk_run "pending poll" "authgate" "$POLL_PID" "$POLL_URL" "$c" poll.lua CODES_FILE="$WORK/codes.txt" CLIENT_ID="$POLL_CLIENT"
+    POLL_RPS[$c]=$RPS POLL_P99[$c]=$P99 POLL_US[$c]=$SRV_US
+    [ "$MIX_OTHER$MIX_5XX$MIX_SOCK" = "000" ] || fail "pending poll at $c connections: unexpected answers (other=$MIX_OTHER 5xx=$MIX_5XX socket=$MIX_SOCK)"
+    [ "$MIX_SLOW" = 0 ] || fail "pending poll at $c connections: $MIX_SLOW slow_down answers (the set is polled faster than its interval)"
+    [ "$MIX_OK" -gt 0 ] || fail "pending poll at $c connections: no authorization_pending answers"
+done
+
+# ---------------------------------------------------------------- token checks
+TOKEN=$("$BENCH" token --server "$POLL_URL" --client-id "$POLL_CLIENT" --password "$PW")
+for c in 64 256; do
+    wrk_run "tokeninfo" "authgate" "$POLL_PID" "$POLL_URL" "$c" count.lua REQ_PATH=/oauth/tokeninfo AUTHORIZATION="Bearer $TOKEN"
+    [ "$MIX_OTHER$MIX_5XX$MIX_SOCK" = "000" ] && [ "$MIX_OK" -gt 0 ] || fail "tokeninfo at $c: not every answer was 200"
+done
+
+# ---------------------------------------------------------------- logins beside polls
+curl -s -c "$WORK/jar" "$POLL_URL/login" >"$WORK/login.html"
+CSRF=$(sed -n 's/.*name="csrf_token" value="\([^"]*\)".*/\1/p' "$WORK/login.html" | head -1)
+CSRF_COOKIE=$(awk '$6=="authgate_csrf"{print $7}' "$WORK/jar")
+sleep 1.5
+wrk_run "poll, no logins" "authgate" "$POLL_PID" "$POLL_URL" 64 poll.lua CODES_FILE="$WORK/codes.txt" CLIENT_ID="$POLL_CLIENT"
+BASE_P99=$P99
+sleep 1.5
+env WRK_THREADS=1 METHOD=POST REQ_PATH=/login CONTENT_TYPE=application/x-www-form-urlencoded EXPECT=303 \
+    COOKIE="authgate_csrf=$CSRF_COOKIE" BODY="username=admin&password=$PW&csrf_token=$CSRF&next=%2Fdevice" \
+    wrk -t1 -c16 -d"${DUR}s" --timeout 10s -s "$ROOT/scripts/wrk/count.lua" "$POLL_URL" >"$WORK/login.out" 2>&1 &
+LOGIN_WRK=$!
+wrk_run "poll, with logins" "authgate" "$POLL_PID" "$POLL_URL" 64 poll.lua CODES_FILE="$WORK/codes.txt" CLIENT_ID="$POLL_CLIENT"
+LOADED_P99=$P99
+wait $LOGIN_WRK || true
+LOGIN_RES=$(grep '^RESULT' "$WORK/login.out" || true)
+LOGIN_RPS=$(sed -n 's/.* rps=\([^ ]*\).*/\1/p' <<<"$LOGIN_RES")
+LOGIN_OK=$(sed -n 's/.* pending=\([^ ]*\).*/\1/p' <<<"$LOGIN_RES")
+LOGIN_P99=$(sed -n 's/.* p99_us=\([^ ]*\).*/\1/p' <<<"$LOGIN_RES")
+printf 'logins (alongside)\tauthgate\t16\t%s\t-\t%s\t-\t-\t-\t-\tok(303)=%s\n' "$LOGIN_RPS" "$LOGIN_P99" "$LOGIN_OK" >>"$ROWS"
+[ -n "$LOGIN_OK" ] && [ "$LOGIN_OK" -gt 0 ] || fail "no successful logins under load"
+stop_pid "$POLL_PID"
+
+# ---------------------------------------------------------------- durable writes
+declare -A ISSUE_RPS REDEEM_RATE WPC
+for mode in group single; do
+    batch=1024; [ $mode = single ] && batch=1
+    start_authgate "writes-$mode" STORE_MAX_BATCH=$batch
+    wrk_run "code issuance ($mode commit)" "authgate" "$AG_PID" "$AG_URL" 256 count.lua \
+        METHOD=POST REQ_PATH=/oauth/device/code CONTENT_TYPE=application/x-www-form-urlencoded BODY="client_id=$AG_CLIENT"
+    ISSUE_RPS[$mode]=$RPS
+    [ "$MIX_OTHER$MIX_5XX$MIX_SOCK" = "000" ] || fail "code issuance ($mode): errors"
+    n=$([ $QUICK = 1 ] && echo 500 || echo 5000)
+    out=$("$BENCH" redeem --server "$AG_URL" --client-id "$AG_CLIENT" --password "$PW" --count "$n" --concurrency 256) || fail "redeem ($mode): $out"
+    REDEEM_RATE[$mode]=$(sed -n 's/.* rate=\([^ ]*\).*/\1/p' <<<"$out")
+    printf 'token redemption (%s commit)\tauthgate\t256\t%s\t-\t-\t-\t-\t-\t-\t%s\n' "$mode" "${REDEEM_RATE[$mode]}" "$out" >>"$ROWS"
+    stop_pid "$AG_PID"
+    WPC[$mode]=$(sed -n 's/.*writes_per_commit=\([0-9.]*\).*/\1/p' "$WORK/writes-$mode.log" | tail -1)
+done
+
+# ---------------------------------------------------------------- fleet
+start_authgate fleet
+echo "fleet of $DEVICES devices..." >&2
+if "$BENCH" fleet --server "$AG_URL" --client-id "$AG_CLIENT" --password "$PW" --devices "$DEVICES" >"$WORK/fleet.out" 2>"$WORK/fleet.err"; then :; else
+    fail "fleet: $(tail -3 "$WORK/fleet.err")"
+fi
+FLEET_HWM=$(hwm_kb "$AG_PID")
+stop_pid "$AG_PID"
+
+# ---------------------------------------------------------------- memory and start-up
+# The baseline is taken after a restart, so first-start seeding (argon2 buffers) is not in it.
+start_authgate memory
+stop_pid "$AG_PID"
+start_authgate memory
+RSS0=$(rss_kb "$AG_PID")
+MEM_STEPS=$([ $QUICK = 1 ] && echo 5000 || { [ $MILLION = 1 ] && echo "100000 1000000" || echo "100000"; })
+have=0
+declare -A RSS_AT
+for target in $MEM_STEPS; do
+    echo "memory: filling to $target pending codes..." >&2
+    "$BENCH" codes --server "$AG_URL" --client-id "$AG_CLIENT" --count $((target - have)) --concurrency 256 --out "$WORK/mem.txt" >/dev/null
+    have=$target
+    sleep 1
+    RSS_AT[$target]=$(rss_kb "$AG_PID")
+done
+stop_pid "$AG_PID"
+start_authgate memory
+STARTUP=$AG_STARTUP
+RSS_RESTART=$(rss_kb "$AG_PID")
+stop_pid "$AG_PID"
+
+# ---------------------------------------------------------------- the peer: node-oidc-provider
+PEER_RPS=""
+if [ $PEER = 1 ]; then
+    if need npm && need node; then
+        echo "installing oidc-provider into $WORK/peer..." >&2
+        mkdir -p "$WORK/peer"
+        cp "$ROOT/scripts/peer/oidc-provider.mjs" "$WORK/peer/"
+        if (cd "$WORK/peer" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund oidc-provider >/dev/null 2>&1); then
+            PEER_PORT=$(free_port)
+            (cd "$WORK/peer" && PORT=$PEER_PORT NODE_ENV=production exec node oidc-provider.mjs >"$WORK/peer.log" 2>&1) &
+            PEER_PID=$!; PIDS+=("$PEER_PID")
+            for _ in $(seq 1 500); do curl -s "http://127.0.0.1:$PEER_PORT/.well-known/openid-configuration" >/dev/null 2>&1 && break; sleep 0.02; done
+            PEER_PID=$(pgrep -f "node oidc-provider.mjs" | head -1)
+            echo "creating $CODES device codes in the peer..." >&2
+            if "$BENCH" codes --server "http://127.0.0.1:$PEER_PORT" --client-id bench --path /device/auth --count "$CODES" --concurrency 64 --out "$WORK/peer-codes.txt" >"$WORK/peer-codes.out" 2>&1; then
+                note "peer seeding: $(cat "$WORK/peer-codes.out")"
+                sleep 1
+                wrk_run "pending poll" "oidc-provider" "$PEER_PID" "http://127.0.0.1:$PEER_PORT" 256 poll.lua \
+                    CODES_FILE="$WORK/peer-codes.txt" CLIENT_ID=bench POLL_PATH=/token
+                PEER_RPS=$RPS
+            else
+                note "peer: could not create device codes: $(tail -2 "$WORK/peer-codes.out")"
+            fi
+            kill "$PEER_PID" 2>/dev/null || true
+        else
+            note "peer: npm install oidc-provider failed; peer skipped"
+        fi
+    else
+        note "peer: node/npm not found; peer skipped"
+    fi
+fi
+
+# ---------------------------------------------------------------- report
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b+0 == 0) print "-"; else printf "%.2f", a/b }'; }
+echo
+echo "## AuthGate benchmark — $(date -u +%Y-%m-%d), $(nproc) cores, $(awk '/model name/{$1=$2=$3="";print;exit}' /proc/cpuinfo | sed 's/^ *//'), duration ${DUR}s per load, wrk -t2"
+echo
+echo "| scenario | target | conns | req/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/req | server CPU | wrk CPU | answers |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11}' "$ROWS"
+echo
+echo "| ratio (same run) | value | target |"
+echo "|---|---:|---|"
+echo "| pending poll / floor, req/s at 256 | $(ratio "${POLL_RPS[256]}" "${FLOOR_RPS[256]}") | ≥ 0.6 |"
+echo "| pending poll / floor, p99 at 256 | $(ratio "${POLL_P99[256]}" "${FLOOR_P99[256]}") | ≤ 2 |"
+echo "| pending poll / floor, server CPU per request at 256 | $(ratio "${POLL_US[256]}" "${FLOOR_US[256]}") | ≤ 2 |"
+echo "| pending poll / floor, req/s at 64 | $(ratio "${POLL_RPS[64]}" "${FLOOR_RPS[64]}") | |"
+[ -n "$PEER_RPS" ] && echo "| pending poll / oidc-provider, req/s at 256 | $(ratio "${POLL_RPS[256]}" "$PEER_RPS") | ≥ 10 |"
+echo "| poll p99 with logins / without (64 conns) | $(ratio "$LOADED_P99" "$BASE_P99") | ≤ 2 |"
+echo "| code issuance, group / single commit (256 conns) | $(ratio "${ISSUE_RPS[group]}" "${ISSUE_RPS[single]}") | ≥ 5 |"
+echo "| token redemption, group / single commit | $(ratio "${REDEEM_RATE[group]}" "${REDEEM_RATE[single]}") | |"
+echo "| writes per commit, group / single | ${WPC[group]:-?} / ${WPC[single]:-?} | |"
+echo
+echo "Fleet ($DEVICES devices, poll interval 1s, 32 people approving):"
+echo
+echo '```'
+cat "$WORK/fleet.out"
+echo "server peak RSS: $((FLEET_HWM / 1024)) MiB"
+echo '```'
+echo
+echo "| memory | RSS MiB | bytes per pending code |"
+echo "|---|---:|---:|"
+echo "| 0 pending codes | $((RSS0 / 1024)) | |"
+for target in $MEM_STEPS; do
+    echo "| $target pending codes | $((RSS_AT[$target] / 1024)) | $(awk -v a="${RSS_AT[$target]}" -v b="$RSS0" -v n="$target" 'BEGIN{printf "%.0f", (a-b)*1024/n}') |"
+done
+last=${MEM_STEPS##* }
+echo "| after restart with $last codes | $((RSS_RESTART / 1024)) | $(awk -v a="$RSS_RESTART" -v b="$RSS0" -v n="$last" 'BEGIN{printf "%.0f", (a-b)*1024/n}') |"
+echo
+echo "Start-up with $last pending codes in the database: ${STARTUP}s (until /health answers)."
+echo
+if [ -s "$NOTES" ]; then echo "Notes:"; sed 's/^/- /' "$NOTES"; fi
+exit $FAIL
