@@ -87,7 +87,11 @@ start_authgate() {
     PIDS+=("$AG_PID")
     AG_STARTUP=$(wait_health "$AG_PORT") || { cat "$WORK/$name.log" >&2; exit 1; }
     AG_URL="http://127.0.0.1:$AG_PORT"
-    AG_CLIENT=$(grep -o "client_id=[0-9a-f-]*" "$WORK/$name.log" | head -1 | cut -d= -f2 || true)
+    # Seeding (and so the client_id line) happens on a database's first start only.
+    local seeded
+    seeded=$(grep -o "client_id=[0-9a-f-]*" "$WORK/$name.log" | head -1 | cut -d= -f2 || true)
+    [ -n "$seeded" ] && AG_CLIENT=$seeded
+    return 0
 }
 stop_pid() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 

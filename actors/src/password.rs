@@ -1,9 +1,13 @@
-//! Argon2id password hashing, always off the async threads and admitted through a [`Gate`]:
-//! hashes run on at most half the cores at once, and only a bounded number of checks may wait, so a
-//! sign-in storm is refused quickly instead of starving the runtime or queueing forever.
+//! Argon2id password hashing, always off the async threads and admitted through a [`Gate`].
+//!
+//! Hashes run on a few dedicated threads (half the cores, at least one) at a lowered CPU
+//! priority (nice 10): when polls and token requests need the CPU they get it first, while
+//! hashing still keeps a share under full load. Only a bounded number of checks may wait, so a
+//! sign-in storm is refused quickly instead of starving the runtime or queueing forever. The
+//! fixed threads also keep argon2's 19 MiB work buffers from spreading over many malloc arenas.
 
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{LazyLock, Mutex, mpsc};
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
@@ -27,12 +31,75 @@ pub enum PasswordError {
     Unavailable,
 }
 
-/// Admission to argon2 work: a slot per core, and a bounded number of waiters.
+/// CPU priority of the hashing threads (0 normal, 19 lowest).
+const HASH_NICE: i32 = 10;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Admission to argon2 work: as many slots as hashing threads, and a bounded number of waiters.
 pub struct Gate {
     slots: Semaphore,
     waiting: AtomicUsize,
     max_waiting: usize,
+    jobs: Mutex<mpsc::Sender<Job>>,
 }
+
+/// Makes glibc return argon2's 19 MiB work buffers to the system when they are freed.
+///
+/// By default glibc raises its mmap threshold after the first large free, and the aligned
+/// buffers argon2 allocates then come from the heap, where freed ones are not reused: every
+/// password check kept another 19 MiB resident. A fixed threshold keeps large buffers mmapped
+/// (freed at once) and leaves small allocations as they were.
+fn release_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: mallopt only adjusts allocator parameters; it is thread-safe in glibc.
+        ONCE.call_once(|| unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        });
+    }
+}
+
+/// Starts `n` hashing threads that take jobs from one queue.
+fn hashing_threads(n: usize) -> mpsc::Sender<Job> {
+    release_large_buffers();
+    let (tx, rx) = mpsc::channel::<Job>();
+    let rx = std::sync::Arc::new(Mutex::new(rx));
+    for i in 0..n {
+        let rx = rx.clone();
+        let spawned = std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || {
+            lower_priority();
+            loop {
+                let job = match rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                match job {
+                    Ok(job) => job(),
+                    Err(_) => return,
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a password-hashing thread");
+        }
+    }
+    tx
+}
+
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    // On Linux, PRIO_PROCESS with a thread id sets that thread's nice value alone.
+    // SAFETY: plain syscalls on the calling thread, no pointers involved.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, HASH_NICE) };
+    if rc != 0 {
+        tracing::debug!("could not lower the priority of a password-hashing thread");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 /// The process-wide gate every hash and check goes through.
 static GATE: LazyLock<Gate> = LazyLock::new(|| Gate::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2), MAX_WAITING));
@@ -48,11 +115,27 @@ impl Drop for Waiting<'_> {
 
 impl Gate {
     pub fn new(slots: usize, max_waiting: usize) -> Self {
+        let slots = slots.max(1);
         Self {
-            slots: Semaphore::new(slots.max(1)),
+            slots: Semaphore::new(slots),
             waiting: AtomicUsize::new(0),
             max_waiting,
+            jobs: Mutex::new(hashing_threads(slots)),
         }
+    }
+
+    /// Runs `f` on a hashing thread (the caller holds a slot, so one is free).
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, PasswordError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs
+            .lock()
+            .map_err(|_| PasswordError::Unavailable)?
+            .send(job)
+            .map_err(|_| PasswordError::Unavailable)?;
+        rx.await.map_err(|_| PasswordError::Unavailable)
     }
 
     fn enter(&self) -> Option<Waiting<'_>> {
@@ -71,18 +154,13 @@ impl Gate {
         if !wanted() {
             return Err(PasswordError::Abandoned);
         }
-        tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-        })
-        .await
-        .map_err(|_| PasswordError::Unavailable)
+        self.run(move || PasswordHash::new(&phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok()))
+            .await
     }
 
     async fn hash(&self, password: String) -> Result<String, PasswordError> {
         let _slot = self.slots.acquire().await.map_err(|_| PasswordError::Unavailable)?;
-        tokio::task::spawn_blocking(move || hash_blocking(&password))
-            .await
-            .map_err(|_| PasswordError::Unavailable)?
+        self.run(move || hash_blocking(&password)).await?
     }
 }
 
