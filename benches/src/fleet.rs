@@ -122,6 +122,10 @@ pub struct FleetArgs {
     /// Devices start spread over this many seconds
     #[arg(long, default_value_t = 5)]
     ramp_secs: u64,
+    /// Mean time a person takes to approve after the code appears (spread evenly over 0..2×),
+    /// so devices poll while their authorization is pending
+    #[arg(long, default_value_t = 3000)]
+    think_ms: u64,
 }
 
 /// Latencies of one step, in microseconds.
@@ -159,7 +163,13 @@ struct Stats {
     pending: AtomicU64,
 }
 
-async fn device(http: reqwest::Client, a: Arc<FleetArgs>, stats: Arc<Stats>, approvals: mpsc::Sender<String>) -> Result<(), String> {
+async fn device(
+    i: usize,
+    http: reqwest::Client,
+    a: Arc<FleetArgs>,
+    stats: Arc<Stats>,
+    approvals: mpsc::Sender<String>,
+) -> Result<(), String> {
     let started = Instant::now();
     let t = Instant::now();
     let r = http
@@ -175,10 +185,13 @@ async fn device(http: reqwest::Client, a: Arc<FleetArgs>, stats: Arc<Stats>, app
     stats.code.add(t).await;
     let device_code = dc["device_code"].as_str().ok_or("no device_code")?.to_owned();
     let mut interval = Duration::from_secs(dc["interval"].as_u64().unwrap_or(5));
-    approvals
-        .send(dc["user_code"].as_str().ok_or("no user_code")?.to_owned())
-        .await
-        .map_err(|e| e.to_string())?;
+    // The person reads the code and approves after a while (evenly spread, deterministic).
+    let user_code = dc["user_code"].as_str().ok_or("no user_code")?.to_owned();
+    let think = Duration::from_millis(2 * a.think_ms * ((i as u64 * 7919) % 1000) / 1000);
+    tokio::spawn(async move {
+        tokio::time::sleep(think).await;
+        let _ = approvals.send(user_code).await;
+    });
     let token_url = format!("{}/oauth/token", a.server);
     let tokens = loop {
         tokio::time::sleep(interval).await;
@@ -278,7 +291,7 @@ pub async fn run(a: FleetArgs) -> Result<(), String> {
         let (http, a2, stats, tx) = (http.clone(), a.clone(), stats.clone(), tx.clone());
         devices.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            if let Err(e) = device(http, a2, stats.clone(), tx).await
+            if let Err(e) = device(i, http, a2, stats.clone(), tx).await
                 && stats.errors.fetch_add(1, Ordering::Relaxed) < 5
             {
                 eprintln!("device error: {e}");
