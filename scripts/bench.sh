@@ -48,8 +48,9 @@ fi
 
 echo "building release..." >&2
 cargo build --release --locked -q -p authgate -p authgate-bench
-BIN=$ROOT/target/release/authgate
-BENCH=$ROOT/target/release/authgate-bench
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET/release/authgate
+BENCH=$TARGET/release/authgate-bench
 PW=bench-admin-password
 TICK=$(getconf CLK_TCK)
 ROWS=$WORK/rows.tsv

@@ -10,17 +10,18 @@ SECS=${1:-10}
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
 cargo build --profile profiling --locked -q -p authgate -p authgate-bench
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d /tmp/authgate-profile.XXXXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 env -i PATH="$PATH" SERVER_ADDR="127.0.0.1:$PORT" DATABASE_PATH="$WORK/p.redb" POLLING_INTERVAL=1s \
     ADMIN_PASSWORD=profile-password LOG_LEVEL=warn \
-    valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" "$ROOT/target/profiling/authgate" server \
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" "$TARGET/profiling/authgate" server \
     >"$WORK/server.log" 2>&1 &
 VG=$!
 trap 'kill $VG 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 1 600); do curl -fs "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
 CLIENT=$(grep -o 'client_id=[0-9a-f-]*' "$WORK/server.log" | head -1 | cut -d= -f2)
-"$ROOT/target/profiling/authgate-bench" codes --server "http://127.0.0.1:$PORT" --client-id "$CLIENT" \
+"$TARGET/profiling/authgate-bench" codes --server "http://127.0.0.1:$PORT" --client-id "$CLIENT" \
     --count 5000 --concurrency 8 --out "$WORK/codes.txt" >/dev/null
 # Count only the polls: reset the counters, poll, dump.
 callgrind_control -z "$VG" >/dev/null
