@@ -10,6 +10,24 @@ use tokio::sync::{Mutex, mpsc};
 
 pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
+/// One device-grant poll of `/oauth/token`: whether it succeeded, and the JSON answer.
+pub async fn poll_once(
+    http: &reqwest::Client,
+    token_url: &str,
+    client_id: &str,
+    device_code: &str,
+) -> Result<(bool, serde_json::Value), String> {
+    let r = http
+        .post(token_url)
+        .form(&[("grant_type", DEVICE_GRANT), ("device_code", device_code), ("client_id", client_id)])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let ok = r.status().is_success();
+    let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+    Ok((ok, v))
+}
+
 /// A person at a browser without JavaScript: signed in once, approving codes.
 pub struct Person {
     http: reqwest::Client,
@@ -196,18 +214,7 @@ async fn device(
     let tokens = loop {
         tokio::time::sleep(interval).await;
         let t = Instant::now();
-        let r = http
-            .post(&token_url)
-            .form(&[
-                ("grant_type", DEVICE_GRANT),
-                ("device_code", &device_code),
-                ("client_id", &a.client_id),
-            ])
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let ok = r.status().is_success();
-        let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+        let (ok, v) = poll_once(&http, &token_url, &a.client_id, &device_code).await?;
         stats.poll.add(t).await;
         if ok {
             break v;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::fleet::{DEVICE_GRANT, Person};
+use crate::fleet::{DEVICE_GRANT, Person, poll_once};
 
 #[derive(clap::Args)]
 pub struct CodesArgs {
@@ -110,18 +110,13 @@ pub async fn token(a: TokenArgs) -> Result<(), String> {
     person.approve(dc["user_code"].as_str().unwrap_or_default()).await?;
     let interval = dc["interval"].as_u64().unwrap_or(5);
     for _ in 0..10 {
-        let r = http
-            .post(format!("{}/oauth/token", a.server))
-            .form(&[
-                ("grant_type", DEVICE_GRANT),
-                ("device_code", dc["device_code"].as_str().unwrap_or_default()),
-                ("client_id", &a.client_id),
-            ])
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let ok = r.status().is_success();
-        let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+        let (ok, v) = poll_once(
+            &http,
+            &format!("{}/oauth/token", a.server),
+            &a.client_id,
+            dc["device_code"].as_str().unwrap_or_default(),
+        )
+        .await?;
         if ok {
             println!("{}", v["access_token"].as_str().unwrap_or_default());
             return Ok(());
