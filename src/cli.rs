@@ -130,6 +130,8 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
 }
 
 pub fn main() -> ExitCode {
+    // Before any thread exists (see its documentation).
+    authgate_actors::password::tune_allocator();
     if let Err(e) = load_env_files() {
         return fail(2, e);
     }

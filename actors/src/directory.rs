@@ -287,10 +287,23 @@ impl DirectoryState {
         }));
     }
 
-    fn write_then<T: Send + 'static>(&self, ops: Vec<Op>, answer: T, reply: RpcReplyPort<Result<T, DirectoryError>>) {
+    /// Queues `ops` and replies `answer` once durable. A failed commit leaves memory (and the
+    /// published clients) ahead of the disk, so the actor stops and is rebuilt from the store.
+    fn write_then<T: Send + 'static>(
+        &self,
+        myself: &ActorRef<DirectoryMsg>,
+        ops: Vec<Op>,
+        answer: T,
+        reply: RpcReplyPort<Result<T, DirectoryError>>,
+    ) {
         let done = self.store.submit(ops);
+        let myself = myself.clone();
         tokio::spawn(async move {
-            let _ = reply.send(done.await.map(|()| answer).map_err(DirectoryError::from));
+            let result = done.await;
+            if let Err(e) = &result {
+                myself.stop(Some(format!("a commit failed ({e}); rebuilding from the store")));
+            }
+            let _ = reply.send(result.map(|()| answer).map_err(DirectoryError::from));
         });
     }
 }
@@ -342,7 +355,7 @@ impl Actor for DirectoryActor {
         Ok(st)
     }
 
-    async fn handle(&self, _myself: ActorRef<DirectoryMsg>, msg: DirectoryMsg, st: &mut DirectoryState) -> Result<(), ActorProcessingErr> {
+    async fn handle(&self, myself: ActorRef<DirectoryMsg>, msg: DirectoryMsg, st: &mut DirectoryState) -> Result<(), ActorProcessingErr> {
         match msg {
             DirectoryMsg::Authenticate { username, password, reply } => {
                 let user = st.user_by_name(&username).filter(|u| !u.disabled && u.password_hash.is_some());
@@ -383,7 +396,7 @@ impl Actor for DirectoryActor {
                     match Op::put(Table::Users, user.id.as_bytes().to_vec(), &user) {
                         Ok(op) => {
                             st.insert_user(user.clone());
-                            st.write_then(vec![op], user, reply);
+                            st.write_then(&myself, vec![op], user, reply);
                         }
                         Err(e) => {
                             let _ = reply.send(Err(e.into()));
@@ -406,7 +419,7 @@ impl Actor for DirectoryActor {
                 };
                 user.password_hash = Some(password_hash);
                 match Op::put(Table::Users, id.as_bytes().to_vec(), &*user) {
-                    Ok(op) => st.write_then(vec![op], (), reply),
+                    Ok(op) => st.write_then(&myself, vec![op], (), reply),
                     Err(e) => {
                         let _ = reply.send(Err(e.into()));
                     }
@@ -442,7 +455,7 @@ impl Actor for DirectoryActor {
                     Ok(op) => {
                         st.clients.insert(client.client_id.clone(), Arc::new(client.clone()));
                         st.publish();
-                        st.write_then(vec![op], (client, secret), reply);
+                        st.write_then(&myself, vec![op], (client, secret), reply);
                     }
                     Err(e) => {
                         let _ = reply.send(Err(e.into()));

@@ -38,7 +38,7 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// Admission to argon2 work: as many slots as hashing threads, and a bounded number of waiters.
 pub struct Gate {
-    slots: Semaphore,
+    slots: std::sync::Arc<Semaphore>,
     waiting: AtomicUsize,
     max_waiting: usize,
     jobs: Mutex<mpsc::Sender<Job>>,
@@ -48,22 +48,21 @@ pub struct Gate {
 ///
 /// By default glibc raises its mmap threshold after the first large free, and the aligned
 /// buffers argon2 allocates then come from the heap, where freed ones are not reused: every
-/// password check kept another 19 MiB resident. A fixed threshold keeps large buffers mmapped
-/// (freed at once) and leaves small allocations as they were.
-fn release_large_buffers() {
+/// password check kept another 19 MiB resident. A fixed threshold keeps allocations of 4 MiB
+/// and more mmapped (returned at once) and leaves smaller ones as they were.
+///
+/// Call it once at the start of `main`, before any other thread exists: glibc documents
+/// `mallopt` as unsafe to call while other threads allocate.
+pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        // SAFETY: mallopt only adjusts allocator parameters; it is thread-safe in glibc.
-        ONCE.call_once(|| unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-        });
+    // SAFETY: mallopt takes plain integers; the caller runs it before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }
 }
 
 /// Starts `n` hashing threads that take jobs from one queue.
 fn hashing_threads(n: usize) -> mpsc::Sender<Job> {
-    release_large_buffers();
     let (tx, rx) = mpsc::channel::<Job>();
     let rx = std::sync::Arc::new(Mutex::new(rx));
     for i in 0..n {
@@ -76,7 +75,13 @@ fn hashing_threads(n: usize) -> mpsc::Sender<Job> {
                     Err(_) => return,
                 };
                 match job {
-                    Ok(job) => job(),
+                    // A panicking job loses its answer (the caller sees Unavailable); the thread
+                    // and its slot live on.
+                    Ok(job) => {
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                            tracing::error!("a password-hashing job panicked");
+                        }
+                    }
                     Err(_) => return,
                 }
             }
@@ -101,8 +106,9 @@ fn lower_priority() {
 #[cfg(not(target_os = "linux"))]
 fn lower_priority() {}
 
-/// The process-wide gate every hash and check goes through.
-static GATE: LazyLock<Gate> = LazyLock::new(|| Gate::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2), MAX_WAITING));
+/// The process-wide gate every hash and check goes through: half the cores (at least one).
+static GATE: LazyLock<Gate> =
+    LazyLock::new(|| Gate::new(std::thread::available_parallelism().map(|n| n.get() / 2).unwrap_or(1), MAX_WAITING));
 
 /// Counts a waiting check; uncounted when dropped, even if the caller gave up.
 struct Waiting<'a>(&'a AtomicUsize);
@@ -117,17 +123,23 @@ impl Gate {
     pub fn new(slots: usize, max_waiting: usize) -> Self {
         let slots = slots.max(1);
         Self {
-            slots: Semaphore::new(slots),
+            slots: std::sync::Arc::new(Semaphore::new(slots)),
             waiting: AtomicUsize::new(0),
             max_waiting,
             jobs: Mutex::new(hashing_threads(slots)),
         }
     }
 
-    /// Runs `f` on a hashing thread (the caller holds a slot, so one is free).
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, PasswordError> {
+    /// Runs `f` on a hashing thread. The slot travels with the job and is released when the
+    /// work is done, even if the caller stopped waiting; so slots = threads always holds.
+    async fn run<T: Send + 'static>(
+        &self,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
+            let _slot = slot;
             let _ = tx.send(f());
         });
         self.jobs
@@ -149,18 +161,20 @@ impl Gate {
     /// See [`verify`].
     pub async fn verify(&self, password: String, phc: String, wanted: impl Fn() -> bool) -> Result<bool, PasswordError> {
         let waiting = self.enter().ok_or(PasswordError::Busy)?;
-        let _slot = self.slots.acquire().await.map_err(|_| PasswordError::Unavailable)?;
+        let slot = self.slots.clone().acquire_owned().await.map_err(|_| PasswordError::Unavailable)?;
         drop(waiting);
         if !wanted() {
             return Err(PasswordError::Abandoned);
         }
-        self.run(move || PasswordHash::new(&phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok()))
-            .await
+        self.run(slot, move || {
+            PasswordHash::new(&phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        })
+        .await
     }
 
     async fn hash(&self, password: String) -> Result<String, PasswordError> {
-        let _slot = self.slots.acquire().await.map_err(|_| PasswordError::Unavailable)?;
-        self.run(move || hash_blocking(&password)).await?
+        let slot = self.slots.clone().acquire_owned().await.map_err(|_| PasswordError::Unavailable)?;
+        self.run(slot, move || hash_blocking(&password)).await?
     }
 }
 

@@ -68,6 +68,15 @@ pub enum SessionMsg {
 
 pub struct SessionActor;
 
+/// A commit's outcome. A failed one leaves memory ahead of the disk, so the actor stops and
+/// the supervisor rebuilds it from the store.
+fn settle(myself: &ActorRef<SessionMsg>, result: Result<(), crate::store::StoreError>) -> Result<(), OAuthError> {
+    if let Err(e) = &result {
+        myself.stop(Some(format!("a commit failed ({e}); rebuilding from the store")));
+    }
+    result.map_err(OAuthError::from)
+}
+
 pub struct SessionArgs {
     pub max_age: Duration,
     pub store: Store,
@@ -114,7 +123,7 @@ impl Actor for SessionActor {
         })
     }
 
-    async fn handle(&self, _myself: ActorRef<SessionMsg>, msg: SessionMsg, st: &mut SessionState) -> Result<(), ActorProcessingErr> {
+    async fn handle(&self, myself: ActorRef<SessionMsg>, msg: SessionMsg, st: &mut SessionState) -> Result<(), ActorProcessingErr> {
         match msg {
             SessionMsg::Create {
                 user_id,
@@ -145,8 +154,9 @@ impl Actor for SessionActor {
                 };
                 st.sessions.insert(key, rec);
                 let done = st.store.submit(vec![op]);
+                let myself = myself.clone();
                 tokio::spawn(async move {
-                    let _ = reply.send(done.await.map(|()| answer).map_err(OAuthError::from));
+                    let _ = reply.send(settle(&myself, done.await).map(|()| answer));
                 });
             }
             SessionMsg::Get { id, now, reply } => {
@@ -169,7 +179,7 @@ impl Actor for SessionActor {
                 }
                 let done = st.store.submit(vec![Op::delete(Table::Sessions, key.to_vec())]);
                 tokio::spawn(async move {
-                    let _ = reply.send(done.await.map_err(OAuthError::from));
+                    let _ = reply.send(settle(&myself, done.await));
                 });
             }
             SessionMsg::Sweep => {

@@ -199,10 +199,8 @@ pub enum TokenMsg {
         user_id: String,
         reply: RpcReplyPort<Vec<TokenRecord>>,
     },
-    /// Internal: a commit failed; re-read these records from the store, which holds the truth.
-    Reload { ids: Vec<String> },
-    /// Internal: the records as the store holds them (`None`: not stored).
-    Restore { records: Vec<(String, Option<TokenRecord>)> },
+    /// Internal: the tokens of an authorization are durable (its issuance is no longer in flight).
+    Issued { authorization_id: String },
     /// Internal: drop records long expired.
     Sweep,
 }
@@ -307,6 +305,9 @@ pub struct TokenArgs {
 
 pub struct TokenState {
     book: TokenBook,
+    /// Authorizations whose tokens are being committed: a second request for one of them is
+    /// told to retry (the first may yet fail), not that the code was used.
+    issuing: std::collections::HashSet<String>,
     config: TokenConfig,
     keys: JwtKeys,
     store: Store,
@@ -363,7 +364,12 @@ impl TokenState {
         (token, rec)
     }
 
-    /// Applies `change`, queues its write (plus `with`), and replies `answer` once durable.
+    /// Applies `change`, queues its write (plus `with`), and replies `answer` once durable;
+    /// `then` is sent to this actor after the commit.
+    ///
+    /// If the commit fails, memory has run ahead of the disk: the actor stops, and the
+    /// supervisor starts it again from what the store holds (redb also refuses further writes
+    /// after an I/O error, so patching records in memory would only guess).
     fn commit<T: Send + 'static>(
         &mut self,
         myself: &ActorRef<TokenMsg>,
@@ -371,6 +377,7 @@ impl TokenState {
         with: Vec<Op>,
         answer: Result<T, OAuthError>,
         reply: RpcReplyPort<Result<T, OAuthError>>,
+        then: Option<TokenMsg>,
     ) {
         let mut ops = match self.book.apply(&change) {
             Ok(ops) => ops,
@@ -385,12 +392,13 @@ impl TokenState {
         tokio::spawn(async move {
             match done.await {
                 Ok(()) => {
+                    if let Some(msg) = then {
+                        let _ = myself.cast(msg);
+                    }
                     let _ = reply.send(answer);
                 }
                 Err(e) => {
-                    // Memory ran ahead of the disk; bring the touched records back in line.
-                    let ids = change.put.iter().map(|r| r.id.clone()).collect();
-                    let _ = myself.cast(TokenMsg::Reload { ids });
+                    myself.stop(Some(format!("a commit failed ({e}); rebuilding from the store")));
                     let _ = reply.send(Err(e.into()));
                 }
             }
@@ -407,6 +415,12 @@ impl TokenState {
     ) {
         // One authorization yields tokens once: this holds even if the device actor restarted
         // mid-redemption and offers the same approval again.
+        if self.issuing.contains(&grant.authorization_id) {
+            let _ = reply.send(Err(OAuthError::unavailable(
+                "tokens for this device code are being issued; poll again",
+            )));
+            return;
+        }
         if self.book.by_authorization.contains_key(&grant.authorization_id) {
             let _ = reply.send(Err(OAuthError::invalid_grant("the device code was already used")));
             return;
@@ -432,7 +446,11 @@ impl TokenState {
             refresh_token,
         };
         tracing::info!(client_id = %grant.client_id, user_id = %grant.user_id, "tokens issued");
-        self.commit(myself, Change { put }, with, Ok(answer), reply);
+        let settled = TokenMsg::Issued {
+            authorization_id: grant.authorization_id.clone(),
+        };
+        self.issuing.insert(grant.authorization_id.clone());
+        self.commit(myself, Change { put }, with, Ok(answer), reply, Some(settled));
     }
 
     fn refresh(
@@ -472,7 +490,7 @@ impl TokenState {
                 let err = Err(OAuthError::invalid_grant(
                     "the refresh token was already used; the authorization has been revoked",
                 ));
-                self.commit(myself, change, Vec::new(), err, reply);
+                self.commit(myself, change, Vec::new(), err, reply, None);
                 return;
             }
             TokenStatus::Active => {}
@@ -529,7 +547,7 @@ impl TokenState {
             scope,
             refresh_token: (!refresh_token.is_empty()).then_some(refresh_token),
         };
-        self.commit(myself, change, Vec::new(), Ok(answer), reply);
+        self.commit(myself, change, Vec::new(), Ok(answer), reply, None);
     }
 
     fn validate(&self, jti: &str, now: Secs) -> Result<TokenInfo, OAuthError> {
@@ -581,7 +599,7 @@ impl TokenState {
             },
             TokenKind::Access => Change { put: Vec::new() },
         };
-        self.commit(myself, change, Vec::new(), Ok(()), reply);
+        self.commit(myself, change, Vec::new(), Ok(()), reply, None);
     }
 
     fn sweep(&mut self, now: Secs) {
@@ -631,6 +649,7 @@ impl Actor for TokenActor {
         tracing::info!(tokens = book.records.len(), "token records loaded");
         myself.send_interval(SWEEP_EVERY, || TokenMsg::Sweep);
         Ok(TokenState {
+            issuing: Default::default(),
             book,
             config: args.config,
             keys: args.keys,
@@ -657,40 +676,8 @@ impl Actor for TokenActor {
                 list.sort_by(|a, b| b.issued_at.cmp(&a.issued_at).then_with(|| a.id.cmp(&b.id)));
                 let _ = reply.send(list);
             }
-            TokenMsg::Reload { ids } => {
-                let store = st.store.clone();
-                tokio::spawn(async move {
-                    let read = store
-                        .read(move |r| {
-                            ids.into_iter()
-                                .map(|id| {
-                                    let rec = r
-                                        .get(Table::Tokens, id.as_bytes())?
-                                        .map(|v| decode::<TokenRecord>(&v))
-                                        .transpose()?;
-                                    Ok((id, rec))
-                                })
-                                .collect::<Result<Vec<_>, StoreError>>()
-                        })
-                        .await;
-                    match read {
-                        Ok(records) => {
-                            let _ = myself.cast(TokenMsg::Restore { records });
-                        }
-                        Err(e) => tracing::error!(error = %e, "cannot re-read token records after a failed commit"),
-                    }
-                });
-            }
-            TokenMsg::Restore { records } => {
-                for (id, rec) in records {
-                    match rec {
-                        Some(rec) => {
-                            st.book.remove(&id);
-                            st.book.upsert(rec);
-                        }
-                        None => st.book.remove(&id),
-                    }
-                }
+            TokenMsg::Issued { authorization_id } => {
+                st.issuing.remove(&authorization_id);
             }
             TokenMsg::Sweep => st.sweep(crate::now_ms() / 1000),
         }
