@@ -4,8 +4,9 @@
 #
 #   scripts/bench.sh                 full run (about 6 minutes; installs wrk, and npm's
 #                                    oidc-provider into a temporary folder for the peer)
-#   scripts/bench.sh --quick         CI-sized run: 2 s loads, a small fleet, no peer; fails on
-#                                    a wrong response mix or any error, never on a timing
+#   scripts/bench.sh --quick         CI-sized run (about a minute after the build): 2 s loads,
+#                                    a small fleet, no peer; fails on a wrong response mix or
+#                                    any error, never on a timing
 #   options: --devices N (fleet size, default 10000), --duration S (per load, default 10),
 #            --codes N (pending set, default 100000; it must be large enough that wrk's
 #            rate never polls one code faster than the 1 s interval), --no-peer, --no-million
@@ -41,9 +42,11 @@ trap cleanup EXIT
 
 need() { command -v "$1" >/dev/null 2>&1; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-if ! need wrk; then
-    echo "installing wrk..." >&2
-    as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq wrk >/dev/null
+missing=()
+for tool in wrk curl python3; do need "$tool" || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}..." >&2
+    as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 echo "building release..." >&2
@@ -81,9 +84,10 @@ wait_health() { # port → seconds waited
 start_authgate() {
     local name=$1; shift
     AG_PORT=$(free_port)
-    env -i PATH="$PATH" SERVER_ADDR="127.0.0.1:$AG_PORT" DATABASE_PATH="$WORK/$name.redb" \
-        POLLING_INTERVAL=1s ADMIN_PASSWORD=$PW LOG_LEVEL=info "$@" \
-        "$BIN" server >"$WORK/$name.log" 2>&1 &
+    # From $WORK with a clean environment: no developer's .env or settings leak into a run.
+    (cd "$WORK" && exec env -i PATH="$PATH" SERVER_ADDR="127.0.0.1:$AG_PORT" DATABASE_PATH="$WORK/$name.redb" \
+        POLLING_INTERVAL=1s ADMIN_PASSWORD=$PW LOG_LEVEL=info LOG_FORMAT=text "$@" \
+        "$BIN" server >"$WORK/$name.log" 2>&1) &
     AG_PID=$!
     PIDS+=("$AG_PID")
     AG_STARTUP=$(wait_health "$AG_PORT") || { cat "$WORK/$name.log" >&2; exit 1; }
@@ -100,9 +104,10 @@ stop_pid() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true;
 wrk_run() {
     local scenario=$1 target=$2 pid=$3 url=$4 conns=$5 script=$6; shift 6
     local c0 out c1
-    c0=$(cpu_ticks "$pid")
-    out=$( { TIMEFORMAT='%U %S'; time env WRK_THREADS=2 "$@" wrk -t2 -c"$conns" -d"${DUR}s" --timeout 5s -s "$ROOT/scripts/wrk/$script" "$url" 2>&1; } 2>&1 )
-    c1=$(cpu_ticks "$pid")
+    RPS=0 P99=0 SRV_US=0 MIX_OK=0 MIX_SLOW=0 MIX_OTHER=0 MIX_5XX=0 MIX_SOCK=0
+    c0=$(cpu_ticks "$pid") || { fail "$scenario/$target: the process is gone"; return; }
+    out=$( { TIMEFORMAT='%U %S'; time env WRK_THREADS=2 "$@" wrk -t2 -c"$conns" -d"${DUR}s" --timeout 5s -s "$ROOT/scripts/wrk/$script" "$url" 2>&1; } 2>&1 ) || true
+    c1=$(cpu_ticks "$pid") || { fail "$scenario/$target: the process died under load"; return; }
     local res wrkcpu
     res=$(grep '^RESULT' <<<"$out" || true)
     wrkcpu=$(tail -1 <<<"$out")
@@ -110,6 +115,7 @@ wrk_run() {
     get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$res"; }
     local req secs ok slow other s5 sock
     req=$(get requests); secs=$(get seconds); RPS=$(get rps); P99=$(get p99_us)
+    [ "${req:-0}" -gt 0 ] || { fail "$scenario/$target: no request completed"; return; }
     ok=$(get pending); slow=$(get slow_down); other=$(get other); s5=$(get server_errors); sock=$(get socket_errors)
     local srv_s us_req srv_pct gen_pct
     srv_s=$(awk -v a="$c0" -v b="$c1" -v t="$TICK" 'BEGIN{print (b-a)/t}')
@@ -193,7 +199,7 @@ for mode in group single; do
 done
 
 # ---------------------------------------------------------------- fleet
-start_authgate fleet
+start_authgate fleet DEVICE_CODE_EXPIRATION=2m
 echo "fleet of $DEVICES devices..." >&2
 if "$BENCH" fleet --server "$AG_URL" --client-id "$AG_CLIENT" --password "$PW" --devices "$DEVICES" >"$WORK/fleet.out" 2>"$WORK/fleet.err"; then :; else
     fail "fleet: $(tail -3 "$WORK/fleet.err")"
@@ -230,22 +236,30 @@ if [ $PEER = 1 ]; then
         echo "installing oidc-provider into $WORK/peer..." >&2
         mkdir -p "$WORK/peer"
         cp "$ROOT/scripts/peer/oidc-provider.mjs" "$WORK/peer/"
-        if (cd "$WORK/peer" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund oidc-provider >/dev/null 2>&1); then
+        if (cd "$WORK/peer" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund oidc-provider@9 >/dev/null 2>&1); then
             PEER_PORT=$(free_port)
             (cd "$WORK/peer" && PORT=$PEER_PORT NODE_ENV=production exec node oidc-provider.mjs >"$WORK/peer.log" 2>&1) &
             PEER_PID=$!; PIDS+=("$PEER_PID")
-            for _ in $(seq 1 500); do curl -s "http://127.0.0.1:$PEER_PORT/.well-known/openid-configuration" >/dev/null 2>&1 && break; sleep 0.02; done
-            PEER_PID=$(pgrep -f "node oidc-provider.mjs" | head -1)
+            PEER_UP=0
+            for _ in $(seq 1 500); do
+                curl -fs "http://127.0.0.1:$PEER_PORT/.well-known/openid-configuration" >/dev/null 2>&1 && { PEER_UP=1; break; }
+                sleep 0.02
+            done
             echo "creating $CODES device codes in the peer..." >&2
-            if "$BENCH" codes --server "http://127.0.0.1:$PEER_PORT" --client-id bench --path /device/auth --count "$CODES" --concurrency 64 --out "$WORK/peer-codes.txt" >"$WORK/peer-codes.out" 2>&1; then
+            if [ $PEER_UP = 0 ]; then
+                note "peer: oidc-provider did not start: $(tail -2 "$WORK/peer.log")"
+            elif "$BENCH" codes --server "http://127.0.0.1:$PEER_PORT" --client-id bench --path /device/auth --count "$CODES" --concurrency 64 --out "$WORK/peer-codes.txt" >"$WORK/peer-codes.out" 2>&1; then
                 note "peer seeding: $(cat "$WORK/peer-codes.out")"
                 for c in 64 256; do
                     sleep 1
                     wrk_run "pending poll" "oidc-provider" "$PEER_PID" "http://127.0.0.1:$PEER_PORT" "$c" poll.lua \
                         CODES_FILE="$WORK/peer-codes.txt" CLIENT_ID=bench POLL_PATH=/token
-                    [ "$MIX_OTHER$MIX_5XX" = "00" ] || note "peer at $c connections: not every answer was authorization_pending (other=$MIX_OTHER 5xx=$MIX_5XX)"
+                    PEER_RPS=$RPS
+                    if [ "$MIX_OTHER$MIX_5XX$MIX_SLOW" != "000" ]; then
+                        note "peer at $c connections: not every answer was authorization_pending (other=$MIX_OTHER 5xx=$MIX_5XX slow_down=$MIX_SLOW); no ratio reported"
+                        PEER_RPS=""
+                    fi
                 done
-                PEER_RPS=$RPS
             else
                 note "peer: could not create device codes: $(tail -2 "$WORK/peer-codes.out")"
             fi

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, mpsc};
 
 pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+/// No single request may take longer than this.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One device-grant poll of `/oauth/token`: whether it succeeded, and the JSON answer.
 pub async fn poll_once(
@@ -46,6 +48,7 @@ impl Person {
         let http = reqwest::Client::builder()
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())
+            .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| e.to_string())?;
         let page = http
@@ -289,6 +292,7 @@ pub async fn run(a: FleetArgs) -> Result<(), String> {
         .collect();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
+        .timeout(REQUEST_TIMEOUT)
         .build()
         .map_err(|e| e.to_string())?;
     let mut devices = Vec::with_capacity(a.devices);
@@ -306,11 +310,26 @@ pub async fn run(a: FleetArgs) -> Result<(), String> {
         }));
     }
     drop(tx);
+    // Every flow must finish by this deadline: a device whose approval failed would otherwise
+    // poll until its code expires.
+    let deadline = tokio::time::Instant::now() + ramp + Duration::from_millis(2 * a.think_ms) + Duration::from_secs(60);
+    let mut late = 0;
     for d in devices {
-        let _ = d.await;
+        let abort = d.abort_handle();
+        if tokio::time::timeout_at(deadline, d).await.is_err() {
+            abort.abort();
+            late += 1;
+        }
+    }
+    if late > 0 {
+        stats.errors.fetch_add(late, Ordering::Relaxed);
+        eprintln!("{late} devices had no token by the deadline");
     }
     for ap in approvers {
-        let _ = ap.await;
+        let abort = ap.abort_handle();
+        if tokio::time::timeout_at(deadline + Duration::from_secs(5), ap).await.is_err() {
+            abort.abort();
+        }
     }
     let secs = started.elapsed().as_secs_f64();
     let (flows, flow50, flow99) = stats.flow.summary().await;
