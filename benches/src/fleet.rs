@@ -43,6 +43,19 @@ fn csrf_of(page: &str) -> Option<String> {
     page[start..].split('"').next().map(str::to_owned)
 }
 
+/// Fetches a page and returns the CSRF token of its form.
+async fn page_csrf(http: &reqwest::Client, url: &str) -> Result<String, String> {
+    let page = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    csrf_of(&page).ok_or_else(|| format!("no csrf token on {url}"))
+}
+
 impl Person {
     pub async fn login(server: &str, username: &str, password: &str) -> Result<Person, String> {
         let http = reqwest::Client::builder()
@@ -51,15 +64,7 @@ impl Person {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| e.to_string())?;
-        let page = http
-            .get(format!("{server}/login"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .text()
-            .await
-            .map_err(|e| e.to_string())?;
-        let csrf = csrf_of(&page).ok_or("no csrf on the sign-in page")?;
+        let csrf = page_csrf(&http, &format!("{server}/login")).await?;
         let r = http
             .post(format!("{server}/login"))
             .form(&[
@@ -74,15 +79,7 @@ impl Person {
         if r.status() != reqwest::StatusCode::SEE_OTHER {
             return Err(format!("sign-in failed with {}", r.status()));
         }
-        let page = http
-            .get(format!("{server}/device"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .text()
-            .await
-            .map_err(|e| e.to_string())?;
-        let csrf = csrf_of(&page).ok_or("no csrf on the device page")?;
+        let csrf = page_csrf(&http, &format!("{server}/device")).await?;
         Ok(Person {
             http,
             server: server.to_owned(),
