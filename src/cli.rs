@@ -4,9 +4,9 @@ use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use authgate_actors::directory::{DirectoryActor, DirectoryArgs, DirectoryMsg};
+use authgate_actors::directory::{AuthSource, DirectoryActor, DirectoryArgs, DirectoryMsg};
 use authgate_actors::password;
-use authgate_actors::system::ask;
+use authgate_actors::system::{Actors, ask};
 use clap::error::ErrorKind;
 use clap::{ArgAction, Parser, Subcommand};
 use ractor::Actor;
@@ -197,6 +197,9 @@ async fn offline(settings: &Settings, f: impl FnOnce(Directory) -> CommandFuture
         store: store.clone(),
         clients: std::sync::Arc::new(clients),
         admin_password: settings.admin_password.clone(),
+        // Offline commands manage local users only; nobody signs in.
+        actors: Actors::detached(),
+        login_api_timeout: None,
     };
     let result = match Actor::spawn(None, DirectoryActor, args).await {
         Ok((dir, handle)) => {
@@ -261,13 +264,17 @@ async fn user_command(dir: Directory, cmd: UserCommand) -> Result<(), String> {
         }
         UserCommand::List => {
             let users = ask(&dir, |reply| DirectoryMsg::ListUsers { reply }).await.map_err(err)?;
-            println!("{:<32} {:<6} {:<9} ID", "USERNAME", "ADMIN", "DISABLED");
+            println!("{:<32} {:<6} {:<9} {:<9} ID", "USERNAME", "ADMIN", "DISABLED", "SOURCE");
             for u in users {
                 println!(
-                    "{:<32} {:<6} {:<9} {}",
+                    "{:<32} {:<6} {:<9} {:<9} {}",
                     u.username,
                     if u.is_admin { "yes" } else { "no" },
                     if u.disabled { "yes" } else { "no" },
+                    match u.auth_source {
+                        AuthSource::Local => "local",
+                        AuthSource::HttpApi => "http_api",
+                    },
                     u.id
                 );
             }

@@ -6,8 +6,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use authgate_actors::provider::retry::RetryPolicy;
+use authgate_actors::provider::{ServiceAuth, ServiceConfig};
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, ValueEnum};
+use hyper::header::{HeaderName, HeaderValue};
 
 /// Secrets shorter than this are refused.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -16,6 +19,22 @@ pub const MIN_SECRET_LEN: usize = 32;
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Who does a job: AuthGate itself, or an external HTTP service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProviderMode {
+    Local,
+    #[value(name = "http_api")]
+    HttpApi,
+}
+
+/// How AuthGate authenticates to an external service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServiceAuthMode {
+    None,
+    Simple,
+    Hmac,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -84,6 +103,94 @@ pub struct Settings {
     /// Most writes one database commit may carry (group commit); 1 commits each write alone
     #[arg(long, env = "STORE_MAX_BATCH", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..=65536), global = true)]
     pub store_max_batch: u32,
+
+    /// Where passwords are checked: local (here), or http_api (the login API at HTTP_API_URL; local users such as the seeded admin still sign in here)
+    #[arg(long, env = "AUTH_MODE", default_value = "local", value_enum, global = true)]
+    pub auth_mode: ProviderMode,
+
+    /// Login API: URL the username and password are POSTed to (required when AUTH_MODE=http_api)
+    #[arg(long, env = "HTTP_API_URL", value_parser = parse_service_url, global = true)]
+    pub http_api_url: Option<String>,
+
+    /// Login API: deadline of one call, retries and their waits included
+    #[arg(long, env = "HTTP_API_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
+    pub http_api_timeout: Duration,
+
+    /// Login API: accept any TLS certificate (for testing only)
+    #[arg(long, env = "HTTP_API_INSECURE_SKIP_VERIFY", default_value = "false", action = ArgAction::Set, value_parser = BoolishValueParser::new(), global = true)]
+    pub http_api_insecure_skip_verify: bool,
+
+    /// Login API: how AuthGate authenticates to it: none, simple (the secret in a header) or hmac (signed requests)
+    #[arg(long, env = "HTTP_API_AUTH_MODE", default_value = "none", value_enum, global = true)]
+    pub http_api_auth_mode: ServiceAuthMode,
+
+    /// Login API: shared secret for simple or hmac authentication
+    #[arg(long, env = "HTTP_API_AUTH_SECRET", hide_env_values = true, global = true)]
+    pub http_api_auth_secret: Option<String>,
+
+    /// Login API: header carrying the secret in simple mode
+    #[arg(long, env = "HTTP_API_AUTH_HEADER", default_value = "X-API-Secret", value_parser = parse_header_name, global = true)]
+    pub http_api_auth_header: String,
+
+    /// Login API: retries of a failed call (connection errors, timeouts, 5xx, 429); 0 disables
+    #[arg(long, env = "HTTP_API_MAX_RETRIES", default_value = "3", value_parser = clap::value_parser!(u32).range(0..=20), global = true)]
+    pub http_api_max_retries: u32,
+
+    /// Login API: delay before the first retry; each next one doubles, with jitter
+    #[arg(long, env = "HTTP_API_RETRY_DELAY", default_value = "1s", value_parser = parse_duration, global = true)]
+    pub http_api_retry_delay: Duration,
+
+    /// Login API: longest delay between retries (a Retry-After header included)
+    #[arg(long, env = "HTTP_API_MAX_RETRY_DELAY", default_value = "10s", value_parser = parse_duration, global = true)]
+    pub http_api_max_retry_delay: Duration,
+
+    /// Login API: calls in flight at once; more are refused at once (try again later)
+    #[arg(long, env = "HTTP_API_MAX_CONCURRENT", default_value = "64", value_parser = clap::value_parser!(u32).range(1..=10000), global = true)]
+    pub http_api_max_concurrent: u32,
+
+    /// Who mints access tokens: local (JWTs signed here) or http_api (the token service at TOKEN_API_URL); token records stay here either way
+    #[arg(long, env = "TOKEN_PROVIDER_MODE", default_value = "local", value_enum, global = true)]
+    pub token_provider_mode: ProviderMode,
+
+    /// Token service: URL of the token service (its /generate and /validate are called) (required when TOKEN_PROVIDER_MODE=http_api)
+    #[arg(long, env = "TOKEN_API_URL", value_parser = parse_service_url, global = true)]
+    pub token_api_url: Option<String>,
+
+    /// Token service: deadline of one call, retries and their waits included
+    #[arg(long, env = "TOKEN_API_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
+    pub token_api_timeout: Duration,
+
+    /// Token service: accept any TLS certificate (for testing only)
+    #[arg(long, env = "TOKEN_API_INSECURE_SKIP_VERIFY", default_value = "false", action = ArgAction::Set, value_parser = BoolishValueParser::new(), global = true)]
+    pub token_api_insecure_skip_verify: bool,
+
+    /// Token service: how AuthGate authenticates to it: none, simple (the secret in a header) or hmac (signed requests)
+    #[arg(long, env = "TOKEN_API_AUTH_MODE", default_value = "none", value_enum, global = true)]
+    pub token_api_auth_mode: ServiceAuthMode,
+
+    /// Token service: shared secret for simple or hmac authentication
+    #[arg(long, env = "TOKEN_API_AUTH_SECRET", hide_env_values = true, global = true)]
+    pub token_api_auth_secret: Option<String>,
+
+    /// Token service: header carrying the secret in simple mode
+    #[arg(long, env = "TOKEN_API_AUTH_HEADER", default_value = "X-API-Secret", value_parser = parse_header_name, global = true)]
+    pub token_api_auth_header: String,
+
+    /// Token service: retries of a failed call (connection errors, timeouts, 5xx, 429); 0 disables
+    #[arg(long, env = "TOKEN_API_MAX_RETRIES", default_value = "3", value_parser = clap::value_parser!(u32).range(0..=20), global = true)]
+    pub token_api_max_retries: u32,
+
+    /// Token service: delay before the first retry; each next one doubles, with jitter
+    #[arg(long, env = "TOKEN_API_RETRY_DELAY", default_value = "1s", value_parser = parse_duration, global = true)]
+    pub token_api_retry_delay: Duration,
+
+    /// Token service: longest delay between retries (a Retry-After header included)
+    #[arg(long, env = "TOKEN_API_MAX_RETRY_DELAY", default_value = "10s", value_parser = parse_duration, global = true)]
+    pub token_api_max_retry_delay: Duration,
+
+    /// Token service: calls in flight at once; more are refused at once (try again later)
+    #[arg(long, env = "TOKEN_API_MAX_CONCURRENT", default_value = "64", value_parser = clap::value_parser!(u32).range(1..=10000), global = true)]
+    pub token_api_max_concurrent: u32,
 }
 
 /// The settings alone, for embedding and tests.
@@ -103,6 +210,70 @@ impl Settings {
         T: Into<std::ffi::OsString> + Clone,
     {
         <SettingsOnly as clap::Parser>::try_parse_from(args).map(|s| s.settings)
+    }
+
+    /// The login API's settings when `AUTH_MODE=http_api`; an error names the missing setting.
+    pub fn login_api(&self) -> Result<Option<ServiceConfig>, String> {
+        if self.auth_mode == ProviderMode::Local {
+            return Ok(None);
+        }
+        service(
+            "HTTP_API",
+            "AUTH_MODE",
+            ServiceSettings {
+                url: self.http_api_url.as_deref(),
+                timeout: self.http_api_timeout,
+                insecure_skip_verify: self.http_api_insecure_skip_verify,
+                auth_mode: self.http_api_auth_mode,
+                secret: self.http_api_auth_secret.as_deref(),
+                header: &self.http_api_auth_header,
+                max_retries: self.http_api_max_retries,
+                retry_delay: self.http_api_retry_delay,
+                max_retry_delay: self.http_api_max_retry_delay,
+                max_concurrent: self.http_api_max_concurrent,
+            },
+        )
+        .map(Some)
+    }
+
+    /// The token service's settings when `TOKEN_PROVIDER_MODE=http_api`.
+    pub fn token_api(&self) -> Result<Option<ServiceConfig>, String> {
+        if self.token_provider_mode == ProviderMode::Local {
+            return Ok(None);
+        }
+        service(
+            "TOKEN_API",
+            "TOKEN_PROVIDER_MODE",
+            ServiceSettings {
+                url: self.token_api_url.as_deref(),
+                timeout: self.token_api_timeout,
+                insecure_skip_verify: self.token_api_insecure_skip_verify,
+                auth_mode: self.token_api_auth_mode,
+                secret: self.token_api_auth_secret.as_deref(),
+                header: &self.token_api_auth_header,
+                max_retries: self.token_api_max_retries,
+                retry_delay: self.token_api_retry_delay,
+                max_retry_delay: self.token_api_max_retry_delay,
+                max_concurrent: self.token_api_max_concurrent,
+            },
+        )
+        .map(Some)
+    }
+
+    /// How long a request waits for an answer that may involve the token service.
+    pub fn token_wait(&self) -> Duration {
+        match self.token_provider_mode {
+            ProviderMode::Local => authgate_actors::system::CALL_TIMEOUT,
+            ProviderMode::HttpApi => authgate_actors::system::CALL_TIMEOUT + self.token_api_timeout,
+        }
+    }
+
+    /// How long a sign-in waits for an answer that may involve the login API.
+    pub fn login_wait(&self) -> Duration {
+        match self.auth_mode {
+            ProviderMode::Local => authgate_actors::system::CALL_TIMEOUT,
+            ProviderMode::HttpApi => authgate_actors::system::CALL_TIMEOUT + self.http_api_timeout,
+        }
     }
 
     /// Whether the public URL is https (cookies become `Secure` and `__Host-` prefixed).
@@ -164,6 +335,76 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
         return Err("must be between 1s and 60s".into());
     }
     Ok(Duration::from_secs(d.as_secs()))
+}
+
+/// One service's settings as parsed, before they are checked together.
+struct ServiceSettings<'a> {
+    url: Option<&'a str>,
+    timeout: Duration,
+    insecure_skip_verify: bool,
+    auth_mode: ServiceAuthMode,
+    secret: Option<&'a str>,
+    header: &'a str,
+    max_retries: u32,
+    retry_delay: Duration,
+    max_retry_delay: Duration,
+    max_concurrent: u32,
+}
+
+fn service(prefix: &str, mode_var: &str, s: ServiceSettings<'_>) -> Result<ServiceConfig, String> {
+    let url = s.url.ok_or_else(|| format!("{prefix}_URL is required when {mode_var}=http_api"))?;
+    let secret = || {
+        s.secret
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{prefix}_AUTH_SECRET must be set (non-empty) when {prefix}_AUTH_MODE is simple or hmac"))
+    };
+    let auth = match s.auth_mode {
+        ServiceAuthMode::None => ServiceAuth::None,
+        ServiceAuthMode::Simple => {
+            let secret = secret()?;
+            if HeaderValue::from_str(&secret).is_err() {
+                return Err(format!("{prefix}_AUTH_SECRET must be printable text to travel in a header"));
+            }
+            let header = HeaderName::from_bytes(s.header.as_bytes()).map_err(|_| format!("{prefix}_AUTH_HEADER is not a header name"))?;
+            ServiceAuth::Simple { header, secret }
+        }
+        ServiceAuthMode::Hmac => ServiceAuth::Hmac { secret: secret()? },
+    };
+    if s.retry_delay > s.max_retry_delay {
+        return Err(format!("{prefix}_RETRY_DELAY must not exceed {prefix}_MAX_RETRY_DELAY"));
+    }
+    if s.timeout.is_zero() {
+        return Err(format!("{prefix}_TIMEOUT must be longer than zero"));
+    }
+    Ok(ServiceConfig {
+        url: url.to_owned(),
+        timeout: s.timeout,
+        insecure_skip_verify: s.insecure_skip_verify,
+        auth,
+        retry: RetryPolicy {
+            max_retries: s.max_retries,
+            initial_delay: s.retry_delay,
+            max_delay: s.max_retry_delay,
+        },
+        max_concurrent: s.max_concurrent as usize,
+    })
+}
+
+/// An absolute http(s) URL (a path and query are kept as given).
+pub fn parse_service_url(s: &str) -> Result<String, String> {
+    let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') && !s.contains(char::is_whitespace) && !s.contains('#') => Ok(s.to_owned()),
+        _ => Err(format!("{s:?} is not an absolute http:// or https:// URL")),
+    }
+}
+
+/// A valid HTTP header name.
+pub fn parse_header_name(s: &str) -> Result<String, String> {
+    HeaderName::from_bytes(s.as_bytes())
+        .map(|_| s.to_owned())
+        .map_err(|_| format!("{s:?} is not an HTTP header name"))
 }
 
 #[cfg(test)]

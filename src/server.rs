@@ -32,6 +32,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("SERVER_ADDR: cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Config(String),
     #[error("cannot start the actors: {0}")]
     Actors(String),
     #[error(transparent)]
@@ -42,7 +44,7 @@ impl StartError {
     /// Exit status: 2 for a bad setting, 1 for anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            StartError::Store(StoreError::Open { .. } | StoreError::Locked { .. }) | StartError::Bind { .. } => 2,
+            StartError::Store(StoreError::Open { .. } | StoreError::Locked { .. }) | StartError::Bind { .. } | StartError::Config(_) => 2,
             _ => 1,
         }
     }
@@ -81,6 +83,8 @@ pub struct Server {
 impl Server {
     /// Opens the store, starts the actors, binds the socket and starts serving.
     pub async fn start(settings: Settings) -> Result<Server, StartError> {
+        settings.login_api().map_err(StartError::Config)?;
+        settings.token_api().map_err(StartError::Config)?;
         let store = open_store(&settings).await?;
         match Self::start_with(store.clone(), settings).await {
             Ok(s) => Ok(s),
@@ -95,10 +99,13 @@ impl Server {
         let jwt_secret = secret(&store, "jwt", "JWT_SECRET", settings.jwt_secret.as_deref()).await?;
         let session_secret = secret(&store, "session", "SESSION_SECRET", settings.session_secret.as_deref()).await?;
         let keys = JwtKeys::new(&jwt_secret, &settings.base_url);
+        let login_api = settings.login_api().map_err(StartError::Config)?;
+        let token_api = settings.token_api().map_err(StartError::Config)?;
         let config = CoreConfig {
             device: DeviceConfig {
                 code_lifetime: settings.device_code_expiration,
                 poll_interval: settings.polling_interval,
+                issue_timeout: settings.token_wait(),
             },
             token: TokenConfig {
                 issuer: settings.base_url.clone(),
@@ -109,6 +116,8 @@ impl Server {
             },
             session_max_age: settings.session_max_age,
             admin_password: settings.admin_password.clone(),
+            login_api,
+            token_api,
         };
         let system = System::start(store.clone(), config, keys.clone())
             .await

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ErrorCode, OAuthError};
 use crate::secret::{self, Digest32, USER_CODE_LEN};
 use crate::store::{Op, Store, StoreError, Table, decode};
-use crate::system::{Actors, ask};
+use crate::system::{Actors, ask_within};
 use crate::token::{Grant, TokenMsg, TokenResponse};
 
 /// Unix time in milliseconds; taken once per request at the HTTP boundary and passed down.
@@ -37,6 +37,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 pub struct DeviceConfig {
     pub code_lifetime: Duration,
     pub poll_interval: Duration,
+    /// How long a redemption waits for the token actor (longer when an external service mints).
+    pub issue_timeout: Duration,
 }
 
 /// The stored form of a device authorization, keyed by SHA-256(device code).
@@ -546,11 +548,12 @@ impl DeviceState {
         };
         let actors = self.actors.clone();
         let myself = myself.clone();
+        let issue_timeout = self.config.issue_timeout;
         tokio::spawn(async move {
             // The code's deletion commits in the same transaction as the tokens.
             let consume = vec![Op::delete(Table::DeviceCodes, key.to_vec())];
             let result = match actors.token() {
-                Ok(token) => ask(&token, |r| TokenMsg::IssueForGrant {
+                Ok(token) => ask_within(&token, issue_timeout, |r| TokenMsg::IssueForGrant {
                     grant,
                     with: consume,
                     now,

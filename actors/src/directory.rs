@@ -1,7 +1,8 @@
 //! The directory actor.
 //!
-//! Owns the users (with their argon2id password hashes) and the OAuth clients (with SHA-256 of
-//! confidential clients' secrets). Both are small, read-mostly registries consulted together
+//! Owns the users (with their argon2id password hashes, or the external login API's id for
+//! users who sign in there) and the OAuth clients (with SHA-256 of confidential clients'
+//! secrets). Both are small, read-mostly registries consulted together
 //! (client authentication on every token request, password checks at sign-in), so one actor
 //! holds both in memory, rebuilt from redb at start. It also seeds the first admin and the
 //! CLI client on the very first start.
@@ -12,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
@@ -19,8 +21,11 @@ use tokio::sync::watch;
 
 use crate::error::OAuthError;
 use crate::password;
+use crate::provider::auth::{AuthProviderMsg, ExternalUser};
+use crate::provider::{CallError, caller_gone};
 use crate::secret;
 use crate::store::{Op, Store, StoreError, Table, decode};
+use crate::system::{Actors, ask_within};
 
 /// The device grant type (RFC 8628 §3.4).
 pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -41,6 +46,53 @@ pub struct UserRecord {
     #[serde(default)]
     pub disabled: bool,
     pub created_at: u64,
+    /// Where the user signs in.
+    #[serde(default)]
+    pub auth_source: AuthSource,
+    /// The login API's id for the user (`auth_source = http_api`).
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub full_name: Option<String>,
+}
+
+/// Where a user's password is checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthSource {
+    /// Here, against the stored argon2id hash.
+    #[default]
+    Local,
+    /// By the external login API (`AUTH_MODE=http_api`); no hash is stored.
+    HttpApi,
+}
+
+impl UserRecord {
+    /// A new local user with a password hash.
+    pub fn local(username: String, password_hash: String, is_admin: bool) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            username,
+            password_hash: Some(password_hash),
+            is_admin,
+            disabled: false,
+            created_at: now_secs(),
+            auth_source: AuthSource::Local,
+            external_id: None,
+            email: None,
+            full_name: None,
+        }
+    }
+
+    fn view(&self) -> UserView {
+        UserView {
+            id: self.id.clone(),
+            username: self.username.clone(),
+            is_admin: self.is_admin,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -130,6 +182,8 @@ pub enum DirectoryError {
     UsernameTaken(String),
     #[error("no user named {0:?}")]
     UnknownUser(String),
+    #[error("{0:?} signs in through the external login API; its password is managed there")]
+    ExternalUser(String),
     #[error("usernames are 1 to 64 visible characters with no spaces")]
     InvalidUsername,
     #[error("client names are 1 to 100 characters")]
@@ -147,6 +201,12 @@ pub enum LoginError {
     Invalid,
     #[error("Too many sign-ins at once. Please try again in a moment.")]
     Busy,
+    /// The login API's user would take the name of a different existing user; nothing is merged.
+    #[error("Username conflict with existing user. Please contact administrator.")]
+    Conflict,
+    /// The login-API provider is down or stopped mid-call.
+    #[error("The sign-in service is unavailable. Please try again in a moment.")]
+    Unavailable,
 }
 
 /// The full grant-type name for `device_code` / `refresh_token` (or the full names themselves).
@@ -164,10 +224,17 @@ pub fn valid_username(u: &str) -> bool {
 
 /// Messages of the directory actor.
 pub enum DirectoryMsg {
-    /// Checks a password (argon2id, off the actor); answered with the user or a [`LoginError`].
+    /// Checks a password and answers with the user or a [`LoginError`]. A local user is checked
+    /// here (argon2id, off the actor); anyone else, when a login API is configured, there.
     Authenticate {
         username: String,
         password: String,
+        reply: RpcReplyPort<Result<UserView, LoginError>>,
+    },
+    /// Internal: the login API accepted `username`; link or create the local record.
+    ExternalLogin {
+        username: String,
+        user: ExternalUser,
         reply: RpcReplyPort<Result<UserView, LoginError>>,
     },
     /// Adds a user; the caller hashed the password with [`password::hash`] (keeps argon2 off this actor).
@@ -206,16 +273,24 @@ pub struct DirectoryArgs {
     pub clients: ClientPublisher,
     /// Password of the admin seeded on first start; random when `None`.
     pub admin_password: Option<String>,
+    /// To reach the login-API provider.
+    pub actors: Actors,
+    /// The login API's timeout when sign-ins go there (`AUTH_MODE=http_api`), else `None`.
+    pub login_api_timeout: Option<Duration>,
 }
 
 pub struct DirectoryState {
     users: HashMap<String, UserRecord>,
     by_username: HashMap<String, String>,
+    /// Login-API id → user id.
+    by_external: HashMap<String, String>,
     clients: HashMap<String, Arc<ClientRecord>>,
     published: ClientPublisher,
     /// Verified against when the username is unknown, so timing does not reveal which users exist.
     dummy_hash: String,
     store: Store,
+    actors: Actors,
+    login_api_timeout: Option<Duration>,
 }
 
 fn now_secs() -> u64 {
@@ -242,7 +317,15 @@ pub fn new_client(name: &str, confidential: bool) -> (ClientRecord, Option<Strin
 
 impl DirectoryState {
     fn insert_user(&mut self, u: UserRecord) {
+        if let Some(old) = self.users.get(&u.id)
+            && old.username != u.username
+        {
+            self.by_username.remove(&old.username);
+        }
         self.by_username.insert(u.username.clone(), u.id.clone());
+        if let Some(ext) = &u.external_id {
+            self.by_external.insert(ext.clone(), u.id.clone());
+        }
         self.users.insert(u.id.clone(), u);
     }
 
@@ -254,14 +337,7 @@ impl DirectoryState {
     async fn seed(&mut self, admin_password: Option<String>) -> Result<(), ActorProcessingErr> {
         let generated = admin_password.is_none();
         let password = admin_password.unwrap_or_else(|| password::random_password(16));
-        let admin = UserRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            username: "admin".into(),
-            password_hash: Some(password::hash(password.clone()).await?),
-            is_admin: true,
-            disabled: false,
-            created_at: now_secs(),
-        };
+        let admin = UserRecord::local("admin".into(), password::hash(password.clone()).await?, true);
         let (client, _) = new_client(SEEDED_CLIENT_NAME, false);
         let ops = vec![
             Op::put(Table::Users, admin.id.as_bytes().to_vec(), &admin)?,
@@ -287,8 +363,7 @@ impl DirectoryState {
         }));
     }
 
-    /// Queues `ops` and replies `answer` once durable. A failed commit leaves memory (and the
-    /// published clients) ahead of the disk, so the actor stops and is rebuilt from the store.
+    /// Queues `ops` and replies `answer` once durable.
     fn write_then<T: Send + 'static>(
         &self,
         myself: &ActorRef<DirectoryMsg>,
@@ -296,15 +371,133 @@ impl DirectoryState {
         answer: T,
         reply: RpcReplyPort<Result<T, DirectoryError>>,
     ) {
-        let done = self.store.submit(ops);
+        self.commit_then(myself, ops, move |r| {
+            let _ = reply.send(r.map(|()| answer).map_err(DirectoryError::from));
+        });
+    }
+
+    /// Queues `ops` and calls `done` with the commit's outcome. A failed commit leaves memory
+    /// (and the published clients) ahead of the disk, so the actor stops and is rebuilt from
+    /// the store.
+    fn commit_then(&self, myself: &ActorRef<DirectoryMsg>, ops: Vec<Op>, done: impl FnOnce(Result<(), StoreError>) + Send + 'static) {
+        let committed = self.store.submit(ops);
         let myself = myself.clone();
         tokio::spawn(async move {
-            let result = done.await;
+            let result = committed.await;
             if let Err(e) = &result {
                 myself.stop(Some(format!("a commit failed ({e}); rebuilding from the store")));
             }
-            let _ = reply.send(result.map(|()| answer).map_err(DirectoryError::from));
+            done(result);
         });
+    }
+
+    /// Asks the login API, off the actor; its answer comes back as [`DirectoryMsg::ExternalLogin`].
+    fn external_login(
+        &self,
+        myself: &ActorRef<DirectoryMsg>,
+        username: String,
+        password: String,
+        timeout: Duration,
+        reply: RpcReplyPort<Result<UserView, LoginError>>,
+    ) {
+        let actors = self.actors.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let call = async {
+                let Ok(p) = actors.auth_provider() else {
+                    return Err(CallError::Gone);
+                };
+                // A little beyond the provider's own deadline, so its answer wins the race.
+                let wait = timeout + Duration::from_secs(1);
+                ask_within(&p, wait, |r| AuthProviderMsg::Login {
+                    username: username.clone(),
+                    password,
+                    reply: r,
+                })
+                .await
+                .unwrap_or(Err(CallError::Gone))
+            };
+            // If the browser gives up, so does the call to the API.
+            let asked = tokio::select! {
+                r = call => r,
+                () = caller_gone(&reply) => return,
+            };
+            match asked {
+                Ok(user) => {
+                    if let Err(e) = myself.cast(DirectoryMsg::ExternalLogin { username, user, reply }) {
+                        tracing::warn!(error = %e, "the directory stopped during an external sign-in");
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(username = %username, reason = %e, source = "http_api", "sign-in failed");
+                    let _ = reply.send(Err(match e {
+                        CallError::Busy => LoginError::Busy,
+                        CallError::Gone => LoginError::Unavailable,
+                        _ => LoginError::Invalid,
+                    }));
+                }
+            }
+        });
+    }
+
+    /// The login API accepted `username` as `ext`: the user linked to `ext.user_id` (its name,
+    /// email and full name brought up to date), or a new one. A name held by another user is a
+    /// conflict; nothing is merged.
+    fn link_external(
+        &mut self,
+        myself: &ActorRef<DirectoryMsg>,
+        username: String,
+        ext: ExternalUser,
+        reply: RpcReplyPort<Result<UserView, LoginError>>,
+    ) {
+        let holder = self.by_username.get(&username).cloned();
+        let linked = self.by_external.get(&ext.user_id).and_then(|id| self.users.get(id)).cloned();
+        if holder.is_some() && holder != linked.as_ref().map(|u| u.id.clone()) {
+            tracing::warn!(username = %username, "external sign-in refused: the username belongs to another user");
+            let _ = reply.send(Err(LoginError::Conflict));
+            return;
+        }
+        let user = match linked {
+            Some(u) if u.disabled => {
+                let _ = reply.send(Err(LoginError::Invalid));
+                return;
+            }
+            Some(u) => UserRecord {
+                username,
+                email: ext.email,
+                full_name: ext.full_name,
+                ..u
+            },
+            None if !valid_username(&username) => {
+                let _ = reply.send(Err(LoginError::Invalid));
+                return;
+            }
+            None => UserRecord {
+                password_hash: None,
+                auth_source: AuthSource::HttpApi,
+                external_id: Some(ext.user_id),
+                email: ext.email,
+                full_name: ext.full_name,
+                ..UserRecord::local(username, String::new(), false)
+            },
+        };
+        let view = user.view();
+        if self.users.get(&user.id) == Some(&user) {
+            let _ = reply.send(Ok(view));
+            return;
+        }
+        match Op::put(Table::Users, user.id.as_bytes().to_vec(), &user) {
+            Ok(op) => {
+                tracing::info!(username = %user.username, "external user record saved");
+                self.insert_user(user);
+                self.commit_then(myself, vec![op], move |r| {
+                    let _ = reply.send(r.map(|()| view).map_err(|_| LoginError::Unavailable));
+                });
+            }
+            Err(_) => {
+                let _ = reply.send(Err(LoginError::Unavailable));
+            }
+        }
     }
 }
 
@@ -340,10 +533,13 @@ impl Actor for DirectoryActor {
         let mut st = DirectoryState {
             users: HashMap::new(),
             by_username: HashMap::new(),
+            by_external: HashMap::new(),
             clients: clients.into_iter().map(|c| (c.client_id.clone(), Arc::new(c))).collect(),
             published: args.clients,
             dummy_hash,
             store: args.store,
+            actors: args.actors,
+            login_api_timeout: args.login_api_timeout,
         };
         for u in users {
             st.insert_user(u);
@@ -358,13 +554,17 @@ impl Actor for DirectoryActor {
     async fn handle(&self, myself: ActorRef<DirectoryMsg>, msg: DirectoryMsg, st: &mut DirectoryState) -> Result<(), ActorProcessingErr> {
         match msg {
             DirectoryMsg::Authenticate { username, password, reply } => {
-                let user = st.user_by_name(&username).filter(|u| !u.disabled && u.password_hash.is_some());
+                // Hybrid rule: a local user keeps signing in here; anyone else asks the login API.
+                let local = st.user_by_name(&username).is_some_and(|u| u.auth_source == AuthSource::Local);
+                if !local && let Some(timeout) = st.login_api_timeout {
+                    st.external_login(&myself, username, password, timeout, reply);
+                    return Ok(());
+                }
+                let user = st
+                    .user_by_name(&username)
+                    .filter(|u| !u.disabled && u.auth_source == AuthSource::Local && u.password_hash.is_some());
                 let hash = user.and_then(|u| u.password_hash.clone()).unwrap_or_else(|| st.dummy_hash.clone());
-                let view = user.map(|u| UserView {
-                    id: u.id.clone(),
-                    username: u.username.clone(),
-                    is_admin: u.is_admin,
-                });
+                let view = user.map(UserRecord::view);
                 tokio::spawn(async move {
                     let checked = password::verify(password, hash, || !reply.is_closed()).await;
                     let _ = reply.send(match (checked, view) {
@@ -385,14 +585,7 @@ impl Actor for DirectoryActor {
                 } else if st.by_username.contains_key(&username) {
                     let _ = reply.send(Err(DirectoryError::UsernameTaken(username)));
                 } else {
-                    let user = UserRecord {
-                        id: uuid::Uuid::new_v4().to_string(),
-                        username,
-                        password_hash: Some(password_hash),
-                        is_admin,
-                        disabled: false,
-                        created_at: now_secs(),
-                    };
+                    let user = UserRecord::local(username, password_hash, is_admin);
                     match Op::put(Table::Users, user.id.as_bytes().to_vec(), &user) {
                         Ok(op) => {
                             st.insert_user(user.clone());
@@ -417,6 +610,10 @@ impl Actor for DirectoryActor {
                     let _ = reply.send(Err(DirectoryError::UnknownUser(username)));
                     return Ok(());
                 };
+                if user.auth_source != AuthSource::Local {
+                    let _ = reply.send(Err(DirectoryError::ExternalUser(username)));
+                    return Ok(());
+                }
                 user.password_hash = Some(password_hash);
                 match Op::put(Table::Users, id.as_bytes().to_vec(), &*user) {
                     Ok(op) => st.write_then(&myself, vec![op], (), reply),
@@ -425,6 +622,7 @@ impl Actor for DirectoryActor {
                     }
                 }
             }
+            DirectoryMsg::ExternalLogin { username, user, reply } => st.link_external(&myself, username, user, reply),
             DirectoryMsg::ListUsers { reply } => {
                 let mut users: Vec<UserRecord> = st.users.values().cloned().collect();
                 users.sort_by(|a, b| a.username.cmp(&b.username));

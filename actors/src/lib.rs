@@ -4,6 +4,7 @@
 //! - [`token`]: access and refresh tokens
 //! - [`session`]: browser sessions
 //! - [`directory`]: users and OAuth clients
+//! - [`provider`]: calls to the external login API and token service
 //! - [`store`]: the redb file and its group-committing writer
 //! - [`system`]: the root supervisor and the handles to reach the actors
 
@@ -14,6 +15,7 @@ pub mod device;
 pub mod directory;
 pub mod error;
 pub mod password;
+pub mod provider;
 pub mod secret;
 pub mod session;
 pub mod store;

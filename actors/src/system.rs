@@ -1,13 +1,16 @@
 //! The root supervisor and the handles the front end uses to reach the actors.
 //!
-//! The root starts the four core actors linked to itself. When one fails (a panic or an error
-//! in a handler), it is restarted after a growing delay and rebuilds its state from redb; after
-//! [`MAX_RESTARTS`] restarts within a minute it is left down (requests then get a clean 503)
-//! rather than spinning. Everyone reaches actors through [`Actors`], which always holds the
-//! current incarnation.
+//! The root starts the four core actors, and the provider actors that the settings call for,
+//! linked to itself. When one fails (a panic, an error in a handler, or a kill), it is restarted
+//! after a growing delay; a core actor rebuilds its state from redb, a provider gets a fresh
+//! HTTP client. After [`MAX_RESTARTS`] restarts within a minute the child is reported `down`
+//! (requests then get a clean error, `/health` names it) and tried again only after
+//! [`COOL_DOWN`], rather than spinning. Everyone reaches actors through [`Actors`], which
+//! always holds the current incarnation, and reads each child's state and restart count from
+//! [`Actors::components`].
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ractor::rpc::CallResult;
@@ -16,6 +19,9 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Message, R
 use crate::device::{DeviceActor, DeviceArgs, DeviceConfig, DeviceMsg};
 use crate::directory::{ClientPublisher, ClientTable, DirectoryActor, DirectoryArgs, DirectoryMsg};
 use crate::error::OAuthError;
+use crate::provider::ServiceConfig;
+use crate::provider::auth::{AuthProviderActor, AuthProviderMsg};
+use crate::provider::token::{TokenProviderActor, TokenProviderMsg};
 use crate::session::{SessionActor, SessionArgs, SessionMsg};
 use crate::store::{Op, Store, StoreError, Table, decode};
 use crate::token::{JwtKeys, TokenActor, TokenArgs, TokenConfig, TokenMsg};
@@ -24,11 +30,22 @@ use crate::token::{JwtKeys, TokenActor, TokenArgs, TokenConfig, TokenMsg};
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Restarts of one actor allowed within a minute.
 pub const MAX_RESTARTS: usize = 5;
+/// How long a child that used up its restarts stays down before one more try.
+pub const COOL_DOWN: Duration = Duration::from_secs(60);
 
 /// Sends `build(reply)` to `actor` and waits for the answer; an actor that is down, gone, or
 /// too slow is reported as `temporarily_unavailable`.
 pub async fn ask<M: Message, R: Send + 'static>(actor: &ActorRef<M>, build: impl FnOnce(RpcReplyPort<R>) -> M) -> Result<R, OAuthError> {
-    match actor.call(build, Some(CALL_TIMEOUT)).await {
+    ask_within(actor, CALL_TIMEOUT, build).await
+}
+
+/// [`ask`] with a deadline of its own (for calls that wait on an external service).
+pub async fn ask_within<M: Message, R: Send + 'static>(
+    actor: &ActorRef<M>,
+    timeout: Duration,
+    build: impl FnOnce(RpcReplyPort<R>) -> M,
+) -> Result<R, OAuthError> {
+    match actor.call(build, Some(timeout)).await {
         Ok(CallResult::Success(r)) => Ok(r),
         Ok(CallResult::Timeout) => Err(OAuthError::unavailable("the server is busy; try again shortly")),
         Ok(CallResult::SenderError) | Err(_) => Err(OAuthError::unavailable("the server is restarting a component; try again shortly")),
@@ -66,11 +83,44 @@ struct Slots {
     token: Slot<TokenMsg>,
     session: Slot<SessionMsg>,
     directory: Slot<DirectoryMsg>,
+    auth_provider: Slot<AuthProviderMsg>,
+    token_provider: Slot<TokenProviderMsg>,
     /// The directory's published client snapshots.
     clients: ClientPublisher,
+    /// Each child's state, written by the root only; a mutex because reads (health checks)
+    /// and writes (restarts) are rare and short.
+    components: Mutex<BTreeMap<&'static str, Component>>,
+}
+
+/// What a child is doing now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentState {
+    Running,
+    /// Failed; a restart is scheduled.
+    Restarting,
+    /// Failed too often; tried again after [`COOL_DOWN`].
+    Down,
+}
+
+/// One child as `/health` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Component {
+    pub state: ComponentState,
+    /// Restarts since the server started.
+    pub restarts: u64,
+    /// A provider (its failure degrades the service) rather than a core actor (its failure
+    /// makes the server unhealthy).
+    pub provider: bool,
 }
 
 impl Actors {
+    /// A handle to no actors (every lookup is `temporarily_unavailable`), for tools that run
+    /// one actor on its own.
+    pub fn detached() -> Self {
+        Self::new()
+    }
+
     fn new() -> Self {
         let (clients, _) = tokio::sync::watch::channel(Arc::new(ClientTable::default()));
         Self {
@@ -79,7 +129,10 @@ impl Actors {
                 token: Slot::new(),
                 session: Slot::new(),
                 directory: Slot::new(),
+                auth_provider: Slot::new(),
+                token_provider: Slot::new(),
                 clients: Arc::new(clients),
+                components: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -100,6 +153,33 @@ impl Actors {
     pub fn directory(&self) -> Result<ActorRef<DirectoryMsg>, OAuthError> {
         self.inner.directory.get()
     }
+    /// The login-API provider (only when `AUTH_MODE=http_api`).
+    pub fn auth_provider(&self) -> Result<ActorRef<AuthProviderMsg>, OAuthError> {
+        self.inner.auth_provider.get()
+    }
+    /// The token-service provider (only when `TOKEN_PROVIDER_MODE=http_api`).
+    pub fn token_provider(&self) -> Result<ActorRef<TokenProviderMsg>, OAuthError> {
+        self.inner.token_provider.get()
+    }
+
+    /// Every supervised child by name, with its state and restart count.
+    pub fn components(&self) -> BTreeMap<&'static str, Component> {
+        self.inner.components.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn set_component(&self, child: Child, state: ComponentState, restarted: bool) {
+        if let Ok(mut c) = self.inner.components.lock() {
+            let e = c.entry(child.name()).or_insert(Component {
+                state,
+                restarts: 0,
+                provider: child.is_provider(),
+            });
+            e.state = state;
+            if restarted {
+                e.restarts += 1;
+            }
+        }
+    }
 }
 
 /// Everything the core actors need to start (and to restart).
@@ -109,6 +189,10 @@ pub struct CoreConfig {
     pub token: TokenConfig,
     pub session_max_age: Duration,
     pub admin_password: Option<String>,
+    /// The external login API, when sign-ins go there (`AUTH_MODE=http_api`).
+    pub login_api: Option<ServiceConfig>,
+    /// The external token service, when it mints access tokens (`TOKEN_PROVIDER_MODE=http_api`).
+    pub token_api: Option<ServiceConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -117,6 +201,24 @@ enum Child {
     Session,
     Token,
     Device,
+    AuthProvider,
+    TokenProvider,
+}
+
+impl Child {
+    fn name(self) -> &'static str {
+        match self {
+            Child::Directory => "directory",
+            Child::Session => "session",
+            Child::Token => "token",
+            Child::Device => "device",
+            Child::AuthProvider => "login_api",
+            Child::TokenProvider => "token_api",
+        }
+    }
+    fn is_provider(self) -> bool {
+        matches!(self, Child::AuthProvider | Child::TokenProvider)
+    }
 }
 
 /// Messages of the root supervisor.
@@ -155,6 +257,8 @@ impl RootState {
                     store: a.store.clone(),
                     clients: a.actors.inner.clients.clone(),
                     admin_password: a.config.admin_password.clone(),
+                    actors: a.actors.clone(),
+                    login_api_timeout: a.config.login_api.as_ref().map(|c| c.timeout),
                 };
                 let (r, _) = Actor::spawn_linked(None, DirectoryActor, args, me).await?;
                 a.actors.inner.directory.set(r.clone());
@@ -174,6 +278,8 @@ impl RootState {
                     config: a.config.token.clone(),
                     keys: a.keys.clone(),
                     store: a.store.clone(),
+                    actors: a.actors.clone(),
+                    token_api_timeout: a.config.token_api.as_ref().map(|c| c.timeout),
                 };
                 let (r, _) = Actor::spawn_linked(None, TokenActor, args, me).await?;
                 a.actors.inner.token.set(r.clone());
@@ -187,6 +293,18 @@ impl RootState {
                 };
                 let (r, _) = Actor::spawn_linked(None, DeviceActor, args, me).await?;
                 a.actors.inner.device.set(r.clone());
+                r.get_id()
+            }
+            Child::AuthProvider => {
+                let Some(config) = a.config.login_api.clone() else { return Ok(()) };
+                let (r, _) = Actor::spawn_linked(None, AuthProviderActor, config, me).await?;
+                a.actors.inner.auth_provider.set(r.clone());
+                r.get_id()
+            }
+            Child::TokenProvider => {
+                let Some(config) = a.config.token_api.clone() else { return Ok(()) };
+                let (r, _) = Actor::spawn_linked(None, TokenProviderActor, config, me).await?;
+                a.actors.inner.token_provider.set(r.clone());
                 r.get_id()
             }
         };
@@ -207,8 +325,17 @@ impl Actor for Root {
             restarts: HashMap::new(),
             stopping: false,
         };
-        for child in [Child::Directory, Child::Session, Child::Token, Child::Device] {
+        let providers = [
+            st.args.config.login_api.is_some().then_some(Child::AuthProvider),
+            st.args.config.token_api.is_some().then_some(Child::TokenProvider),
+        ];
+        let children = providers
+            .into_iter()
+            .flatten()
+            .chain([Child::Directory, Child::Session, Child::Token, Child::Device]);
+        for child in children {
             st.spawn(child, myself.get_cell()).await?;
+            st.args.actors.set_component(child, ComponentState::Running, false);
         }
         Ok(st)
     }
@@ -217,10 +344,12 @@ impl Actor for Root {
         match msg {
             RootMsg::Restart(ChildName(child)) if !st.stopping => {
                 if let Err(e) = st.spawn(child, myself.get_cell()).await {
-                    tracing::error!(actor = ?child, error = %e, "restart failed");
+                    tracing::error!(actor = child.name(), error = %e, "restart failed");
                     schedule_restart(&myself, st, child);
                 } else {
-                    tracing::warn!(actor = ?child, "actor restarted");
+                    st.args.actors.set_component(child, ComponentState::Running, false);
+                    let restarts = st.args.actors.components().get(child.name()).map_or(0, |c| c.restarts);
+                    tracing::warn!(actor = child.name(), restarts, "actor restarted");
                 }
             }
             RootMsg::Restart(_) => {}
@@ -249,7 +378,7 @@ impl Actor for Root {
         if st.stopping {
             return Ok(());
         }
-        tracing::error!(actor = ?child, reason = %why, "actor stopped unexpectedly");
+        tracing::error!(actor = child.name(), reason = %why, "actor stopped unexpectedly");
         schedule_restart(&myself, st, child);
         Ok(())
     }
@@ -261,12 +390,20 @@ fn schedule_restart(myself: &ActorRef<RootMsg>, st: &mut RootState, child: Child
     while recent.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60)) {
         recent.pop_front();
     }
-    if recent.len() >= MAX_RESTARTS {
-        tracing::error!(actor = ?child, "actor failed {MAX_RESTARTS} times within a minute; leaving it down");
-        return;
-    }
-    let delay = Duration::from_millis(100u64 << recent.len());
-    recent.push_back(now);
+    let (delay, state) = if recent.len() >= MAX_RESTARTS {
+        tracing::error!(
+            actor = child.name(),
+            "actor failed {MAX_RESTARTS} times within a minute; reported down, next try in {}s",
+            COOL_DOWN.as_secs()
+        );
+        recent.clear();
+        (COOL_DOWN, ComponentState::Down)
+    } else {
+        let d = Duration::from_millis(100u64 << recent.len());
+        recent.push_back(now);
+        (d, ComponentState::Restarting)
+    };
+    st.args.actors.set_component(child, state, true);
     myself.send_after(delay, move || RootMsg::Restart(ChildName(child)));
 }
 
@@ -346,6 +483,7 @@ mod tests {
             device: DeviceConfig {
                 code_lifetime: Duration::from_secs(600),
                 poll_interval: Duration::from_secs(5),
+                issue_timeout: CALL_TIMEOUT,
             },
             token: TokenConfig {
                 issuer: "http://test".into(),
@@ -356,6 +494,8 @@ mod tests {
             },
             session_max_age: Duration::from_secs(600),
             admin_password: Some("admin-password".into()),
+            login_api: None,
+            token_api: None,
         }
     }
 

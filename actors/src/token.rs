@@ -1,9 +1,15 @@
 //! The token actor.
 //!
 //! Owns every token record: access tokens (HS256 JWTs, each with a record so it can be listed
-//! and revoked) and refresh tokens (opaque; only their SHA-256 is stored), grouped by the
-//! authorization (the approval of one device) they came from. The live records sit in memory,
-//! rebuilt from redb at start; every change is committed before the caller hears of it.
+//! and revoked, or, with `TOKEN_PROVIDER_MODE=http_api`, tokens minted by the external token
+//! service, whose SHA-256 is stored) and refresh tokens (opaque; only their SHA-256 is stored),
+//! grouped by the authorization (the approval of one device) they came from. The live records
+//! sit in memory, rebuilt from redb at start; every change is committed before the caller hears
+//! of it. Records stay here whatever mints the tokens, so switching modes loses nothing.
+//!
+//! When the token service mints, the actor asks its provider off the mailbox and finishes the
+//! issuance or refresh when the answer comes back ([`TokenMsg::Minted`]), re-checking
+//! everything, since other requests were served meanwhile.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,8 +19,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
 use crate::error::OAuthError;
+use crate::provider::CallError;
+use crate::provider::token::{MintedToken, TokenProviderMsg};
 use crate::secret::{self, Digest32};
 use crate::store::{Op, Store, StoreError, Table, decode};
+use crate::system::{Actors, ask_within};
 
 /// Unix seconds.
 pub type Secs = u64;
@@ -160,8 +169,27 @@ pub struct TokenInfo {
 pub enum RevokeTarget {
     /// An access token, by its verified `jti`.
     AccessId(String),
-    /// A refresh token, by its SHA-256.
-    RefreshHash(Digest32),
+    /// A refresh token or a token-service access token, by its SHA-256.
+    Hash(Digest32),
+}
+
+/// An issuance or refresh waiting for the token service's answer.
+pub struct Pending(PendingKind);
+
+enum PendingKind {
+    Issue {
+        grant: Grant,
+        with: Vec<Op>,
+        now: Secs,
+        reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
+    },
+    Refresh {
+        hash: Digest32,
+        client_id: String,
+        scope: Option<String>,
+        now: Secs,
+        reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
+    },
 }
 
 /// Messages of the token actor.
@@ -188,6 +216,13 @@ pub enum TokenMsg {
         now: Millis,
         reply: RpcReplyPort<Result<TokenInfo, OAuthError>>,
     },
+    /// Whether an access token that is not one of our JWTs (one the token service minted) is
+    /// still active: its record here, and the service's word when the service is configured.
+    ValidateOpaque {
+        token: String,
+        now: Millis,
+        reply: RpcReplyPort<Result<TokenInfo, OAuthError>>,
+    },
     /// RFC 7009. `client_id`, when the request named one, must own the token or nothing happens.
     Revoke {
         target: RevokeTarget,
@@ -203,6 +238,11 @@ pub enum TokenMsg {
     Issued { authorization_id: String },
     /// Internal: drop records long expired.
     Sweep,
+    /// Internal: the token service answered for a pending issuance or refresh.
+    Minted {
+        pending: Pending,
+        minted: Result<MintedToken, CallError>,
+    },
 }
 
 use crate::device::Millis;
@@ -216,6 +256,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(600);
 pub struct TokenBook {
     records: HashMap<String, TokenRecord>,
     refresh_by_hash: HashMap<Digest32, String>,
+    /// Access tokens minted by the token service, by SHA-256.
+    access_by_hash: HashMap<Digest32, String>,
     by_authorization: HashMap<String, Vec<String>>,
 }
 
@@ -224,15 +266,24 @@ struct Change {
     put: Vec<TokenRecord>,
 }
 
+fn digest_of(rec: &TokenRecord) -> Option<Digest32> {
+    rec.token_hash
+        .as_deref()
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|h| <Digest32>::try_from(h).ok())
+}
+
 impl TokenBook {
+    fn by_hash(&mut self, kind: TokenKind) -> &mut HashMap<Digest32, String> {
+        match kind {
+            TokenKind::Refresh => &mut self.refresh_by_hash,
+            TokenKind::Access => &mut self.access_by_hash,
+        }
+    }
+
     fn upsert(&mut self, rec: TokenRecord) {
-        if let Some(h) = rec
-            .token_hash
-            .as_deref()
-            .and_then(|h| hex::decode(h).ok())
-            .and_then(|h| <Digest32>::try_from(h).ok())
-        {
-            self.refresh_by_hash.insert(h, rec.id.clone());
+        if let Some(h) = digest_of(&rec) {
+            self.by_hash(rec.kind).insert(h, rec.id.clone());
         }
         if !self.records.contains_key(&rec.id) {
             self.by_authorization
@@ -245,13 +296,8 @@ impl TokenBook {
 
     fn remove(&mut self, id: &str) {
         let Some(rec) = self.records.remove(id) else { return };
-        if let Some(h) = rec
-            .token_hash
-            .as_deref()
-            .and_then(|h| hex::decode(h).ok())
-            .and_then(|h| <Digest32>::try_from(h).ok())
-        {
-            self.refresh_by_hash.remove(&h);
+        if let Some(h) = digest_of(&rec) {
+            self.by_hash(rec.kind).remove(&h);
         }
         if let Some(ids) = self.by_authorization.get_mut(&rec.authorization_id) {
             ids.retain(|i| i != id);
@@ -301,6 +347,10 @@ pub struct TokenArgs {
     pub config: TokenConfig,
     pub keys: JwtKeys,
     pub store: Store,
+    /// To reach the token-service provider.
+    pub actors: Actors,
+    /// The token service's timeout when it mints access tokens, else `None` (local JWTs).
+    pub token_api_timeout: Option<Duration>,
 }
 
 pub struct TokenState {
@@ -311,11 +361,76 @@ pub struct TokenState {
     config: TokenConfig,
     keys: JwtKeys,
     store: Store,
+    actors: Actors,
+    token_api_timeout: Option<Duration>,
+}
+
+/// What the token service's failure means to the client.
+fn mint_failed(e: &CallError) -> OAuthError {
+    match e {
+        CallError::Busy | CallError::Gone => OAuthError::unavailable("the token service is unavailable; try again shortly"),
+        _ => OAuthError::server_error("the token service did not issue a token"),
+    }
 }
 
 impl TokenState {
-    fn mint_access(&self, g: &Grant, scope: &str, now: Secs) -> Result<(String, TokenRecord), OAuthError> {
+    /// Asks the token service for an access token, off the mailbox; the answer comes back as
+    /// [`TokenMsg::Minted`] carrying `pending`.
+    fn request_mint(&self, myself: &ActorRef<TokenMsg>, timeout: Duration, g: &Grant, scope: &str, pending: PendingKind) {
+        let actors = self.actors.clone();
+        let myself = myself.clone();
+        let (user_id, client_id, scopes) = (g.user_id.clone(), g.client_id.clone(), scope.to_owned());
+        let expires_in = self.config.access_ttl.as_secs();
+        tokio::spawn(async move {
+            let minted = match actors.token_provider() {
+                Ok(p) => ask_within(&p, timeout + Duration::from_secs(1), |reply| TokenProviderMsg::Generate {
+                    user_id,
+                    client_id,
+                    scopes,
+                    expires_in,
+                    reply,
+                })
+                .await
+                .unwrap_or(Err(CallError::Gone)),
+                Err(_) => Err(CallError::Gone),
+            };
+            if let Err(e) = &minted {
+                tracing::warn!(provider = "token_api", reason = %e, "the token service did not mint a token");
+            }
+            let pending = Pending(pending);
+            if myself.cast(TokenMsg::Minted { pending, minted }).is_err() {
+                tracing::warn!("the token actor stopped while a token was being minted");
+            }
+        });
+    }
+
+    /// An access token and its record: a JWT signed here, or the one the token service minted.
+    fn mint_access(
+        &self,
+        g: &Grant,
+        scope: &str,
+        now: Secs,
+        minted: Option<MintedToken>,
+    ) -> Result<(String, TokenRecord, u64), OAuthError> {
         let id = uuid::Uuid::new_v4().to_string();
+        if let Some(m) = minted {
+            let ttl = m.expires_in.unwrap_or(self.config.access_ttl.as_secs());
+            let rec = TokenRecord {
+                id,
+                kind: TokenKind::Access,
+                token_hash: Some(secret::sha256_hex(&m.access_token)),
+                user_id: g.user_id.clone(),
+                username: g.username.clone(),
+                client_id: g.client_id.clone(),
+                scope: scope.to_owned(),
+                authorization_id: g.authorization_id.clone(),
+                issued_at: now,
+                expires_at: now.saturating_add(ttl),
+                status: TokenStatus::Active,
+                last_used_at: None,
+            };
+            return Ok((m.access_token, rec, ttl));
+        }
         let exp = now + self.config.access_ttl.as_secs();
         let claims = AccessClaims {
             iss: self.config.issuer.clone(),
@@ -342,7 +457,7 @@ impl TokenState {
             status: TokenStatus::Active,
             last_used_at: None,
         };
-        Ok((jwt, rec))
+        Ok((jwt, rec, self.config.access_ttl.as_secs()))
     }
 
     fn mint_refresh(&self, g: &Grant, now: Secs) -> (String, TokenRecord) {
@@ -405,6 +520,7 @@ impl TokenState {
         });
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn issue(
         &mut self,
         myself: &ActorRef<TokenMsg>,
@@ -412,6 +528,7 @@ impl TokenState {
         with: Vec<Op>,
         now: Secs,
         reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
+        minted: Option<MintedToken>,
     ) {
         // One authorization yields tokens once: this holds even if the device actor restarted
         // mid-redemption and offers the same approval again.
@@ -425,7 +542,15 @@ impl TokenState {
             let _ = reply.send(Err(OAuthError::invalid_grant("the device code was already used")));
             return;
         }
-        let (jwt, access) = match self.mint_access(&grant, &grant.scope, now) {
+        if let (Some(timeout), None) = (self.token_api_timeout, &minted) {
+            // The authorization counts as in flight while the service mints.
+            self.issuing.insert(grant.authorization_id.clone());
+            let scope = grant.scope.clone();
+            let g = grant.clone();
+            self.request_mint(myself, timeout, &g, &scope, PendingKind::Issue { grant, with, now, reply });
+            return;
+        }
+        let (jwt, access, expires_in) = match self.mint_access(&grant, &grant.scope, now, minted) {
             Ok(x) => x,
             Err(e) => {
                 let _ = reply.send(Err(e));
@@ -441,7 +566,7 @@ impl TokenState {
         let answer = TokenResponse {
             access_token: jwt,
             token_type: "Bearer".into(),
-            expires_in: self.config.access_ttl.as_secs(),
+            expires_in,
             scope: grant.scope.clone(),
             refresh_token,
         };
@@ -453,6 +578,7 @@ impl TokenState {
         self.commit(myself, Change { put }, with, Ok(answer), reply, Some(settled));
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn refresh(
         &mut self,
         myself: &ActorRef<TokenMsg>,
@@ -461,6 +587,7 @@ impl TokenState {
         scope: Option<String>,
         now: Secs,
         reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
+        minted: Option<MintedToken>,
     ) {
         let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
         let Some(old) = self
@@ -499,7 +626,7 @@ impl TokenState {
             let _ = reply.send(Err(invalid()));
             return;
         }
-        let scope = match scope.as_deref().map(str::trim) {
+        let granted_scope = match scope.as_deref().map(str::trim) {
             None | Some("") => old.scope.clone(),
             Some(s) if scope_within(s, &old.scope) => s.split_whitespace().collect::<Vec<_>>().join(" "),
             Some(_) => {
@@ -516,7 +643,20 @@ impl TokenState {
             scope: old.scope.clone(),
             authorization_id: old.authorization_id.clone(),
         };
-        let (jwt, access) = match self.mint_access(&grant, &scope, now) {
+        if let (Some(timeout), None) = (self.token_api_timeout, &minted) {
+            // Everything is checked again when the token comes back.
+            let pending = PendingKind::Refresh {
+                hash,
+                client_id,
+                scope,
+                now,
+                reply,
+            };
+            self.request_mint(myself, timeout, &grant, &granted_scope, pending);
+            return;
+        }
+        let scope = granted_scope;
+        let (jwt, access, expires_in) = match self.mint_access(&grant, &scope, now, minted) {
             Ok(x) => x,
             Err(e) => {
                 let _ = reply.send(Err(e));
@@ -543,7 +683,7 @@ impl TokenState {
         let answer = TokenResponse {
             access_token: jwt,
             token_type: "Bearer".into(),
-            expires_in: self.config.access_ttl.as_secs(),
+            expires_in,
             scope,
             refresh_token: (!refresh_token.is_empty()).then_some(refresh_token),
         };
@@ -553,10 +693,50 @@ impl TokenState {
     fn validate(&self, jti: &str, now: Secs) -> Result<TokenInfo, OAuthError> {
         let invalid = || OAuthError::invalid_token("the access token is invalid, expired or revoked");
         let r = self.book.records.get(jti).ok_or_else(invalid)?;
+        Self::active_info(r, now).ok_or_else(invalid)
+    }
+
+    /// A token-service token: active here, and (when the service is configured) valid there.
+    fn validate_opaque(&self, token: String, now: Secs, reply: RpcReplyPort<Result<TokenInfo, OAuthError>>) {
+        let invalid = || OAuthError::invalid_token("the access token is invalid, expired or revoked");
+        let info = self
+            .book
+            .access_by_hash
+            .get(&secret::sha256(&token))
+            .and_then(|id| self.book.records.get(id))
+            .and_then(|r| Self::active_info(r, now));
+        let (Some(info), Some(timeout)) = (info.clone(), self.token_api_timeout) else {
+            // Without the service (the mode was switched back), the record alone decides.
+            let _ = reply.send(info.ok_or_else(invalid));
+            return;
+        };
+        let actors = self.actors.clone();
+        tokio::spawn(async move {
+            let valid = match actors.token_provider() {
+                Ok(p) => ask_within(&p, timeout + Duration::from_secs(1), |r| TokenProviderMsg::Validate {
+                    token,
+                    reply: r,
+                })
+                .await
+                .unwrap_or(Err(CallError::Gone)),
+                Err(_) => Err(CallError::Gone),
+            };
+            let _ = reply.send(match valid {
+                Ok(true) => Ok(info),
+                Ok(false) => Err(invalid()),
+                Err(e) => {
+                    tracing::warn!(provider = "token_api", reason = %e, "could not validate a token with the token service");
+                    Err(mint_failed(&e))
+                }
+            });
+        });
+    }
+
+    fn active_info(r: &TokenRecord, now: Secs) -> Option<TokenInfo> {
         if r.kind != TokenKind::Access || r.status != TokenStatus::Active || r.expires_at <= now {
-            return Err(invalid());
+            return None;
         }
-        Ok(TokenInfo {
+        Some(TokenInfo {
             active: true,
             user_id: r.user_id.clone(),
             username: r.username.clone(),
@@ -576,7 +756,12 @@ impl TokenState {
     ) {
         let id = match &target {
             RevokeTarget::AccessId(id) => Some(id.clone()),
-            RevokeTarget::RefreshHash(h) => self.book.refresh_by_hash.get(h).cloned(),
+            RevokeTarget::Hash(h) => self
+                .book
+                .refresh_by_hash
+                .get(h)
+                .or_else(|| self.book.access_by_hash.get(h))
+                .cloned(),
         };
         let Some(rec) = id.and_then(|id| self.book.records.get(&id)).cloned() else {
             // RFC 7009 §2.2: an invalid token is not an error.
@@ -654,22 +839,51 @@ impl Actor for TokenActor {
             config: args.config,
             keys: args.keys,
             store: args.store,
+            actors: args.actors,
+            token_api_timeout: args.token_api_timeout,
         })
     }
 
     async fn handle(&self, myself: ActorRef<TokenMsg>, msg: TokenMsg, st: &mut TokenState) -> Result<(), ActorProcessingErr> {
         match msg {
-            TokenMsg::IssueForGrant { grant, with, now, reply } => st.issue(&myself, grant, with, now / 1000, reply),
+            TokenMsg::IssueForGrant { grant, with, now, reply } => st.issue(&myself, grant, with, now / 1000, reply, None),
             TokenMsg::Refresh {
                 token_hash,
                 client_id,
                 scope,
                 now,
                 reply,
-            } => st.refresh(&myself, token_hash, client_id, scope, now / 1000, reply),
+            } => st.refresh(&myself, token_hash, client_id, scope, now / 1000, reply, None),
             TokenMsg::Validate { jti, now, reply } => {
                 let _ = reply.send(st.validate(&jti, now / 1000));
             }
+            TokenMsg::ValidateOpaque { token, now, reply } => st.validate_opaque(token, now / 1000, reply),
+            TokenMsg::Minted { pending, minted } => match (pending.0, minted) {
+                (PendingKind::Issue { grant, with, now, reply }, minted) => {
+                    st.issuing.remove(&grant.authorization_id);
+                    match minted {
+                        Ok(m) => st.issue(&myself, grant, with, now, reply, Some(m)),
+                        Err(e) => {
+                            let _ = reply.send(Err(mint_failed(&e)));
+                        }
+                    }
+                }
+                (
+                    PendingKind::Refresh {
+                        hash,
+                        client_id,
+                        scope,
+                        now,
+                        reply,
+                    },
+                    minted,
+                ) => match minted {
+                    Ok(m) => st.refresh(&myself, hash, client_id, scope, now, reply, Some(m)),
+                    Err(e) => {
+                        let _ = reply.send(Err(mint_failed(&e)));
+                    }
+                },
+            },
             TokenMsg::Revoke { target, client_id, reply } => st.revoke(&myself, target, client_id, reply),
             TokenMsg::ListForUser { user_id, reply } => {
                 let mut list: Vec<TokenRecord> = st.book.records.values().filter(|r| r.user_id == user_id).cloned().collect();

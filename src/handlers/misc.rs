@@ -2,7 +2,10 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use std::collections::BTreeMap;
+
 use authgate_actors::store::Table;
+use authgate_actors::system::{Component, ComponentState};
 use hyper::StatusCode;
 use hyper::header::{CACHE_CONTROL, HeaderValue};
 use serde::Serialize;
@@ -15,33 +18,44 @@ use crate::http::response::{bytes, json};
 struct Health {
     status: &'static str,
     database: &'static str,
+    /// Providers not running, by name (why the status is `degraded`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    degraded: Vec<&'static str>,
+    /// Every supervised actor: state and restarts.
+    components: BTreeMap<&'static str, Component>,
     timestamp: String,
 }
 
-/// `GET /health`: 200 when the database answers a read, 503 otherwise.
+/// `GET /health`: `healthy` (200) when the database answers a read and every actor runs;
+/// `degraded` (200, naming them) when only provider actors are down or restarting;
+/// `unhealthy` (503) when the database or a core actor is not available.
 pub async fn health(app: &App, now: u64) -> Response {
     let read = app.store.read(|r| r.get(Table::Meta, b"seeded"));
-    let ok = matches!(tokio::time::timeout(Duration::from_secs(2), read).await, Ok(Ok(_)));
-    let timestamp = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(now)).to_string();
-    if ok {
-        json(
-            StatusCode::OK,
-            &Health {
-                status: "healthy",
-                database: "connected",
-                timestamp,
-            },
-        )
+    let db_ok = matches!(tokio::time::timeout(Duration::from_secs(2), read).await, Ok(Ok(_)));
+    let components = app.actors.components();
+    let down = |provider: bool| {
+        components
+            .iter()
+            .filter(|(_, c)| c.provider == provider && c.state != ComponentState::Running)
+            .map(|(name, _)| *name)
+            .collect::<Vec<_>>()
+    };
+    let (core_down, degraded) = (down(false), down(true));
+    let (status, code) = if !db_ok || !core_down.is_empty() {
+        ("unhealthy", StatusCode::SERVICE_UNAVAILABLE)
+    } else if !degraded.is_empty() {
+        ("degraded", StatusCode::OK)
     } else {
-        json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &Health {
-                status: "unhealthy",
-                database: "unavailable",
-                timestamp,
-            },
-        )
-    }
+        ("healthy", StatusCode::OK)
+    };
+    let body = Health {
+        status,
+        database: if db_ok { "connected" } else { "unavailable" },
+        degraded,
+        components,
+        timestamp: humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(now)).to_string(),
+    };
+    json(code, &body)
 }
 
 /// The files under `assets/`, compiled into the binary.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use authgate_actors::device::DeviceMsg;
 use authgate_actors::directory::{ClientRecord, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN};
 use authgate_actors::secret;
-use authgate_actors::system::ask;
+use authgate_actors::system::{ask, ask_within};
 use authgate_actors::token::{RevokeTarget, TokenMsg};
 use authgate_actors::{ErrorCode, OAuthError};
 use hyper::StatusCode;
@@ -109,7 +109,7 @@ pub async fn token(app: &App, req: Request) -> Response {
                 require_grant(&client, GRANT_DEVICE_CODE)?;
                 let device = app.actors.device()?;
                 let client_id = client.client_id.clone();
-                ask(&device, |reply| DeviceMsg::Poll {
+                ask_within(&device, app.settings.token_wait(), |reply| DeviceMsg::Poll {
                     device_code_hash,
                     client_id,
                     now,
@@ -123,7 +123,7 @@ pub async fn token(app: &App, req: Request) -> Response {
                 require_grant(&client, GRANT_REFRESH_TOKEN)?;
                 let actor = app.actors.token()?;
                 let client_id = client.client_id.clone();
-                ask(&actor, |reply| TokenMsg::Refresh {
+                ask_within(&actor, app.settings.token_wait(), |reply| TokenMsg::Refresh {
                     token_hash,
                     client_id,
                     scope,
@@ -148,17 +148,28 @@ pub async fn tokeninfo(app: &App, req: Request, now: u64) -> Response {
                 (Some(t), None) | (None, Some(t)) if !t.is_empty() => t,
                 _ => return Err(OAuthError::invalid_request("an access token is required")),
             };
-            let claims = app
-                .keys
-                .verify(token)
-                .ok_or_else(|| OAuthError::invalid_token("the access token is invalid, expired or revoked"))?;
             let actor = app.actors.token()?;
-            let info = ask(&actor, |reply| TokenMsg::Validate {
-                jti: claims.jti,
-                now,
-                reply,
-            })
-            .await??;
+            let info = match app.keys.verify(token) {
+                Some(claims) => {
+                    ask(&actor, |reply| TokenMsg::Validate {
+                        jti: claims.jti,
+                        now,
+                        reply,
+                    })
+                    .await??
+                }
+                // Not a JWT of ours: perhaps one the token service minted.
+                None if app.keys.verify_ignoring_expiry(token).is_none() && token.len() <= 8192 => {
+                    let token = token.to_owned();
+                    ask_within(&actor, app.settings.token_wait(), |reply| TokenMsg::ValidateOpaque {
+                        token,
+                        now,
+                        reply,
+                    })
+                    .await??
+                }
+                None => return Err(OAuthError::invalid_token("the access token is invalid, expired or revoked")),
+            };
             Ok(json(StatusCode::OK, &info))
         }
         .await,
@@ -178,10 +189,11 @@ pub async fn revoke(app: &App, req: Request) -> Response {
                 Some(creds) => Some(authenticate(app, Some(creds))?.client_id.clone()),
                 None => None,
             };
-            // A JWT we signed is an access token; anything else may be a refresh token.
+            // A JWT we signed is an access token; anything else may be a refresh token or an
+            // access token the token service minted.
             let target = match app.keys.verify_ignoring_expiry(token) {
                 Some(claims) => RevokeTarget::AccessId(claims.jti),
-                None => RevokeTarget::RefreshHash(secret::sha256(token)),
+                None => RevokeTarget::Hash(secret::sha256(token)),
             };
             let actor = app.actors.token()?;
             ask(&actor, |reply| TokenMsg::Revoke { target, client_id, reply }).await??;

@@ -4,7 +4,7 @@ use authgate_actors::device::{CodeError, DeviceMsg};
 use authgate_actors::directory::{DirectoryMsg, LoginError};
 use authgate_actors::secret;
 use authgate_actors::session::{SessionMsg, SessionView};
-use authgate_actors::system::ask;
+use authgate_actors::system::{ask, ask_within};
 use hyper::StatusCode;
 use minijinja::context;
 
@@ -109,7 +109,7 @@ pub async fn login(app: &App, req: Request) -> Response {
     let user = match app.actors.directory() {
         Ok(dir) => {
             let (u, p) = (username.clone(), password);
-            ask(&dir, |reply| DirectoryMsg::Authenticate {
+            ask_within(&dir, app.settings.login_wait(), |reply| DirectoryMsg::Authenticate {
                 username: u,
                 password: p,
                 reply,
@@ -120,11 +120,15 @@ pub async fn login(app: &App, req: Request) -> Response {
     };
     let user = match user {
         Ok(Ok(user)) => user,
-        Ok(Err(LoginError::Invalid)) => {
-            tracing::info!(username = %username, "sign-in failed");
-            return failed(app, &LoginError::Invalid.to_string(), StatusCode::UNAUTHORIZED);
+        Ok(Err(e)) => {
+            tracing::info!(username = %username, reason = ?e, "sign-in failed");
+            let status = match e {
+                LoginError::Invalid => StatusCode::UNAUTHORIZED,
+                LoginError::Conflict => StatusCode::CONFLICT,
+                LoginError::Busy | LoginError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            return failed(app, &e.to_string(), status);
         }
-        Ok(Err(LoginError::Busy)) => return failed(app, &LoginError::Busy.to_string(), StatusCode::SERVICE_UNAVAILABLE),
         Err(_) => return failed(app, "The server is busy. Please try again.", StatusCode::SERVICE_UNAVAILABLE),
     };
     let Ok(sessions) = app.actors.session() else {

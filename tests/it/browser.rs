@@ -33,7 +33,14 @@ async fn chromedriver() -> Option<(Driver, String)> {
     let driver = Driver(child);
     let url = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
-        if reqwest::get(format!("{url}/status")).await.is_ok() {
+        if crate::common::http()
+            .build()
+            .unwrap()
+            .get(format!("{url}/status"))
+            .send()
+            .await
+            .is_ok()
+        {
             return Some((driver, url));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -205,7 +205,13 @@ async fn the_binary_serves_with_defaults_and_logs_the_seeded_credentials() {
         .unwrap();
     let mut up = false;
     for _ in 0..100 {
-        if let Ok(r) = reqwest::get(format!("http://{addr}/health")).await {
+        if let Ok(r) = crate::common::http()
+            .build()
+            .unwrap()
+            .get(format!("http://{addr}/health"))
+            .send()
+            .await
+        {
             up = r.status() == 200;
             break;
         }

@@ -13,6 +13,12 @@ use serde_json::Value;
 pub const ADMIN_PASSWORD: &str = "correct-horse-battery";
 pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
+/// A reqwest client builder; the crypto provider its TLS needs is installed first.
+pub fn http() -> reqwest::ClientBuilder {
+    authgate_actors::provider::install_tls_provider();
+    reqwest::Client::builder()
+}
+
 pub struct TestServer {
     pub server: Server,
     pub base: String,
@@ -136,10 +142,7 @@ pub fn db_path(dir: &Path) -> PathBuf {
 }
 
 fn plain_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    crate::common::http().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
 /// POSTs a form; returns the status and the JSON body (`Null` if not JSON).
@@ -175,7 +178,7 @@ pub struct Person {
 impl Person {
     pub fn new() -> Self {
         Self {
-            http: reqwest::Client::builder()
+            http: crate::common::http()
                 .cookie_store(true)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()

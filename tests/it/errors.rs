@@ -60,7 +60,9 @@ async fn token_endpoint_request_errors() {
     );
 
     // Not a form at all.
-    let r = reqwest::Client::new()
+    let r = crate::common::http()
+        .build()
+        .unwrap()
         .post(&token)
         .json(&serde_json::json!({"grant_type": DEVICE_GRANT}))
         .send()
@@ -82,7 +84,9 @@ async fn token_endpoint_request_errors() {
     // Two client identities.
     use base64::Engine;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{cid}:"));
-    let r = reqwest::Client::new()
+    let r = crate::common::http()
+        .build()
+        .unwrap()
         .post(&token)
         .header("authorization", format!("Basic {basic}"))
         .form(&[("grant_type", DEVICE_GRANT), ("device_code", "x"), ("client_id", "someone-else")])

@@ -283,7 +283,7 @@ async fn confidential_clients_authenticate_with_basic_or_body_and_public_clients
     let s = TestServer::start(&[]).await;
     let (id, secret) = s.create_client("Build bot", true, None).await;
     let secret = secret.unwrap();
-    let http = reqwest::Client::new();
+    let http = crate::common::http().build().unwrap();
     // HTTP Basic (RFC 6749 §2.3.1).
     let r = http
         .post(s.url("/oauth/device/code"))

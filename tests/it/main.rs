@@ -8,4 +8,6 @@ mod common;
 mod errors;
 mod flow;
 mod oauth2_client;
+mod providers;
 mod restart;
+mod upstream;

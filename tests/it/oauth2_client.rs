@@ -26,10 +26,7 @@ async fn the_oauth2_crate_completes_the_device_flow() {
     let client = BasicClient::new(ClientId::new(s.client_id.clone()))
         .set_device_authorization_url(DeviceAuthorizationUrl::new(s.url("/oauth/device/code")).unwrap())
         .set_token_uri(TokenUrl::new(s.url("/oauth/token")).unwrap());
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let http = crate::common::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let call = |req: HttpRequest| send(http.clone(), req);
 
     let details: StandardDeviceAuthorizationResponse = client

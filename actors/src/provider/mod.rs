@@ -1,0 +1,302 @@
+//! Provider actors: AuthGate's calls to external services.
+//!
+//! - [`auth`]: the login API (`AUTH_MODE=http_api`)
+//! - [`token`]: the token service (`TOKEN_PROVIDER_MODE=http_api`)
+//!
+//! Both share the machinery here: an [`Upstream`] (one HTTP client, the service's
+//! authentication headers, retries with back-off, a total deadline) and [`Calls`] (the calls
+//! in flight, bounded, each abandoned when its caller is gone). A provider actor never waits
+//! on the network in its mailbox: each call runs as a task the actor's state owns, so when the
+//! actor dies its calls die with it and their callers get a clean error at once.
+
+pub mod auth;
+pub mod retry;
+pub mod signature;
+pub mod token;
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::RpcReplyPort;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use retry::{Failure, RetryPolicy};
+
+/// Installs rustls' ring crypto provider for this process (idempotent). Call it before
+/// building any `reqwest` client: the build has no default provider, to stay off aws-lc.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// How AuthGate proves itself to a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceAuth {
+    /// No extra headers.
+    None,
+    /// The shared secret in a header (by default `X-API-Secret`).
+    Simple { header: HeaderName, secret: String },
+    /// An HMAC-SHA256 signature per attempt (see [`signature`]).
+    Hmac { secret: String },
+}
+
+/// One external service's settings.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The login API's URL, or the token service's base URL.
+    pub url: String,
+    /// Bounds a whole call, retries and their waits included.
+    pub timeout: Duration,
+    pub insecure_skip_verify: bool,
+    pub auth: ServiceAuth,
+    pub retry: RetryPolicy,
+    /// Calls in flight at once; more are refused with [`CallError::Busy`].
+    pub max_concurrent: usize,
+}
+
+/// A call that did not produce an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("could not reach the service: {0}")]
+    Unreachable(String),
+    #[error("the service answered HTTP {0}")]
+    Status(u16),
+    #[error("the service's answer was not understood: {0}")]
+    BadReply(String),
+    #[error("the service declined: {0}")]
+    Declined(String),
+    #[error("too many calls to the service in flight")]
+    Busy,
+    #[error("the provider stopped before answering")]
+    Gone,
+}
+
+/// Answers bigger than this are refused rather than buffered.
+const MAX_REPLY_BYTES: usize = 1 << 20;
+
+/// One external service: its HTTP client (made fresh for each actor incarnation), its
+/// authentication, its retry policy and deadline.
+pub struct Upstream {
+    /// Which provider, for logs.
+    name: &'static str,
+    client: reqwest::Client,
+    config: ServiceConfig,
+}
+
+impl Upstream {
+    pub fn new(name: &'static str, config: ServiceConfig) -> Result<Self, CallError> {
+        install_tls_provider();
+        let client = reqwest::Client::builder()
+            .tls_danger_accept_invalid_certs(config.insecure_skip_verify)
+            .connect_timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| CallError::Unreachable(format!("could not build the HTTP client: {e}")))?;
+        Ok(Self { name, client, config })
+    }
+
+    /// The service URL joined with `path` (for the token service's `/generate`, `/validate`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.config.url.trim_end_matches('/'))
+    }
+
+    /// POSTs `body` as JSON to `url` and decodes a 2xx answer, retrying connection errors,
+    /// timeouts, 5xx and 429 by the policy, all within the service's timeout.
+    pub async fn post_json<T: DeserializeOwned>(&self, url: &str, body: &impl Serialize) -> Result<T, CallError> {
+        let body = serde_json::to_vec(body).map_err(|e| CallError::BadReply(format!("could not encode the request: {e}")))?;
+        let parsed = reqwest::Url::parse(url).map_err(|e| CallError::Unreachable(format!("invalid URL: {e}")))?;
+        let path_and_query = match parsed.query() {
+            Some(q) => format!("{}?{q}", parsed.path()),
+            None => parsed.path().to_owned(),
+        };
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        let calls = retry::run(
+            self.config.retry,
+            || self.attempt(parsed.clone(), &path_and_query, &body, deadline),
+            |e, wait| tracing::warn!(provider = self.name, error = %e, retry_in = ?wait, "upstream call failed; retrying"),
+        );
+        match tokio::time::timeout_at(deadline, calls).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Timeout(self.config.timeout)),
+        }
+    }
+
+    fn headers(&self, path_and_query: &str, body: &[u8]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        match &self.config.auth {
+            ServiceAuth::None => {}
+            ServiceAuth::Simple { header, secret } => {
+                if let Ok(v) = HeaderValue::from_str(secret) {
+                    h.insert(header.clone(), v);
+                }
+            }
+            ServiceAuth::Hmac { secret } => {
+                let ts = crate::now_ms() / 1000;
+                let sig = signature::sign(secret.as_bytes(), ts, "POST", path_and_query, body);
+                let nonce = uuid::Uuid::new_v4().to_string();
+                for (name, value) in [
+                    (signature::SIGNATURE_HEADER, sig),
+                    (signature::TIMESTAMP_HEADER, ts.to_string()),
+                    (signature::NONCE_HEADER, nonce),
+                ] {
+                    if let Ok(v) = HeaderValue::from_str(&value) {
+                        h.insert(HeaderName::from_static(name), v);
+                    }
+                }
+            }
+        }
+        h
+    }
+
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        url: reqwest::Url,
+        path_and_query: &str,
+        body: &[u8],
+        deadline: tokio::time::Instant,
+    ) -> Result<T, Failure<CallError>> {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let sent = self
+            .client
+            .post(url)
+            .headers(self.headers(path_and_query, body))
+            .body(body.to_vec())
+            .timeout(remaining)
+            .send()
+            .await;
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Err(Failure::Retry {
+                    error: CallError::Timeout(self.config.timeout),
+                    after: None,
+                });
+            }
+            Err(e) => {
+                return Err(Failure::Retry {
+                    error: CallError::Unreachable(without_url(&e)),
+                    after: None,
+                });
+            }
+        };
+        let status = resp.status();
+        if status.is_server_error() || status.as_u16() == 429 {
+            let after = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(Failure::Retry {
+                error: CallError::Status(status.as_u16()),
+                after,
+            });
+        }
+        if !status.is_success() {
+            return Err(Failure::Fail(CallError::Status(status.as_u16())));
+        }
+        let mut buf = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(c)) if buf.len() + c.len() <= MAX_REPLY_BYTES => buf.extend_from_slice(&c),
+                Ok(Some(_)) => return Err(Failure::Fail(CallError::BadReply("the answer is larger than 1 MiB".into()))),
+                Ok(None) => break,
+                Err(e) if e.is_timeout() => {
+                    return Err(Failure::Retry {
+                        error: CallError::Timeout(self.config.timeout),
+                        after: None,
+                    });
+                }
+                Err(e) => {
+                    return Err(Failure::Retry {
+                        error: CallError::Unreachable(without_url(&e)),
+                        after: None,
+                    });
+                }
+            }
+        }
+        serde_json::from_slice(&buf).map_err(|e| Failure::Fail(CallError::BadReply(e.to_string())))
+    }
+}
+
+/// A reqwest error's text without the URL (which may carry credentials in its query).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = String::new();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(err) = src {
+        if !s.is_empty() {
+            s.push_str(": ");
+        }
+        s.push_str(&err.to_string());
+        src = err.source();
+    }
+    if s.is_empty() { "request failed".into() } else { s }
+}
+
+/// Resolves once the caller behind `reply` has stopped waiting (checked every [`CALLER_CHECK`]),
+/// so work done only for it can be dropped.
+pub async fn caller_gone<T>(reply: &RpcReplyPort<T>) {
+    loop {
+        tokio::time::sleep(CALLER_CHECK).await;
+        if reply.is_closed() {
+            return;
+        }
+    }
+}
+
+/// The calls a provider actor has in flight: bounded by a semaphore, owned by its state (so
+/// they end with the actor), each abandoned as soon as its caller stops waiting.
+pub struct Calls {
+    permits: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+}
+
+/// How often an in-flight call checks that its caller is still waiting.
+const CALLER_CHECK: Duration = Duration::from_millis(100);
+
+impl Calls {
+    pub fn new(max_concurrent: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// Runs `call` and sends its result to `reply`, or refuses at once with
+    /// [`CallError::Busy`] when the limit is reached.
+    pub fn start<T: Send + 'static>(
+        &mut self,
+        reply: RpcReplyPort<Result<T, CallError>>,
+        call: impl Future<Output = Result<T, CallError>> + Send + 'static,
+    ) {
+        while self.tasks.try_join_next().is_some() {}
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            let _ = reply.send(Err(CallError::Busy));
+            return;
+        };
+        self.tasks.spawn(async move {
+            let _permit = permit;
+            let call = pin!(call);
+            tokio::select! {
+                r = call => {
+                    let _ = reply.send(r);
+                }
+                () = caller_gone(&reply) => {}
+            }
+        });
+    }
+
+    /// Calls in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.tasks.len()
+    }
+}
