@@ -4,7 +4,7 @@ use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use authgate_actors::directory::{AuthSource, DirectoryActor, DirectoryArgs, DirectoryMsg};
+use authgate_actors::directory::{AuthSource, ClientSpec, DirectoryActor, DirectoryArgs, DirectoryMsg};
 use authgate_actors::password;
 use authgate_actors::system::{Actors, ask};
 use clap::error::ErrorKind;
@@ -308,16 +308,14 @@ async fn client_command(dir: Directory, cmd: ClientCommand) -> Result<(), String
             confidential,
             grant_types,
         } => {
-            let grant_types = Some(grant_types);
-            let (client, secret) = ask(&dir, |reply| DirectoryMsg::CreateClient {
-                name,
-                confidential,
+            let spec = ClientSpec {
                 grant_types,
-                reply,
-            })
-            .await
-            .map_err(err)?
-            .map_err(|e| e.to_string())?;
+                ..ClientSpec::new(&name, confidential)
+            };
+            let (client, secret) = ask(&dir, |reply| DirectoryMsg::CreateClient { spec, reply })
+                .await
+                .map_err(err)?
+                .map_err(|e| e.to_string())?;
             println!("client_id: {}", client.client_id);
             if let Some(secret) = secret {
                 println!("client_secret: {secret}");

@@ -104,6 +104,14 @@ pub struct Settings {
     #[arg(long, env = "STORE_MAX_BATCH", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..=65536), global = true)]
     pub store_max_batch: u32,
 
+    /// How long audit events are kept
+    #[arg(long, env = "AUDIT_RETENTION", default_value = "2160h", value_parser = parse_duration, global = true)]
+    pub audit_retention: Duration,
+
+    /// How often expired device codes, tokens and sessions, and audit events past retention, are removed
+    #[arg(long, env = "CLEANUP_INTERVAL", default_value = "1h", value_parser = parse_duration, global = true)]
+    pub cleanup_interval: Duration,
+
     /// Where passwords are checked: local (here), or http_api (the login API at HTTP_API_URL; local users such as the seeded admin still sign in here)
     #[arg(long, env = "AUTH_MODE", default_value = "local", value_enum, global = true)]
     pub auth_mode: ProviderMode,
@@ -391,13 +399,12 @@ fn service(prefix: &str, mode_var: &str, s: ServiceSettings<'_>) -> Result<Servi
     })
 }
 
-/// An absolute http(s) URL (a path and query are kept as given).
+/// An absolute http(s) URL that the HTTP client accepts (a path and query are kept as given).
 pub fn parse_service_url(s: &str) -> Result<String, String> {
-    let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
-    match rest {
-        Some(r) if !r.is_empty() && !r.starts_with('/') && !s.contains(char::is_whitespace) && !s.contains('#') => Ok(s.to_owned()),
-        _ => Err(format!("{s:?} is not an absolute http:// or https:// URL")),
+    if s.contains('#') || s.contains(char::is_whitespace) {
+        return Err(format!("{s:?} is not an absolute http:// or https:// URL"));
     }
+    authgate_actors::provider::check_url(s).map(|()| s.to_owned())
 }
 
 /// A valid HTTP header name.

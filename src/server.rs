@@ -118,6 +118,8 @@ impl Server {
             admin_password: settings.admin_password.clone(),
             login_api,
             token_api,
+            cleanup_interval: settings.cleanup_interval,
+            audit_retention: settings.audit_retention,
         };
         let system = System::start(store.clone(), config, keys.clone())
             .await

@@ -29,9 +29,6 @@ const SLOW_DOWN_STEP_MS: u32 = 5_000;
 const MAX_INTERVAL_MS: u32 = 60_000;
 /// Expired codes stay known this long, so a late poll hears `expired_token`, not `invalid_grant`.
 const EXPIRED_GRACE_MS: Millis = 10 * 60 * 1000;
-/// How often expired codes are swept from memory and disk.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
-
 /// Settings of the device flow.
 #[derive(Debug, Clone)]
 pub struct DeviceConfig {
@@ -408,13 +405,12 @@ impl Actor for DeviceActor {
     type State = DeviceState;
     type Arguments = DeviceArgs;
 
-    async fn pre_start(&self, myself: ActorRef<DeviceMsg>, args: DeviceArgs) -> Result<DeviceState, ActorProcessingErr> {
+    async fn pre_start(&self, _myself: ActorRef<DeviceMsg>, args: DeviceArgs) -> Result<DeviceState, ActorProcessingErr> {
         let (book, stale) = load(&args.store, crate::now_ms()).await?;
         if !stale.is_empty() {
             args.store.write(stale).await?;
         }
         tracing::info!(authorizations = book.len(), "device authorizations loaded");
-        myself.send_interval(SWEEP_EVERY, || DeviceMsg::Sweep);
         Ok(DeviceState {
             book,
             config: args.config,

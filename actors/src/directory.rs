@@ -139,10 +139,12 @@ impl ClientRecord {
     }
 }
 
-/// An immutable snapshot of every OAuth client, published by the directory actor.
+/// An immutable snapshot of every OAuth client, published by the directory actor, with the
+/// ids of disabled users (whose tokens the token actor must refuse).
 #[derive(Debug, Default)]
 pub struct ClientTable {
     clients: HashMap<String, Arc<ClientRecord>>,
+    disabled_users: std::collections::HashSet<String>,
 }
 
 /// Where the directory publishes client snapshots; it outlives any one incarnation of the actor.
@@ -151,6 +153,10 @@ pub type ClientPublisher = Arc<watch::Sender<Arc<ClientTable>>>;
 impl ClientTable {
     pub fn get(&self, client_id: &str) -> Option<&Arc<ClientRecord>> {
         self.clients.get(client_id)
+    }
+
+    pub fn user_disabled(&self, user_id: &str) -> bool {
+        self.disabled_users.contains(user_id)
     }
 
     /// RFC 6749 §2.3: authenticates a client by id and, for a confidential client, its secret
@@ -188,6 +194,16 @@ pub enum DirectoryError {
     InvalidUsername,
     #[error("client names are 1 to 100 characters")]
     InvalidClientName,
+    #[error("{0}")]
+    InvalidClient(String),
+    #[error("no such client")]
+    UnknownClient,
+    #[error("public clients have no secret")]
+    PublicClient,
+    #[error("no such user")]
+    UnknownUserId,
+    #[error("this would leave no enabled administrator")]
+    LastAdmin,
     #[error("unknown grant type {0:?} (supported: device_code, refresh_token)")]
     UnknownGrantType(String),
     #[error(transparent)]
@@ -253,12 +269,46 @@ pub enum DirectoryMsg {
         reply: RpcReplyPort<Vec<UserRecord>>,
     },
     /// Adds a client; a confidential one gets a secret, returned here once and stored hashed.
-    /// `grant_types` defaults to the device and refresh grants.
     CreateClient {
-        name: String,
-        confidential: bool,
-        grant_types: Option<Vec<String>>,
+        spec: ClientSpec,
         reply: RpcReplyPort<Result<(ClientRecord, Option<String>), DirectoryError>>,
+    },
+    /// Changes a client's name, description, grant types, scopes and redirect URIs (its kind,
+    /// public or confidential, stays).
+    UpdateClient {
+        client_id: String,
+        spec: ClientSpec,
+        reply: RpcReplyPort<Result<ClientRecord, DirectoryError>>,
+    },
+    /// A disabled client is refused (`invalid_client`) and its tokens stop validating.
+    SetClientEnabled {
+        client_id: String,
+        enabled: bool,
+        reply: RpcReplyPort<Result<ClientRecord, DirectoryError>>,
+    },
+    /// A new secret for a confidential client, returned once; the old one stops working.
+    RotateClientSecret {
+        client_id: String,
+        reply: RpcReplyPort<Result<(ClientRecord, String), DirectoryError>>,
+    },
+    DeleteClient {
+        client_id: String,
+        reply: RpcReplyPort<Result<ClientRecord, DirectoryError>>,
+    },
+    GetUser {
+        id: String,
+        reply: RpcReplyPort<Option<UserRecord>>,
+    },
+    /// Grants or removes admin, disables or enables; never leaves no enabled administrator.
+    UpdateUser {
+        id: String,
+        is_admin: Option<bool>,
+        disabled: Option<bool>,
+        reply: RpcReplyPort<Result<UserRecord, DirectoryError>>,
+    },
+    DeleteUser {
+        id: String,
+        reply: RpcReplyPort<Result<UserRecord, DirectoryError>>,
     },
     ListClients {
         reply: RpcReplyPort<Vec<Arc<ClientRecord>>>,
@@ -295,6 +345,96 @@ pub struct DirectoryState {
 
 fn now_secs() -> u64 {
     crate::now_ms() / 1000
+}
+
+/// What an administrator sets on a client.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSpec {
+    pub name: String,
+    pub description: String,
+    /// Only at creation.
+    pub confidential: bool,
+    /// Short (`device_code`, `refresh_token`) or full names; empty means both.
+    pub grant_types: Vec<String>,
+    /// Empty means `read write`.
+    pub scopes: Vec<String>,
+    pub redirect_uris: Vec<String>,
+}
+
+/// A valid scope token (RFC 6749 §3.3): printable ASCII but space, `"` and `\`.
+fn valid_scope(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}
+
+/// An absolute URI with a scheme and no fragment (RFC 6749 §3.1.2).
+fn valid_redirect_uri(u: &str) -> bool {
+    let Some((scheme, rest)) = u.split_once(':') else { return false };
+    !rest.is_empty()
+        && u.len() <= 2000
+        && scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        && !u.contains('#')
+        && !u.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+impl ClientSpec {
+    pub fn new(name: &str, confidential: bool) -> Self {
+        Self {
+            name: name.to_owned(),
+            confidential,
+            ..Self::default()
+        }
+    }
+
+    /// Checks every field and applies them to `rec`.
+    fn apply(&self, rec: &mut ClientRecord) -> Result<(), DirectoryError> {
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(DirectoryError::InvalidClientName);
+        }
+        if self.description.chars().count() > 500 {
+            return Err(DirectoryError::InvalidClient("descriptions are at most 500 characters".into()));
+        }
+        let grants = if self.grant_types.is_empty() {
+            vec![GRANT_DEVICE_CODE.to_owned(), GRANT_REFRESH_TOKEN.to_owned()]
+        } else {
+            let mut g = self.grant_types.iter().map(|g| grant_type_name(g)).collect::<Result<Vec<_>, _>>()?;
+            g.dedup();
+            g
+        };
+        let scopes = if self.scopes.is_empty() {
+            vec!["read".to_owned(), "write".to_owned()]
+        } else {
+            if self.scopes.len() > 32 {
+                return Err(DirectoryError::InvalidClient("at most 32 scopes".into()));
+            }
+            if let Some(bad) = self.scopes.iter().find(|s| !valid_scope(s)) {
+                let shown: String = bad.chars().take(64).collect();
+                return Err(DirectoryError::InvalidClient(format!("{shown:?} is not a valid scope")));
+            }
+            let mut s = self.scopes.clone();
+            s.dedup();
+            s
+        };
+        if self.redirect_uris.len() > 10 {
+            return Err(DirectoryError::InvalidClient("at most 10 redirect URIs".into()));
+        }
+        if let Some(bad) = self.redirect_uris.iter().find(|u| !valid_redirect_uri(u)) {
+            let shown: String = bad.chars().take(80).collect();
+            return Err(DirectoryError::InvalidClient(format!(
+                "{shown:?} is not an absolute URI without a fragment"
+            )));
+        }
+        rec.name = name.to_owned();
+        rec.description = self.description.trim().to_owned();
+        rec.grant_types = grants;
+        rec.scopes = scopes;
+        rec.redirect_uris = self.redirect_uris.clone();
+        Ok(())
+    }
 }
 
 /// A new client record (and its secret, for a confidential client).
@@ -356,10 +496,48 @@ impl DirectoryState {
         Ok(())
     }
 
+    fn remove_user(&mut self, id: &str) -> Option<UserRecord> {
+        let u = self.users.remove(id)?;
+        self.by_username.remove(&u.username);
+        if let Some(ext) = &u.external_id {
+            self.by_external.remove(ext);
+        }
+        Some(u)
+    }
+
+    /// Whether replacing user `id` by `with` (or deleting it) leaves no enabled administrator.
+    fn leaves_no_admin(&self, id: &str, with: Option<&UserRecord>) -> bool {
+        let was = self.users.get(id).is_some_and(|u| u.is_admin && !u.disabled);
+        let stays = with.is_some_and(|u| u.is_admin && !u.disabled);
+        was && !stays && !self.users.values().any(|u| u.id != id && u.is_admin && !u.disabled)
+    }
+
+    /// Stores a new or changed client, publishes the snapshot, and replies `answer(client)`
+    /// once durable.
+    fn save_client<T: Send + 'static>(
+        &mut self,
+        myself: &ActorRef<DirectoryMsg>,
+        client: ClientRecord,
+        answer: impl FnOnce(ClientRecord) -> T,
+        reply: RpcReplyPort<Result<T, DirectoryError>>,
+    ) {
+        match Op::put(Table::Clients, client.client_id.as_bytes().to_vec(), &client) {
+            Ok(op) => {
+                self.clients.insert(client.client_id.clone(), Arc::new(client.clone()));
+                self.publish();
+                self.write_then(myself, vec![op], answer(client), reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
     /// Publishes the current clients as a fresh immutable snapshot.
     fn publish(&self) {
         self.published.send_replace(Arc::new(ClientTable {
             clients: self.clients.clone(),
+            disabled_users: self.users.values().filter(|u| u.disabled).map(|u| u.id.clone()).collect(),
         }));
     }
 
@@ -440,8 +618,8 @@ impl DirectoryState {
         });
     }
 
-    /// The login API accepted `username` as `ext`: the user linked to `ext.user_id` (its name,
-    /// email and full name brought up to date), or a new one. A name held by another user is a
+    /// The login API accepted `username` as `ext`: the user linked to `ext.user_id` (its email
+    /// and full name brought up to date), or a new one. A name held by another user is a
     /// conflict; nothing is merged.
     fn link_external(
         &mut self,
@@ -459,16 +637,18 @@ impl DirectoryState {
         }
         let user = match linked {
             Some(u) if u.disabled => {
+                tracing::info!(username = %u.username, source = "http_api", reason = "the user is disabled", "sign-in failed");
                 let _ = reply.send(Err(LoginError::Invalid));
                 return;
             }
+            // The stored name stays: an API that accepts aliases must not rename the user.
             Some(u) => UserRecord {
-                username,
                 email: ext.email,
                 full_name: ext.full_name,
                 ..u
             },
             None if !valid_username(&username) => {
+                tracing::info!(username = %username, source = "http_api", reason = "not a valid username for a new user", "sign-in failed");
                 let _ = reply.send(Err(LoginError::Invalid));
                 return;
             }
@@ -628,37 +808,104 @@ impl Actor for DirectoryActor {
                 users.sort_by(|a, b| a.username.cmp(&b.username));
                 let _ = reply.send(users);
             }
-            DirectoryMsg::CreateClient {
-                name,
-                confidential,
-                grant_types,
-                reply,
-            } => {
-                let name = name.trim().to_owned();
-                if name.is_empty() || name.chars().count() > 100 {
-                    let _ = reply.send(Err(DirectoryError::InvalidClientName));
+            DirectoryMsg::CreateClient { spec, reply } => {
+                let (mut client, secret) = new_client(&spec.name, spec.confidential);
+                if let Err(e) = spec.apply(&mut client) {
+                    let _ = reply.send(Err(e));
                     return Ok(());
                 }
-                let (mut client, secret) = new_client(&name, confidential);
-                if let Some(kinds) = grant_types {
-                    match kinds.iter().map(|g| grant_type_name(g)).collect::<Result<Vec<_>, _>>() {
-                        Ok(g) => client.grant_types = g,
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                            return Ok(());
-                        }
-                    }
+                st.save_client(&myself, client, move |c| (c, secret), reply);
+            }
+            DirectoryMsg::UpdateClient { client_id, spec, reply } => {
+                let Some(mut client) = st.clients.get(&client_id).map(|c| (**c).clone()) else {
+                    let _ = reply.send(Err(DirectoryError::UnknownClient));
+                    return Ok(());
+                };
+                if let Err(e) = spec.apply(&mut client) {
+                    let _ = reply.send(Err(e));
+                    return Ok(());
                 }
-                match Op::put(Table::Clients, client.client_id.as_bytes().to_vec(), &client) {
+                st.save_client(&myself, client, |c| c, reply);
+            }
+            DirectoryMsg::SetClientEnabled { client_id, enabled, reply } => {
+                let Some(mut client) = st.clients.get(&client_id).map(|c| (**c).clone()) else {
+                    let _ = reply.send(Err(DirectoryError::UnknownClient));
+                    return Ok(());
+                };
+                client.enabled = enabled;
+                st.save_client(&myself, client, |c| c, reply);
+            }
+            DirectoryMsg::RotateClientSecret { client_id, reply } => {
+                let Some(mut client) = st.clients.get(&client_id).map(|c| (**c).clone()) else {
+                    let _ = reply.send(Err(DirectoryError::UnknownClient));
+                    return Ok(());
+                };
+                if !client.confidential {
+                    let _ = reply.send(Err(DirectoryError::PublicClient));
+                    return Ok(());
+                }
+                let secret = secret::random_token(32);
+                client.secret_hash = Some(secret::sha256_hex(&secret));
+                st.save_client(&myself, client, move |c| (c, secret), reply);
+            }
+            DirectoryMsg::DeleteClient { client_id, reply } => {
+                let Some(client) = st.clients.remove(&client_id) else {
+                    let _ = reply.send(Err(DirectoryError::UnknownClient));
+                    return Ok(());
+                };
+                st.publish();
+                let op = Op::delete(Table::Clients, client_id.into_bytes());
+                st.write_then(&myself, vec![op], (*client).clone(), reply);
+            }
+            DirectoryMsg::GetUser { id, reply } => {
+                let _ = reply.send(st.users.get(&id).cloned());
+            }
+            DirectoryMsg::UpdateUser {
+                id,
+                is_admin,
+                disabled,
+                reply,
+            } => {
+                let Some(mut user) = st.users.get(&id).cloned() else {
+                    let _ = reply.send(Err(DirectoryError::UnknownUserId));
+                    return Ok(());
+                };
+                if let Some(a) = is_admin {
+                    user.is_admin = a;
+                }
+                if let Some(d) = disabled {
+                    user.disabled = d;
+                }
+                if st.leaves_no_admin(&id, Some(&user)) {
+                    let _ = reply.send(Err(DirectoryError::LastAdmin));
+                    return Ok(());
+                }
+                match Op::put(Table::Users, id.as_bytes().to_vec(), &user) {
                     Ok(op) => {
-                        st.clients.insert(client.client_id.clone(), Arc::new(client.clone()));
+                        st.insert_user(user.clone());
                         st.publish();
-                        st.write_then(&myself, vec![op], (client, secret), reply);
+                        st.write_then(&myself, vec![op], user, reply);
                     }
                     Err(e) => {
                         let _ = reply.send(Err(e.into()));
                     }
                 }
+            }
+            DirectoryMsg::DeleteUser { id, reply } => {
+                if !st.users.contains_key(&id) {
+                    let _ = reply.send(Err(DirectoryError::UnknownUserId));
+                    return Ok(());
+                }
+                if st.leaves_no_admin(&id, None) {
+                    let _ = reply.send(Err(DirectoryError::LastAdmin));
+                    return Ok(());
+                }
+                let Some(user) = st.remove_user(&id) else {
+                    let _ = reply.send(Err(DirectoryError::UnknownUserId));
+                    return Ok(());
+                };
+                st.publish();
+                st.write_then(&myself, vec![Op::delete(Table::Users, id.into_bytes())], user, reply);
             }
             DirectoryMsg::ListClients { reply } => {
                 let mut clients: Vec<Arc<ClientRecord>> = st.clients.values().cloned().collect();
@@ -699,6 +946,7 @@ mod tests {
                 .into_iter()
                 .map(|c| (c.client_id.clone(), Arc::new(c)))
                 .collect(),
+            disabled_users: Default::default(),
         };
         let code = |r: Result<Arc<ClientRecord>, OAuthError>| r.map(|c| c.name.clone()).map_err(|e| e.code);
         use crate::error::ErrorCode::InvalidClient;

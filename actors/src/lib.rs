@@ -1,5 +1,6 @@
 //! AuthGate's actors: each owns one concern's state and is reached only by messages.
 //!
+//! - [`audit`]: the audit trail
 //! - [`device`]: device authorizations (codes, poll timing, approvals)
 //! - [`token`]: access and refresh tokens
 //! - [`session`]: browser sessions
@@ -11,6 +12,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![deny(clippy::await_holding_lock)]
 
+pub mod audit;
 pub mod device;
 pub mod directory;
 pub mod error;

@@ -15,8 +15,6 @@ use crate::error::OAuthError;
 use crate::secret::{self, Digest32};
 use crate::store::{Op, Store, Table, decode};
 
-const SWEEP_EVERY: Duration = Duration::from_secs(600);
-
 /// The stored form of a session, keyed by SHA-256(session id).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -62,7 +60,14 @@ pub enum SessionMsg {
         id: String,
         reply: RpcReplyPort<Result<(), OAuthError>>,
     },
-    /// Internal: drop expired sessions.
+    /// Ends every session of a user except `keep` (a session id), e.g. after a password
+    /// change, a disable or a deletion; answers how many ended, once durable.
+    DestroyForUser {
+        user_id: String,
+        keep: Option<String>,
+        reply: RpcReplyPort<Result<usize, OAuthError>>,
+    },
+    /// Drop expired sessions.
     Sweep,
 }
 
@@ -93,7 +98,7 @@ impl Actor for SessionActor {
     type State = SessionState;
     type Arguments = SessionArgs;
 
-    async fn pre_start(&self, myself: ActorRef<SessionMsg>, args: SessionArgs) -> Result<SessionState, ActorProcessingErr> {
+    async fn pre_start(&self, _myself: ActorRef<SessionMsg>, args: SessionArgs) -> Result<SessionState, ActorProcessingErr> {
         let now = crate::now_ms();
         let (sessions, stale) = args
             .store
@@ -115,7 +120,6 @@ impl Actor for SessionActor {
         if !stale.is_empty() {
             args.store.write(stale).await?;
         }
-        myself.send_interval(SWEEP_EVERY, || SessionMsg::Sweep);
         Ok(SessionState {
             sessions,
             max_age: args.max_age,
@@ -180,6 +184,25 @@ impl Actor for SessionActor {
                 let done = st.store.submit(vec![Op::delete(Table::Sessions, key.to_vec())]);
                 tokio::spawn(async move {
                     let _ = reply.send(settle(&myself, done.await));
+                });
+            }
+            SessionMsg::DestroyForUser { user_id, keep, reply } => {
+                let keep = keep.map(|k| secret::sha256(&k));
+                let ended: Vec<Digest32> = st
+                    .sessions
+                    .iter()
+                    .filter(|(k, r)| r.user_id == user_id && Some(**k) != keep)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in &ended {
+                    st.sessions.remove(k);
+                }
+                let n = ended.len();
+                let done = st
+                    .store
+                    .submit(ended.iter().map(|k| Op::delete(Table::Sessions, k.to_vec())).collect());
+                tokio::spawn(async move {
+                    let _ = reply.send(settle(&myself, done.await).map(|()| n));
                 });
             }
             SessionMsg::Sweep => {

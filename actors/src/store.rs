@@ -33,17 +33,20 @@ pub enum Table {
     Tokens,
     /// SHA-256(session id) → [`crate::session::SessionRecord`].
     Sessions,
+    /// Unix ms + sequence (big-endian) → [`crate::audit::AuditEvent`].
+    Audit,
 }
 
 impl Table {
     /// Every table, in declaration order (`table as usize` indexes this array).
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Meta,
         Table::Users,
         Table::Clients,
         Table::DeviceCodes,
         Table::Tokens,
         Table::Sessions,
+        Table::Audit,
     ];
 
     fn def(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
@@ -54,6 +57,7 @@ impl Table {
             Table::DeviceCodes => "device_codes",
             Table::Tokens => "tokens",
             Table::Sessions => "sessions",
+            Table::Audit => "audit",
         })
     }
 }
@@ -131,6 +135,32 @@ impl Reader<'_> {
         for row in t.iter().map_err(storage)? {
             let (k, v) = row.map_err(storage)?;
             f(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+
+    /// Records in descending key order, starting below `before` (or at the last key); stops
+    /// when `f` returns `false`.
+    pub fn scan_rev(
+        &self,
+        table: Table,
+        before: Option<&[u8]>,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let t = match self.txn.open_table(table.def()) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(storage(e)),
+        };
+        let rows = match before {
+            Some(b) => t.range::<&[u8]>(..b).map_err(storage)?,
+            None => t.range::<&[u8]>(..).map_err(storage)?,
+        };
+        for row in rows.rev() {
+            let (k, v) = row.map_err(storage)?;
+            if !f(k.value(), v.value())? {
+                break;
+            }
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Message, RpcReplyPort, SupervisionEvent};
 
+use crate::audit::{AuditActor, AuditEvent, AuditMsg};
 use crate::device::{DeviceActor, DeviceArgs, DeviceConfig, DeviceMsg};
 use crate::directory::{ClientPublisher, ClientTable, DirectoryActor, DirectoryArgs, DirectoryMsg};
 use crate::error::OAuthError;
@@ -83,6 +84,7 @@ struct Slots {
     token: Slot<TokenMsg>,
     session: Slot<SessionMsg>,
     directory: Slot<DirectoryMsg>,
+    audit: Slot<AuditMsg>,
     auth_provider: Slot<AuthProviderMsg>,
     token_provider: Slot<TokenProviderMsg>,
     /// The directory's published client snapshots.
@@ -129,6 +131,7 @@ impl Actors {
                 token: Slot::new(),
                 session: Slot::new(),
                 directory: Slot::new(),
+                audit: Slot::new(),
                 auth_provider: Slot::new(),
                 token_provider: Slot::new(),
                 clients: Arc::new(clients),
@@ -153,6 +156,22 @@ impl Actors {
     pub fn directory(&self) -> Result<ActorRef<DirectoryMsg>, OAuthError> {
         self.inner.directory.get()
     }
+    pub fn audit_actor(&self) -> Result<ActorRef<AuditMsg>, OAuthError> {
+        self.inner.audit.get()
+    }
+
+    /// Records an audit event without waiting. Should the audit actor be between incarnations,
+    /// the event still reaches the log.
+    pub fn audit(&self, event: AuditEvent) {
+        let sent = match self.inner.audit.get() {
+            Ok(a) => a.cast(AuditMsg::Record(event.clone())).is_ok(),
+            Err(_) => false,
+        };
+        if !sent {
+            tracing::warn!(target: "audit", event = event.kind.name(), actor = %event.actor, subject = %event.subject, success = event.success, "audit actor unavailable; event logged only");
+        }
+    }
+
     /// The login-API provider (only when `AUTH_MODE=http_api`).
     pub fn auth_provider(&self) -> Result<ActorRef<AuthProviderMsg>, OAuthError> {
         self.inner.auth_provider.get()
@@ -193,10 +212,15 @@ pub struct CoreConfig {
     pub login_api: Option<ServiceConfig>,
     /// The external token service, when it mints access tokens (`TOKEN_PROVIDER_MODE=http_api`).
     pub token_api: Option<ServiceConfig>,
+    /// How often expired device codes, tokens and sessions, and audit events past retention,
+    /// are removed.
+    pub cleanup_interval: Duration,
+    pub audit_retention: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Child {
+    Audit,
     Directory,
     Session,
     Token,
@@ -208,6 +232,7 @@ enum Child {
 impl Child {
     fn name(self) -> &'static str {
         match self {
+            Child::Audit => "audit",
             Child::Directory => "directory",
             Child::Session => "session",
             Child::Token => "token",
@@ -227,6 +252,8 @@ pub enum RootMsg {
     Restart(ChildName),
     /// Shutdown is under way: children that stop now stay stopped.
     ShuttingDown(RpcReplyPort<()>),
+    /// Internal: time for the periodic cleanup.
+    Cleanup,
 }
 
 /// Opaque name of a child, carried by [`RootMsg::Restart`].
@@ -252,6 +279,11 @@ impl RootState {
     async fn spawn(&mut self, child: Child, me: ActorCell) -> Result<(), ActorProcessingErr> {
         let a = &self.args;
         let id = match child {
+            Child::Audit => {
+                let (r, _) = Actor::spawn_linked(None, AuditActor, a.store.clone(), me).await?;
+                a.actors.inner.audit.set(r.clone());
+                r.get_id()
+            }
             Child::Directory => {
                 let args = DirectoryArgs {
                     store: a.store.clone(),
@@ -332,11 +364,12 @@ impl Actor for Root {
         let children = providers
             .into_iter()
             .flatten()
-            .chain([Child::Directory, Child::Session, Child::Token, Child::Device]);
+            .chain([Child::Audit, Child::Directory, Child::Session, Child::Token, Child::Device]);
         for child in children {
             st.spawn(child, myself.get_cell()).await?;
             st.args.actors.set_component(child, ComponentState::Running, false);
         }
+        myself.send_interval(st.args.config.cleanup_interval, || RootMsg::Cleanup);
         Ok(st)
     }
 
@@ -353,6 +386,24 @@ impl Actor for Root {
                 }
             }
             RootMsg::Restart(_) => {}
+            RootMsg::Cleanup => {
+                // Each actor removes what has expired in its own state, off the request path.
+                let actors = &st.args.actors;
+                if let Ok(d) = actors.device() {
+                    let _ = d.cast(DeviceMsg::Sweep);
+                }
+                if let Ok(t) = actors.token() {
+                    let _ = t.cast(TokenMsg::Sweep);
+                }
+                if let Ok(s) = actors.session() {
+                    let _ = s.cast(SessionMsg::Sweep);
+                }
+                if let Ok(a) = actors.audit_actor() {
+                    let retention = u64::try_from(st.args.config.audit_retention.as_millis()).unwrap_or(u64::MAX);
+                    let before_ms = crate::now_ms().saturating_sub(retention);
+                    let _ = a.cast(AuditMsg::Prune { before_ms });
+                }
+            }
             RootMsg::ShuttingDown(reply) => {
                 st.stopping = true;
                 let _ = reply.send(());
@@ -496,6 +547,8 @@ mod tests {
             admin_password: Some("admin-password".into()),
             login_api: None,
             token_api: None,
+            cleanup_interval: Duration::from_secs(3600),
+            audit_retention: Duration::from_secs(3600),
         }
     }
 

@@ -18,9 +18,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{AuditEvent, EventKind};
 use crate::error::OAuthError;
-use crate::provider::CallError;
 use crate::provider::token::{MintedToken, TokenProviderMsg};
+use crate::provider::{CallError, caller_gone};
 use crate::secret::{self, Digest32};
 use crate::store::{Op, Store, StoreError, Table, decode};
 use crate::system::{Actors, ask_within};
@@ -150,6 +151,35 @@ pub struct TokenResponse {
     pub scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// The user the tokens were issued to (for the audit trail; not sent).
+    #[serde(skip)]
+    pub username: String,
+}
+
+/// Where an authorization stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthorizationStatus {
+    Active,
+    Expired,
+    Revoked,
+}
+
+/// One authorization (one approved device and the tokens that came from it), as its owner or
+/// an administrator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuthorizationView {
+    pub id: String,
+    pub user_id: String,
+    pub username: String,
+    pub client_id: String,
+    pub scope: String,
+    pub authorized_at: Secs,
+    /// The last refresh or use, if any since the approval.
+    pub last_used_at: Option<Secs>,
+    /// When its longest-lived live token expires (or the last one did).
+    pub expires_at: Secs,
+    pub status: AuthorizationStatus,
 }
 
 /// What `/oauth/tokeninfo` reports of a valid access token.
@@ -173,8 +203,23 @@ pub enum RevokeTarget {
     Hash(Digest32),
 }
 
+/// Whose tokens a mass revocation ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    User(String),
+    Client(String),
+}
+
 /// An issuance or refresh waiting for the token service's answer.
 pub struct Pending(PendingKind);
+
+impl PendingKind {
+    fn reply(&self) -> &RpcReplyPort<Result<TokenResponse, OAuthError>> {
+        match self {
+            PendingKind::Issue { reply, .. } | PendingKind::Refresh { reply, .. } => reply,
+        }
+    }
+}
 
 enum PendingKind {
     Issue {
@@ -234,6 +279,24 @@ pub enum TokenMsg {
         user_id: String,
         reply: RpcReplyPort<Vec<TokenRecord>>,
     },
+    /// The authorizations of one user (or of everyone), newest first.
+    ListAuthorizations {
+        user_id: Option<String>,
+        now: Millis,
+        reply: RpcReplyPort<Vec<AuthorizationView>>,
+    },
+    /// Revokes every token of one authorization; `owner`, when given, must own it. Answers
+    /// whether there was such an authorization (of that owner) to revoke.
+    RevokeAuthorization {
+        authorization_id: String,
+        owner: Option<String>,
+        reply: RpcReplyPort<Result<Option<AuthorizationView>, OAuthError>>,
+    },
+    /// Revokes every token of a user, or of a client; answers how many authorizations.
+    RevokeAll {
+        of: Owner,
+        reply: RpcReplyPort<Result<usize, OAuthError>>,
+    },
     /// Internal: the tokens of an authorization are durable (its issuance is no longer in flight).
     Issued { authorization_id: String },
     /// Internal: drop records long expired.
@@ -249,7 +312,6 @@ use crate::device::Millis;
 
 /// Records are kept this long past expiry (for session lists), then swept.
 const EXPIRED_KEEP: Secs = 24 * 3600;
-const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 /// The in-memory token records and their indexes: all logic, no I/O.
 #[derive(Default)]
@@ -258,6 +320,8 @@ pub struct TokenBook {
     refresh_by_hash: HashMap<Digest32, String>,
     /// Access tokens minted by the token service, by SHA-256.
     access_by_hash: HashMap<Digest32, String>,
+    /// User id → their authorization ids.
+    by_user: HashMap<String, Vec<String>>,
     by_authorization: HashMap<String, Vec<String>>,
 }
 
@@ -286,10 +350,14 @@ impl TokenBook {
             self.by_hash(rec.kind).insert(h, rec.id.clone());
         }
         if !self.records.contains_key(&rec.id) {
-            self.by_authorization
-                .entry(rec.authorization_id.clone())
-                .or_default()
-                .push(rec.id.clone());
+            let ids = self.by_authorization.entry(rec.authorization_id.clone()).or_default();
+            if ids.is_empty() {
+                self.by_user
+                    .entry(rec.user_id.clone())
+                    .or_default()
+                    .push(rec.authorization_id.clone());
+            }
+            ids.push(rec.id.clone());
         }
         self.records.insert(rec.id.clone(), rec);
     }
@@ -297,14 +365,76 @@ impl TokenBook {
     fn remove(&mut self, id: &str) {
         let Some(rec) = self.records.remove(id) else { return };
         if let Some(h) = digest_of(&rec) {
-            self.by_hash(rec.kind).remove(&h);
+            let index = self.by_hash(rec.kind);
+            if index.get(&h).is_some_and(|i| *i == rec.id) {
+                index.remove(&h);
+            }
         }
         if let Some(ids) = self.by_authorization.get_mut(&rec.authorization_id) {
             ids.retain(|i| i != id);
             if ids.is_empty() {
                 self.by_authorization.remove(&rec.authorization_id);
+                if let Some(auths) = self.by_user.get_mut(&rec.user_id) {
+                    auths.retain(|a| *a != rec.authorization_id);
+                    if auths.is_empty() {
+                        self.by_user.remove(&rec.user_id);
+                    }
+                }
             }
         }
+    }
+
+    /// One authorization's summary, from its records.
+    fn authorization(&self, authorization_id: &str, now: Secs) -> Option<AuthorizationView> {
+        let recs: Vec<&TokenRecord> = self
+            .by_authorization
+            .get(authorization_id)?
+            .iter()
+            .filter_map(|id| self.records.get(id))
+            .collect();
+        let first = recs.iter().min_by_key(|r| r.issued_at)?;
+        let live = |r: &&&TokenRecord| r.status == TokenStatus::Active && r.expires_at > now;
+        let status = if recs.iter().any(|r| live(&r)) {
+            AuthorizationStatus::Active
+        } else if recs.iter().any(|r| r.status == TokenStatus::Revoked) {
+            AuthorizationStatus::Revoked
+        } else {
+            AuthorizationStatus::Expired
+        };
+        let expires_at = recs
+            .iter()
+            .filter(|r| live(r))
+            .map(|r| r.expires_at)
+            .max()
+            .or_else(|| recs.iter().map(|r| r.expires_at).max())
+            .unwrap_or(first.expires_at);
+        let last_used_at = recs
+            .iter()
+            .filter_map(|r| r.last_used_at)
+            .chain(recs.iter().map(|r| r.issued_at).filter(|t| *t > first.issued_at))
+            .max();
+        Some(AuthorizationView {
+            id: authorization_id.to_owned(),
+            user_id: first.user_id.clone(),
+            username: first.username.clone(),
+            client_id: first.client_id.clone(),
+            scope: first.scope.clone(),
+            authorized_at: first.issued_at,
+            last_used_at,
+            expires_at,
+            status,
+        })
+    }
+
+    /// Authorizations of `user_id` (or everyone's), newest first.
+    fn authorizations(&self, user_id: Option<&str>, now: Secs) -> Vec<AuthorizationView> {
+        let ids: Vec<&String> = match user_id {
+            Some(u) => self.by_user.get(u).into_iter().flatten().collect(),
+            None => self.by_authorization.keys().collect(),
+        };
+        let mut list: Vec<AuthorizationView> = ids.into_iter().filter_map(|a| self.authorization(a, now)).collect();
+        list.sort_by(|a, b| b.authorized_at.cmp(&a.authorized_at).then_with(|| a.id.cmp(&b.id)));
+        list
     }
 
     /// Applies `change` in memory and returns the ops that make it durable.
@@ -318,6 +448,15 @@ impl TokenBook {
             self.upsert(r.clone());
         }
         Ok(ops)
+    }
+
+    /// Marks every live token of these authorizations revoked.
+    fn revoke_authorizations<'a>(&self, ids: impl IntoIterator<Item = &'a String>) -> Change {
+        let mut change = Change { put: Vec::new() };
+        for a in ids {
+            change.put.extend(self.revoke_authorization(a).put);
+        }
+        change
     }
 
     /// Marks every live token of an authorization revoked.
@@ -373,6 +512,18 @@ fn mint_failed(e: &CallError) -> OAuthError {
     }
 }
 
+/// What a failed validation call means to the client: the service's refusal is an invalid
+/// token; not reaching it is a retryable 503.
+fn validation_failed(e: &CallError) -> OAuthError {
+    match e {
+        CallError::Declined(_) | CallError::BadReply(_) => OAuthError::invalid_token("the access token is invalid, expired or revoked"),
+        CallError::Status(s) if (400..500).contains(s) && *s != 429 => {
+            OAuthError::invalid_token("the access token is invalid, expired or revoked")
+        }
+        _ => OAuthError::unavailable("the token service could not be reached; try again shortly"),
+    }
+}
+
 impl TokenState {
     /// Asks the token service for an access token, off the mailbox; the answer comes back as
     /// [`TokenMsg::Minted`] carrying `pending`.
@@ -382,8 +533,11 @@ impl TokenState {
         let (user_id, client_id, scopes) = (g.user_id.clone(), g.client_id.clone(), scope.to_owned());
         let expires_in = self.config.access_ttl.as_secs();
         tokio::spawn(async move {
-            let minted = match actors.token_provider() {
-                Ok(p) => ask_within(&p, timeout + Duration::from_secs(1), |reply| TokenProviderMsg::Generate {
+            let call = async {
+                let Ok(p) = actors.token_provider() else {
+                    return Err(CallError::Gone);
+                };
+                ask_within(&p, timeout + Duration::from_secs(1), |reply| TokenProviderMsg::Generate {
                     user_id,
                     client_id,
                     scopes,
@@ -391,8 +545,12 @@ impl TokenState {
                     reply,
                 })
                 .await
-                .unwrap_or(Err(CallError::Gone)),
-                Err(_) => Err(CallError::Gone),
+                .unwrap_or(Err(CallError::Gone))
+            };
+            // A requester that has gone gets nothing minted for it.
+            let minted = tokio::select! {
+                m = call => m,
+                () = caller_gone(pending.reply()) => Err(CallError::Abandoned),
             };
             if let Err(e) = &minted {
                 tracing::warn!(provider = "token_api", reason = %e, "the token service did not mint a token");
@@ -414,6 +572,15 @@ impl TokenState {
     ) -> Result<(String, TokenRecord, u64), OAuthError> {
         let id = uuid::Uuid::new_v4().to_string();
         if let Some(m) = minted {
+            // One record per token: a token the service hands out twice would make two records
+            // answer for one token (and revoking one leave the other).
+            if self.book.access_by_hash.contains_key(&secret::sha256(&m.access_token)) {
+                tracing::error!(
+                    provider = "token_api",
+                    "the token service returned an access token it had issued before; refused"
+                );
+                return Err(OAuthError::server_error("the token service did not issue a new token"));
+            }
             let ttl = m.expires_in.unwrap_or(self.config.access_ttl.as_secs());
             let rec = TokenRecord {
                 id,
@@ -569,6 +736,7 @@ impl TokenState {
             expires_in,
             scope: grant.scope.clone(),
             refresh_token,
+            username: grant.username.clone(),
         };
         tracing::info!(client_id = %grant.client_id, user_id = %grant.user_id, "tokens issued");
         let settled = TokenMsg::Issued {
@@ -600,7 +768,7 @@ impl TokenState {
             let _ = reply.send(Err(invalid()));
             return;
         };
-        if old.client_id != client_id {
+        if old.client_id != client_id || !self.owner_allowed(&old) {
             let _ = reply.send(Err(invalid()));
             return;
         }
@@ -613,6 +781,12 @@ impl TokenState {
                 // RFC 9700 §4.14: a rotated-out refresh token came back; assume it was stolen
                 // and end the whole authorization.
                 tracing::warn!(client_id = %old.client_id, user_id = %old.user_id, authorization_id = %old.authorization_id, "refresh token reuse detected; revoking the authorization");
+                self.actors.audit(
+                    AuditEvent::new(EventKind::RefreshReuseDetected, format!("client:{}", old.client_id), false)
+                        .subject(old.username.clone())
+                        .client(old.client_id.clone())
+                        .detail(format!("authorization {} revoked", old.authorization_id)),
+                );
                 let change = self.book.revoke_authorization(&old.authorization_id);
                 let err = Err(OAuthError::invalid_grant(
                     "the refresh token was already used; the authorization has been revoked",
@@ -686,14 +860,21 @@ impl TokenState {
             expires_in,
             scope,
             refresh_token: (!refresh_token.is_empty()).then_some(refresh_token),
+            username: grant.username.clone(),
         };
         self.commit(myself, change, Vec::new(), Ok(answer), reply, None);
     }
 
     fn validate(&self, jti: &str, now: Secs) -> Result<TokenInfo, OAuthError> {
         let invalid = || OAuthError::invalid_token("the access token is invalid, expired or revoked");
-        let r = self.book.records.get(jti).ok_or_else(invalid)?;
+        let r = self.book.records.get(jti).filter(|r| self.owner_allowed(r)).ok_or_else(invalid)?;
         Self::active_info(r, now).ok_or_else(invalid)
+    }
+
+    /// Tokens of a disabled or deleted client, or of a disabled user, are not valid.
+    fn owner_allowed(&self, r: &TokenRecord) -> bool {
+        let dir = self.actors.clients();
+        dir.get(&r.client_id).is_some_and(|c| c.enabled) && !dir.user_disabled(&r.user_id)
     }
 
     /// A token-service token: active here, and (when the service is configured) valid there.
@@ -704,6 +885,7 @@ impl TokenState {
             .access_by_hash
             .get(&secret::sha256(&token))
             .and_then(|id| self.book.records.get(id))
+            .filter(|r| self.owner_allowed(r))
             .and_then(|r| Self::active_info(r, now));
         let (Some(info), Some(timeout)) = (info.clone(), self.token_api_timeout) else {
             // Without the service (the mode was switched back), the record alone decides.
@@ -712,21 +894,27 @@ impl TokenState {
         };
         let actors = self.actors.clone();
         tokio::spawn(async move {
-            let valid = match actors.token_provider() {
-                Ok(p) => ask_within(&p, timeout + Duration::from_secs(1), |r| TokenProviderMsg::Validate {
+            let call = async {
+                let Ok(p) = actors.token_provider() else {
+                    return Err(CallError::Gone);
+                };
+                ask_within(&p, timeout + Duration::from_secs(1), |r| TokenProviderMsg::Validate {
                     token,
                     reply: r,
                 })
                 .await
-                .unwrap_or(Err(CallError::Gone)),
-                Err(_) => Err(CallError::Gone),
+                .unwrap_or(Err(CallError::Gone))
+            };
+            let valid = tokio::select! {
+                v = call => v,
+                () = caller_gone(&reply) => return,
             };
             let _ = reply.send(match valid {
                 Ok(true) => Ok(info),
                 Ok(false) => Err(invalid()),
                 Err(e) => {
                     tracing::warn!(provider = "token_api", reason = %e, "could not validate a token with the token service");
-                    Err(mint_failed(&e))
+                    Err(validation_failed(&e))
                 }
             });
         });
@@ -816,7 +1004,7 @@ impl Actor for TokenActor {
     type State = TokenState;
     type Arguments = TokenArgs;
 
-    async fn pre_start(&self, myself: ActorRef<TokenMsg>, args: TokenArgs) -> Result<TokenState, ActorProcessingErr> {
+    async fn pre_start(&self, _myself: ActorRef<TokenMsg>, args: TokenArgs) -> Result<TokenState, ActorProcessingErr> {
         let book = args
             .store
             .read(|r| {
@@ -832,7 +1020,6 @@ impl Actor for TokenActor {
             })
             .await?;
         tracing::info!(tokens = book.records.len(), "token records loaded");
-        myself.send_interval(SWEEP_EVERY, || TokenMsg::Sweep);
         Ok(TokenState {
             issuing: Default::default(),
             book,
@@ -862,6 +1049,8 @@ impl Actor for TokenActor {
                 (PendingKind::Issue { grant, with, now, reply }, minted) => {
                     st.issuing.remove(&grant.authorization_id);
                     match minted {
+                        // Nobody is waiting: spend nothing (the device code stays approved).
+                        Ok(_) if reply.is_closed() => {}
                         Ok(m) => st.issue(&myself, grant, with, now, reply, Some(m)),
                         Err(e) => {
                             let _ = reply.send(Err(mint_failed(&e)));
@@ -878,6 +1067,8 @@ impl Actor for TokenActor {
                     },
                     minted,
                 ) => match minted {
+                    // Nobody is waiting: leave the refresh token as it was (no rotation).
+                    Ok(_) if reply.is_closed() => {}
                     Ok(m) => st.refresh(&myself, hash, client_id, scope, now, reply, Some(m)),
                     Err(e) => {
                         let _ = reply.send(Err(mint_failed(&e)));
@@ -889,6 +1080,43 @@ impl Actor for TokenActor {
                 let mut list: Vec<TokenRecord> = st.book.records.values().filter(|r| r.user_id == user_id).cloned().collect();
                 list.sort_by(|a, b| b.issued_at.cmp(&a.issued_at).then_with(|| a.id.cmp(&b.id)));
                 let _ = reply.send(list);
+            }
+            TokenMsg::ListAuthorizations { user_id, now, reply } => {
+                let _ = reply.send(st.book.authorizations(user_id.as_deref(), now / 1000));
+            }
+            TokenMsg::RevokeAuthorization {
+                authorization_id,
+                owner,
+                reply,
+            } => {
+                let now = crate::now_ms() / 1000;
+                let found = st
+                    .book
+                    .authorization(&authorization_id, now)
+                    .filter(|a| owner.as_ref().is_none_or(|o| *o == a.user_id));
+                match found {
+                    Some(view) => {
+                        let change = st.book.revoke_authorization(&authorization_id);
+                        st.commit(&myself, change, Vec::new(), Ok(Some(view)), reply, None);
+                    }
+                    None => {
+                        let _ = reply.send(Ok(None));
+                    }
+                }
+            }
+            TokenMsg::RevokeAll { of, reply } => {
+                let ids: Vec<String> = match &of {
+                    Owner::User(u) => st.book.by_user.get(u).cloned().unwrap_or_default(),
+                    Owner::Client(c) => st
+                        .book
+                        .by_authorization
+                        .iter()
+                        .filter(|(_, recs)| recs.first().and_then(|r| st.book.records.get(r)).is_some_and(|r| r.client_id == *c))
+                        .map(|(a, _)| a.clone())
+                        .collect(),
+                };
+                let change = st.book.revoke_authorizations(&ids);
+                st.commit(&myself, change, Vec::new(), Ok(ids.len()), reply, None);
             }
             TokenMsg::Issued { authorization_id } => {
                 st.issuing.remove(&authorization_id);

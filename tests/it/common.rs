@@ -79,17 +79,14 @@ impl TestServer {
     /// Creates a client directly (fixture), returning its id and secret.
     pub async fn create_client(&self, name: &str, confidential: bool, grants: Option<&[&str]>) -> (String, Option<String>) {
         let dir = self.server.actors.directory().unwrap();
-        let grant_types = grants.map(|g| g.iter().map(|s| s.to_string()).collect());
-        let name = name.to_owned();
-        let (c, secret) = ask(&dir, |reply| DirectoryMsg::CreateClient {
-            name,
-            confidential,
-            grant_types,
-            reply,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        let spec = authgate_actors::directory::ClientSpec {
+            grant_types: grants.map(|g| g.iter().map(|s| s.to_string()).collect()).unwrap_or_default(),
+            ..authgate_actors::directory::ClientSpec::new(name, confidential)
+        };
+        let (c, secret) = ask(&dir, |reply| DirectoryMsg::CreateClient { spec, reply })
+            .await
+            .unwrap()
+            .unwrap();
         (c.client_id, secret)
     }
 

@@ -417,7 +417,15 @@ async fn a_provider_that_keeps_failing_is_reported_down_not_restarted_in_a_loop(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_upstream_holds_only_its_own_calls_and_the_excess_is_refused_at_once() {
     let up = Upstream::start(login_api).await;
-    let s = start(&login_flags(&up, &["--http-api-max-concurrent", "1", "--http-api-timeout", "8s"])).await;
+    let flags = [
+        "--http-api-max-concurrent",
+        "1",
+        "--http-api-timeout",
+        "8s",
+        "--http-api-max-retries",
+        "0",
+    ];
+    let s = start(&login_flags(&up, &flags)).await;
     let slow = {
         let person = Person::new();
         let (_, page, _) = person.get(&s.url("/login")).await;

@@ -34,8 +34,8 @@ pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// How AuthGate proves itself to a service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How AuthGate proves itself to a service. `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
 pub enum ServiceAuth {
     /// No extra headers.
     None,
@@ -43,6 +43,25 @@ pub enum ServiceAuth {
     Simple { header: HeaderName, secret: String },
     /// An HMAC-SHA256 signature per attempt (see [`signature`]).
     Hmac { secret: String },
+}
+
+impl std::fmt::Debug for ServiceAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServiceAuth::None => f.write_str("None"),
+            ServiceAuth::Simple { header, .. } => write!(f, "Simple {{ header: {header}, secret: <redacted> }}"),
+            ServiceAuth::Hmac { .. } => f.write_str("Hmac { secret: <redacted> }"),
+        }
+    }
+}
+
+/// Checks that `url` is one reqwest can call (an absolute http or https URL).
+pub fn check_url(url: &str) -> Result<(), String> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(_) => Err(format!("{url:?} is not an http:// or https:// URL with a host")),
+        Err(e) => Err(format!("{url:?} is not a valid URL ({e})")),
+    }
 }
 
 /// One external service's settings.
@@ -76,6 +95,8 @@ pub enum CallError {
     Busy,
     #[error("the provider stopped before answering")]
     Gone,
+    #[error("the requester stopped waiting")]
+    Abandoned,
 }
 
 /// Answers bigger than this are refused rather than buffered.
@@ -95,7 +116,11 @@ impl Upstream {
         install_tls_provider();
         let client = reqwest::Client::builder()
             .tls_danger_accept_invalid_certs(config.insecure_skip_verify)
-            .connect_timeout(config.timeout)
+            .connect_timeout(if config.retry.max_retries == 0 {
+                config.timeout
+            } else {
+                config.timeout / 2
+            })
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -103,9 +128,18 @@ impl Upstream {
         Ok(Self { name, client, config })
     }
 
-    /// The service URL joined with `path` (for the token service's `/generate`, `/validate`).
+    /// The service URL with `path` appended to its path (for the token service's `/generate`
+    /// and `/validate`); a query in the configured URL is kept after it.
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.config.url.trim_end_matches('/'))
+        let (base, query) = match self.config.url.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (self.config.url.as_str(), None),
+        };
+        let joined = format!("{}{path}", base.trim_end_matches('/'));
+        match query {
+            Some(q) => format!("{joined}?{q}"),
+            None => joined,
+        }
     }
 
     /// POSTs `body` as JSON to `url` and decodes a 2xx answer, retrying connection errors,
@@ -164,13 +198,20 @@ impl Upstream {
         body: &[u8],
         deadline: tokio::time::Instant,
     ) -> Result<T, Failure<CallError>> {
+        // With retries allowed, one attempt gets at most half the budget, so a timed-out
+        // attempt leaves time for another.
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let per_attempt = if self.config.retry.max_retries == 0 {
+            self.config.timeout
+        } else {
+            self.config.timeout / 2
+        };
         let sent = self
             .client
             .post(url)
             .headers(self.headers(path_and_query, body))
             .body(body.to_vec())
-            .timeout(remaining)
+            .timeout(per_attempt.min(remaining))
             .send()
             .await;
         let mut resp = match sent {

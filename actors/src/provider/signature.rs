@@ -68,17 +68,24 @@ pub struct SignedRequest<'a> {
 
 /// Checks signed requests: signature (constant time), a ±[`WINDOW_SECS`] timestamp window, and
 /// nonces never seen before within that window. Shareable across threads.
+///
+/// The nonce is not part of the signed message (the scheme signs timestamp, method, target and
+/// body), so the nonce check stops a request replayed as it was; one replayed with a new nonce
+/// within the window still verifies. (Refusing repeated signatures would also refuse honest
+/// retries sent within the same second.) Use TLS so requests cannot be captured.
 pub struct Verifier {
     secret: Vec<u8>,
-    /// Nonces seen, with the timestamp they came with; pruned once older than the window.
-    seen: Mutex<HashMap<String, u64>>,
+    /// Nonces seen, with the timestamp they came with, and the size after the last pruning.
+    /// Stale nonces are pruned whenever the map has doubled since, so each request costs O(1)
+    /// amortized.
+    seen: Mutex<(HashMap<String, u64>, usize)>,
 }
 
 impl Verifier {
     pub fn new(secret: impl Into<Vec<u8>>) -> Self {
         Self {
             secret: secret.into(),
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new((HashMap::new(), 0)),
         }
     }
 
@@ -106,11 +113,16 @@ impl Verifier {
         mac(&self.secret, ts, method, path_and_query, body)
             .verify_slice(&given)
             .map_err(|_| SignatureError::Mismatch)?;
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.retain(|_, t| t.abs_diff(now) <= WINDOW_SECS);
-        if seen.insert(nonce.to_owned(), ts).is_some() {
+        let mut guard = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let (seen, after_prune) = &mut *guard;
+        if seen.len() >= (*after_prune * 2).max(1024) {
+            seen.retain(|_, t| t.abs_diff(now) <= WINDOW_SECS);
+            *after_prune = seen.len();
+        }
+        if seen.get(nonce).is_some_and(|t| t.abs_diff(now) <= WINDOW_SECS) {
             return Err(SignatureError::Replayed);
         }
+        seen.insert(nonce.to_owned(), ts);
         Ok(())
     }
 }

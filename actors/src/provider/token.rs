@@ -49,10 +49,22 @@ struct GenerateReply {
     success: bool,
     #[serde(default)]
     access_token: Option<String>,
+    /// A number of seconds; a string of digits or a float is accepted, anything else ignored.
     #[serde(default)]
-    expires_in: Option<u64>,
+    expires_in: Option<serde_json::Value>,
     #[serde(default)]
     message: Option<String>,
+}
+
+fn seconds(v: Option<serde_json::Value>) -> Option<u64> {
+    match v? {
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite() && *f >= 1.0).map(|f| f as u64)),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|s| *s > 0)
 }
 
 /// Longest access token accepted from the service.
@@ -63,7 +75,7 @@ impl GenerateReply {
         match (self.success, self.access_token.filter(|t| !t.trim().is_empty())) {
             (true, Some(t)) if t.len() <= MAX_TOKEN_LEN && t.bytes().all(|b| b.is_ascii_graphic()) => Ok(MintedToken {
                 access_token: t,
-                expires_in: self.expires_in.filter(|e| *e > 0),
+                expires_in: seconds(self.expires_in),
             }),
             (true, Some(_)) => Err(CallError::BadReply(
                 "the access_token is not a printable token of at most 8 KiB".into(),
@@ -89,7 +101,10 @@ pub struct TokenProviderActor;
 
 pub struct TokenProviderState {
     upstream: Arc<Upstream>,
-    calls: Calls,
+    /// Minting and validation have separate limits, so a flood of `tokeninfo` requests
+    /// (unauthenticated) cannot starve token issuance.
+    mints: Calls,
+    validations: Calls,
 }
 
 impl Actor for TokenProviderActor {
@@ -102,11 +117,12 @@ impl Actor for TokenProviderActor {
         _myself: ActorRef<TokenProviderMsg>,
         config: ServiceConfig,
     ) -> Result<TokenProviderState, ActorProcessingErr> {
-        let calls = Calls::new(config.max_concurrent);
+        let (mints, validations) = (Calls::new(config.max_concurrent), Calls::new(config.max_concurrent));
         let upstream = Upstream::new("token_api", config)?;
         Ok(TokenProviderState {
             upstream: Arc::new(upstream),
-            calls,
+            mints,
+            validations,
         })
     }
 
@@ -124,7 +140,7 @@ impl Actor for TokenProviderActor {
                 scopes,
                 expires_in,
                 reply,
-            } => st.calls.start(reply, async move {
+            } => st.mints.start(reply, async move {
                 let body = GenerateRequest {
                     user_id: &user_id,
                     client_id: &client_id,
@@ -133,7 +149,7 @@ impl Actor for TokenProviderActor {
                 };
                 up.post_json::<GenerateReply>(&up.url("/generate"), &body).await?.into_token()
             }),
-            TokenProviderMsg::Validate { token, reply } => st.calls.start(reply, async move {
+            TokenProviderMsg::Validate { token, reply } => st.validations.start(reply, async move {
                 let r: ValidateReply = up.post_json(&up.url("/validate"), &ValidateRequest { token: &token }).await?;
                 Ok(r.valid)
             }),
@@ -160,6 +176,24 @@ mod tests {
             })
         );
         assert!(matches!(generate(r#"{"success":true}"#), Err(CallError::BadReply(_))));
+        assert_eq!(
+            generate(r#"{"success":true,"access_token":"t","expires_in":"120"}"#)
+                .unwrap()
+                .expires_in,
+            Some(120)
+        );
+        assert_eq!(
+            generate(r#"{"success":true,"access_token":"t","expires_in":90.0}"#)
+                .unwrap()
+                .expires_in,
+            Some(90)
+        );
+        assert_eq!(
+            generate(r#"{"success":true,"access_token":"t","expires_in":"soon"}"#)
+                .unwrap()
+                .expires_in,
+            None
+        );
         assert!(matches!(
             generate(r#"{"success":true,"access_token":"a b"}"#),
             Err(CallError::BadReply(_))
