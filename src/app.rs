@@ -7,7 +7,7 @@ use hyper::header::{ALLOW, HeaderValue};
 use hyper::{Method, StatusCode};
 
 use crate::config::Settings;
-use crate::handlers::{misc, oauth, web};
+use crate::handlers::{account, admin, misc, oauth, web};
 use crate::http::cookies::CookieKeys;
 use crate::http::response::redirect;
 use crate::http::{Request, Response};
@@ -29,6 +29,21 @@ enum Route {
     DeviceApprove,
     Asset,
     Favicon,
+    Account,
+    AccountPassword,
+    AccountSessions,
+    AccountRevokeAll,
+    AccountRevoke,
+    Admin,
+    AdminClients,
+    AdminClientNew,
+    AdminClient,
+    AdminClientAction,
+    AdminUsers,
+    AdminUserAction,
+    AdminSessions,
+    AdminSessionRevoke,
+    AdminAudit,
 }
 
 fn routes() -> Result<matchit::Router<Route>, matchit::InsertError> {
@@ -46,6 +61,21 @@ fn routes() -> Result<matchit::Router<Route>, matchit::InsertError> {
     r.insert("/device/approve", Route::DeviceApprove)?;
     r.insert("/assets/{file}", Route::Asset)?;
     r.insert("/favicon.ico", Route::Favicon)?;
+    r.insert("/account", Route::Account)?;
+    r.insert("/account/password", Route::AccountPassword)?;
+    r.insert("/account/sessions", Route::AccountSessions)?;
+    r.insert("/account/sessions/revoke-all", Route::AccountRevokeAll)?;
+    r.insert("/account/sessions/{id}/revoke", Route::AccountRevoke)?;
+    r.insert("/admin", Route::Admin)?;
+    r.insert("/admin/clients", Route::AdminClients)?;
+    r.insert("/admin/clients/new", Route::AdminClientNew)?;
+    r.insert("/admin/clients/{id}", Route::AdminClient)?;
+    r.insert("/admin/clients/{id}/{action}", Route::AdminClientAction)?;
+    r.insert("/admin/users", Route::AdminUsers)?;
+    r.insert("/admin/users/{id}/{action}", Route::AdminUserAction)?;
+    r.insert("/admin/sessions", Route::AdminSessions)?;
+    r.insert("/admin/sessions/{id}/revoke", Route::AdminSessionRevoke)?;
+    r.insert("/admin/audit", Route::AdminAudit)?;
     Ok(r)
 }
 
@@ -85,8 +115,13 @@ impl App {
     /// passed down; handlers that read a body take the time once the body is complete.
     pub async fn handle(&self, req: Request) -> Response {
         let now = authgate_actors::now_ms();
-        let (route, file) = match self.router.at(req.uri().path()) {
-            Ok(m) => (*m.value, m.params.get("file").map(str::to_owned)),
+        let (route, file, id, action) = match self.router.at(req.uri().path()) {
+            Ok(m) => (
+                *m.value,
+                m.params.get("file").map(str::to_owned),
+                m.params.get("id").map(str::to_owned).unwrap_or_default(),
+                m.params.get("action").map(str::to_owned).unwrap_or_default(),
+            ),
             Err(_) => {
                 return self
                     .pages
@@ -115,14 +150,42 @@ impl App {
                 .and_then(misc::asset)
                 .unwrap_or_else(|| self.pages.error(StatusCode::NOT_FOUND, "Not found", "No such file.", None)),
             Route::Favicon if get => misc::asset("favicon.svg").unwrap_or_else(|| redirect("/assets/favicon.svg")),
+            Route::Account if get => account::account(self, req, now).await,
+            Route::AccountPassword if post => account::change_password(self, req).await,
+            Route::AccountSessions if get => account::sessions_page(self, req, now).await,
+            Route::AccountRevokeAll if post => account::revoke_all(self, req).await,
+            Route::AccountRevoke if post => account::revoke_one(self, req, id).await,
+            Route::Admin if get => redirect("/admin/clients"),
+            Route::AdminClients if get => admin::clients(self, req, now).await,
+            Route::AdminClients if post => admin::create_client(self, req).await,
+            Route::AdminClientNew if get => admin::new_client(self, req, now).await,
+            Route::AdminClient if get => admin::edit_client(self, req, now, id).await,
+            Route::AdminClient if post => admin::update_client(self, req, id).await,
+            Route::AdminClientAction if post => admin::client_action(self, req, id, action).await,
+            Route::AdminUsers if get => admin::users(self, req, now).await,
+            Route::AdminUsers if post => admin::create_user(self, req).await,
+            Route::AdminUserAction if post => admin::user_action(self, req, id, action).await,
+            Route::AdminSessions if get => admin::sessions(self, req, now).await,
+            Route::AdminSessionRevoke if post => admin::revoke_session(self, req, id).await,
+            Route::AdminAudit if get => admin::audit(self, req, now).await,
             _ => self.method_not_allowed(route),
         }
     }
 
     fn method_not_allowed(&self, route: Route) -> Response {
         let allow = match route {
-            Route::DeviceCode | Route::Token | Route::Revoke | Route::DeviceVerify | Route::DeviceApprove => "POST",
-            Route::Login | Route::Logout => "GET, HEAD, POST",
+            Route::DeviceCode
+            | Route::Token
+            | Route::Revoke
+            | Route::DeviceVerify
+            | Route::DeviceApprove
+            | Route::AccountPassword
+            | Route::AccountRevokeAll
+            | Route::AccountRevoke
+            | Route::AdminClientAction
+            | Route::AdminUserAction
+            | Route::AdminSessionRevoke => "POST",
+            Route::Login | Route::Logout | Route::AdminClients | Route::AdminClient | Route::AdminUsers => "GET, HEAD, POST",
             _ => "GET, HEAD",
         };
         let mut r = self.pages.error(

@@ -1,6 +1,5 @@
 //! Server-rendered pages: the minijinja templates under `templates/`, compiled into the binary.
 
-use authgate_actors::session::SessionView;
 use hyper::StatusCode;
 use minijinja::{Environment, Value, context};
 
@@ -15,7 +14,47 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("result.html", include_str!("../templates/result.html")),
     ("error.html", include_str!("../templates/error.html")),
     ("logout.html", include_str!("../templates/logout.html")),
+    ("account.html", include_str!("../templates/account.html")),
+    ("account_sessions.html", include_str!("../templates/account_sessions.html")),
+    ("admin_nav.html", include_str!("../templates/admin_nav.html")),
+    ("admin_clients.html", include_str!("../templates/admin_clients.html")),
+    ("admin_client_form.html", include_str!("../templates/admin_client_form.html")),
+    ("admin_secret.html", include_str!("../templates/admin_secret.html")),
+    ("admin_users.html", include_str!("../templates/admin_users.html")),
+    ("admin_sessions.html", include_str!("../templates/admin_sessions.html")),
+    ("admin_audit.html", include_str!("../templates/admin_audit.html")),
 ];
+
+/// Unix seconds as `2026-11-22 19:30 UTC`.
+fn datetime(secs: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    let s = humantime::format_rfc3339_seconds(t).to_string();
+    // 2026-11-22T19:30:05Z → 2026-11-22 19:30 UTC
+    match (s.get(..10), s.get(11..16)) {
+        (Some(d), Some(hm)) => format!("{d} {hm} UTC"),
+        _ => s,
+    }
+}
+
+/// The signed-in person a page is rendered for.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    /// The session id from the cookie.
+    pub session_id: String,
+    pub user_id: String,
+    pub username: String,
+    pub csrf_token: String,
+    pub is_admin: bool,
+    /// Signs in with a password kept here (and so may change it here).
+    pub local_password: bool,
+}
+
+impl Viewer {
+    /// What the shared header needs.
+    pub fn ctx(&self) -> Value {
+        context! { username => self.username.clone(), is_admin => self.is_admin }
+    }
+}
 
 pub struct Pages {
     env: Environment<'static>,
@@ -28,6 +67,7 @@ impl Pages {
             env.add_template(name, source)?;
         }
         env.add_global("app_name", "AuthGate");
+        env.add_filter("datetime", datetime);
         Ok(Self { env })
     }
 
@@ -50,9 +90,9 @@ impl Pages {
     }
 
     /// The friendly error page.
-    pub fn error(&self, status: StatusCode, title: &str, message: &str, session: Option<&SessionView>) -> Response {
-        let user = session.map(|s| context! { username => s.username.clone() });
-        let csrf = session.map(|s| s.csrf_token.clone());
+    pub fn error(&self, status: StatusCode, title: &str, message: &str, viewer: Option<&Viewer>) -> Response {
+        let user = viewer.map(Viewer::ctx);
+        let csrf = viewer.map(|s| s.csrf_token.clone());
         self.page(
             status,
             "error.html",

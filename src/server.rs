@@ -174,10 +174,11 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<b
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let app = app.clone();
-                    let service = service_fn(move |req| {
+                    let service = service_fn(move |mut req: crate::http::Request| {
+                        req.extensions_mut().insert(crate::http::Peer(peer));
                         let app = app.clone();
                         async move { Ok::<_, Infallible>(app.handle(req).await) }
                     });

@@ -269,10 +269,11 @@ pub enum TokenMsg {
         reply: RpcReplyPort<Result<TokenInfo, OAuthError>>,
     },
     /// RFC 7009. `client_id`, when the request named one, must own the token or nothing happens.
+    /// Answers the owner's username when something was revoked.
     Revoke {
         target: RevokeTarget,
         client_id: Option<String>,
-        reply: RpcReplyPort<Result<(), OAuthError>>,
+        reply: RpcReplyPort<Result<Option<String>, OAuthError>>,
     },
     /// Every token record of one user, newest first.
     ListForUser {
@@ -940,7 +941,7 @@ impl TokenState {
         myself: &ActorRef<TokenMsg>,
         target: RevokeTarget,
         client_id: Option<String>,
-        reply: RpcReplyPort<Result<(), OAuthError>>,
+        reply: RpcReplyPort<Result<Option<String>, OAuthError>>,
     ) {
         let id = match &target {
             RevokeTarget::AccessId(id) => Some(id.clone()),
@@ -953,14 +954,15 @@ impl TokenState {
         };
         let Some(rec) = id.and_then(|id| self.book.records.get(&id)).cloned() else {
             // RFC 7009 §2.2: an invalid token is not an error.
-            let _ = reply.send(Ok(()));
+            let _ = reply.send(Ok(None));
             return;
         };
         if client_id.as_deref().is_some_and(|c| c != rec.client_id) {
             tracing::info!(token_client = %rec.client_id, "revocation by another client ignored");
-            let _ = reply.send(Ok(()));
+            let _ = reply.send(Ok(None));
             return;
         }
+        let owner = rec.username.clone();
         let change = match rec.kind {
             // Revoking a refresh token ends the authorization it belongs to.
             TokenKind::Refresh => self.book.revoke_authorization(&rec.authorization_id),
@@ -972,7 +974,8 @@ impl TokenState {
             },
             TokenKind::Access => Change { put: Vec::new() },
         };
-        self.commit(myself, change, Vec::new(), Ok(()), reply, None);
+        let answer = (!change.put.is_empty()).then_some(owner);
+        self.commit(myself, change, Vec::new(), Ok(answer), reply, None);
     }
 
     fn sweep(&mut self, now: Secs) {

@@ -1,5 +1,7 @@
 //! Route handlers, one module per area.
 
+pub mod account;
+pub mod admin;
 pub mod misc;
 pub mod oauth;
 pub mod web;

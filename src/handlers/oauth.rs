@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use authgate_actors::audit::{AuditEvent, EventKind};
 use authgate_actors::device::DeviceMsg;
 use authgate_actors::directory::{ClientRecord, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN};
 use authgate_actors::secret;
@@ -15,7 +16,7 @@ use serde::Serialize;
 use crate::app::App;
 use crate::http::form::{self, ClientCredentials, Form};
 use crate::http::response::{json, no_store, oauth_error};
-use crate::http::{Request, Response};
+use crate::http::{Request, Response, client_ip};
 
 /// Turns a handler's result into a response: the OAuth error mapping is applied here only.
 fn respond(r: Result<Response, OAuthError>) -> Response {
@@ -59,12 +60,14 @@ struct DeviceAuthorizationResponse {
 
 /// `POST /oauth/device/code`
 pub async fn device_code(app: &App, req: Request) -> Response {
+    let ip = client_ip(&req);
     respond(
         async {
             let (creds, form, now) = read_oauth_form(req).await?;
             let client = authenticate(app, creds)?;
             require_grant(&client, GRANT_DEVICE_CODE)?;
             let scope = client.resolve_scope(form.one("scope")?)?;
+            let note = format!("scope {scope}");
             let device = app.actors.device()?;
             let client_id = client.client_id.clone();
             let code = ask(&device, |reply| DeviceMsg::Create {
@@ -74,6 +77,12 @@ pub async fn device_code(app: &App, req: Request) -> Response {
                 reply,
             })
             .await??;
+            app.actors.audit(
+                AuditEvent::new(EventKind::DeviceCodeIssued, format!("client:{}", client.client_id), true)
+                    .client(client.client_id.clone())
+                    .ip(ip)
+                    .detail(note),
+            );
             let verification_uri = format!("{}/device", app.settings.base_url);
             Ok(json(
                 StatusCode::OK,
@@ -93,6 +102,7 @@ pub async fn device_code(app: &App, req: Request) -> Response {
 
 /// `POST /oauth/token`
 pub async fn token(app: &App, req: Request) -> Response {
+    let ip = client_ip(&req);
     respond(
         async {
             let (creds, form, now) = read_oauth_form(req).await?;
@@ -103,19 +113,20 @@ pub async fn token(app: &App, req: Request) -> Response {
                     "supported grant types: device_code, refresh_token",
                 ));
             }
-            let tokens = if grant_type == GRANT_DEVICE_CODE {
+            let (kind, tokens, client_id) = if grant_type == GRANT_DEVICE_CODE {
                 let device_code_hash = secret::sha256(form.required("device_code")?);
                 let client = authenticate(app, creds)?;
                 require_grant(&client, GRANT_DEVICE_CODE)?;
                 let device = app.actors.device()?;
                 let client_id = client.client_id.clone();
-                ask_within(&device, app.settings.token_wait(), |reply| DeviceMsg::Poll {
+                let tokens = ask_within(&device, app.settings.token_wait(), |reply| DeviceMsg::Poll {
                     device_code_hash,
                     client_id,
                     now,
                     reply,
                 })
-                .await??
+                .await??;
+                (EventKind::TokenIssued, tokens, client.client_id.clone())
             } else {
                 let token_hash = secret::sha256(form.required("refresh_token")?);
                 let scope = form.one("scope")?.map(str::to_owned);
@@ -123,15 +134,23 @@ pub async fn token(app: &App, req: Request) -> Response {
                 require_grant(&client, GRANT_REFRESH_TOKEN)?;
                 let actor = app.actors.token()?;
                 let client_id = client.client_id.clone();
-                ask_within(&actor, app.settings.token_wait(), |reply| TokenMsg::Refresh {
+                let tokens = ask_within(&actor, app.settings.token_wait(), |reply| TokenMsg::Refresh {
                     token_hash,
                     client_id,
                     scope,
                     now,
                     reply,
                 })
-                .await??
+                .await??;
+                (EventKind::TokenRefreshed, tokens, client.client_id.clone())
             };
+            app.actors.audit(
+                AuditEvent::new(kind, format!("client:{client_id}"), true)
+                    .subject(tokens.username.clone())
+                    .client(client_id)
+                    .ip(ip)
+                    .detail(format!("scope {}", tokens.scope)),
+            );
             Ok(json(StatusCode::OK, &tokens))
         }
         .await,
@@ -178,6 +197,7 @@ pub async fn tokeninfo(app: &App, req: Request, now: u64) -> Response {
 
 /// `POST /oauth/revoke` (RFC 7009): 200 for every well-formed request.
 pub async fn revoke(app: &App, req: Request) -> Response {
+    let ip = client_ip(&req);
     respond(
         async {
             let (creds, form, _) = read_oauth_form(req).await?;
@@ -196,7 +216,13 @@ pub async fn revoke(app: &App, req: Request) -> Response {
                 None => RevokeTarget::Hash(secret::sha256(token)),
             };
             let actor = app.actors.token()?;
-            ask(&actor, |reply| TokenMsg::Revoke { target, client_id, reply }).await??;
+            let by = client_id.clone();
+            let revoked = ask(&actor, |reply| TokenMsg::Revoke { target, client_id, reply }).await??;
+            if let Some(subject) = revoked {
+                let actor = by.as_deref().map_or_else(|| "anonymous".to_owned(), |c| format!("client:{c}"));
+                app.actors
+                    .audit(AuditEvent::new(EventKind::TokenRevoked, actor, true).subject(subject).ip(ip).detail("RFC 7009"));
+            }
             Ok(no_store(crate::http::response::bytes(
                 StatusCode::OK,
                 hyper::header::HeaderValue::from_static("application/json"),

@@ -1,9 +1,10 @@
 //! The pages people use: sign in and out, enter a device's code, approve or deny it.
 
+use authgate_actors::audit::{AuditEvent, EventKind};
 use authgate_actors::device::{CodeError, DeviceMsg};
-use authgate_actors::directory::{DirectoryMsg, LoginError};
+use authgate_actors::directory::{AuthSource, DirectoryMsg, LoginError};
 use authgate_actors::secret;
-use authgate_actors::session::{SessionMsg, SessionView};
+use authgate_actors::session::SessionMsg;
 use authgate_actors::system::{ask, ask_within};
 use hyper::StatusCode;
 use minijinja::context;
@@ -12,22 +13,39 @@ use crate::app::App;
 use crate::http::cookies::{LOGIN_CSRF, SESSION};
 use crate::http::form::{self, BodyError, Form};
 use crate::http::response::{redirect, with_cookies};
-use crate::http::{Request, Response};
+use crate::http::{Request, Response, client_ip};
+use crate::render::Viewer;
 
 /// How long a sign-in form stays usable.
 const LOGIN_FORM_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// The signed-in session behind the request's cookie, with its id.
-async fn current_session(app: &App, req: &Request, now: u64) -> Option<(String, SessionView)> {
+/// The signed-in person behind the request's cookie: a live session of a user who still
+/// exists and is not disabled.
+pub(crate) async fn viewer(app: &App, req: &Request, now: u64) -> Option<Viewer> {
     let id = app.cookies.get(req.headers(), SESSION)?;
     let actor = app.actors.session().ok()?;
     let probe = id.clone();
-    let view = ask(&actor, |reply| SessionMsg::Get { id: probe, now, reply }).await.ok()??;
-    Some((id, view))
+    let session = ask(&actor, |reply| SessionMsg::Get { id: probe, now, reply }).await.ok()??;
+    let dir = app.actors.directory().ok()?;
+    let user_id = session.user_id.clone();
+    let user = ask(&dir, |reply| DirectoryMsg::GetUser { id: user_id, reply })
+        .await
+        .ok()??;
+    if user.disabled {
+        return None;
+    }
+    Some(Viewer {
+        session_id: id,
+        user_id: user.id,
+        username: user.username,
+        csrf_token: session.csrf_token,
+        is_admin: user.is_admin,
+        local_password: user.auth_source == AuthSource::Local,
+    })
 }
 
-fn user_ctx(s: &SessionView) -> minijinja::Value {
-    context! { username => s.username.clone() }
+fn user_ctx(s: &Viewer) -> minijinja::Value {
+    s.ctx()
 }
 
 /// Only a local path may follow sign-in: no scheme, no `//host`, no backslash tricks.
@@ -41,12 +59,12 @@ pub fn safe_next(next: Option<&str>) -> Option<&str> {
     local.then_some(n)
 }
 
-fn login_redirect(next: &str) -> Response {
+pub(crate) fn login_redirect(next: &str) -> Response {
     let encoded: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
     redirect(&format!("/login?next={encoded}"))
 }
 
-fn body_error_page(app: &App, e: &BodyError) -> Response {
+pub(crate) fn body_error_page(app: &App, e: &BodyError) -> Response {
     let status = match e {
         BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         BodyError::Timeout => StatusCode::REQUEST_TIMEOUT,
@@ -56,7 +74,7 @@ fn body_error_page(app: &App, e: &BodyError) -> Response {
     app.pages.error(status, "Bad request", &e.to_string(), None)
 }
 
-fn csrf_failure(app: &App, session: Option<&SessionView>) -> Response {
+pub(crate) fn csrf_failure(app: &App, session: Option<&Viewer>) -> Response {
     app.pages.error(
         StatusCode::FORBIDDEN,
         "Form expired",
@@ -69,7 +87,7 @@ fn csrf_failure(app: &App, session: Option<&SessionView>) -> Response {
 pub async fn login_page(app: &App, req: Request, now: u64) -> Response {
     let query = form::query(&req);
     let next = safe_next(query.first("next")).unwrap_or("/device").to_owned();
-    if current_session(app, &req, now).await.is_some() {
+    if viewer(app, &req, now).await.is_some() {
         return redirect(&next);
     }
     let csrf = secret::random_token(24);
@@ -84,6 +102,7 @@ pub async fn login_page(app: &App, req: Request, now: u64) -> Response {
 pub async fn login(app: &App, req: Request) -> Response {
     let cookie_csrf = app.cookies.get(req.headers(), LOGIN_CSRF);
     let old_session = app.cookies.get(req.headers(), SESSION);
+    let ip = client_ip(&req);
     let form = match form::read_form(req).await {
         Ok(f) => f,
         Err(e) => return body_error_page(app, &e),
@@ -122,6 +141,11 @@ pub async fn login(app: &App, req: Request) -> Response {
         Ok(Ok(user)) => user,
         Ok(Err(e)) => {
             tracing::info!(username = %username, reason = ?e, "sign-in failed");
+            app.actors.audit(
+                AuditEvent::new(EventKind::LoginFailed, username.clone(), false)
+                    .ip(ip)
+                    .detail(format!("{e:?}").to_lowercase()),
+            );
             let status = match e {
                 LoginError::Invalid => StatusCode::UNAUTHORIZED,
                 LoginError::Conflict => StatusCode::CONFLICT,
@@ -149,6 +173,7 @@ pub async fn login(app: &App, req: Request) -> Response {
     {
         Ok(Ok(s)) => {
             tracing::info!(username = %user.username, "signed in");
+            app.actors.audit(AuditEvent::new(EventKind::LoginSucceeded, user.username.clone(), true).ip(ip));
             let set = app.cookies.set(SESSION, s.id, app.settings.session_max_age);
             with_cookies(redirect(&next), [set, app.cookies.clear(LOGIN_CSRF)])
         }
@@ -162,8 +187,8 @@ pub async fn login(app: &App, req: Request) -> Response {
 
 /// `GET /logout`: asks to confirm, so that a link or an image elsewhere cannot sign anyone out.
 pub async fn logout_page(app: &App, req: Request, now: u64) -> Response {
-    match current_session(app, &req, now).await {
-        Some((_, s)) => app.pages.page(
+    match viewer(app, &req, now).await {
+        Some(s) => app.pages.page(
             StatusCode::OK,
             "logout.html",
             context! { user => user_ctx(&s), csrf_token => s.csrf_token.clone() },
@@ -174,10 +199,12 @@ pub async fn logout_page(app: &App, req: Request, now: u64) -> Response {
 
 /// `POST /logout` with the session's CSRF token: ends the session.
 pub async fn logout(app: &App, req: Request) -> Response {
-    let (id, session) = match current_session(app, &req, authgate_actors::now_ms()).await {
+    let ip = client_ip(&req);
+    let session = match viewer(app, &req, authgate_actors::now_ms()).await {
         Some(found) => found,
         None => return with_cookies(redirect("/login"), [app.cookies.clear(SESSION)]),
     };
+    let id = session.session_id.clone();
     let form = match form::read_form(req).await {
         Ok(f) => f,
         Err(e) => return body_error_page(app, &e),
@@ -189,14 +216,15 @@ pub async fn logout(app: &App, req: Request) -> Response {
         let _ = ask(&actor, |reply| SessionMsg::Destroy { id, reply }).await;
     }
     tracing::info!(username = %session.username, "signed out");
+    app.actors.audit(AuditEvent::new(EventKind::Logout, session.username.clone(), true).ip(ip));
     with_cookies(redirect("/login"), [app.cookies.clear(SESSION)])
 }
 
-fn device_form(app: &App, status: StatusCode, s: &SessionView, user_code: &str, error: Option<&str>) -> Response {
+fn device_form(app: &App, status: StatusCode, s: &Viewer, user_code: &str, error: Option<&str>) -> Response {
     app.pages.page(
         status,
         "device.html",
-        context! { user => user_ctx(s), csrf_token => s.csrf_token.clone(), user_code => user_code, error => error },
+        context! { user => user_ctx(s), csrf_token => s.csrf_token.clone(), user_code => user_code, error => error, nav => "device" },
     )
 }
 
@@ -204,7 +232,7 @@ fn device_form(app: &App, status: StatusCode, s: &SessionView, user_code: &str, 
 pub async fn device_page(app: &App, req: Request, now: u64) -> Response {
     let query = form::query(&req);
     let code = query.first("user_code").filter(|c| c.len() <= 32).unwrap_or("").to_owned();
-    let Some((_, s)) = current_session(app, &req, now).await else {
+    let Some(s) = viewer(app, &req, now).await else {
         let next = if code.is_empty() {
             "/device".to_owned()
         } else {
@@ -220,8 +248,8 @@ pub async fn device_page(app: &App, req: Request, now: u64) -> Response {
 
 /// A signed-in POST from our own forms: the session and its CSRF token both check out.
 /// Returns the time the request was complete, too.
-async fn signed_in_form(app: &App, req: Request) -> Result<(SessionView, Form, u64), Response> {
-    let Some((_, s)) = current_session(app, &req, authgate_actors::now_ms()).await else {
+pub(crate) async fn signed_in_form(app: &App, req: Request) -> Result<(Viewer, Form, u64), Response> {
+    let Some(s) = viewer(app, &req, authgate_actors::now_ms()).await else {
         return Err(login_redirect("/device"));
     };
     let form = form::read_form(req).await.map_err(|e| body_error_page(app, &e))?;
@@ -287,6 +315,7 @@ pub async fn verify(app: &App, req: Request) -> Response {
 
 /// `POST /device/approve` with `action=approve|deny`.
 pub async fn decide(app: &App, req: Request) -> Response {
+    let ip = client_ip(&req);
     let (s, form, now) = match signed_in_form(app, req).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -323,6 +352,13 @@ pub async fn decide(app: &App, req: Request) -> Response {
         Ok(view) => {
             let name = client_name(app, &view.client_id);
             tracing::info!(username = %s.username, client_id = %view.client_id, approved = approve, user_code = %secret::redact_user_code(&code), "device authorization decided");
+            let kind = if approve { EventKind::DeviceApproved } else { EventKind::DeviceDenied };
+            app.actors.audit(
+                AuditEvent::new(kind, s.username.clone(), true)
+                    .subject(s.username.clone())
+                    .client(view.client_id.clone())
+                    .ip(ip),
+            );
             let outcome = if approve { "approved" } else { "denied" };
             app.pages.page(
                 StatusCode::OK,

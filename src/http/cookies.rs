@@ -9,6 +9,8 @@ use sha2::{Digest, Sha512};
 pub const SESSION: &str = "authgate_session";
 /// The sign-in form's CSRF cookie (double submit, before any session exists).
 pub const LOGIN_CSRF: &str = "authgate_csrf";
+/// A one-time message shown on the page a form redirects to.
+pub const FLASH: &str = "authgate_flash";
 
 #[derive(Clone)]
 pub struct CookieKeys {

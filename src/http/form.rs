@@ -63,6 +63,11 @@ impl Form {
     }
 
     /// The first value of `name`, for browser forms where strictness helps nobody.
+    /// Every value of `name`, in order (checkboxes).
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.pairs.iter().filter(move |(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
     pub fn first(&self, name: &str) -> Option<&str> {
         self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
