@@ -4,8 +4,10 @@ use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use authgate_actors::audit::{AuditEvent, EventKind, event_op};
 use authgate_actors::directory::{AuthSource, ClientSpec, DirectoryActor, DirectoryArgs, DirectoryMsg};
 use authgate_actors::password;
+use authgate_actors::store::Store;
 use authgate_actors::system::{Actors, ask};
 use clap::error::ErrorKind;
 use clap::{ArgAction, Parser, Subcommand};
@@ -177,8 +179,8 @@ async fn run(cli: Cli) -> ExitCode {
             server.shutdown().await;
             ExitCode::SUCCESS
         }
-        Command::User(cmd) => offline(&cli.settings, |dir| Box::pin(user_command(dir, cmd))).await,
-        Command::Client(cmd) => offline(&cli.settings, |dir| Box::pin(client_command(dir, cmd))).await,
+        Command::User(cmd) => offline(&cli.settings, |dir, store| Box::pin(user_command(dir, store, cmd))).await,
+        Command::Client(cmd) => offline(&cli.settings, |dir, store| Box::pin(client_command(dir, store, cmd))).await,
     }
 }
 
@@ -186,7 +188,7 @@ type Directory = ractor::ActorRef<DirectoryMsg>;
 type CommandFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// Runs a management command against the directory actor on the database file.
-async fn offline(settings: &Settings, f: impl FnOnce(Directory) -> CommandFuture) -> ExitCode {
+async fn offline(settings: &Settings, f: impl FnOnce(Directory, Store) -> CommandFuture) -> ExitCode {
     let store = match open_store(settings).await {
         Ok(s) => s,
         Err(e) => return fail(2, format!("DATABASE_PATH: {e}")),
@@ -203,7 +205,7 @@ async fn offline(settings: &Settings, f: impl FnOnce(Directory) -> CommandFuture
     };
     let result = match Actor::spawn(None, DirectoryActor, args).await {
         Ok((dir, handle)) => {
-            let r = f(dir.clone()).await;
+            let r = f(dir.clone(), store.clone()).await;
             dir.stop(None);
             let _ = handle.await;
             r
@@ -238,7 +240,21 @@ fn password_from(stdin: bool) -> Result<(String, bool), String> {
     Ok((pw, false))
 }
 
-async fn user_command(dir: Directory, cmd: UserCommand) -> Result<(), String> {
+/// Records what an offline command did in the audit trail (the audit actor is not running).
+async fn audit(store: &Store, event: AuditEvent) -> Result<(), String> {
+    let op = event_op(&event).map_err(|e| e.to_string())?;
+    store
+        .write(vec![op])
+        .await
+        .map_err(|e| format!("could not record the audit event: {e}"))
+}
+
+fn cli_event(kind: EventKind, subject: &str) -> AuditEvent {
+    let who = std::env::var("USER").map_or_else(|_| "cli".to_owned(), |u| format!("cli:{u}"));
+    AuditEvent::new(kind, who, true).subject(subject)
+}
+
+async fn user_command(dir: Directory, store: Store, cmd: UserCommand) -> Result<(), String> {
     let err = |e: authgate_actors::OAuthError| e.description.to_string();
     match cmd {
         UserCommand::Add {
@@ -257,6 +273,11 @@ async fn user_command(dir: Directory, cmd: UserCommand) -> Result<(), String> {
             .await
             .map_err(err)?
             .map_err(|e| e.to_string())?;
+            audit(
+                &store,
+                cli_event(EventKind::UserCreated, &user.username).detail(if admin { "administrator" } else { "user" }),
+            )
+            .await?;
             println!("user {} created (id {})", user.username, user.id);
             if generated {
                 println!("password: {pw}");
@@ -291,6 +312,7 @@ async fn user_command(dir: Directory, cmd: UserCommand) -> Result<(), String> {
             .await
             .map_err(err)?
             .map_err(|e| e.to_string())?;
+            audit(&store, cli_event(EventKind::UserChanged, &username).detail("password reset")).await?;
             println!("password of {username} changed");
             if generated {
                 println!("password: {pw}");
@@ -300,7 +322,7 @@ async fn user_command(dir: Directory, cmd: UserCommand) -> Result<(), String> {
     Ok(())
 }
 
-async fn client_command(dir: Directory, cmd: ClientCommand) -> Result<(), String> {
+async fn client_command(dir: Directory, store: Store, cmd: ClientCommand) -> Result<(), String> {
     let err = |e: authgate_actors::OAuthError| e.description.to_string();
     match cmd {
         ClientCommand::Add {
@@ -316,6 +338,13 @@ async fn client_command(dir: Directory, cmd: ClientCommand) -> Result<(), String
                 .await
                 .map_err(err)?
                 .map_err(|e| e.to_string())?;
+            audit(
+                &store,
+                cli_event(EventKind::ClientCreated, &client.client_id)
+                    .client(client.client_id.clone())
+                    .detail(client.name.clone()),
+            )
+            .await?;
             println!("client_id: {}", client.client_id);
             if let Some(secret) = secret {
                 println!("client_secret: {secret}");

@@ -85,7 +85,11 @@ pub fn page_with_flash(app: &App, flash: Option<String>, template: &str, ctx: mi
     let shown = flash.is_some();
     let ctx = context! { flash => flash, ..ctx };
     let page = app.pages.page(StatusCode::OK, template, ctx);
-    if shown { with_cookies(page, [app.cookies.clear(FLASH)]) } else { page }
+    if shown {
+        with_cookies(page, [app.cookies.clear(FLASH)])
+    } else {
+        page
+    }
 }
 
 async fn authorizations(app: &App, user_id: Option<String>, now: u64) -> Option<Vec<AuthorizationView>> {
@@ -128,7 +132,9 @@ pub async fn revoke_one(app: &App, req: Request, id: String) -> Response {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let Ok(token) = app.actors.token() else { return busy(app, Some(&v)) };
+    let Ok(token) = app.actors.token() else {
+        return busy(app, Some(&v));
+    };
     let owner = Some(v.user_id.clone());
     let authorization_id = id.chars().take(64).collect::<String>();
     match ask(&token, |reply| TokenMsg::RevokeAuthorization {
@@ -146,7 +152,11 @@ pub async fn revoke_one(app: &App, req: Request, id: String) -> Response {
                     .ip(ip)
                     .detail(format!("authorization {} revoked by its owner", a.id)),
             );
-            let name = app.actors.clients().get(&a.client_id).map_or_else(|| a.client_id.clone(), |c| c.name.clone());
+            let name = app
+                .actors
+                .clients()
+                .get(&a.client_id)
+                .map_or_else(|| a.client_id.clone(), |c| c.name.clone());
             flash_redirect(app, "/account/sessions", &format!("Access for {name} was revoked."))
         }
         Ok(Ok(None)) => app.pages.error(
@@ -166,7 +176,9 @@ pub async fn revoke_all(app: &App, req: Request) -> Response {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let Ok(token) = app.actors.token() else { return busy(app, Some(&v)) };
+    let Ok(token) = app.actors.token() else {
+        return busy(app, Some(&v));
+    };
     let of = authgate_actors::token::Owner::User(v.user_id.clone());
     match ask(&token, |reply| TokenMsg::RevokeAll { of, reply }).await {
         Ok(Ok(n)) => {
@@ -219,14 +231,19 @@ pub async fn change_password(app: &App, req: Request) -> Response {
     };
     let fail = |msg: &str, status| account_page(app, &v, None, None, Some(msg), status);
     if !v.local_password {
-        return fail("Your password is managed by your organisation's sign-in service.", StatusCode::BAD_REQUEST);
+        return fail(
+            "Your password is managed by your organisation's sign-in service.",
+            StatusCode::BAD_REQUEST,
+        );
     }
     let current = form.first("current_password").unwrap_or("").to_owned();
     let new = form.first("new_password").unwrap_or("").to_owned();
     if new.chars().count() < MIN_PASSWORD_LEN || new.len() > MAX_PASSWORD_LEN {
         return fail("The new password must be 8 to 1024 characters.", StatusCode::BAD_REQUEST);
     }
-    let Ok(dir) = app.actors.directory() else { return busy(app, Some(&v)) };
+    let Ok(dir) = app.actors.directory() else {
+        return busy(app, Some(&v));
+    };
     let (username, password) = (v.username.clone(), current);
     let checked = ask_within(&dir, app.settings.login_wait(), |reply| DirectoryMsg::Authenticate {
         username,
@@ -270,5 +287,9 @@ pub async fn change_password(app: &App, req: Request) -> Response {
             .subject(v.username.clone())
             .ip(ip),
     );
-    flash_redirect(app, "/account", "Your password was changed. Your other browser sessions were signed out.")
+    flash_redirect(
+        app,
+        "/account",
+        "Your password was changed. Your other browser sessions were signed out.",
+    )
 }

@@ -47,7 +47,8 @@ async fn admin_form(app: &App, req: Request) -> Result<(Viewer, Form, Option<Str
 }
 
 fn not_found(app: &App, v: &Viewer, what: &str) -> Response {
-    app.pages.error(StatusCode::NOT_FOUND, "Not found", &format!("There is no such {what}."), Some(v))
+    app.pages
+        .error(StatusCode::NOT_FOUND, "Not found", &format!("There is no such {what}."), Some(v))
 }
 
 fn event(v: &Viewer, kind: EventKind, ip: Option<String>) -> AuditEvent {
@@ -78,7 +79,9 @@ fn short_grants(c: &ClientRecord) -> Vec<&'static str> {
 }
 
 async fn clients_list(app: &App, v: &Viewer, flash: Option<String>, error: Option<&str>) -> Response {
-    let Ok(dir) = app.actors.directory() else { return busy(app, Some(v)) };
+    let Ok(dir) = app.actors.directory() else {
+        return busy(app, Some(v));
+    };
     let Ok(list) = ask(&dir, |reply| DirectoryMsg::ListClients { reply }).await else {
         return busy(app, Some(v));
     };
@@ -109,7 +112,13 @@ fn client_form(app: &App, v: &Viewer, status: StatusCode, c: Option<&ClientRecor
     let grants: Vec<&str> = spec
         .grant_types
         .iter()
-        .map(|g| if g.ends_with("device_code") { "device_code" } else { "refresh_token" })
+        .map(|g| {
+            if g.ends_with("device_code") {
+                "device_code"
+            } else {
+                "refresh_token"
+            }
+        })
         .collect();
     app.pages.page(
         status,
@@ -203,7 +212,9 @@ pub async fn create_client(app: &App, req: Request) -> Response {
         Err(r) => return r,
     };
     let spec = spec_from(&form);
-    let Ok(dir) = app.actors.directory() else { return busy(app, Some(&v)) };
+    let Ok(dir) = app.actors.directory() else {
+        return busy(app, Some(&v));
+    };
     let sent = spec.clone();
     match ask(&dir, |reply| DirectoryMsg::CreateClient { spec: sent, reply }).await {
         Ok(Ok((c, secret))) => {
@@ -233,7 +244,9 @@ pub async fn update_client(app: &App, req: Request, id: String) -> Response {
         return not_found(app, &v, "client");
     };
     let spec = spec_from(&form);
-    let Ok(dir) = app.actors.directory() else { return busy(app, Some(&v)) };
+    let Ok(dir) = app.actors.directory() else {
+        return busy(app, Some(&v));
+    };
     let (client_id, sent) = (id.clone(), spec.clone());
     match ask(&dir, |reply| DirectoryMsg::UpdateClient {
         client_id,
@@ -262,7 +275,9 @@ pub async fn client_action(app: &App, req: Request, id: String, action: String) 
         Ok(x) => x,
         Err(r) => return r,
     };
-    let Ok(dir) = app.actors.directory() else { return busy(app, Some(&v)) };
+    let Ok(dir) = app.actors.directory() else {
+        return busy(app, Some(&v));
+    };
     let client_id = id.clone();
     let outcome: Result<(ClientRecord, Option<String>, &str), DirectoryError> = match action.as_str() {
         "enable" | "disable" => {
@@ -291,7 +306,11 @@ pub async fn client_action(app: &App, req: Request, id: String, action: String) 
                     let _ = ask(&token, |reply| TokenMsg::RevokeAll { of, reply }).await;
                 }
             }
-            let kind = if action == "delete" { EventKind::ClientDeleted } else { EventKind::ClientChanged };
+            let kind = if action == "delete" {
+                EventKind::ClientDeleted
+            } else {
+                EventKind::ClientChanged
+            };
             app.actors.audit(
                 event(&v, kind, ip)
                     .subject(c.client_id.clone())
@@ -325,7 +344,9 @@ struct UserRow {
 }
 
 async fn users_list(app: &App, v: &Viewer, q: &str, flash: Option<String>, error: Option<&str>, status: StatusCode) -> Response {
-    let Ok(dir) = app.actors.directory() else { return busy(app, Some(v)) };
+    let Ok(dir) = app.actors.directory() else {
+        return busy(app, Some(v));
+    };
     let Ok(list) = ask(&dir, |reply| DirectoryMsg::ListUsers { reply }).await else {
         return busy(app, Some(v));
     };
@@ -378,12 +399,22 @@ pub async fn create_user(app: &App, req: Request) -> Response {
     let password = form.first("password").unwrap_or("").to_owned();
     let is_admin = form.first("is_admin").is_some();
     if !password_ok(&password) {
-        return users_list(app, &v, "", None, Some("Passwords are 8 to 1024 characters."), StatusCode::BAD_REQUEST).await;
+        return users_list(
+            app,
+            &v,
+            "",
+            None,
+            Some("Passwords are 8 to 1024 characters."),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
     }
     let Ok(password_hash) = authgate_actors::password::hash(password).await else {
         return busy(app, Some(&v));
     };
-    let Ok(dir) = app.actors.directory() else { return busy(app, Some(&v)) };
+    let Ok(dir) = app.actors.directory() else {
+        return busy(app, Some(&v));
+    };
     let name = username.clone();
     match ask(&dir, |reply| DirectoryMsg::CreateUser {
         username: name,
@@ -412,7 +443,9 @@ pub async fn user_action(app: &App, req: Request, id: String, action: String) ->
         Ok(x) => x,
         Err(r) => return r,
     };
-    let Ok(dir) = app.actors.directory() else { return busy(app, Some(&v)) };
+    let Ok(dir) = app.actors.directory() else {
+        return busy(app, Some(&v));
+    };
     let probe = id.clone();
     let Ok(Some(target)) = ask(&dir, |reply| DirectoryMsg::GetUser { id: probe, reply }).await else {
         return not_found(app, &v, "user");
@@ -422,7 +455,15 @@ pub async fn user_action(app: &App, req: Request, id: String, action: String) ->
         "password" => {
             let password = form.first("password").unwrap_or("").to_owned();
             if !password_ok(&password) {
-                return users_list(app, &v, "", None, Some("Passwords are 8 to 1024 characters."), StatusCode::BAD_REQUEST).await;
+                return users_list(
+                    app,
+                    &v,
+                    "",
+                    None,
+                    Some("Passwords are 8 to 1024 characters."),
+                    StatusCode::BAD_REQUEST,
+                )
+                .await;
             }
             let Ok(password_hash) = authgate_actors::password::hash(password).await else {
                 return busy(app, Some(&v));
@@ -472,7 +513,12 @@ pub async fn user_action(app: &App, req: Request, id: String, action: String) ->
                 && let Ok(sessions) = app.actors.session()
             {
                 let user_id = target.id.clone();
-                let _ = ask(&sessions, |reply| SessionMsg::DestroyForUser { user_id, keep: None, reply }).await;
+                let _ = ask(&sessions, |reply| SessionMsg::DestroyForUser {
+                    user_id,
+                    keep: None,
+                    reply,
+                })
+                .await;
             }
             if action == "delete"
                 && let Ok(token) = app.actors.token()
@@ -480,8 +526,13 @@ pub async fn user_action(app: &App, req: Request, id: String, action: String) ->
                 let of = Owner::User(target.id.clone());
                 let _ = ask(&token, |reply| TokenMsg::RevokeAll { of, reply }).await;
             }
-            let kind = if action == "delete" { EventKind::UserDeleted } else { EventKind::UserChanged };
-            app.actors.audit(event(&v, kind, ip).subject(target.username.clone()).detail(what.clone()));
+            let kind = if action == "delete" {
+                EventKind::UserDeleted
+            } else {
+                EventKind::UserChanged
+            };
+            app.actors
+                .audit(event(&v, kind, ip).subject(target.username.clone()).detail(what.clone()));
             flash_redirect(app, "/admin/users", &format!("User {}: {what}.", target.username))
         }
         Err(e) => users_list(app, &v, "", None, Some(&e.to_string()), directory_error_status(&e)).await,
@@ -497,7 +548,9 @@ pub async fn sessions(app: &App, req: Request, now: u64) -> Response {
         Err(r) => return r,
     };
     let user_filter: String = form::query(&req).first("user").unwrap_or("").trim().chars().take(64).collect();
-    let Ok(token) = app.actors.token() else { return busy(app, Some(&v)) };
+    let Ok(token) = app.actors.token() else {
+        return busy(app, Some(&v));
+    };
     let Ok(list) = ask(&token, |reply| TokenMsg::ListAuthorizations { user_id: None, now, reply }).await else {
         return busy(app, Some(&v));
     };
@@ -520,7 +573,9 @@ pub async fn revoke_session(app: &App, req: Request, id: String) -> Response {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let Ok(token) = app.actors.token() else { return busy(app, Some(&v)) };
+    let Ok(token) = app.actors.token() else {
+        return busy(app, Some(&v));
+    };
     let authorization_id = id.chars().take(64).collect::<String>();
     match ask(&token, |reply| TokenMsg::RevokeAuthorization {
         authorization_id,
@@ -560,7 +615,9 @@ pub async fn audit(app: &App, req: Request, now: u64) -> Response {
         kind: EventKind::from_name(&event_name),
     };
     let before = (!before.is_empty() && before.bytes().all(|b| b.is_ascii_hexdigit())).then_some(before);
-    let Ok(actor) = app.actors.audit_actor() else { return busy(app, Some(&v)) };
+    let Ok(actor) = app.actors.audit_actor() else {
+        return busy(app, Some(&v));
+    };
     let page = match ask(&actor, |reply| AuditMsg::Query {
         filter,
         before,

@@ -220,8 +220,12 @@ pub async fn revoke(app: &App, req: Request) -> Response {
             let revoked = ask(&actor, |reply| TokenMsg::Revoke { target, client_id, reply }).await??;
             if let Some(subject) = revoked {
                 let actor = by.as_deref().map_or_else(|| "anonymous".to_owned(), |c| format!("client:{c}"));
-                app.actors
-                    .audit(AuditEvent::new(EventKind::TokenRevoked, actor, true).subject(subject).ip(ip).detail("RFC 7009"));
+                app.actors.audit(
+                    AuditEvent::new(EventKind::TokenRevoked, actor, true)
+                        .subject(subject)
+                        .ip(ip)
+                        .detail("RFC 7009"),
+                );
             }
             Ok(no_store(crate::http::response::bytes(
                 StatusCode::OK,

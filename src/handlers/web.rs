@@ -28,9 +28,7 @@ pub(crate) async fn viewer(app: &App, req: &Request, now: u64) -> Option<Viewer>
     let session = ask(&actor, |reply| SessionMsg::Get { id: probe, now, reply }).await.ok()??;
     let dir = app.actors.directory().ok()?;
     let user_id = session.user_id.clone();
-    let user = ask(&dir, |reply| DirectoryMsg::GetUser { id: user_id, reply })
-        .await
-        .ok()??;
+    let user = ask(&dir, |reply| DirectoryMsg::GetUser { id: user_id, reply }).await.ok()??;
     if user.disabled {
         return None;
     }
@@ -173,7 +171,8 @@ pub async fn login(app: &App, req: Request) -> Response {
     {
         Ok(Ok(s)) => {
             tracing::info!(username = %user.username, "signed in");
-            app.actors.audit(AuditEvent::new(EventKind::LoginSucceeded, user.username.clone(), true).ip(ip));
+            app.actors
+                .audit(AuditEvent::new(EventKind::LoginSucceeded, user.username.clone(), true).ip(ip));
             let set = app.cookies.set(SESSION, s.id, app.settings.session_max_age);
             with_cookies(redirect(&next), [set, app.cookies.clear(LOGIN_CSRF)])
         }
@@ -216,7 +215,8 @@ pub async fn logout(app: &App, req: Request) -> Response {
         let _ = ask(&actor, |reply| SessionMsg::Destroy { id, reply }).await;
     }
     tracing::info!(username = %session.username, "signed out");
-    app.actors.audit(AuditEvent::new(EventKind::Logout, session.username.clone(), true).ip(ip));
+    app.actors
+        .audit(AuditEvent::new(EventKind::Logout, session.username.clone(), true).ip(ip));
     with_cookies(redirect("/login"), [app.cookies.clear(SESSION)])
 }
 
@@ -352,7 +352,11 @@ pub async fn decide(app: &App, req: Request) -> Response {
         Ok(view) => {
             let name = client_name(app, &view.client_id);
             tracing::info!(username = %s.username, client_id = %view.client_id, approved = approve, user_code = %secret::redact_user_code(&code), "device authorization decided");
-            let kind = if approve { EventKind::DeviceApproved } else { EventKind::DeviceDenied };
+            let kind = if approve {
+                EventKind::DeviceApproved
+            } else {
+                EventKind::DeviceDenied
+            };
             app.actors.audit(
                 AuditEvent::new(kind, s.username.clone(), true)
                     .subject(s.username.clone())

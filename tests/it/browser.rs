@@ -48,19 +48,16 @@ async fn chromedriver() -> Option<(Driver, String)> {
     None
 }
 
-#[tokio::test]
-async fn a_person_approves_a_device_in_headless_chromium() {
-    let Some((_driver, webdriver)) = chromedriver().await else {
+/// A headless Chromium session (with its driver and profile directory, which must outlive it),
+/// or `None` when the test should be skipped.
+async fn browser(width: u32, height: u32) -> Option<(Driver, fantoccini::Client, tempfile::TempDir)> {
+    let Some((driver, webdriver)) = chromedriver().await else {
         if std::env::var_os("AUTHGATE_SKIP_BROWSER_TESTS").is_some() {
             eprintln!("skipping: chromedriver not available and AUTHGATE_SKIP_BROWSER_TESTS is set");
-            return;
+            return None;
         }
         panic!("chromedriver is not installed: apt-get install chromium chromium-driver (or set AUTHGATE_SKIP_BROWSER_TESTS=1)");
     };
-    let s = TestServer::start(&[]).await;
-    let dc = s.device_code(&s.client_id).await;
-    let user_code = dc["user_code"].as_str().unwrap().to_owned();
-
     let profile = tempfile::tempdir().unwrap();
     let chrome = std::env::var("CHROME_BIN").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let caps = serde_json::json!({
@@ -70,7 +67,7 @@ async fn a_person_approves_a_device_in_headless_chromium() {
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=420,900", format!("--user-data-dir={}", profile.path().display()),
+                format!("--window-size={width},{height}"), format!("--user-data-dir={}", profile.path().display()),
             ]
         }
     });
@@ -80,6 +77,21 @@ async fn a_person_approves_a_device_in_headless_chromium() {
         .connect(&webdriver)
         .await
         .expect("a Chromium session");
+    Some((driver, b, profile))
+}
+
+fn screenshot_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
+}
+
+#[tokio::test]
+async fn a_person_approves_a_device_in_headless_chromium() {
+    let Some((_driver, b, _profile)) = browser(420, 900).await else {
+        return;
+    };
+    let s = TestServer::start(&[]).await;
+    let dc = s.device_code(&s.client_id).await;
+    let user_code = dc["user_code"].as_str().unwrap().to_owned();
     let wait = Duration::from_secs(15);
 
     // The device shows verification_uri_complete; the person opens it and must sign in first.
@@ -123,5 +135,108 @@ async fn a_person_approves_a_device_in_headless_chromium() {
 
     let (status, tokens) = s.poll(&s.client_id, dc["device_code"].as_str().unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
+    s.stop().await;
+}
+
+async fn sign_in(b: &fantoccini::Client, s: &TestServer, next: &str, user: &str, password: &str) {
+    let wait = Duration::from_secs(15);
+    b.goto(&s.url(&format!("/login?next={next}"))).await.unwrap();
+    b.wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#username"))
+        .await
+        .unwrap()
+        .send_keys(user)
+        .await
+        .unwrap();
+    b.find(Locator::Css("#password")).await.unwrap().send_keys(password).await.unwrap();
+    b.find(Locator::Css("#login-submit")).await.unwrap().click().await.unwrap();
+}
+
+async fn token_valid(s: &TestServer, tokens: &serde_json::Value) -> bool {
+    get_json(&s.url("/oauth/tokeninfo"), tokens["access_token"].as_str()).await.0 == StatusCode::OK
+}
+
+/// Whether the page fits the viewport's width (nothing to scroll sideways).
+async fn fits_width(b: &fantoccini::Client) -> bool {
+    let v = b
+        .execute("return document.documentElement.scrollWidth <= window.innerWidth + 1;", vec![])
+        .await
+        .unwrap();
+    v.as_bool() == Some(true)
+}
+
+/// The incident story: a person signs in, finds two devices, revokes the suspicious one (its
+/// token stops working at once, the other's does not), then revokes everything.
+#[tokio::test]
+async fn incident_response_in_headless_chromium() {
+    let Some((_driver, b, _profile)) = browser(390, 844).await else {
+        return;
+    };
+    let wait = Duration::from_secs(15);
+    let s = TestServer::start(&[]).await;
+    s.create_user("alice", "alice-password").await;
+    let (tv, _) = s.create_client("Living-room TV", false, None).await;
+    let person = Person::new();
+    person.login(&s, "alice", "alice-password").await;
+    let mut tokens = Vec::new();
+    for client in [s.client_id.clone(), tv.clone()] {
+        let dc = s.device_code(&client).await;
+        assert_eq!(person.decide(&s, dc["user_code"].as_str().unwrap(), true).await.0, StatusCode::OK);
+        let (status, t) = s.poll(&client, dc["device_code"].as_str().unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        tokens.push(t);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let (cli_tokens, tv_tokens) = (&tokens[0], &tokens[1]);
+
+    sign_in(&b, &s, "/account/sessions", "alice", "alice-password").await;
+    b.wait().at_most(wait).for_element(Locator::Css("#sessions")).await.unwrap();
+    let rows = b.find_all(Locator::Css("tr.session-row")).await.unwrap();
+    assert_eq!(rows.len(), 2, "two authorized devices");
+    let page = b.source().await.unwrap();
+    assert!(page.contains("Living-room TV") && page.contains("AuthGate CLI"));
+    assert!(fits_width(&b).await, "usable at 390 px: no sideways scrolling");
+    std::fs::write(screenshot_path("sessions-390x844.png"), b.screenshot().await.unwrap()).unwrap();
+
+    // The newest (the TV) is first: revoke it.
+    let first = &rows[0];
+    assert!(first.text().await.unwrap().contains("Living-room TV"));
+    first.find(Locator::Css("button.revoke")).await.unwrap().click().await.unwrap();
+    let flash = b.wait().at_most(wait).for_element(Locator::Css("#flash")).await.unwrap();
+    assert!(flash.text().await.unwrap().contains("Living-room TV"));
+    assert!(!token_valid(&s, tv_tokens).await, "the revoked device's token stops at once");
+    assert!(token_valid(&s, cli_tokens).await, "the other device keeps working");
+    let statuses: Vec<String> = {
+        let mut v = Vec::new();
+        for r in b.find_all(Locator::Css("tr.session-row")).await.unwrap() {
+            v.push(r.attr("data-status").await.unwrap().unwrap_or_default());
+        }
+        v
+    };
+    assert_eq!(statuses, ["revoked", "active"]);
+
+    b.find(Locator::Css("#revoke-all")).await.unwrap().click().await.unwrap();
+    b.wait().at_most(wait).for_element(Locator::Css("#flash")).await.unwrap();
+    assert!(!token_valid(&s, cli_tokens).await);
+    assert!(b.find(Locator::Css("#revoke-all")).await.is_err(), "nothing left to revoke");
+
+    // Desktop width, and the admin console on both widths.
+    b.set_window_size(1280, 900).await.unwrap();
+    b.refresh().await.unwrap();
+    b.wait().at_most(wait).for_element(Locator::Css("#sessions")).await.unwrap();
+    assert!(fits_width(&b).await);
+    std::fs::write(screenshot_path("sessions-1280x900.png"), b.screenshot().await.unwrap()).unwrap();
+    b.delete_all_cookies().await.unwrap();
+    sign_in(&b, &s, "/admin/clients", "admin", ADMIN_PASSWORD).await;
+    b.wait().at_most(wait).for_element(Locator::Css("#clients")).await.unwrap();
+    assert!(fits_width(&b).await);
+    std::fs::write(screenshot_path("admin-clients-1280x900.png"), b.screenshot().await.unwrap()).unwrap();
+    b.set_window_size(390, 844).await.unwrap();
+    b.goto(&s.url("/admin/users")).await.unwrap();
+    b.wait().at_most(wait).for_element(Locator::Css("#users")).await.unwrap();
+    assert!(fits_width(&b).await, "the admin pages are usable on a phone too");
+    std::fs::write(screenshot_path("admin-users-390x844.png"), b.screenshot().await.unwrap()).unwrap();
+    b.close().await.unwrap();
     s.stop().await;
 }

@@ -11,3 +11,4 @@ mod oauth2_client;
 mod providers;
 mod restart;
 mod upstream;
+mod webui;
