@@ -27,7 +27,13 @@ const TEMPLATES: &[(&str, &str)] = &[
 
 /// Unix seconds as `2026-11-22 19:30 UTC`.
 fn datetime(secs: u64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    // Years past 9999 cannot be written in RFC 3339 (and the formatter refuses them).
+    if secs >= 253_402_300_800 {
+        return "never".into();
+    }
+    let Some(t) = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs)) else {
+        return "never".into();
+    };
     let s = humantime::format_rfc3339_seconds(t).to_string();
     // 2026-11-22T19:30:05Z → 2026-11-22 19:30 UTC
     match (s.get(..10), s.get(11..16)) {
@@ -104,6 +110,14 @@ impl Pages {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_render_and_absurd_ones_do_not_panic() {
+        assert_eq!(datetime(0), "1970-01-01 00:00 UTC");
+        assert_eq!(datetime(1_800_000_000), "2027-01-15 08:00 UTC");
+        assert_eq!(datetime(u64::MAX), "never");
+        assert_eq!(datetime(253_402_300_800), "never");
+    }
 
     #[test]
     fn every_template_renders_and_escapes() {

@@ -163,8 +163,11 @@ pub struct AuditPage {
     pub next: Option<String>,
 }
 
-/// Most rows one query looks at, so a filter that matches little cannot scan forever.
-const MAX_SCANNED: usize = 200_000;
+/// Most rows one query looks at: queries run on the store's thread, so a filter that matches
+/// little must not hold up the writes behind it.
+const MAX_SCANNED: usize = 20_000;
+/// Deletes per pruning transaction, for the same reason.
+const PRUNE_CHUNK: usize = 5_000;
 /// How long a failed commit waits before its events are written again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -181,8 +184,6 @@ pub enum AuditMsg {
     },
     /// Deletes events older than `before_ms` (the retention).
     Prune { before_ms: Millis },
-    /// Internal: these events' commit failed; write them again.
-    Retry(Vec<(Vec<u8>, AuditEvent)>),
 }
 
 fn key(at_ms: Millis, seq: u32) -> Vec<u8> {
@@ -201,7 +202,7 @@ pub struct AuditState {
 }
 
 impl AuditState {
-    fn write(&self, myself: &ActorRef<AuditMsg>, events: Vec<(Vec<u8>, AuditEvent)>) {
+    fn write(&self, events: Vec<(Vec<u8>, AuditEvent)>) {
         let mut ops = Vec::with_capacity(events.len());
         for (k, e) in &events {
             match Op::put(Table::Audit, k.clone(), e) {
@@ -210,11 +211,21 @@ impl AuditState {
             }
         }
         let done = self.store.submit(ops);
-        let myself = myself.clone();
+        let store = self.store.clone();
+        // The task owns the events until they are durable, whatever becomes of this actor.
         tokio::spawn(async move {
-            if let Err(e) = done.await {
+            let mut result = done.await;
+            while let Err(e) = result {
                 tracing::error!(error = %e, events = events.len(), "audit events not committed; retrying");
-                myself.send_after(RETRY_AFTER, move || AuditMsg::Retry(events));
+                tokio::time::sleep(RETRY_AFTER).await;
+                let ops: Vec<Op> = events
+                    .iter()
+                    .filter_map(|(k, e)| Op::put(Table::Audit, k.clone(), e).ok())
+                    .collect();
+                result = match store.submit(ops).await {
+                    Err(StoreError::Closed) => return,
+                    other => other,
+                };
             }
         });
     }
@@ -223,23 +234,34 @@ impl AuditState {
 impl Actor for AuditActor {
     type Msg = AuditMsg;
     type State = AuditState;
-    type Arguments = Store;
+    type Arguments = (Store, crate::system::Actors);
 
-    async fn pre_start(&self, _myself: ActorRef<AuditMsg>, store: Store) -> Result<AuditState, ActorProcessingErr> {
-        Ok(AuditState {
+    async fn pre_start(&self, _myself: ActorRef<AuditMsg>, (store, actors): Self::Arguments) -> Result<AuditState, ActorProcessingErr> {
+        let mut st = AuditState {
             store,
             seq: rand::random(),
-        })
+        };
+        let backlog = actors.take_audit_backlog();
+        if !backlog.is_empty() {
+            let events = backlog
+                .into_iter()
+                .map(|e| {
+                    st.seq = st.seq.wrapping_add(1);
+                    (key(e.at_ms, st.seq), e)
+                })
+                .collect();
+            st.write(events);
+        }
+        Ok(st)
     }
 
-    async fn handle(&self, myself: ActorRef<AuditMsg>, msg: AuditMsg, st: &mut AuditState) -> Result<(), ActorProcessingErr> {
+    async fn handle(&self, _myself: ActorRef<AuditMsg>, msg: AuditMsg, st: &mut AuditState) -> Result<(), ActorProcessingErr> {
         match msg {
             AuditMsg::Record(e) => {
                 st.seq = st.seq.wrapping_add(1);
                 tracing::info!(target: "audit", event = e.kind.name(), actor = %e.actor, subject = %e.subject, client_id = ?e.client_id, ip = ?e.ip, success = e.success, detail = %e.detail, "audit");
-                st.write(&myself, vec![(key(e.at_ms, st.seq), e)]);
+                st.write(vec![(key(e.at_ms, st.seq), e)]);
             }
-            AuditMsg::Retry(events) => st.write(&myself, events),
             AuditMsg::Query {
                 filter,
                 before,
@@ -255,17 +277,23 @@ impl Actor for AuditActor {
                             let mut page = AuditPage::default();
                             let mut scanned = 0usize;
                             let mut last = None;
+                            let mut more = false;
                             r.scan_rev(Table::Audit, before.as_deref(), |k, v| {
                                 scanned += 1;
-                                last = Some(k.to_vec());
                                 if let Ok(e) = decode::<AuditEvent>(v)
                                     && filter.matches(&e)
                                 {
+                                    if page.events.len() == limit {
+                                        // One more match exists: there is an older page.
+                                        more = true;
+                                        return Ok(false);
+                                    }
                                     page.events.push(e);
                                 }
-                                Ok(page.events.len() < limit && scanned < MAX_SCANNED)
+                                last = Some(k.to_vec());
+                                Ok(scanned < MAX_SCANNED)
                             })?;
-                            if page.events.len() >= limit || scanned >= MAX_SCANNED {
+                            if more || scanned >= MAX_SCANNED {
                                 page.next = last.map(hex::encode);
                             }
                             Ok(page)
@@ -278,28 +306,42 @@ impl Actor for AuditActor {
                 let store = st.store.clone();
                 tokio::spawn(async move {
                     let cutoff = key(before_ms, 0);
-                    let old = store
-                        .read(move |r| {
-                            let mut old = Vec::new();
-                            r.scan(Table::Audit, |k, _| {
-                                if k < cutoff.as_slice() {
+                    let mut pruned = 0usize;
+                    // Keys are time-ordered: read the oldest chunk below the cutoff, delete it,
+                    // repeat, so no one transaction holds up the writes queued behind it.
+                    loop {
+                        let c = cutoff.clone();
+                        let chunk = store
+                            .read(move |r| {
+                                let mut old = Vec::new();
+                                r.scan_range(Table::Audit, &c, |k| {
                                     old.push(Op::delete(Table::Audit, k.to_vec()));
+                                    Ok(old.len() < PRUNE_CHUNK)
+                                })?;
+                                Ok(old)
+                            })
+                            .await;
+                        match chunk {
+                            Ok(ops) if ops.is_empty() => break,
+                            Ok(ops) => {
+                                let n = ops.len();
+                                if let Err(e) = store.write(ops).await {
+                                    tracing::warn!(error = %e, "could not prune audit events");
+                                    break;
                                 }
-                                Ok(())
-                            })?;
-                            Ok(old)
-                        })
-                        .await;
-                    match old {
-                        Ok(ops) if ops.is_empty() => {}
-                        Ok(ops) => {
-                            let n = ops.len();
-                            match store.write(ops).await {
-                                Ok(()) => tracing::info!(events = n, "pruned audit events past retention"),
-                                Err(e) => tracing::warn!(error = %e, "could not prune audit events"),
+                                pruned += n;
+                                if n < PRUNE_CHUNK {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not read audit events to prune");
+                                break;
                             }
                         }
-                        Err(e) => tracing::warn!(error = %e, "could not read audit events to prune"),
+                    }
+                    if pruned > 0 {
+                        tracing::info!(events = pruned, "pruned audit events past retention");
                     }
                 });
             }
@@ -322,7 +364,9 @@ mod tests {
     async fn events_are_kept_newest_first_filtered_paginated_and_pruned() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("a.redb"), StoreOptions::default()).unwrap();
-        let (audit, handle) = Actor::spawn(None, AuditActor, store.clone()).await.unwrap();
+        let (audit, handle) = Actor::spawn(None, AuditActor, (store.clone(), crate::system::Actors::detached()))
+            .await
+            .unwrap();
         for i in 0..7u64 {
             let mut e = AuditEvent::new(
                 if i % 2 == 0 {

@@ -140,11 +140,11 @@ impl ClientRecord {
 }
 
 /// An immutable snapshot of every OAuth client, published by the directory actor, with the
-/// ids of disabled users (whose tokens the token actor must refuse).
+/// ids of the users who exist and are enabled (the token actor refuses everyone else's tokens).
 #[derive(Debug, Default)]
 pub struct ClientTable {
     clients: HashMap<String, Arc<ClientRecord>>,
-    disabled_users: std::collections::HashSet<String>,
+    active_users: std::collections::HashSet<String>,
 }
 
 /// Where the directory publishes client snapshots; it outlives any one incarnation of the actor.
@@ -155,8 +155,9 @@ impl ClientTable {
         self.clients.get(client_id)
     }
 
-    pub fn user_disabled(&self, user_id: &str) -> bool {
-        self.disabled_users.contains(user_id)
+    /// Whether the user exists and is not disabled.
+    pub fn user_active(&self, user_id: &str) -> bool {
+        self.active_users.contains(user_id)
     }
 
     /// RFC 6749 §2.3: authenticates a client by id and, for a confidential client, its secret
@@ -401,8 +402,13 @@ impl ClientSpec {
         let grants = if self.grant_types.is_empty() {
             vec![GRANT_DEVICE_CODE.to_owned(), GRANT_REFRESH_TOKEN.to_owned()]
         } else {
-            let mut g = self.grant_types.iter().map(|g| grant_type_name(g)).collect::<Result<Vec<_>, _>>()?;
-            g.dedup();
+            let mut g: Vec<String> = Vec::new();
+            for name in self.grant_types.iter().map(|g| grant_type_name(g)) {
+                let name = name?;
+                if !g.contains(&name) {
+                    g.push(name);
+                }
+            }
             g
         };
         let scopes = if self.scopes.is_empty() {
@@ -415,8 +421,12 @@ impl ClientSpec {
                 let shown: String = bad.chars().take(64).collect();
                 return Err(DirectoryError::InvalidClient(format!("{shown:?} is not a valid scope")));
             }
-            let mut s = self.scopes.clone();
-            s.dedup();
+            let mut s: Vec<String> = Vec::new();
+            for scope in &self.scopes {
+                if !s.contains(scope) {
+                    s.push(scope.clone());
+                }
+            }
             s
         };
         if self.redirect_uris.len() > 10 {
@@ -537,7 +547,7 @@ impl DirectoryState {
     fn publish(&self) {
         self.published.send_replace(Arc::new(ClientTable {
             clients: self.clients.clone(),
-            disabled_users: self.users.values().filter(|u| u.disabled).map(|u| u.id.clone()).collect(),
+            active_users: self.users.values().filter(|u| !u.disabled).map(|u| u.id.clone()).collect(),
         }));
     }
 
@@ -670,6 +680,7 @@ impl DirectoryState {
             Ok(op) => {
                 tracing::info!(username = %user.username, "external user record saved");
                 self.insert_user(user);
+                self.publish();
                 self.commit_then(myself, vec![op], move |r| {
                     let _ = reply.send(r.map(|()| view).map_err(|_| LoginError::Unavailable));
                 });
@@ -769,6 +780,7 @@ impl Actor for DirectoryActor {
                     match Op::put(Table::Users, user.id.as_bytes().to_vec(), &user) {
                         Ok(op) => {
                             st.insert_user(user.clone());
+                            st.publish();
                             st.write_then(&myself, vec![op], user, reply);
                         }
                         Err(e) => {
@@ -946,7 +958,7 @@ mod tests {
                 .into_iter()
                 .map(|c| (c.client_id.clone(), Arc::new(c)))
                 .collect(),
-            disabled_users: Default::default(),
+            active_users: Default::default(),
         };
         let code = |r: Result<Arc<ClientRecord>, OAuthError>| r.map(|c| c.name.clone()).map_err(|e| e.code);
         use crate::error::ErrorCode::InvalidClient;

@@ -117,6 +117,10 @@ pub struct StoreStats {
     pub commits: AtomicU64,
     /// Batches (one per caller) made durable.
     pub batches: AtomicU64,
+    /// Commits that failed.
+    pub failures: AtomicU64,
+    /// Whether the last commit (or reopening) failed: the disk is full or broken.
+    pub failing: std::sync::atomic::AtomicBool,
 }
 
 /// A read-only view of the database, handed to closures that run on the store thread.
@@ -135,6 +139,22 @@ impl Reader<'_> {
         for row in t.iter().map_err(storage)? {
             let (k, v) = row.map_err(storage)?;
             f(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+
+    /// Keys below `end`, in ascending order; stops when `f` returns `false`.
+    pub fn scan_range(&self, table: Table, end: &[u8], mut f: impl FnMut(&[u8]) -> Result<bool, StoreError>) -> Result<(), StoreError> {
+        let t = match self.txn.open_table(table.def()) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(storage(e)),
+        };
+        for row in t.range::<&[u8]>(..end).map_err(storage)? {
+            let (k, _) = row.map_err(storage)?;
+            if !f(k.value())? {
+                break;
+            }
         }
         Ok(())
     }
@@ -245,9 +265,10 @@ impl Store {
         let stats = Arc::new(StoreStats::default());
         let writer_stats = stats.clone();
         let max_batch = options.max_batch.max(1);
+        let reopen_path = path.to_path_buf();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(db, rx, max_batch, &writer_stats))
+            .spawn(move || writer_loop(db, &reopen_path, rx, max_batch, &writer_stats))
             .map_err(|e| StoreError::Open {
                 path: shown,
                 reason: e.to_string(),
@@ -309,7 +330,14 @@ impl Store {
     }
 }
 
-fn writer_loop(db: Database, rx: mpsc::Receiver<Command>, max_batch: usize, stats: &StoreStats) {
+/// Opens the file again after a failed commit: redb refuses every later transaction on a handle
+/// that met an I/O error, so recovering (once the disk has room again) needs a fresh handle.
+fn reopen(path: &Path) -> Result<Database, StoreError> {
+    Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(storage)
+}
+
+fn writer_loop(db: Database, path: &Path, rx: mpsc::Receiver<Command>, max_batch: usize, stats: &StoreStats) {
+    let mut db = Some(db);
     let mut writes: Vec<PendingWrite> = Vec::new();
     let mut reads: Vec<ReadJob> = Vec::new();
     let mut stop = false;
@@ -333,19 +361,53 @@ fn writer_loop(db: Database, rx: mpsc::Receiver<Command>, max_batch: usize, stat
                 Err(_) => break,
             }
         }
+        if db.is_none() {
+            match reopen(path) {
+                Ok(d) => {
+                    tracing::warn!("database reopened after a failed commit");
+                    db = Some(d);
+                }
+                Err(e) => tracing::error!(error = %e, "the database cannot be reopened yet"),
+            }
+        }
+        let Some(handle) = db.as_ref() else {
+            // Still unusable: fail what was asked, keep the writer alive for the next try.
+            stats.failing.store(true, Ordering::Relaxed);
+            for (_, done) in writes.drain(..) {
+                let _ = done.send(Err(StoreError::Storage("the database cannot be written".into())));
+            }
+            reads.clear();
+            if stop {
+                break;
+            }
+            continue;
+        };
         if !writes.is_empty() {
-            let result = commit(&db, &writes);
+            let result = commit(handle, &writes);
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats.batches.fetch_add(writes.len() as u64, Ordering::Relaxed);
+            stats.failing.store(result.is_err(), Ordering::Relaxed);
             if let Err(e) = &result {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, batches = writes.len(), "commit failed");
             }
             for (_, done) in writes.drain(..) {
                 let _ = done.send(result.clone());
             }
+            if result.is_err() {
+                // Reads still run on the old handle where redb allows it; the next batch reopens.
+                for job in reads.drain(..) {
+                    job(handle);
+                }
+                db = None;
+                if stop {
+                    break;
+                }
+                continue;
+            }
         }
         for job in reads.drain(..) {
-            job(&db);
+            job(handle);
         }
         if stop {
             break;

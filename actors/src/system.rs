@@ -32,7 +32,7 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Restarts of one actor allowed within a minute.
 pub const MAX_RESTARTS: usize = 5;
 /// How long a child that used up its restarts stays down before one more try.
-pub const COOL_DOWN: Duration = Duration::from_secs(60);
+pub const COOL_DOWN: Duration = Duration::from_secs(15);
 
 /// Sends `build(reply)` to `actor` and waits for the answer; an actor that is down, gone, or
 /// too slow is reported as `temporarily_unavailable`.
@@ -89,6 +89,9 @@ struct Slots {
     token_provider: Slot<TokenProviderMsg>,
     /// The directory's published client snapshots.
     clients: ClientPublisher,
+    /// Audit events recorded while the audit actor was between incarnations; its next
+    /// incarnation writes them first.
+    audit_backlog: Mutex<Vec<AuditEvent>>,
     /// Each child's state, written by the root only; a mutex because reads (health checks)
     /// and writes (restarts) are rare and short.
     components: Mutex<BTreeMap<&'static str, Component>>,
@@ -136,6 +139,7 @@ impl Actors {
                 token_provider: Slot::new(),
                 clients: Arc::new(clients),
                 components: Mutex::new(BTreeMap::new()),
+                audit_backlog: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -161,15 +165,28 @@ impl Actors {
     }
 
     /// Records an audit event without waiting. Should the audit actor be between incarnations,
-    /// the event still reaches the log.
+    /// the event waits in a backlog that the next incarnation writes first.
     pub fn audit(&self, event: AuditEvent) {
-        let sent = match self.inner.audit.get() {
-            Ok(a) => a.cast(AuditMsg::Record(event.clone())).is_ok(),
-            Err(_) => false,
+        let event = match self.inner.audit.get() {
+            Ok(a) => match a.cast(AuditMsg::Record(event)) {
+                Ok(()) => return,
+                Err(ractor::MessagingErr::SendErr(AuditMsg::Record(e))) => e,
+                Err(_) => return,
+            },
+            Err(_) => event,
         };
-        if !sent {
-            tracing::warn!(target: "audit", event = event.kind.name(), actor = %event.actor, subject = %event.subject, success = event.success, "audit actor unavailable; event logged only");
+        if let Ok(mut backlog) = self.inner.audit_backlog.lock() {
+            backlog.push(event);
         }
+    }
+
+    /// The events recorded while no audit actor ran.
+    pub(crate) fn take_audit_backlog(&self) -> Vec<AuditEvent> {
+        self.inner
+            .audit_backlog
+            .lock()
+            .map(|mut b| std::mem::take(&mut *b))
+            .unwrap_or_default()
     }
 
     /// The login-API provider (only when `AUTH_MODE=http_api`).
@@ -280,7 +297,7 @@ impl RootState {
         let a = &self.args;
         let id = match child {
             Child::Audit => {
-                let (r, _) = Actor::spawn_linked(None, AuditActor, a.store.clone(), me).await?;
+                let (r, _) = Actor::spawn_linked(None, AuditActor, (a.store.clone(), a.actors.clone()), me).await?;
                 a.actors.inner.audit.set(r.clone());
                 r.get_id()
             }
@@ -604,10 +621,20 @@ mod tests {
             .await
             .unwrap();
         let token = system.actors.token().unwrap();
+        // The seeded admin and CLI client (issuance checks both are still active).
+        let dir = system.actors.directory().unwrap();
+        let admin = ask(&dir, |reply| crate::directory::DirectoryMsg::ListUsers { reply })
+            .await
+            .unwrap()
+            .remove(0);
+        let client = ask(&dir, |reply| crate::directory::DirectoryMsg::ListClients { reply })
+            .await
+            .unwrap()
+            .remove(0);
         let grant = Grant {
-            user_id: "u".into(),
-            username: "alice".into(),
-            client_id: "c".into(),
+            user_id: admin.id.clone(),
+            username: admin.username.clone(),
+            client_id: client.client_id.clone(),
             scope: "read".into(),
             authorization_id: "auth-1".into(),
         };

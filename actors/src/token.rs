@@ -311,6 +311,8 @@ pub enum TokenMsg {
 
 use crate::device::Millis;
 
+/// The longest lifetime accepted from the token service, in seconds.
+const MAX_MINTED_TTL: Secs = 366 * 24 * 3600;
 /// Records are kept this long past expiry (for session lists), then swept.
 const EXPIRED_KEEP: Secs = 24 * 3600;
 
@@ -582,7 +584,8 @@ impl TokenState {
                 );
                 return Err(OAuthError::server_error("the token service did not issue a new token"));
             }
-            let ttl = m.expires_in.unwrap_or(self.config.access_ttl.as_secs());
+            // A service's answer cannot make a token live longer than a year.
+            let ttl = m.expires_in.unwrap_or(self.config.access_ttl.as_secs()).min(MAX_MINTED_TTL);
             let rec = TokenRecord {
                 id,
                 kind: TokenKind::Access,
@@ -708,6 +711,12 @@ impl TokenState {
         }
         if self.book.by_authorization.contains_key(&grant.authorization_id) {
             let _ = reply.send(Err(OAuthError::invalid_grant("the device code was already used")));
+            return;
+        }
+        // The approver was disabled or deleted, or the client disabled, since the approval.
+        let dir = self.actors.clients();
+        if !dir.user_active(&grant.user_id) || !dir.get(&grant.client_id).is_some_and(|c| c.enabled) {
+            let _ = reply.send(Err(OAuthError::invalid_grant("the authorization is no longer valid")));
             return;
         }
         if let (Some(timeout), None) = (self.token_api_timeout, &minted) {
@@ -872,10 +881,10 @@ impl TokenState {
         Self::active_info(r, now).ok_or_else(invalid)
     }
 
-    /// Tokens of a disabled or deleted client, or of a disabled user, are not valid.
+    /// Tokens of a disabled or deleted client, or of a disabled or deleted user, are not valid.
     fn owner_allowed(&self, r: &TokenRecord) -> bool {
         let dir = self.actors.clients();
-        dir.get(&r.client_id).is_some_and(|c| c.enabled) && !dir.user_disabled(&r.user_id)
+        dir.get(&r.client_id).is_some_and(|c| c.enabled) && dir.user_active(&r.user_id)
     }
 
     /// A token-service token: active here, and (when the service is configured) valid there.
@@ -1118,8 +1127,17 @@ impl Actor for TokenActor {
                         .map(|(a, _)| a.clone())
                         .collect(),
                 };
+                let now = crate::now_ms() / 1000;
+                let live = ids
+                    .iter()
+                    .filter(|a| {
+                        st.book
+                            .authorization(a, now)
+                            .is_some_and(|v| v.status == AuthorizationStatus::Active)
+                    })
+                    .count();
                 let change = st.book.revoke_authorizations(&ids);
-                st.commit(&myself, change, Vec::new(), Ok(ids.len()), reply, None);
+                st.commit(&myself, change, Vec::new(), Ok(live), reply, None);
             }
             TokenMsg::Issued { authorization_id } => {
                 st.issuing.remove(&authorization_id);

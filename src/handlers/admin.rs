@@ -212,6 +212,16 @@ pub async fn create_client(app: &App, req: Request) -> Response {
         Err(r) => return r,
     };
     let spec = spec_from(&form);
+    if spec.grant_types.is_empty() {
+        return client_form(
+            app,
+            &v,
+            StatusCode::BAD_REQUEST,
+            None,
+            &spec,
+            Some("Choose at least one grant type."),
+        );
+    }
     let Ok(dir) = app.actors.directory() else {
         return busy(app, Some(&v));
     };
@@ -244,6 +254,16 @@ pub async fn update_client(app: &App, req: Request, id: String) -> Response {
         return not_found(app, &v, "client");
     };
     let spec = spec_from(&form);
+    if spec.grant_types.is_empty() {
+        return client_form(
+            app,
+            &v,
+            StatusCode::BAD_REQUEST,
+            Some(&existing),
+            &spec,
+            Some("Choose at least one grant type."),
+        );
+    }
     let Ok(dir) = app.actors.directory() else {
         return busy(app, Some(&v));
     };
@@ -301,9 +321,9 @@ pub async fn client_action(app: &App, req: Request, id: String, action: String) 
         Ok((c, secret, what)) => {
             if action == "delete" {
                 // Its tokens already stop validating (the client is gone); revoke them for good.
-                if let Ok(token) = app.actors.token() {
-                    let of = Owner::Client(c.client_id.clone());
-                    let _ = ask(&token, |reply| TokenMsg::RevokeAll { of, reply }).await;
+                let of = Owner::Client(c.client_id.clone());
+                if !revoke_all(app, of).await {
+                    return busy(app, Some(&v));
                 }
             }
             let kind = if action == "delete" {
@@ -329,6 +349,12 @@ pub async fn client_action(app: &App, req: Request, id: String, action: String) 
             r
         }
     }
+}
+
+/// Revokes every token of a user or client; whether it was done.
+async fn revoke_all(app: &App, of: Owner) -> bool {
+    let Ok(token) = app.actors.token() else { return false };
+    matches!(ask(&token, |reply| TokenMsg::RevokeAll { of, reply }).await, Ok(Ok(_)))
 }
 
 // ---- users ----
@@ -447,8 +473,10 @@ pub async fn user_action(app: &App, req: Request, id: String, action: String) ->
         return busy(app, Some(&v));
     };
     let probe = id.clone();
-    let Ok(Some(target)) = ask(&dir, |reply| DirectoryMsg::GetUser { id: probe, reply }).await else {
-        return not_found(app, &v, "user");
+    let target = match ask(&dir, |reply| DirectoryMsg::GetUser { id: probe, reply }).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return not_found(app, &v, "user"),
+        Err(_) => return busy(app, Some(&v)),
     };
     let user_id = id.clone();
     let result: Result<String, DirectoryError> = match action.as_str() {
@@ -520,11 +548,10 @@ pub async fn user_action(app: &App, req: Request, id: String, action: String) ->
                 })
                 .await;
             }
-            if action == "delete"
-                && let Ok(token) = app.actors.token()
-            {
-                let of = Owner::User(target.id.clone());
-                let _ = ask(&token, |reply| TokenMsg::RevokeAll { of, reply }).await;
+            if action == "delete" && !revoke_all(app, Owner::User(target.id.clone())).await {
+                // The user is gone, so the tokens no longer validate; the revocation makes that
+                // permanent and is worth a retry.
+                return busy(app, Some(&v));
             }
             let kind = if action == "delete" {
                 EventKind::UserDeleted

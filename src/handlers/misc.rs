@@ -4,7 +4,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use std::collections::BTreeMap;
 
-use authgate_actors::store::Table;
+use authgate_actors::store::{Op, Table};
 use authgate_actors::system::{Component, ComponentState};
 use hyper::StatusCode;
 use hyper::header::{CACHE_CONTROL, HeaderValue};
@@ -31,7 +31,20 @@ struct Health {
 /// `unhealthy` (503) when the database or a core actor is not available.
 pub async fn health(app: &App, now: u64) -> Response {
     let read = app.store.read(|r| r.get(Table::Meta, b"seeded"));
-    let db_ok = matches!(tokio::time::timeout(Duration::from_secs(2), read).await, Ok(Ok(_)));
+    let mut db_ok = matches!(tokio::time::timeout(Duration::from_secs(2), read).await, Ok(Ok(_)));
+    let mut database = if db_ok { "connected" } else { "unavailable" };
+    if db_ok && app.store.stats().failing.load(std::sync::atomic::Ordering::Relaxed) {
+        // The last commit failed (a full or broken disk): see whether writing works again.
+        let probe = Op::put(Table::Meta, b"health_probe".to_vec(), &now).map(|op| app.store.write(vec![op]));
+        let written = match probe {
+            Ok(w) => matches!(tokio::time::timeout(Duration::from_secs(2), w).await, Ok(Ok(()))),
+            Err(_) => false,
+        };
+        if !written {
+            db_ok = false;
+            database = "unwritable";
+        }
+    }
     let components = app.actors.components();
     let down = |provider: bool| {
         components
@@ -50,7 +63,7 @@ pub async fn health(app: &App, now: u64) -> Response {
     };
     let body = Health {
         status,
-        database: if db_ok { "connected" } else { "unavailable" },
+        database,
         degraded,
         components,
         timestamp: humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(now)).to_string(),

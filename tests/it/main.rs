@@ -5,6 +5,7 @@
 mod browser;
 mod cli;
 mod common;
+mod durability;
 mod errors;
 mod flow;
 mod oauth2_client;

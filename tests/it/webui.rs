@@ -301,20 +301,38 @@ async fn administrators_manage_clients_and_their_tokens_follow() {
 
     // Bad input: a clear message, nothing created.
     let (status, page, _) = admin
-        .post(&s.url("/admin/clients"), &[("csrf_token", &csrf), ("name", ""), ("type", "public")])
+        .post(
+            &s.url("/admin/clients"),
+            &[
+                ("csrf_token", &csrf),
+                ("name", ""),
+                ("type", "public"),
+                ("grant_type", "device_code"),
+            ],
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(page.contains("client names are 1 to 100 characters"));
     let (status, page, _) = admin
         .post(
             &s.url("/admin/clients"),
-            &[("csrf_token", &csrf), ("name", "TV"), ("scopes", "read \"bad\"")],
+            &[
+                ("csrf_token", &csrf),
+                ("name", "TV"),
+                ("grant_type", "device_code"),
+                ("scopes", "read \"bad\""),
+            ],
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(page.contains("is not a valid scope"), "{page}");
     let (status, _, _) = admin.post(&s.url("/admin/clients"), &[("name", "no csrf")]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, page, _) = admin
+        .post(&s.url("/admin/clients"), &[("csrf_token", &csrf), ("name", "No grants")])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("Choose at least one grant type."));
 
     // A public client.
     let (status, _, location) = admin
@@ -344,7 +362,12 @@ async fn administrators_manage_clients_and_their_tokens_follow() {
     let (status, page, _) = admin
         .post(
             &s.url("/admin/clients"),
-            &[("csrf_token", &csrf), ("name", "CI runner"), ("type", "confidential")],
+            &[
+                ("csrf_token", &csrf),
+                ("name", "CI runner"),
+                ("type", "confidential"),
+                ("grant_type", "device_code"),
+            ],
         )
         .await;
     assert_eq!(status, StatusCode::OK);
