@@ -3,13 +3,16 @@
 use authgate_actors::store::Store;
 use authgate_actors::system::Actors;
 use authgate_actors::token::JwtKeys;
-use hyper::header::{ALLOW, HeaderValue};
+use authgate_actors::{ErrorCode, OAuthError};
+use hyper::header::{ALLOW, HeaderValue, RETRY_AFTER};
 use hyper::{Method, StatusCode};
 
 use crate::config::Settings;
 use crate::handlers::{account, admin, misc, oauth, web};
 use crate::http::cookies::CookieKeys;
-use crate::http::response::redirect;
+use crate::http::form;
+use crate::http::guard::{Guard, client_addr, secure_headers};
+use crate::http::response::{oauth_error, redirect};
 use crate::http::{Request, Response};
 use crate::render::Pages;
 
@@ -87,6 +90,7 @@ pub struct App {
     pub cookies: CookieKeys,
     pub settings: Settings,
     pub pages: Pages,
+    pub guard: Guard,
     router: matchit::Router<Route>,
 }
 
@@ -105,15 +109,63 @@ impl App {
             store,
             keys,
             cookies,
-            settings,
             pages: Pages::new()?,
+            guard: Guard::new(&settings),
+            settings,
             router: routes()?,
         })
     }
 
+    /// The client's address, as text (see [`crate::http::guard::client_addr`]).
+    pub fn ip(&self, req: &Request) -> Option<String> {
+        client_addr(req, &self.guard.trusted).map(|ip| ip.to_string())
+    }
+
+    /// Handles one request: sheds it at once when too many are in flight, and adds the
+    /// security headers to whatever answers.
+    pub async fn handle(&self, req: Request) -> Response {
+        let mut r = if req.uri().path() == "/health" {
+            self.route(req).await
+        } else {
+            match self.guard.inflight.clone().try_acquire_owned() {
+                Ok(_permit) => self.route(req).await,
+                Err(_) => self.shed(req).await,
+            }
+        };
+        secure_headers(&mut r, self.settings.secure());
+        r
+    }
+
+    /// The answer when the server is full: a device's poll hears `slow_down` (the one error
+    /// RFC 8628 clients keep polling after), every other request a 503 with `Retry-After`.
+    async fn shed(&self, req: Request) -> Response {
+        let path = req.uri().path().to_owned();
+        let mut r = if path.starts_with("/oauth/") {
+            let poll = path == "/oauth/token"
+                && form::read_form(req)
+                    .await
+                    .is_ok_and(|f| f.first("grant_type") == Some(authgate_actors::directory::GRANT_DEVICE_CODE));
+            let e = if poll {
+                OAuthError::new(ErrorCode::SlowDown, "the server is busy; poll more slowly")
+            } else {
+                OAuthError::unavailable("the server is busy; try again shortly")
+            };
+            oauth_error(&e)
+        } else {
+            self.pages.error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Busy",
+                "The server is very busy right now. Please try again in a moment.",
+                None,
+            )
+        };
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        r
+    }
+
     /// Routes one request. For requests without a body, `now` (Unix ms) is read here once and
     /// passed down; handlers that read a body take the time once the body is complete.
-    pub async fn handle(&self, req: Request) -> Response {
+    async fn route(&self, req: Request) -> Response {
         let now = authgate_actors::now_ms();
         let (route, file, id, action) = match self.router.at(req.uri().path()) {
             Ok(m) => (

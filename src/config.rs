@@ -112,6 +112,34 @@ pub struct Settings {
     #[arg(long, env = "CLEANUP_INTERVAL", default_value = "1h", value_parser = parse_duration, global = true)]
     pub cleanup_interval: Duration,
 
+    /// Proxies whose X-Forwarded-For / Forwarded headers are believed (comma-separated IPs or CIDRs); none by default
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "", value_parser = parse_networks, global = true)]
+    pub trusted_proxies: Networks,
+
+    /// Open connections at most; more wait in the kernel's backlog
+    #[arg(long, env = "MAX_CONNECTIONS", default_value = "10000", value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
+    pub max_connections: u32,
+
+    /// Requests handled at once; beyond it polls get slow_down and other requests 503 with Retry-After
+    #[arg(long, env = "MAX_INFLIGHT", default_value = "2048", value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
+    pub max_inflight: u32,
+
+    /// Failed sign-ins per username within 15 minutes before a lockout (30s, doubling up to 15m); an address gets four times as many
+    #[arg(long, env = "LOGIN_FAILURE_LIMIT", default_value = "5", value_parser = clap::value_parser!(u32).range(1..=10000), global = true)]
+    pub login_failure_limit: u32,
+
+    /// Wrong user codes per browser session, and per address, within a minute before a lockout (1m, doubling up to 1h)
+    #[arg(long, env = "USER_CODE_FAILURE_LIMIT", default_value = "5", value_parser = clap::value_parser!(u32).range(1..=10000), global = true)]
+    pub user_code_failure_limit: u32,
+
+    /// Wrong user codes per minute from everyone together before code entry pauses for a minute
+    #[arg(long, env = "USER_CODE_GLOBAL_FAILURE_LIMIT", default_value = "600", value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
+    pub user_code_global_failure_limit: u32,
+
+    /// Device codes one address may request per minute (then 429 with Retry-After)
+    #[arg(long, env = "DEVICE_CODE_RATE_LIMIT", default_value = "60", value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
+    pub device_code_rate_limit: u32,
+
     /// Where passwords are checked: local (here), or http_api (the login API at HTTP_API_URL; local users such as the seeded admin still sign in here)
     #[arg(long, env = "AUTH_MODE", default_value = "local", value_enum, global = true)]
     pub auth_mode: ProviderMode,
@@ -397,6 +425,23 @@ fn service(prefix: &str, mode_var: &str, s: ServiceSettings<'_>) -> Result<Servi
         },
         max_concurrent: s.max_concurrent as usize,
     })
+}
+
+/// A list of networks (`TRUSTED_PROXIES`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Networks(pub Vec<ipnet::IpNet>);
+
+/// `10.0.0.0/8, 192.0.2.7, ::1`: networks or single addresses, comma-separated.
+pub fn parse_networks(s: &str) -> Result<Networks, String> {
+    let mut nets = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let net = item
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| format!("{item:?} is not an IP address or network like 10.0.0.0/8"))?;
+        nets.push(net);
+    }
+    Ok(Networks(nets))
 }
 
 /// An absolute http(s) URL that the HTTP client accepts (a path and query are kept as given).

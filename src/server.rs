@@ -171,7 +171,17 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<b
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
+    // At most MAX_CONNECTIONS open at once: beyond it the loop stops accepting, and new
+    // connections wait in the kernel's backlog instead of costing memory here.
+    let connections = Arc::new(tokio::sync::Semaphore::new(app.settings.max_connections as usize));
     loop {
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stop.changed() => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
@@ -184,6 +194,7 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<b
                     });
                     let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                     tokio::spawn(async move {
+                        let _permit = permit;
                         if let Err(e) = conn.await {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }

@@ -15,7 +15,7 @@ use crate::handlers::web::{login_redirect, signed_in_form, viewer};
 use crate::http::cookies::FLASH;
 use crate::http::form;
 use crate::http::response::{redirect, with_cookies};
-use crate::http::{Request, Response, client_ip};
+use crate::http::{Request, Response};
 use crate::render::Viewer;
 
 /// Rows per page of authorizations.
@@ -127,7 +127,7 @@ pub async fn sessions_page(app: &App, req: Request, now: u64) -> Response {
 /// `POST /account/sessions/{id}/revoke`: only the owner's own authorization; anyone else's is
 /// "not found".
 pub async fn revoke_one(app: &App, req: Request, id: String) -> Response {
-    let ip = client_ip(&req);
+    let ip = app.ip(&req);
     let (v, _, _) = match signed_in_form(app, req).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -171,7 +171,7 @@ pub async fn revoke_one(app: &App, req: Request, id: String) -> Response {
 
 /// `POST /account/sessions/revoke-all`
 pub async fn revoke_all(app: &App, req: Request) -> Response {
-    let ip = client_ip(&req);
+    let ip = app.ip(&req);
     let (v, _, _) = match signed_in_form(app, req).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -224,7 +224,7 @@ pub async fn account(app: &App, req: Request, now: u64) -> Response {
 /// `POST /account/password`: the current password, then the new one; every other browser
 /// session of the user ends.
 pub async fn change_password(app: &App, req: Request) -> Response {
-    let ip = client_ip(&req);
+    let ip = app.ip(&req);
     let (v, form, _) = match signed_in_form(app, req).await {
         Ok(x) => x,
         Err(r) => return r,

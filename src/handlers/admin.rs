@@ -15,7 +15,7 @@ use crate::app::App;
 use crate::handlers::account::{MIN_PASSWORD_LEN, PAGE_SIZE, busy, flash_redirect, page_with_flash, paginate, rows, take_flash};
 use crate::handlers::web::{login_redirect, signed_in_form, viewer};
 use crate::http::form::{self, Form};
-use crate::http::{Request, Response, client_ip};
+use crate::http::{Request, Response};
 use crate::render::Viewer;
 
 fn forbidden(app: &App, v: &Viewer) -> Response {
@@ -38,7 +38,7 @@ async fn admin(app: &App, req: &Request, now: u64, here: &str) -> Result<Viewer,
 
 /// A signed-in administrator's form post, its CSRF token checked, and the client's address.
 async fn admin_form(app: &App, req: Request) -> Result<(Viewer, Form, Option<String>), Response> {
-    let ip = client_ip(&req);
+    let ip = app.ip(&req);
     let (v, form, _) = signed_in_form(app, req).await?;
     if !v.is_admin {
         return Err(forbidden(app, &v));

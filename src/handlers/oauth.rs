@@ -15,8 +15,9 @@ use serde::Serialize;
 
 use crate::app::App;
 use crate::http::form::{self, ClientCredentials, Form};
-use crate::http::response::{json, no_store, oauth_error};
-use crate::http::{Request, Response, client_ip};
+use crate::http::guard::retry_after_secs;
+use crate::http::response::{json, no_store, oauth_error, too_many_requests};
+use crate::http::{Request, Response};
 
 /// Turns a handler's result into a response: the OAuth error mapping is applied here only.
 fn respond(r: Result<Response, OAuthError>) -> Response {
@@ -60,7 +61,14 @@ struct DeviceAuthorizationResponse {
 
 /// `POST /oauth/device/code`
 pub async fn device_code(app: &App, req: Request) -> Response {
-    let ip = client_ip(&req);
+    let ip = app.ip(&req);
+    if let Err(wait) = app
+        .guard
+        .device_codes
+        .hit(ip.as_deref().unwrap_or_default(), authgate_actors::now_ms())
+    {
+        return too_many_requests("too many device codes requested from this address", retry_after_secs(wait));
+    }
     respond(
         async {
             let (creds, form, now) = read_oauth_form(req).await?;
@@ -102,7 +110,7 @@ pub async fn device_code(app: &App, req: Request) -> Response {
 
 /// `POST /oauth/token`
 pub async fn token(app: &App, req: Request) -> Response {
-    let ip = client_ip(&req);
+    let ip = app.ip(&req);
     respond(
         async {
             let (creds, form, now) = read_oauth_form(req).await?;
@@ -197,7 +205,7 @@ pub async fn tokeninfo(app: &App, req: Request, now: u64) -> Response {
 
 /// `POST /oauth/revoke` (RFC 7009): 200 for every well-formed request.
 pub async fn revoke(app: &App, req: Request) -> Response {
-    let ip = client_ip(&req);
+    let ip = app.ip(&req);
     respond(
         async {
             let (creds, form, _) = read_oauth_form(req).await?;

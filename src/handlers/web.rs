@@ -12,8 +12,9 @@ use minijinja::context;
 use crate::app::App;
 use crate::http::cookies::{LOGIN_CSRF, SESSION};
 use crate::http::form::{self, BodyError, Form};
-use crate::http::response::{redirect, with_cookies};
-use crate::http::{Request, Response, client_ip};
+use crate::http::guard::retry_after_secs;
+use crate::http::response::{redirect, with_cookies, with_retry_after};
+use crate::http::{Request, Response};
 use crate::render::Viewer;
 
 /// How long a sign-in form stays usable.
@@ -100,7 +101,7 @@ pub async fn login_page(app: &App, req: Request, now: u64) -> Response {
 pub async fn login(app: &App, req: Request) -> Response {
     let cookie_csrf = app.cookies.get(req.headers(), LOGIN_CSRF);
     let old_session = app.cookies.get(req.headers(), SESSION);
-    let ip = client_ip(&req);
+    let ip = app.ip(&req);
     let form = match form::read_form(req).await {
         Ok(f) => f,
         Err(e) => return body_error_page(app, &e),
@@ -123,6 +124,21 @@ pub async fn login(app: &App, req: Request) -> Response {
     if username.is_empty() || password.is_empty() || username.len() > 256 || password.len() > 1024 {
         return failed(app, &LoginError::Invalid.to_string(), StatusCode::UNAUTHORIZED);
     }
+    // Throttled per typed username (whether or not it exists) and per address; a locked-out
+    // attempt is refused before any password check, the same way for every name.
+    let user_key = username.to_lowercase();
+    let ip_key = ip.clone().unwrap_or_default();
+    let g = &app.guard;
+    if let Err(wait) = g.login_user.check(&user_key, now).and(g.login_ip.check(&ip_key, now)) {
+        app.actors.audit(
+            AuditEvent::new(EventKind::LoginFailed, username.clone(), false)
+                .ip(ip)
+                .detail("locked out after repeated failures"),
+        );
+        let secs = retry_after_secs(wait);
+        let message = format!("Too many failed sign-ins. Try again in {secs} seconds.");
+        return with_retry_after(failed(app, &message, StatusCode::TOO_MANY_REQUESTS), secs);
+    }
     let user = match app.actors.directory() {
         Ok(dir) => {
             let (u, p) = (username.clone(), password);
@@ -139,6 +155,10 @@ pub async fn login(app: &App, req: Request) -> Response {
         Ok(Ok(user)) => user,
         Ok(Err(e)) => {
             tracing::info!(username = %username, reason = ?e, "sign-in failed");
+            if matches!(e, LoginError::Invalid | LoginError::Conflict) {
+                let _ = g.login_user.hit(&user_key, now);
+                let _ = g.login_ip.hit(&ip_key, now);
+            }
             app.actors.audit(
                 AuditEvent::new(EventKind::LoginFailed, username.clone(), false)
                     .ip(ip)
@@ -153,6 +173,7 @@ pub async fn login(app: &App, req: Request) -> Response {
         }
         Err(_) => return failed(app, "The server is busy. Please try again.", StatusCode::SERVICE_UNAVAILABLE),
     };
+    g.login_user.reset(&user_key);
     let Ok(sessions) = app.actors.session() else {
         return failed(app, "The server is busy. Please try again.", StatusCode::SERVICE_UNAVAILABLE);
     };
@@ -198,7 +219,7 @@ pub async fn logout_page(app: &App, req: Request, now: u64) -> Response {
 
 /// `POST /logout` with the session's CSRF token: ends the session.
 pub async fn logout(app: &App, req: Request) -> Response {
-    let ip = client_ip(&req);
+    let ip = app.ip(&req);
     let session = match viewer(app, &req, authgate_actors::now_ms()).await {
         Some(found) => found,
         None => return with_cookies(redirect("/login"), [app.cookies.clear(SESSION)]),
@@ -277,13 +298,18 @@ fn client_name(app: &App, client_id: &str) -> String {
 
 /// `POST /device/verify`: the typed code → the confirmation page (RFC 8628 §5.4).
 pub async fn verify(app: &App, req: Request) -> Response {
+    let ip = app.ip(&req);
     let (s, form, now) = match signed_in_form(app, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
     let typed = form.first("user_code").unwrap_or("");
     let shown = if typed.chars().count() <= 32 { typed } else { "" };
+    if let Some(refused) = code_entry_refused(app, &s, ip.as_deref(), now, shown) {
+        return refused;
+    }
     let Some(code) = secret::normalize_user_code(typed) else {
+        code_entry_failed(app, &s, ip.as_deref(), now);
         return device_form(app, StatusCode::BAD_REQUEST, &s, shown, Some(&CodeError::Unknown.to_string()));
     };
     let looked_up = match app.actors.device() {
@@ -309,13 +335,43 @@ pub async fn verify(app: &App, req: Request) -> Response {
                 },
             )
         }
-        Err(e) => device_form(app, code_error_status(&e), &s, shown, Some(&e.to_string())),
+        Err(e) => {
+            if matches!(e, CodeError::Unknown) {
+                code_entry_failed(app, &s, ip.as_deref(), now);
+            }
+            device_form(app, code_error_status(&e), &s, shown, Some(&e.to_string()))
+        }
     }
+}
+
+/// RFC 8628 §5.1: wrong codes are limited per browser session, per address and from everyone
+/// together, so guessing a live code within its lifetime is hopeless.
+fn code_entry_refused(app: &App, s: &Viewer, ip: Option<&str>, now: u64, shown: &str) -> Option<Response> {
+    let g = &app.guard;
+    let locked = g
+        .code_session
+        .check(&s.session_id, now)
+        .and(g.code_ip.check(ip.unwrap_or_default(), now))
+        .and(g.code_global.check("all", now));
+    let wait = locked.err()?;
+    let secs = retry_after_secs(wait);
+    let message = format!("Too many wrong codes. Try again in {secs} seconds.");
+    Some(with_retry_after(
+        device_form(app, StatusCode::TOO_MANY_REQUESTS, s, shown, Some(&message)),
+        secs,
+    ))
+}
+
+fn code_entry_failed(app: &App, s: &Viewer, ip: Option<&str>, now: u64) {
+    let g = &app.guard;
+    let _ = g.code_session.hit(&s.session_id, now);
+    let _ = g.code_ip.hit(ip.unwrap_or_default(), now);
+    let _ = g.code_global.hit("all", now);
 }
 
 /// `POST /device/approve` with `action=approve|deny`.
 pub async fn decide(app: &App, req: Request) -> Response {
-    let ip = client_ip(&req);
+    let ip = app.ip(&req);
     let (s, form, now) = match signed_in_form(app, req).await {
         Ok(x) => x,
         Err(r) => return r,

@@ -51,6 +51,22 @@ pub fn redirect(location: &str) -> Response {
     no_store(r)
 }
 
+/// Adds `Retry-After: secs`.
+pub fn with_retry_after(mut r: Response, secs: u64) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(RETRY_AFTER, v);
+    }
+    r
+}
+
+/// 429 for a client that asks too often: the OAuth error body (`temporarily_unavailable`, the
+/// closest RFC 6749 code) with `Retry-After`.
+pub fn too_many_requests(description: &'static str, secs: u64) -> Response {
+    let mut r = oauth_error(&OAuthError::unavailable(description));
+    *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    with_retry_after(r, secs)
+}
+
 pub fn with_cookies(mut r: Response, cookies: impl IntoIterator<Item = String>) -> Response {
     for c in cookies {
         if let Ok(v) = HeaderValue::from_str(&c) {

@@ -46,6 +46,15 @@ impl TestServer {
             ADMIN_PASSWORD.into(),
             "--polling-interval".into(),
             "1s".into(),
+            // Tests make many requests from one address; the limit tests set their own.
+            "--device-code-rate-limit".into(),
+            "1000000".into(),
+            "--login-failure-limit".into(),
+            "1000".into(),
+            "--user-code-failure-limit".into(),
+            "1000".into(),
+            "--user-code-global-failure-limit".into(),
+            "1000000".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let settings = Settings::try_from_args(args).expect("settings");

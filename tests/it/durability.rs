@@ -136,6 +136,7 @@ impl Daemon {
             .env("POLLING_INTERVAL", "1s")
             .env("JWT_EXPIRATION", "24h")
             .env("LOG_LEVEL", "warn")
+            .env("DEVICE_CODE_RATE_LIMIT", "1000000")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

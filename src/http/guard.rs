@@ -1,0 +1,333 @@
+//! Protection at the edge: who the client is (its IP, through trusted proxies only), how often
+//! it may fail or ask (throttles with growing lockouts), how much work is admitted at once, and
+//! the security headers on every response.
+//!
+//! Throttle counters are ephemeral edge state, like the connection count: they live here, in
+//! sharded maps, not in an actor, so checking one costs no mailbox round trip and a flood is
+//! refused before it reaches any actor.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hyper::header::{HeaderMap, HeaderValue};
+use ipnet::IpNet;
+
+use super::{Peer, Response};
+
+/// The client's address: the socket's peer, or, when that peer is a trusted proxy, the
+/// right-most address in `X-Forwarded-For` (or `Forwarded: for=`) that is not itself a trusted
+/// proxy. A header from anyone else is ignored.
+pub fn client_addr<B>(req: &hyper::Request<B>, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = req.extensions().get::<Peer>()?.0.ip();
+    if !trusted.iter().any(|n| n.contains(&peer)) {
+        return Some(peer);
+    }
+    let hops = forwarded_hops(req.headers());
+    Some(
+        hops.into_iter()
+            .rev()
+            .find(|ip| !trusted.iter().any(|n| n.contains(ip)))
+            .unwrap_or(peer),
+    )
+}
+
+/// Every address a proxy chain reported, first hop first.
+fn forwarded_hops(headers: &HeaderMap) -> Vec<IpAddr> {
+    let mut hops = Vec::new();
+    for v in headers.get_all("forwarded") {
+        let Ok(v) = v.to_str() else { continue };
+        for element in v.split(',') {
+            for pair in element.split(';') {
+                let Some((k, val)) = pair.trim().split_once('=') else { continue };
+                if k.trim().eq_ignore_ascii_case("for")
+                    && let Some(ip) = parse_node(val.trim().trim_matches('"'))
+                {
+                    hops.push(ip);
+                }
+            }
+        }
+    }
+    if hops.is_empty() {
+        for v in headers.get_all("x-forwarded-for") {
+            let Ok(v) = v.to_str() else { continue };
+            hops.extend(v.split(',').filter_map(|h| parse_node(h.trim())));
+        }
+    }
+    hops
+}
+
+/// `192.0.2.1`, `192.0.2.1:80`, `[2001:db8::1]`, `[2001:db8::1]:80` or `2001:db8::1`.
+fn parse_node(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    s.rsplit_once(':').and_then(|(h, _)| h.parse().ok())
+}
+
+/// How a throttle counts.
+#[derive(Debug, Clone, Copy)]
+pub struct ThrottleRule {
+    /// This many events within `window` lock the key.
+    pub max: u32,
+    pub window: Duration,
+    /// The first lockout; each next one (before the key is forgiven) doubles, up to `max_lockout`.
+    pub lockout: Duration,
+    pub max_lockout: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    count: u32,
+    window_start: u64,
+    /// Lockouts so far (forgiven after a quiet `max_lockout`).
+    strikes: u32,
+    locked_until: u64,
+}
+
+const SHARDS: usize = 16;
+/// A shard this full drops entries that are neither locked nor counting any more.
+const SHARD_SOFT_CAP: usize = 4096;
+
+/// Counts events per key (an address, a username, a session) and locks a key that has too
+/// many, for a lockout that grows with each repeat. Times are Unix milliseconds.
+pub struct Throttle {
+    rule: ThrottleRule,
+    shards: [Mutex<HashMap<String, Entry>>; SHARDS],
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Throttle {
+    pub fn new(rule: ThrottleRule) -> Self {
+        Self {
+            rule,
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            hasher: Default::default(),
+        }
+    }
+
+    fn shard(&self, key: &str) -> &Mutex<HashMap<String, Entry>> {
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    }
+
+    fn ms(d: Duration) -> u64 {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// `Err(wait)` while `key` is locked out.
+    pub fn check(&self, key: &str, now: u64) -> Result<(), Duration> {
+        let shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
+        match shard.get(key) {
+            Some(e) if e.locked_until > now => Err(Duration::from_millis(e.locked_until - now)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one event; `Err(wait)` if the key is (now) locked out.
+    pub fn hit(&self, key: &str, now: u64) -> Result<(), Duration> {
+        let r = self.rule;
+        let mut shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
+        if shard.len() >= SHARD_SOFT_CAP {
+            let quiet = Self::ms(r.window).max(Self::ms(r.max_lockout));
+            shard.retain(|_, e| e.locked_until > now || now.saturating_sub(e.window_start) < quiet);
+        }
+        let e = shard.entry(key.to_owned()).or_insert(Entry {
+            count: 0,
+            window_start: now,
+            strikes: 0,
+            locked_until: 0,
+        });
+        if e.locked_until > now {
+            return Err(Duration::from_millis(e.locked_until - now));
+        }
+        if now.saturating_sub(e.window_start) >= Self::ms(r.window) {
+            // A quiet spell as long as the longest lockout forgives earlier strikes.
+            if now.saturating_sub(e.window_start) >= Self::ms(r.max_lockout) {
+                e.strikes = 0;
+            }
+            e.count = 0;
+            e.window_start = now;
+        }
+        e.count += 1;
+        if e.count > r.max {
+            e.strikes = e.strikes.saturating_add(1);
+            let lock = r.lockout.saturating_mul(1u32 << (e.strikes - 1).min(16)).min(r.max_lockout);
+            e.locked_until = now.saturating_add(Self::ms(lock));
+            e.count = 0;
+            e.window_start = now;
+            return Err(lock);
+        }
+        Ok(())
+    }
+
+    /// Forgets `key` (a success ends a run of failures).
+    pub fn reset(&self, key: &str) {
+        self.shard(key).lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+/// Seconds to put in `Retry-After` (at least 1).
+pub fn retry_after_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// The headers every response carries: a strict CSP (no inline script or style, nothing from
+/// elsewhere, no framing), no MIME sniffing, no referrer, and HSTS when served over https.
+pub fn secure_headers(r: &mut Response, https: bool) {
+    let h = r.headers_mut();
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+    if https {
+        h.insert(
+            "strict-transport-security",
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
+    }
+}
+
+/// The edge limits of one server.
+pub struct Guard {
+    pub trusted: Vec<IpNet>,
+    /// Requests being handled; when none is left, new ones are shed at once.
+    pub inflight: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Failed sign-ins per typed username, and per address.
+    pub login_user: Throttle,
+    pub login_ip: Throttle,
+    /// Wrong user codes per browser session, per address, and from everyone together.
+    pub code_session: Throttle,
+    pub code_ip: Throttle,
+    pub code_global: Throttle,
+    /// Device codes requested per address.
+    pub device_codes: Throttle,
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+impl Guard {
+    pub fn new(s: &crate::config::Settings) -> Self {
+        let login = |max| ThrottleRule {
+            max,
+            window: 15 * MINUTE,
+            lockout: Duration::from_secs(30),
+            max_lockout: 15 * MINUTE,
+        };
+        let codes = |max| ThrottleRule {
+            max,
+            window: MINUTE,
+            lockout: MINUTE,
+            max_lockout: 60 * MINUTE,
+        };
+        Self {
+            trusted: s.trusted_proxies.0.clone(),
+            inflight: std::sync::Arc::new(tokio::sync::Semaphore::new(s.max_inflight as usize)),
+            login_user: Throttle::new(login(s.login_failure_limit)),
+            login_ip: Throttle::new(login(s.login_failure_limit.saturating_mul(4))),
+            code_session: Throttle::new(codes(s.user_code_failure_limit)),
+            code_ip: Throttle::new(codes(s.user_code_failure_limit.saturating_mul(2))),
+            code_global: Throttle::new(ThrottleRule {
+                max: s.user_code_global_failure_limit,
+                window: MINUTE,
+                lockout: MINUTE,
+                max_lockout: MINUTE,
+            }),
+            device_codes: Throttle::new(ThrottleRule {
+                max: s.device_code_rate_limit,
+                window: MINUTE,
+                lockout: MINUTE,
+                max_lockout: MINUTE,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule() -> ThrottleRule {
+        ThrottleRule {
+            max: 3,
+            window: Duration::from_secs(60),
+            lockout: Duration::from_secs(10),
+            max_lockout: Duration::from_secs(40),
+        }
+    }
+
+    #[test]
+    fn lockouts_start_after_the_limit_and_grow() {
+        let t = Throttle::new(rule());
+        let mut now = 1_000_000;
+        for _ in 0..3 {
+            assert!(t.hit("k", now).is_ok());
+        }
+        assert_eq!(t.hit("k", now), Err(Duration::from_secs(10)));
+        assert!(t.check("k", now + 9_999).is_err());
+        assert!(t.check("other", now).is_ok(), "keys are independent");
+        now += 10_000;
+        assert!(t.check("k", now).is_ok());
+        for _ in 0..3 {
+            assert!(t.hit("k", now).is_ok());
+        }
+        assert_eq!(t.hit("k", now), Err(Duration::from_secs(20)), "the second lockout doubles");
+        now += 20_000;
+        for _ in 0..3 {
+            t.hit("k", now).unwrap();
+        }
+        assert_eq!(t.hit("k", now), Err(Duration::from_secs(40)));
+        now += 40_000;
+        for _ in 0..3 {
+            t.hit("k", now).unwrap();
+        }
+        assert_eq!(t.hit("k", now), Err(Duration::from_secs(40)), "capped");
+        t.reset("k");
+        assert!(t.hit("k", now).is_ok());
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let req = |peer: &str, xff: Option<&str>, fwd: Option<&str>| {
+            let mut b = hyper::Request::builder();
+            if let Some(x) = xff {
+                b = b.header("x-forwarded-for", x);
+            }
+            if let Some(f) = fwd {
+                b = b.header("forwarded", f);
+            }
+            let mut r = b.body(()).unwrap();
+            r.extensions_mut().insert(Peer(format!("{peer}:5000").parse().unwrap()));
+            r
+        };
+        let pick = |r: &hyper::Request<()>| client_addr(r, &trusted).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            pick(&req("203.0.113.9", Some("1.2.3.4"), None)),
+            ip("203.0.113.9"),
+            "untrusted peer: header ignored"
+        );
+        assert_eq!(pick(&req("10.0.0.2", Some("1.2.3.4, 10.0.0.7"), None)), ip("1.2.3.4"));
+        assert_eq!(
+            pick(&req("10.0.0.2", Some("6.6.6.6, 1.2.3.4"), None)),
+            ip("1.2.3.4"),
+            "the client cannot prepend"
+        );
+        assert_eq!(
+            pick(&req("10.0.0.2", None, Some("for=\"[2001:db8::1]:4711\";proto=https"))),
+            ip("2001:db8::1")
+        );
+        assert_eq!(pick(&req("10.0.0.2", Some("garbage"), None)), ip("10.0.0.2"));
+    }
+}
