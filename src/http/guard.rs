@@ -128,7 +128,8 @@ impl Throttle {
         }
     }
 
-    /// Counts one event; `Err(wait)` if the key is (now) locked out.
+    /// Counts one event: `Err(wait)` if the key was already locked out (the event is refused);
+    /// the `max`-th event within the window is allowed and locks the key.
     pub fn hit(&self, key: &str, now: u64) -> Result<(), Duration> {
         let r = self.rule;
         let mut shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
@@ -154,13 +155,13 @@ impl Throttle {
             e.window_start = now;
         }
         e.count += 1;
-        if e.count > r.max {
+        if e.count >= r.max {
+            // This event is the last one allowed; the key is locked from now on.
             e.strikes = e.strikes.saturating_add(1);
             let lock = r.lockout.saturating_mul(1u32 << (e.strikes - 1).min(16)).min(r.max_lockout);
             e.locked_until = now.saturating_add(Self::ms(lock));
             e.count = 0;
             e.window_start = now;
-            return Err(lock);
         }
         Ok(())
     }

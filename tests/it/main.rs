@@ -11,5 +11,6 @@ mod flow;
 mod oauth2_client;
 mod providers;
 mod restart;
+mod security;
 mod upstream;
 mod webui;
