@@ -199,6 +199,7 @@ async fn offline(settings: &Settings, f: impl FnOnce(Directory, Store) -> Comman
         store: store.clone(),
         clients: std::sync::Arc::new(clients),
         admin_password: settings.admin_password.clone(),
+        admin_password_file: Some(settings.admin_password_file()),
         // Offline commands manage local users only; nobody signs in.
         actors: Actors::detached(),
         login_api_timeout: None,

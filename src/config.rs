@@ -296,6 +296,13 @@ impl Settings {
         .map(Some)
     }
 
+    /// Where a generated admin password is written on first start: beside the database file.
+    pub fn admin_password_file(&self) -> std::path::PathBuf {
+        let mut name = self.database_path.file_name().unwrap_or_default().to_os_string();
+        name.push(".admin-password");
+        self.database_path.with_file_name(name)
+    }
+
     /// How long a request waits for an answer that may involve the token service.
     pub fn token_wait(&self) -> Duration {
         match self.token_provider_mode {

@@ -116,6 +116,7 @@ impl Server {
             },
             session_max_age: settings.session_max_age,
             admin_password: settings.admin_password.clone(),
+            admin_password_file: Some(settings.admin_password_file()),
             login_api,
             token_api,
             cleanup_interval: settings.cleanup_interval,

@@ -324,6 +324,8 @@ pub struct DirectoryArgs {
     pub clients: ClientPublisher,
     /// Password of the admin seeded on first start; random when `None`.
     pub admin_password: Option<String>,
+    /// Where a generated admin password is written (mode 0600), so that it never reaches a log.
+    pub admin_password_file: Option<std::path::PathBuf>,
     /// To reach the login-API provider.
     pub actors: Actors,
     /// The login API's timeout when sign-ins go there (`AUTH_MODE=http_api`), else `None`.
@@ -447,6 +449,19 @@ impl ClientSpec {
     }
 }
 
+/// Writes `secret` to a new file that only this user may read (0600 on Unix).
+fn write_private(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(path)?;
+    f.write_all(secret.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
 /// A new client record (and its secret, for a confidential client).
 pub fn new_client(name: &str, confidential: bool) -> (ClientRecord, Option<String>) {
     let secret = confidential.then(|| secret::random_token(32));
@@ -483,8 +498,9 @@ impl DirectoryState {
         self.by_username.get(username).and_then(|id| self.users.get(id))
     }
 
-    /// First start only: the admin user and the CLI client, printed once.
-    async fn seed(&mut self, admin_password: Option<String>) -> Result<(), ActorProcessingErr> {
+    /// First start only: the admin user and the CLI client. A generated password goes to a
+    /// file only its owner can read, never to the log.
+    async fn seed(&mut self, admin_password: Option<String>, password_file: Option<std::path::PathBuf>) -> Result<(), ActorProcessingErr> {
         let generated = admin_password.is_none();
         let password = admin_password.unwrap_or_else(|| password::random_password(16));
         let admin = UserRecord::local("admin".into(), password::hash(password.clone()).await?, true);
@@ -496,7 +512,13 @@ impl DirectoryState {
         ];
         self.store.write(ops).await?;
         if generated {
-            tracing::warn!(username = "admin", password = %password, "first start: created the admin user with this generated password; change it (authgate user passwd admin)");
+            let Some(path) = password_file else {
+                return Err("a generated admin password needs somewhere to be written".into());
+            };
+            let shown = path.display().to_string();
+            let secret = password.clone();
+            tokio::task::spawn_blocking(move || write_private(&path, &secret)).await??;
+            tracing::warn!(username = "admin", password_file = %shown, "first start: created the admin user; its generated password is in this file (readable only by this user). Sign in, change it, and delete the file");
         } else {
             tracing::warn!(username = "admin", "first start: created the admin user with ADMIN_PASSWORD");
         }
@@ -736,7 +758,7 @@ impl Actor for DirectoryActor {
             st.insert_user(u);
         }
         if !seeded {
-            st.seed(args.admin_password).await?;
+            st.seed(args.admin_password, args.admin_password_file).await?;
         }
         st.publish();
         Ok(st)

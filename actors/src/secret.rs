@@ -129,3 +129,30 @@ mod tests {
         assert_eq!(redact_user_code(b"BCDFGHJK"), "BC**-****");
     }
 }
+
+/// Property tests: user-code normalization never panics, accepts only codes of the alphabet,
+/// and reads back what it printed.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn normalization_accepts_only_real_codes(input in "\\PC{0,64}") {
+            if let Some(code) = normalize_user_code(&input) {
+                prop_assert!(code.iter().all(|c| USER_CODE_ALPHABET.contains(c)));
+                prop_assert_eq!(normalize_user_code(&format_user_code(&code)), Some(code));
+                prop_assert!(!redact_user_code(&code).contains(std::str::from_utf8(&code).unwrap()));
+            }
+        }
+
+        #[test]
+        fn printed_codes_survive_what_people_do_to_them(idx in proptest::collection::vec(0usize..20, 8), lower in any::<bool>()) {
+            let code: [u8; USER_CODE_LEN] = std::array::from_fn(|i| USER_CODE_ALPHABET[idx[i]]);
+            let shown = format_user_code(&code);
+            let typed = if lower { shown.to_lowercase() } else { shown.replace('-', " ") };
+            prop_assert_eq!(normalize_user_code(&typed), Some(code));
+        }
+    }
+}

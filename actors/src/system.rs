@@ -225,6 +225,8 @@ pub struct CoreConfig {
     pub token: TokenConfig,
     pub session_max_age: Duration,
     pub admin_password: Option<String>,
+    /// Where a generated admin password is written on first start.
+    pub admin_password_file: Option<std::path::PathBuf>,
     /// The external login API, when sign-ins go there (`AUTH_MODE=http_api`).
     pub login_api: Option<ServiceConfig>,
     /// The external token service, when it mints access tokens (`TOKEN_PROVIDER_MODE=http_api`).
@@ -306,6 +308,7 @@ impl RootState {
                     store: a.store.clone(),
                     clients: a.actors.inner.clients.clone(),
                     admin_password: a.config.admin_password.clone(),
+                    admin_password_file: a.config.admin_password_file.clone(),
                     actors: a.actors.clone(),
                     login_api_timeout: a.config.login_api.as_ref().map(|c| c.timeout),
                 };
@@ -562,6 +565,7 @@ mod tests {
             },
             session_max_age: Duration::from_secs(600),
             admin_password: Some("admin-password".into()),
+            admin_password_file: None,
             login_api: None,
             token_api: None,
             cleanup_interval: Duration::from_secs(3600),

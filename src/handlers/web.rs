@@ -451,3 +451,21 @@ mod tests {
         assert_eq!(safe_next(None), None);
     }
 }
+
+/// Property test: whatever `next=` says, sign-in only ever sends the browser to a local path.
+#[cfg(test)]
+mod fuzz {
+    use super::safe_next;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn next_is_always_local(s in "\\PC{0,100}", tail in "[/\\\\a-z.:]{0,20}") {
+            for candidate in [s.clone(), format!("/{tail}"), format!("//{tail}"), format!("/\\{tail}")] {
+                if let Some(n) = safe_next(Some(&candidate)) {
+                    prop_assert!(n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'));
+                }
+            }
+        }
+    }
+}

@@ -109,3 +109,37 @@ mod tests {
         assert!(keys.clear(SESSION).contains("Max-Age=0"));
     }
 }
+
+/// Property tests: any Cookie header decodes without panicking, and nothing but our own
+/// encrypted value is ever accepted.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn forged_cookies_are_never_accepted(value in "\\PC{0,300}", raw in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let keys = CookieKeys::new(&[7u8; 32], false);
+            let mut h = HeaderMap::new();
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&format!("{SESSION}={value}")) {
+                h.insert(COOKIE, v);
+                prop_assert_eq!(keys.get(&h, SESSION), None);
+            }
+            if let Ok(v) = hyper::header::HeaderValue::from_bytes(&raw) {
+                h.insert(COOKIE, v);
+                prop_assert_eq!(keys.get(&h, SESSION), None);
+            }
+        }
+
+        #[test]
+        fn our_cookies_round_trip(value in "[ -~]{0,100}") {
+            let keys = CookieKeys::new(&[7u8; 32], true);
+            let set = keys.set(SESSION, value.clone(), std::time::Duration::from_secs(60));
+            let pair = set.split(';').next().unwrap().to_owned();
+            let mut h = HeaderMap::new();
+            h.insert(COOKIE, hyper::header::HeaderValue::from_str(&pair).unwrap());
+            prop_assert_eq!(keys.get(&h, SESSION), Some(value));
+        }
+    }
+}

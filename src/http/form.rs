@@ -244,3 +244,47 @@ mod tests {
         assert_eq!(bearer_token(&headers("Bearer ")), None);
     }
 }
+
+/// Property tests (proptest): hostile bytes never panic the decoders. CI runs the default case
+/// count; `scripts/fuzz.sh` runs many more.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_body_decodes_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let f = Form::parse(&bytes);
+            let _ = f.one("client_id");
+            let _ = f.first("user_code");
+            let _ = f.all("grant_type").count();
+        }
+
+        #[test]
+        fn encoded_pairs_come_back_as_they_were(pairs in proptest::collection::vec(("[a-z_]{1,12}", "\\PC{0,40}"), 0..8)) {
+            let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs.iter()).finish();
+            let f = Form::parse(body.as_bytes());
+            for (k, v) in &pairs {
+                let first = pairs.iter().find(|(k2, _)| k2 == k).map(|(_, v2)| v2.as_str());
+                prop_assert_eq!(f.first(k), first);
+                let _ = v;
+            }
+        }
+
+        #[test]
+        fn any_authorization_header_is_handled(value in "\\PC{0,200}", raw in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&value) {
+                h.insert(AUTHORIZATION, v);
+                let _ = basic_credentials(&h);
+                let _ = bearer_token(&h);
+            }
+            if let Ok(v) = hyper::header::HeaderValue::from_bytes(&raw) {
+                h.insert(AUTHORIZATION, v);
+                let _ = basic_credentials(&h);
+                let _ = bearer_token(&h);
+            }
+        }
+    }
+}

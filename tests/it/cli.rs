@@ -93,6 +93,13 @@ fn invalid_settings_stop_start_up_with_one_line_and_exit_code_2() {
         ("ENABLE_TOKEN_ROTATION", "maybe", "ENABLE_TOKEN_ROTATION"),
         ("LOG_FORMAT", "xml", "LOG_FORMAT"),
         ("DATABASE_PATH", "/nonexistent-dir/for/sure/a.redb", "DATABASE_PATH"),
+        ("AUDIT_RETENTION", "-5h", "AUDIT_RETENTION"),
+        ("CLEANUP_INTERVAL", "18446744073709551616s", "CLEANUP_INTERVAL"),
+        ("HTTP_API_TIMEOUT", "1e9s", "HTTP_API_TIMEOUT"),
+        ("SESSION_MAX_AGE", "100000y", "SESSION_MAX_AGE"),
+        ("TRUSTED_PROXIES", "10.0.0.0/33", "TRUSTED_PROXIES"),
+        ("MAX_INFLIGHT", "0", "MAX_INFLIGHT"),
+        ("LOGIN_FAILURE_LIMIT", "-1", "LOGIN_FAILURE_LIMIT"),
     ];
     for (k, v, named) in cases {
         let out = run(
@@ -224,7 +231,17 @@ async fn the_binary_serves_with_defaults_and_logs_the_seeded_credentials() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(up, "server did not come up: {log}");
     assert!(status.success(), "exit status {status:?}: {log}");
-    assert!(log.contains("password=") && log.contains("client_id="), "{log}");
+    // The generated password is in a private file beside the database, never in the log.
+    let file = dir.path().join("authgate.redb.admin-password");
+    let password = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert_eq!(password.len(), 16);
+    assert!(!log.contains(&password), "the password must not be logged");
+    assert!(log.contains("authgate.redb.admin-password") && log.contains("client_id="), "{log}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
     assert!(log.contains("JWT_SECRET is not set"), "{log}");
     assert!(dir.path().join("authgate.redb").exists());
 }

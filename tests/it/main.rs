@@ -8,6 +8,7 @@ mod common;
 mod durability;
 mod errors;
 mod flow;
+mod hostile;
 mod oauth2_client;
 mod providers;
 mod restart;

@@ -142,3 +142,28 @@ mod tests {
         assert!(matches!(reply(r#"{"user_id":"u-1"}"#), Err(CallError::Declined(_))));
     }
 }
+
+/// Property tests: whatever the login API answers, parsing never panics and only a success
+/// with a user id signs anyone in.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_reply_is_parsed_safely(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(r) = serde_json::from_slice::<LoginReply>(&bytes) {
+                let _ = r.into_user();
+            }
+        }
+
+        #[test]
+        fn only_success_with_an_id_signs_in(success in any::<bool>(), id in proptest::option::of("\\PC{0,300}"), msg in "\\PC{0,50}") {
+            let v = serde_json::json!({"success": success, "user_id": id, "message": msg});
+            let r = serde_json::from_value::<LoginReply>(v).unwrap().into_user();
+            let ok = success && id.as_deref().is_some_and(|i| !i.trim().is_empty() && i.trim().len() <= 256);
+            prop_assert_eq!(r.is_ok(), ok);
+        }
+    }
+}
