@@ -215,10 +215,10 @@ mod fuzz {
     proptest! {
         #[test]
         fn any_reply_is_parsed_safely(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            if let Ok(r) = serde_json::from_slice::<GenerateReply>(&bytes) {
-                if let Ok(t) = r.into_token() {
-                    prop_assert!(!t.access_token.is_empty() && t.access_token.bytes().all(|b| b.is_ascii_graphic()));
-                }
+            if let Ok(r) = serde_json::from_slice::<GenerateReply>(&bytes)
+                && let Ok(t) = r.into_token()
+            {
+                prop_assert!(!t.access_token.is_empty() && t.access_token.bytes().all(|b| b.is_ascii_graphic()));
             }
             let _ = serde_json::from_slice::<ValidateReply>(&bytes);
         }
