@@ -3,6 +3,8 @@
 use authgate_actors::store::Store;
 use authgate_actors::system::Actors;
 use authgate_actors::token::JwtKeys;
+use std::time::Duration;
+
 use authgate_actors::{ErrorCode, OAuthError};
 use hyper::header::{ALLOW, HeaderValue, RETRY_AFTER};
 use hyper::{Method, StatusCode};
@@ -141,8 +143,9 @@ impl App {
     async fn shed(&self, req: Request) -> Response {
         let path = req.uri().path().to_owned();
         let mut r = if path.starts_with("/oauth/") {
+            // A glance at the body (no slot is held, so only briefly) tells a poll from the rest.
             let poll = path == "/oauth/token"
-                && form::read_form(req)
+                && form::read_form_within(req, Duration::from_millis(200))
                     .await
                     .is_ok_and(|f| f.first("grant_type") == Some(authgate_actors::directory::GRANT_DEVICE_CODE));
             let e = if poll {

@@ -452,8 +452,14 @@ impl ClientSpec {
 /// Writes `secret` to a new file that only this user may read (0600 on Unix).
 fn write_private(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
     use std::io::Write;
+    // A new file, never an existing one (which might be a link elsewhere, or readable by others).
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut f = options.open(path)?;
@@ -510,17 +516,24 @@ impl DirectoryState {
             Op::put(Table::Clients, client.client_id.as_bytes().to_vec(), &client)?,
             Op::put(Table::Meta, SEED_MARKER.to_vec(), &true)?,
         ];
+        // The password file first: if it cannot be written, nothing is seeded and the next
+        // start tries again, rather than leaving an admin whose password nobody knows.
+        let shown = match (generated, password_file) {
+            (true, Some(path)) => {
+                let shown = path.display().to_string();
+                let secret = password.clone();
+                tokio::task::spawn_blocking(move || write_private(&path, &secret)).await??;
+                Some(shown)
+            }
+            (true, None) => return Err("a generated admin password needs somewhere to be written".into()),
+            (false, _) => None,
+        };
         self.store.write(ops).await?;
-        if generated {
-            let Some(path) = password_file else {
-                return Err("a generated admin password needs somewhere to be written".into());
-            };
-            let shown = path.display().to_string();
-            let secret = password.clone();
-            tokio::task::spawn_blocking(move || write_private(&path, &secret)).await??;
-            tracing::warn!(username = "admin", password_file = %shown, "first start: created the admin user; its generated password is in this file (readable only by this user). Sign in, change it, and delete the file");
-        } else {
-            tracing::warn!(username = "admin", "first start: created the admin user with ADMIN_PASSWORD");
+        match shown {
+            Some(shown) => {
+                tracing::warn!(username = "admin", password_file = %shown, "first start: created the admin user; its generated password is in this file (readable only by this user). Sign in, change it, and delete the file")
+            }
+            None => tracing::warn!(username = "admin", "first start: created the admin user with ADMIN_PASSWORD"),
         }
         tracing::warn!(client_id = %client.client_id, name = SEEDED_CLIENT_NAME, "first start: created the public OAuth client for CLI tools");
         self.insert_user(admin);

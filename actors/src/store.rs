@@ -238,6 +238,8 @@ pub struct Store {
 
 struct Inner {
     tx: mpsc::Sender<Command>,
+    /// The database file (for the free-space check).
+    path: std::path::PathBuf,
     stats: Arc<StoreStats>,
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
@@ -276,6 +278,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 tx,
+                path: path.to_path_buf(),
                 stats,
                 writer: std::sync::Mutex::new(Some(writer)),
             }),
@@ -315,6 +318,27 @@ impl Store {
         rx.await.unwrap_or(Err(StoreError::Closed))
     }
 
+    /// Bytes free for an unprivileged writer on the file system holding the database.
+    pub fn free_space(&self) -> Option<u64> {
+        let dir = self
+            .inner
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable memory of the
+        // right type; statvfs only writes to it and reports failure by its return value.
+        let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+        if rc != 0 {
+            return None;
+        }
+        // SAFETY: statvfs returned 0, so it filled the struct.
+        let st = unsafe { st.assume_init() };
+        Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+    }
+
     pub fn stats(&self) -> &StoreStats {
         &self.inner.stats
     }
@@ -332,12 +356,16 @@ impl Store {
 
 /// Opens the file again after a failed commit: redb refuses every later transaction on a handle
 /// that met an I/O error, so recovering (once the disk has room again) needs a fresh handle.
+const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn reopen(path: &Path) -> Result<Database, StoreError> {
     Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(storage)
 }
 
 fn writer_loop(db: Database, path: &Path, rx: mpsc::Receiver<Command>, max_batch: usize, stats: &StoreStats) {
     let mut db = Some(db);
+    // Reopening may repair the file (a full scan), so it is tried at most once per REOPEN_EVERY.
+    let mut last_reopen: Option<std::time::Instant> = None;
     let mut writes: Vec<PendingWrite> = Vec::new();
     let mut reads: Vec<ReadJob> = Vec::new();
     let mut stop = false;
@@ -361,7 +389,8 @@ fn writer_loop(db: Database, path: &Path, rx: mpsc::Receiver<Command>, max_batch
                 Err(_) => break,
             }
         }
-        if db.is_none() {
+        if db.is_none() && last_reopen.is_none_or(|t: std::time::Instant| t.elapsed() >= REOPEN_EVERY) {
+            last_reopen = Some(std::time::Instant::now());
             match reopen(path) {
                 Ok(d) => {
                     tracing::warn!("database reopened after a failed commit");

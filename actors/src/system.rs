@@ -31,6 +31,8 @@ use crate::token::{JwtKeys, TokenActor, TokenArgs, TokenConfig, TokenMsg};
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Restarts of one actor allowed within a minute.
 pub const MAX_RESTARTS: usize = 5;
+/// Audit events kept while no audit actor runs.
+const AUDIT_BACKLOG_MAX: usize = 100_000;
 /// How long a child that used up its restarts stays down before one more try.
 pub const COOL_DOWN: Duration = Duration::from_secs(15);
 
@@ -176,7 +178,12 @@ impl Actors {
             Err(_) => event,
         };
         if let Ok(mut backlog) = self.inner.audit_backlog.lock() {
-            backlog.push(event);
+            // Bounded: a restart takes a fraction of a second; a flood meanwhile is logged only.
+            if backlog.len() < AUDIT_BACKLOG_MAX {
+                backlog.push(event);
+            } else {
+                tracing::warn!(target: "audit", event = event.kind.name(), actor = %event.actor, "audit backlog full; event logged only");
+            }
         }
     }
 

@@ -26,6 +26,20 @@ struct Health {
     timestamp: String,
 }
 
+/// Below this much free space, a store whose last commit failed is still called unwritable.
+const MIN_FREE_BYTES: u64 = 1 << 20;
+
+fn unhealthy(app: &App, now: u64, database: &'static str) -> Response {
+    let body = Health {
+        status: "unhealthy",
+        database,
+        degraded: Vec::new(),
+        components: app.actors.components(),
+        timestamp: humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(now)).to_string(),
+    };
+    json(StatusCode::SERVICE_UNAVAILABLE, &body)
+}
+
 /// `GET /health`: `healthy` (200) when the database answers a read and every actor runs;
 /// `degraded` (200, naming them) when only provider actors are down or restarting;
 /// `unhealthy` (503) when the database or a core actor is not available.
@@ -34,7 +48,12 @@ pub async fn health(app: &App, now: u64) -> Response {
     let mut db_ok = matches!(tokio::time::timeout(Duration::from_secs(2), read).await, Ok(Ok(_)));
     let mut database = if db_ok { "connected" } else { "unavailable" };
     if db_ok && app.store.stats().failing.load(std::sync::atomic::Ordering::Relaxed) {
-        // The last commit failed (a full or broken disk): see whether writing works again.
+        // The last commit failed (a full or broken disk): see whether there is room again and
+        // writing works. (A tiny probe alone could fit in the file's free pages while real
+        // writes still cannot grow it.)
+        if app.store.free_space().is_some_and(|b| b < MIN_FREE_BYTES) {
+            return unhealthy(app, now, "unwritable");
+        }
         let probe = Op::put(Table::Meta, b"health_probe".to_vec(), &now).map(|op| app.store.write(vec![op]));
         let written = match probe {
             Ok(w) => matches!(tokio::time::timeout(Duration::from_secs(2), w).await, Ok(Ok(()))),

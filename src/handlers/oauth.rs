@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::app::App;
 use crate::http::form::{self, ClientCredentials, Form};
-use crate::http::guard::retry_after_secs;
+use crate::http::guard::{retry_after_secs, throttle_key};
 use crate::http::response::{json, no_store, oauth_error, too_many_requests};
 use crate::http::{Request, Response};
 
@@ -65,7 +65,7 @@ pub async fn device_code(app: &App, req: Request) -> Response {
     if let Err(wait) = app
         .guard
         .device_codes
-        .hit(ip.as_deref().unwrap_or_default(), authgate_actors::now_ms())
+        .hit(&throttle_key(ip.as_deref().unwrap_or_default()), authgate_actors::now_ms())
     {
         return too_many_requests("too many device codes requested from this address", retry_after_secs(wait));
     }

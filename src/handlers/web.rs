@@ -12,7 +12,7 @@ use minijinja::context;
 use crate::app::App;
 use crate::http::cookies::{LOGIN_CSRF, SESSION};
 use crate::http::form::{self, BodyError, Form};
-use crate::http::guard::retry_after_secs;
+use crate::http::guard::{retry_after_secs, throttle_key};
 use crate::http::response::{redirect, with_cookies, with_retry_after};
 use crate::http::{Request, Response};
 use crate::render::Viewer;
@@ -124,17 +124,18 @@ pub async fn login(app: &App, req: Request) -> Response {
     if username.is_empty() || password.is_empty() || username.len() > 256 || password.len() > 1024 {
         return failed(app, &LoginError::Invalid.to_string(), StatusCode::UNAUTHORIZED);
     }
-    // Throttled per typed username (whether or not it exists) and per address; a locked-out
-    // attempt is refused before any password check, the same way for every name.
+    // Throttled per typed username (whether or not it exists) and per address. The attempt is
+    // counted before the password check, so concurrent attempts cannot slip past a lockout;
+    // a refused attempt is refused the same way for every name, before any password check.
     let user_key = username.to_lowercase();
-    let ip_key = ip.clone().unwrap_or_default();
+    let ip_key = throttle_key(ip.as_deref().unwrap_or_default());
     let g = &app.guard;
-    if let Err(wait) = g.login_user.check(&user_key, now).and(g.login_ip.check(&ip_key, now)) {
-        app.actors.audit(
-            AuditEvent::new(EventKind::LoginFailed, username.clone(), false)
-                .ip(ip)
-                .detail("locked out after repeated failures"),
-        );
+    let counted = g
+        .login_user
+        .hit(&user_key, now)
+        .and_then(|()| g.login_ip.hit(&ip_key, now).inspect_err(|_| g.login_user.forgive(&user_key, now)));
+    if let Err(wait) = counted {
+        tracing::info!(username = %username, "sign-in refused: locked out after repeated failures");
         let secs = retry_after_secs(wait);
         let message = format!("Too many failed sign-ins. Try again in {secs} seconds.");
         return with_retry_after(failed(app, &message, StatusCode::TOO_MANY_REQUESTS), secs);
@@ -155,9 +156,10 @@ pub async fn login(app: &App, req: Request) -> Response {
         Ok(Ok(user)) => user,
         Ok(Err(e)) => {
             tracing::info!(username = %username, reason = ?e, "sign-in failed");
-            if matches!(e, LoginError::Invalid | LoginError::Conflict) {
-                let _ = g.login_user.hit(&user_key, now);
-                let _ = g.login_ip.hit(&ip_key, now);
+            if matches!(e, LoginError::Busy | LoginError::Unavailable) {
+                // Not the person's fault: the attempt does not count.
+                g.login_user.forgive(&user_key, now);
+                g.login_ip.forgive(&ip_key, now);
             }
             app.actors.audit(
                 AuditEvent::new(EventKind::LoginFailed, username.clone(), false)
@@ -171,9 +173,14 @@ pub async fn login(app: &App, req: Request) -> Response {
             };
             return failed(app, &e.to_string(), status);
         }
-        Err(_) => return failed(app, "The server is busy. Please try again.", StatusCode::SERVICE_UNAVAILABLE),
+        Err(_) => {
+            g.login_user.forgive(&user_key, now);
+            g.login_ip.forgive(&ip_key, now);
+            return failed(app, "The server is busy. Please try again.", StatusCode::SERVICE_UNAVAILABLE);
+        }
     };
     g.login_user.reset(&user_key);
+    g.login_ip.forgive(&ip_key, now);
     let Ok(sessions) = app.actors.session() else {
         return failed(app, "The server is busy. Please try again.", StatusCode::SERVICE_UNAVAILABLE);
     };
@@ -309,7 +316,7 @@ pub async fn verify(app: &App, req: Request) -> Response {
         return refused;
     }
     let Some(code) = secret::normalize_user_code(typed) else {
-        code_entry_failed(app, &s, ip.as_deref(), now);
+        code_entry_failed(app, now);
         return device_form(app, StatusCode::BAD_REQUEST, &s, shown, Some(&CodeError::Unknown.to_string()));
     };
     let looked_up = match app.actors.device() {
@@ -324,6 +331,7 @@ pub async fn verify(app: &App, req: Request) -> Response {
     };
     match looked_up {
         Ok(view) => {
+            code_entry_succeeded(app, &s, ip.as_deref(), now);
             let name = client_name(app, &view.client_id);
             let scopes: Vec<&str> = view.scope.split_whitespace().collect();
             app.pages.page(
@@ -337,23 +345,32 @@ pub async fn verify(app: &App, req: Request) -> Response {
         }
         Err(e) => {
             if matches!(e, CodeError::Unknown) {
-                code_entry_failed(app, &s, ip.as_deref(), now);
+                code_entry_failed(app, now);
+            } else {
+                code_entry_succeeded(app, &s, ip.as_deref(), now);
             }
             device_form(app, code_error_status(&e), &s, shown, Some(&e.to_string()))
         }
     }
 }
 
-/// RFC 8628 §5.1: wrong codes are limited per browser session, per address and from everyone
-/// together, so guessing a live code within its lifetime is hopeless.
+/// RFC 8628 §5.1: code submissions are limited per browser session and per address (counted
+/// before the lookup, so concurrent guesses cannot slip past a lockout; a right code is taken
+/// back), and wrong codes from everyone together per minute; guessing a live code within its
+/// lifetime is hopeless.
 fn code_entry_refused(app: &App, s: &Viewer, ip: Option<&str>, now: u64, shown: &str) -> Option<Response> {
     let g = &app.guard;
-    let locked = g
-        .code_session
-        .check(&s.session_id, now)
-        .and(g.code_ip.check(ip.unwrap_or_default(), now))
-        .and(g.code_global.check("all", now));
-    let wait = locked.err()?;
+    let ip_key = throttle_key(ip.unwrap_or_default());
+    let counted = g
+        .code_global
+        .check("all", now)
+        .and_then(|()| g.code_session.hit(&s.session_id, now))
+        .and_then(|()| {
+            g.code_ip
+                .hit(&ip_key, now)
+                .inspect_err(|_| g.code_session.forgive(&s.session_id, now))
+        });
+    let wait = counted.err()?;
     let secs = retry_after_secs(wait);
     let message = format!("Too many wrong codes. Try again in {secs} seconds.");
     Some(with_retry_after(
@@ -362,11 +379,15 @@ fn code_entry_refused(app: &App, s: &Viewer, ip: Option<&str>, now: u64, shown: 
     ))
 }
 
-fn code_entry_failed(app: &App, s: &Viewer, ip: Option<&str>, now: u64) {
-    let g = &app.guard;
-    let _ = g.code_session.hit(&s.session_id, now);
-    let _ = g.code_ip.hit(ip.unwrap_or_default(), now);
-    let _ = g.code_global.hit("all", now);
+/// A wrong code: it counts toward the global limit (the session and address counted it already).
+fn code_entry_failed(app: &App, now: u64) {
+    let _ = app.guard.code_global.hit("all", now);
+}
+
+/// A right code: the session's and address's count of it is taken back.
+fn code_entry_succeeded(app: &App, s: &Viewer, ip: Option<&str>, now: u64) {
+    app.guard.code_session.forgive(&s.session_id, now);
+    app.guard.code_ip.forgive(&throttle_key(ip.unwrap_or_default()), now);
 }
 
 /// `POST /device/approve` with `action=approve|deny`.

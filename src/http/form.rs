@@ -75,6 +75,11 @@ impl Form {
 
 /// Reads a form body, refusing other content types and anything over [`MAX_BODY`].
 pub async fn read_form(req: Request) -> Result<Form, BodyError> {
+    read_form_within(req, BODY_TIMEOUT).await
+}
+
+/// [`read_form`] with its own deadline for the body to arrive (the shed path uses a short one).
+pub async fn read_form_within(req: Request, deadline: std::time::Duration) -> Result<Form, BodyError> {
     let is_form = req
         .headers()
         .get(CONTENT_TYPE)
@@ -84,7 +89,10 @@ pub async fn read_form(req: Request) -> Result<Form, BodyError> {
     if !is_form {
         return Err(BodyError::NotAForm);
     }
-    let body = Limited::new(req.into_body(), MAX_BODY).collect().await.map_err(|e| {
+    let collected = tokio::time::timeout(deadline, Limited::new(req.into_body(), MAX_BODY).collect())
+        .await
+        .map_err(|_| BodyError::Timeout)?;
+    let body = collected.map_err(|e| {
         if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
             BodyError::TooLarge
         } else {

@@ -21,22 +21,46 @@ use super::{Peer, Response};
 /// right-most address in `X-Forwarded-For` (or `Forwarded: for=`) that is not itself a trusted
 /// proxy. A header from anyone else is ignored.
 pub fn client_addr<B>(req: &hyper::Request<B>, trusted: &[IpNet]) -> Option<IpAddr> {
-    let peer = req.extensions().get::<Peer>()?.0.ip();
-    if !trusted.iter().any(|n| n.contains(&peer)) {
+    let peer = req.extensions().get::<Peer>()?.0.ip().to_canonical();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
         return Some(peer);
     }
     let hops = forwarded_hops(req.headers());
     Some(
         hops.into_iter()
+            .map(|ip| ip.to_canonical())
             .rev()
-            .find(|ip| !trusted.iter().any(|n| n.contains(ip)))
+            .find(|ip| !is_trusted(ip))
             .unwrap_or(peer),
     )
 }
 
-/// Every address a proxy chain reported, first hop first.
+/// The key an address is throttled by: IPv4 addresses alone, IPv6 addresses by their /64
+/// (one subscriber's whole prefix, so rotating addresses within it gains nothing).
+pub fn throttle_key(ip: &str) -> String {
+    match ip.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(v4) => v4.to_string(),
+        Err(_) => ip.to_owned(),
+    }
+}
+
+/// Every address a proxy chain reported, first hop first. `X-Forwarded-For` wins when present
+/// (the header common proxies append to); `Forwarded` counts only without it, so a client
+/// cannot slip a `Forwarded` header past a proxy that only maintains `X-Forwarded-For`.
 fn forwarded_hops(headers: &HeaderMap) -> Vec<IpAddr> {
     let mut hops = Vec::new();
+    for v in headers.get_all("x-forwarded-for") {
+        let Ok(v) = v.to_str() else { continue };
+        hops.extend(v.split(',').filter_map(|h| parse_node(h.trim())));
+    }
+    if !hops.is_empty() {
+        return hops;
+    }
     for v in headers.get_all("forwarded") {
         let Ok(v) = v.to_str() else { continue };
         for element in v.split(',') {
@@ -48,12 +72,6 @@ fn forwarded_hops(headers: &HeaderMap) -> Vec<IpAddr> {
                     hops.push(ip);
                 }
             }
-        }
-    }
-    if hops.is_empty() {
-        for v in headers.get_all("x-forwarded-for") {
-            let Ok(v) = v.to_str() else { continue };
-            hops.extend(v.split(',').filter_map(|h| parse_node(h.trim())));
         }
     }
     hops
@@ -91,14 +109,23 @@ struct Entry {
 }
 
 const SHARDS: usize = 16;
-/// A shard this full drops entries that are neither locked nor counting any more.
-const SHARD_SOFT_CAP: usize = 4096;
+/// A shard that has doubled since its last sweep drops entries that are neither locked nor
+/// counting any more; one still this full after that keeps only its locked keys.
+const SHARD_MIN_SWEEP: usize = 1024;
+const SHARD_HARD_CAP: usize = 65_536;
+
+#[derive(Default)]
+struct Shard {
+    entries: HashMap<String, Entry>,
+    /// Entries left by the last sweep.
+    after_sweep: usize,
+}
 
 /// Counts events per key (an address, a username, a session) and locks a key that has too
 /// many, for a lockout that grows with each repeat. Times are Unix milliseconds.
 pub struct Throttle {
     rule: ThrottleRule,
-    shards: [Mutex<HashMap<String, Entry>>; SHARDS],
+    shards: [Mutex<Shard>; SHARDS],
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -106,12 +133,12 @@ impl Throttle {
     pub fn new(rule: ThrottleRule) -> Self {
         Self {
             rule,
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
             hasher: Default::default(),
         }
     }
 
-    fn shard(&self, key: &str) -> &Mutex<HashMap<String, Entry>> {
+    fn shard(&self, key: &str) -> &Mutex<Shard> {
         &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
@@ -122,7 +149,7 @@ impl Throttle {
     /// `Err(wait)` while `key` is locked out.
     pub fn check(&self, key: &str, now: u64) -> Result<(), Duration> {
         let shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
-        match shard.get(key) {
+        match shard.entries.get(key) {
             Some(e) if e.locked_until > now => Err(Duration::from_millis(e.locked_until - now)),
             _ => Ok(()),
         }
@@ -132,12 +159,20 @@ impl Throttle {
     /// the `max`-th event within the window is allowed and locks the key.
     pub fn hit(&self, key: &str, now: u64) -> Result<(), Duration> {
         let r = self.rule;
-        let mut shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
-        if shard.len() >= SHARD_SOFT_CAP {
+        let mut guard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
+        let shard = &mut *guard;
+        if shard.entries.len() >= (shard.after_sweep * 2).max(SHARD_MIN_SWEEP) {
             let quiet = Self::ms(r.window).max(Self::ms(r.max_lockout));
-            shard.retain(|_, e| e.locked_until > now || now.saturating_sub(e.window_start) < quiet);
+            shard
+                .entries
+                .retain(|_, e| e.locked_until > now || now.saturating_sub(e.window_start) < quiet);
+            if shard.entries.len() >= SHARD_HARD_CAP {
+                // Still full of live keys (a flood of distinct names): keep the locked ones.
+                shard.entries.retain(|_, e| e.locked_until > now);
+            }
+            shard.after_sweep = shard.entries.len();
         }
-        let e = shard.entry(key.to_owned()).or_insert(Entry {
+        let e = shard.entries.entry(key.to_owned()).or_insert(Entry {
             count: 0,
             window_start: now,
             strikes: 0,
@@ -168,7 +203,17 @@ impl Throttle {
 
     /// Forgets `key` (a success ends a run of failures).
     pub fn reset(&self, key: &str) {
-        self.shard(key).lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.shard(key).lock().unwrap_or_else(|p| p.into_inner()).entries.remove(key);
+    }
+
+    /// Takes back one counted event that turned out fine (unless it already locked the key).
+    pub fn forgive(&self, key: &str, now: u64) {
+        let mut shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = shard.entries.get_mut(key)
+            && e.locked_until <= now
+        {
+            e.count = e.count.saturating_sub(1);
+        }
     }
 }
 
@@ -330,5 +375,13 @@ mod tests {
             ip("2001:db8::1")
         );
         assert_eq!(pick(&req("10.0.0.2", Some("garbage"), None)), ip("10.0.0.2"));
+        assert_eq!(
+            pick(&req("10.0.0.2", Some("1.2.3.4"), Some("for=9.9.9.9"))),
+            ip("1.2.3.4"),
+            "X-Forwarded-For wins over a Forwarded header the proxy passed through"
+        );
+        assert_eq!(throttle_key("2001:db8:1:2:aaaa::1"), throttle_key("2001:db8:1:2:bbbb::9"));
+        assert_ne!(throttle_key("2001:db8:1:2::1"), throttle_key("2001:db8:1:3::1"));
+        assert_eq!(throttle_key("192.0.2.1"), "192.0.2.1");
     }
 }

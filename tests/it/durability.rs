@@ -375,6 +375,7 @@ async fn audit_ledger(base: &str, client_id: &str, ledger: &Mutex<Ledger>) -> [u
         });
     }
     let mut lost = [0; 4];
+    let admin = sign_in(&base).await.expect("admin signs in");
     while let Some(found) = checks.join_next().await {
         match found.unwrap() {
             Found::Fine => {}
@@ -387,7 +388,31 @@ async fn audit_ledger(base: &str, client_id: &str, ledger: &Mutex<Ledger>) -> [u
             }
         }
     }
+    // Every redeemed code (including those spent just before a kill) made one authorization:
+    // if an approval had vanished instead, there would be fewer authorizations than codes.
+    let redeemed = ledger.lock().unwrap().redeemed.len();
+    let authorizations = authorizations(&base, &admin).await;
+    if authorizations < redeemed {
+        lost[2] += redeemed - authorizations;
+    }
     lost
+}
+
+/// How many authorizations the admin has (every worker approves as admin).
+async fn authorizations(base: &str, admin: &Person) -> usize {
+    let rows = |page: &str| page.matches("class=\"session-row\"").count();
+    let (_, first, _) = admin.get(&format!("{base}/account/sessions")).await;
+    let pages = first
+        .split("Page 1 of ")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .unwrap_or(1);
+    if pages == 1 {
+        return rows(&first);
+    }
+    let (_, last, _) = admin.get(&format!("{base}/account/sessions?page={pages}")).await;
+    50 * (pages - 1) + rows(&last)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
