@@ -336,7 +336,10 @@ impl Store {
         }
         // SAFETY: statvfs returned 0, so it filled the struct.
         let st = unsafe { st.assume_init() };
-        Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+        // The field types differ between platforms (u32 on some 32-bit ones).
+        #[allow(clippy::useless_conversion)]
+        let (blocks, size) = (u64::from(st.f_bavail), u64::from(st.f_frsize));
+        Some(blocks.saturating_mul(size))
     }
 
     pub fn stats(&self) -> &StoreStats {
