@@ -120,7 +120,8 @@ impl App {
 
     /// The client's address, as text (see [`crate::http::guard::client_addr`]).
     pub fn ip(&self, req: &Request) -> Option<String> {
-        client_addr(req, &self.guard.trusted).map(|ip| ip.to_string())
+        let peer = crate::http::PEER.try_with(|p| p.ip()).ok()?;
+        Some(client_addr(peer, req.headers(), &self.guard.trusted).to_string())
     }
 
     /// Handles one request: sheds it at once when too many are in flight, and adds the

@@ -188,10 +188,9 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<b
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let app = app.clone();
-                    let service = service_fn(move |mut req: crate::http::Request| {
-                        req.extensions_mut().insert(crate::http::Peer(peer));
+                    let service = service_fn(move |req: crate::http::Request| {
                         let app = app.clone();
-                        async move { Ok::<_, Infallible>(app.handle(req).await) }
+                        crate::http::PEER.scope(peer, async move { Ok::<_, Infallible>(app.handle(req).await) })
                     });
                     let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                     tokio::spawn(async move {

@@ -15,25 +15,23 @@ use std::time::Duration;
 use hyper::header::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
-use super::{Peer, Response};
+use super::Response;
 
 /// The client's address: the socket's peer, or, when that peer is a trusted proxy, the
 /// right-most address in `X-Forwarded-For` (or `Forwarded: for=`) that is not itself a trusted
 /// proxy. A header from anyone else is ignored.
-pub fn client_addr<B>(req: &hyper::Request<B>, trusted: &[IpNet]) -> Option<IpAddr> {
-    let peer = req.extensions().get::<Peer>()?.0.ip().to_canonical();
+pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
-        return Some(peer);
+        return peer;
     }
-    let hops = forwarded_hops(req.headers());
-    Some(
-        hops.into_iter()
-            .map(|ip| ip.to_canonical())
-            .rev()
-            .find(|ip| !is_trusted(ip))
-            .unwrap_or(peer),
-    )
+    let hops = forwarded_hops(headers);
+    hops.into_iter()
+        .map(|ip| ip.to_canonical())
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer)
 }
 
 /// The key an address is throttled by: IPv4 addresses alone, IPv6 addresses by their /64
@@ -353,11 +351,10 @@ mod tests {
             if let Some(f) = fwd {
                 b = b.header("forwarded", f);
             }
-            let mut r = b.body(()).unwrap();
-            r.extensions_mut().insert(Peer(format!("{peer}:5000").parse().unwrap()));
-            r
+            let r = b.body(()).unwrap();
+            (peer.parse::<IpAddr>().unwrap(), r)
         };
-        let pick = |r: &hyper::Request<()>| client_addr(r, &trusted).unwrap();
+        let pick = |(peer, r): &(IpAddr, hyper::Request<()>)| client_addr(*peer, r.headers(), &trusted);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(
             pick(&req("203.0.113.9", Some("1.2.3.4"), None)),
