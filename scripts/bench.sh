@@ -87,7 +87,7 @@ start_authgate() {
     # From $WORK with a clean environment: no developer's .env or settings leak into a run.
     (cd "$WORK" && exec env -i PATH="$PATH" SERVER_ADDR="127.0.0.1:$AG_PORT" DATABASE_PATH="$WORK/$name.redb" \
         POLLING_INTERVAL=1s ADMIN_PASSWORD=$PW LOG_LEVEL=info LOG_FORMAT=text \
-        DEVICE_CODE_RATE_LIMIT=1000000 LOGIN_FAILURE_LIMIT=10000 MAX_CONNECTIONS=100000 MAX_INFLIGHT=100000 "$@" \
+        DEVICE_CODE_RATE_LIMIT=1000000 LOGIN_FAILURE_LIMIT=10000 USER_CODE_FAILURE_LIMIT=10000 MAX_CONNECTIONS=100000 MAX_INFLIGHT=100000 "$@" \
         "$BIN" server >"$WORK/$name.log" 2>&1) &
     AG_PID=$!
     PIDS+=("$AG_PID")
