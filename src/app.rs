@@ -120,8 +120,13 @@ impl App {
 
     /// The client's address, as text (see [`crate::http::guard::client_addr`]).
     pub fn ip(&self, req: &Request) -> Option<String> {
+        self.addr(req).map(|a| a.to_string())
+    }
+
+    /// The client's address (no allocation: for the hot paths, which need it only sometimes).
+    pub fn addr(&self, req: &Request) -> Option<std::net::IpAddr> {
         let peer = crate::http::PEER.try_with(|p| p.ip()).ok()?;
-        Some(client_addr(peer, req.headers(), &self.guard.trusted).to_string())
+        Some(client_addr(peer, req.headers(), &self.guard.trusted))
     }
 
     /// Handles one request: sheds it at once when too many are in flight, and adds the

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::app::App;
 use crate::http::form::{self, ClientCredentials, Form};
-use crate::http::guard::{retry_after_secs, throttle_key};
+use crate::http::guard::{address_key, retry_after_secs};
 use crate::http::response::{json, no_store, oauth_error, too_many_requests};
 use crate::http::{Request, Response};
 
@@ -61,11 +61,11 @@ struct DeviceAuthorizationResponse {
 
 /// `POST /oauth/device/code`
 pub async fn device_code(app: &App, req: Request) -> Response {
-    let ip = app.ip(&req);
+    let addr = app.addr(&req);
     if let Err(wait) = app
         .guard
         .device_codes
-        .hit(&throttle_key(ip.as_deref().unwrap_or_default()), authgate_actors::now_ms())
+        .hit(&addr.map(address_key).unwrap_or_default(), authgate_actors::now_ms())
     {
         return too_many_requests("too many device codes requested from this address", retry_after_secs(wait));
     }
@@ -88,7 +88,7 @@ pub async fn device_code(app: &App, req: Request) -> Response {
             app.actors.audit(
                 AuditEvent::new(EventKind::DeviceCodeIssued, format!("client:{}", client.client_id), true)
                     .client(client.client_id.clone())
-                    .ip(ip)
+                    .ip(addr.map(|a| a.to_string()))
                     .detail(note),
             );
             let verification_uri = format!("{}/device", app.settings.base_url);
@@ -110,7 +110,7 @@ pub async fn device_code(app: &App, req: Request) -> Response {
 
 /// `POST /oauth/token`
 pub async fn token(app: &App, req: Request) -> Response {
-    let ip = app.ip(&req);
+    let addr = app.addr(&req);
     respond(
         async {
             let (creds, form, now) = read_oauth_form(req).await?;
@@ -156,7 +156,7 @@ pub async fn token(app: &App, req: Request) -> Response {
                 AuditEvent::new(kind, format!("client:{client_id}"), true)
                     .subject(tokens.username.clone())
                     .client(client_id)
-                    .ip(ip)
+                    .ip(addr.map(|a| a.to_string()))
                     .detail(format!("scope {}", tokens.scope)),
             );
             Ok(json(StatusCode::OK, &tokens))
@@ -205,7 +205,7 @@ pub async fn tokeninfo(app: &App, req: Request, now: u64) -> Response {
 
 /// `POST /oauth/revoke` (RFC 7009): 200 for every well-formed request.
 pub async fn revoke(app: &App, req: Request) -> Response {
-    let ip = app.ip(&req);
+    let addr = app.addr(&req);
     respond(
         async {
             let (creds, form, _) = read_oauth_form(req).await?;
@@ -231,7 +231,7 @@ pub async fn revoke(app: &App, req: Request) -> Response {
                 app.actors.audit(
                     AuditEvent::new(EventKind::TokenRevoked, actor, true)
                         .subject(subject)
-                        .ip(ip)
+                        .ip(addr.map(|a| a.to_string()))
                         .detail("RFC 7009"),
                 );
             }

@@ -36,15 +36,19 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAd
 
 /// The key an address is throttled by: IPv4 addresses alone, IPv6 addresses by their /64
 /// (one subscriber's whole prefix, so rotating addresses within it gains nothing).
-pub fn throttle_key(ip: &str) -> String {
-    match ip.parse::<IpAddr>() {
-        Ok(IpAddr::V6(v6)) => {
+pub fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => {
             let s = v6.segments();
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
-        Ok(v4) => v4.to_string(),
-        Err(_) => ip.to_owned(),
+        v4 => v4.to_string(),
     }
+}
+
+/// [`address_key`] of an address in text (anything unparsable is its own key).
+pub fn throttle_key(ip: &str) -> String {
+    ip.parse::<IpAddr>().map_or_else(|_| ip.to_owned(), address_key)
 }
 
 /// Every address a proxy chain reported, first hop first. `X-Forwarded-For` wins when present
