@@ -191,6 +191,17 @@ impl Upstream {
         h
     }
 
+    /// A request or answer that broke off (a timeout, a refused or dropped connection): worth
+    /// another try.
+    fn transport_failure(&self, e: &reqwest::Error) -> Failure<CallError> {
+        let error = if e.is_timeout() {
+            CallError::Timeout(self.config.timeout)
+        } else {
+            CallError::Unreachable(without_url(e))
+        };
+        Failure::Retry { error, after: None }
+    }
+
     async fn attempt<T: DeserializeOwned>(
         &self,
         url: reqwest::Url,
@@ -214,21 +225,7 @@ impl Upstream {
             .timeout(per_attempt.min(remaining))
             .send()
             .await;
-        let mut resp = match sent {
-            Ok(r) => r,
-            Err(e) if e.is_timeout() => {
-                return Err(Failure::Retry {
-                    error: CallError::Timeout(self.config.timeout),
-                    after: None,
-                });
-            }
-            Err(e) => {
-                return Err(Failure::Retry {
-                    error: CallError::Unreachable(without_url(&e)),
-                    after: None,
-                });
-            }
-        };
+        let mut resp = sent.map_err(|e| self.transport_failure(&e))?;
         let status = resp.status();
         if status.is_server_error() || status.as_u16() == 429 {
             let after = resp
@@ -251,18 +248,7 @@ impl Upstream {
                 Ok(Some(c)) if buf.len() + c.len() <= MAX_REPLY_BYTES => buf.extend_from_slice(&c),
                 Ok(Some(_)) => return Err(Failure::Fail(CallError::BadReply("the answer is larger than 1 MiB".into()))),
                 Ok(None) => break,
-                Err(e) if e.is_timeout() => {
-                    return Err(Failure::Retry {
-                        error: CallError::Timeout(self.config.timeout),
-                        after: None,
-                    });
-                }
-                Err(e) => {
-                    return Err(Failure::Retry {
-                        error: CallError::Unreachable(without_url(&e)),
-                        after: None,
-                    });
-                }
+                Err(e) => return Err(self.transport_failure(&e)),
             }
         }
         serde_json::from_slice(&buf).map_err(|e| Failure::Fail(CallError::BadReply(e.to_string())))
