@@ -14,7 +14,8 @@ use crate::app::App;
 use crate::handlers::web::{login_redirect, signed_in_form, viewer};
 use crate::http::cookies::FLASH;
 use crate::http::form;
-use crate::http::response::{redirect, with_cookies};
+use crate::http::guard::retry_after_secs;
+use crate::http::response::{redirect, with_cookies, with_retry_after};
 use crate::http::{Request, Response};
 use crate::render::Viewer;
 
@@ -241,7 +242,16 @@ pub async fn change_password(app: &App, req: Request) -> Response {
     if new.chars().count() < MIN_PASSWORD_LEN || new.len() > MAX_PASSWORD_LEN {
         return fail("The new password must be 8 to 1024 characters.", StatusCode::BAD_REQUEST);
     }
+    // The current password is checked under the same per-username throttle as sign-in, so a
+    // stolen session cannot be used to guess it.
+    let (now, user_key) = (authgate_actors::now_ms(), v.username.to_lowercase());
+    if let Err(wait) = app.guard.login_user.hit(&user_key, now) {
+        let secs = retry_after_secs(wait);
+        let message = format!("Too many wrong passwords. Try again in {secs} seconds.");
+        return with_retry_after(fail(&message, StatusCode::TOO_MANY_REQUESTS), secs);
+    }
     let Ok(dir) = app.actors.directory() else {
+        app.guard.login_user.forgive(&user_key, now);
         return busy(app, Some(&v));
     };
     let (username, password) = (v.username.clone(), current);
@@ -252,8 +262,11 @@ pub async fn change_password(app: &App, req: Request) -> Response {
     })
     .await;
     match checked {
-        Ok(Ok(_)) => {}
-        Ok(Err(LoginError::Busy)) | Err(_) => return busy(app, Some(&v)),
+        Ok(Ok(_)) => app.guard.login_user.reset(&user_key),
+        Ok(Err(LoginError::Busy)) | Err(_) => {
+            app.guard.login_user.forgive(&user_key, now);
+            return busy(app, Some(&v));
+        }
         Ok(Err(_)) => {
             app.actors.audit(
                 AuditEvent::new(EventKind::PasswordChanged, v.username.clone(), false)

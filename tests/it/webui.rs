@@ -214,6 +214,32 @@ async fn a_password_change_needs_the_current_password_and_ends_other_sessions() 
     let changed = audit(&s, EventKind::PasswordChanged).await;
     assert_eq!(changed.iter().map(|e| e.success).collect::<Vec<_>>(), vec![true, false]);
     s.stop().await;
+
+    // The current password is guessed under the sign-in throttle: a stolen session gets no
+    // more tries than the sign-in page gives.
+    let s = TestServer::start(&["--login-failure-limit", "3"]).await;
+    s.create_user("alice", "alice-password").await;
+    let here = signed_in(&s, "alice", "alice-password").await;
+    let csrf = csrf_of(&page_of(&here, &s, "/account").await);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let form = [
+            ("csrf_token", csrf.as_str()),
+            ("current_password", "guess"),
+            ("new_password", "new-password-1"),
+        ];
+        statuses.push(here.post(&s.url("/account/password"), &form).await.0);
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    s.stop().await;
 }
 
 const ADMIN_PAGES: [&str; 5] = [
