@@ -10,7 +10,7 @@ use hyper::header::{ALLOW, HeaderValue, RETRY_AFTER};
 use hyper::{Method, StatusCode};
 
 use crate::config::Settings;
-use crate::handlers::{account, admin, misc, oauth, web};
+use crate::handlers::{account, admin, discovery, misc, oauth, web};
 use crate::http::cookies::CookieKeys;
 use crate::http::form;
 use crate::http::guard::{Guard, client_addr, secure_headers};
@@ -49,6 +49,9 @@ enum Route {
     AdminSessions,
     AdminSessionRevoke,
     AdminAudit,
+    Introspect,
+    Metadata,
+    Jwks,
 }
 
 fn routes() -> Result<matchit::Router<Route>, matchit::InsertError> {
@@ -59,6 +62,9 @@ fn routes() -> Result<matchit::Router<Route>, matchit::InsertError> {
     r.insert("/oauth/token", Route::Token)?;
     r.insert("/oauth/tokeninfo", Route::TokenInfo)?;
     r.insert("/oauth/revoke", Route::Revoke)?;
+    r.insert("/oauth/introspect", Route::Introspect)?;
+    r.insert("/.well-known/oauth-authorization-server", Route::Metadata)?;
+    r.insert("/.well-known/jwks.json", Route::Jwks)?;
     r.insert("/login", Route::Login)?;
     r.insert("/logout", Route::Logout)?;
     r.insert("/device", Route::Device)?;
@@ -93,6 +99,8 @@ pub struct App {
     pub settings: Settings,
     pub pages: Pages,
     pub guard: Guard,
+    /// The RFC 8414 metadata document (fixed at start-up).
+    pub metadata: String,
     router: matchit::Router<Route>,
 }
 
@@ -113,6 +121,7 @@ impl App {
             cookies,
             pages: Pages::new()?,
             guard: Guard::new(&settings),
+            metadata: discovery::metadata_document(&settings),
             settings,
             router: routes()?,
         })
@@ -199,6 +208,10 @@ impl App {
             Route::Token if post => oauth::token(self, req).await,
             Route::TokenInfo if get => oauth::tokeninfo(self, req, now).await,
             Route::Revoke if post => oauth::revoke(self, req).await,
+            Route::Introspect if post => oauth::introspect(self, req).await,
+            Route::Metadata if get => discovery::metadata(self),
+            Route::Jwks if get => discovery::jwks(self),
+            Route::Metadata | Route::Jwks if method == Method::OPTIONS => discovery::preflight(),
             Route::Login if get => web::login_page(self, req, now).await,
             Route::Login if post => web::login(self, req).await,
             Route::Logout if get => web::logout_page(self, req, now).await,
@@ -238,6 +251,7 @@ impl App {
             Route::DeviceCode
             | Route::Token
             | Route::Revoke
+            | Route::Introspect
             | Route::DeviceVerify
             | Route::DeviceApprove
             | Route::AccountPassword
@@ -247,6 +261,7 @@ impl App {
             | Route::AdminUserAction
             | Route::AdminSessionRevoke => "POST",
             Route::Login | Route::Logout | Route::AdminClients | Route::AdminClient | Route::AdminUsers => "GET, HEAD, POST",
+            Route::Metadata | Route::Jwks => "GET, HEAD, OPTIONS",
             _ => "GET, HEAD",
         };
         let mut r = self.pages.error(

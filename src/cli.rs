@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use authgate_actors::audit::{AuditEvent, EventKind, event_op};
 use authgate_actors::directory::{AuthSource, ClientSpec, DirectoryActor, DirectoryArgs, DirectoryMsg};
-use authgate_actors::password;
 use authgate_actors::store::Store;
 use authgate_actors::system::{Actors, ask};
+use authgate_actors::{keys, password};
 use clap::error::ErrorKind;
 use clap::{ArgAction, Parser, Subcommand};
 use ractor::Actor;
@@ -51,6 +51,23 @@ enum Command {
     /// Manage OAuth clients (offline: the server must not be running on the same database)
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Manage the JWT signing keys (offline: the server must not be running on the same database)
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Ask the server on SERVER_ADDR (via loopback) for /health; exit 0 when it answers 200
+    Healthcheck {
+        /// Give up after this long
+        #[arg(long, default_value = "5s", value_parser = crate::config::parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Generate a new signing key for JWT_SIGNING_ALGORITHM (ES256, EdDSA, RS256); the server
+    /// signs with it from its next start, and the previous key keeps verifying (and stays in
+    /// the JWK Set) until the tokens it signed have expired
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -179,8 +196,58 @@ async fn run(cli: Cli) -> ExitCode {
             server.shutdown().await;
             ExitCode::SUCCESS
         }
+        Command::Keys(KeysCommand::Rotate) => rotate_keys(&cli.settings).await,
+        Command::Healthcheck { timeout } => healthcheck(&cli.settings, timeout).await,
         Command::User(cmd) => offline(&cli.settings, |dir, store| Box::pin(user_command(dir, store, cmd))).await,
         Command::Client(cmd) => offline(&cli.settings, |dir, store| Box::pin(client_command(dir, store, cmd))).await,
+    }
+}
+
+async fn rotate_keys(settings: &Settings) -> ExitCode {
+    let store = match open_store(settings).await {
+        Ok(s) => s,
+        Err(e) => return fail(2, format!("DATABASE_PATH: {e}")),
+    };
+    let result = keys::rotate(&store, &settings.key_options(Vec::new())).await;
+    let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    match result {
+        Ok(kid) => {
+            println!("{kid}");
+            eprintln!(
+                "New {} signing key {kid}: the server signs with it from its next start; the previous key verifies until its tokens expire.",
+                settings.jwt_signing_algorithm
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ keys::KeyError::Rotate(_)) => fail(2, e),
+        Err(e) => fail(1, e),
+    }
+}
+
+/// `authgate healthcheck`, for container HEALTHCHECKs (no curl in the image).
+async fn healthcheck(settings: &Settings, timeout: std::time::Duration) -> ExitCode {
+    let mut addr = settings.server_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    authgate_actors::provider::install_tls_provider();
+    let client = match reqwest::Client::builder().timeout(timeout).no_proxy().build() {
+        Ok(c) => c,
+        Err(e) => return fail(1, format!("cannot make an HTTP client: {e}")),
+    };
+    match client.get(format!("http://{addr}/health")).send().await {
+        Ok(r) if r.status() == reqwest::StatusCode::OK => {
+            println!("{}", r.text().await.unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            let status = r.status();
+            fail(1, format!("{addr}: {status}: {}", r.text().await.unwrap_or_default()))
+        }
+        Err(e) => fail(1, format!("{addr}: {e}")),
     }
 }
 

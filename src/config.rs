@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use authgate_actors::keys::{KeyOptions, SigningAlg};
 use authgate_actors::provider::retry::RetryPolicy;
 use authgate_actors::provider::{ServiceAuth, ServiceConfig};
 use clap::builder::BoolishValueParser;
@@ -51,6 +52,14 @@ pub struct Settings {
     /// HS256 key for access tokens (at least 32 bytes); generated and kept in the database if unset
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_parser = parse_secret, global = true)]
     pub jwt_secret: Option<String>,
+
+    /// Access-token signature: HS256 (with JWT_SECRET), or ES256, EdDSA, RS256 with a private key generated on first start and kept in the database (or JWT_PRIVATE_KEY_FILE), published at /.well-known/jwks.json
+    #[arg(long, env = "JWT_SIGNING_ALGORITHM", default_value = "HS256", global = true)]
+    pub jwt_signing_algorithm: SigningAlg,
+
+    /// PEM private key (PKCS#8; or PKCS#1 for RS256) to sign with instead of a generated one
+    #[arg(long, env = "JWT_PRIVATE_KEY_FILE", value_name = "PATH", global = true)]
+    pub jwt_private_key_file: Option<PathBuf>,
 
     /// Key for session cookies (at least 32 bytes); generated and kept in the database if unset
     #[arg(long, env = "SESSION_SECRET", hide_env_values = true, value_parser = parse_secret, global = true)]
@@ -320,6 +329,17 @@ impl Settings {
     }
 
     /// Whether the public URL is https (cookies become `Secure` and `__Host-` prefixed).
+    /// The signing-key settings, with `JWT_SECRET` (configured or generated).
+    pub fn key_options(&self, secret: Vec<u8>) -> KeyOptions {
+        KeyOptions {
+            alg: self.jwt_signing_algorithm,
+            key_file: self.jwt_private_key_file.clone(),
+            secret,
+            issuer: self.base_url.clone(),
+            access_ttl: self.jwt_expiration,
+        }
+    }
+
     pub fn secure(&self) -> bool {
         self.base_url.starts_with("https://")
     }

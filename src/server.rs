@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use authgate_actors::device::DeviceConfig;
+use authgate_actors::keys::KeyError;
 use authgate_actors::store::{Store, StoreError, StoreOptions};
 use authgate_actors::system::{CoreConfig, SecretSource, System, server_secret};
 use authgate_actors::token::{JwtKeys, TokenConfig};
@@ -38,13 +39,18 @@ pub enum StartError {
     Actors(String),
     #[error(transparent)]
     App(#[from] AppError),
+    #[error("{0}")]
+    Keys(#[from] KeyError),
 }
 
 impl StartError {
     /// Exit status: 2 for a bad setting, 1 for anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            StartError::Store(StoreError::Open { .. } | StoreError::Locked { .. }) | StartError::Bind { .. } | StartError::Config(_) => 2,
+            StartError::Store(StoreError::Open { .. } | StoreError::Locked { .. })
+            | StartError::Bind { .. }
+            | StartError::Config(_)
+            | StartError::Keys(KeyError::File { .. } | KeyError::FileWithHmac) => 2,
             _ => 1,
         }
     }
@@ -98,7 +104,7 @@ impl Server {
     async fn start_with(store: Store, settings: Settings) -> Result<Server, StartError> {
         let jwt_secret = secret(&store, "jwt", "JWT_SECRET", settings.jwt_secret.as_deref()).await?;
         let session_secret = secret(&store, "session", "SESSION_SECRET", settings.session_secret.as_deref()).await?;
-        let keys = JwtKeys::new(&jwt_secret, &settings.base_url);
+        let keys = JwtKeys::load(&store, settings.key_options(jwt_secret)).await?;
         let login_api = settings.login_api().map_err(StartError::Config)?;
         let token_api = settings.token_api().map_err(StartError::Config)?;
         let config = CoreConfig {

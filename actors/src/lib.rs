@@ -3,6 +3,7 @@
 //! - [`audit`]: the audit trail
 //! - [`device`]: device authorizations (codes, poll timing, approvals)
 //! - [`token`]: access and refresh tokens
+//! - [`keys`]: JWT signing keys and the JWK Set
 //! - [`session`]: browser sessions
 //! - [`directory`]: users and OAuth clients
 //! - [`provider`]: calls to the external login API and token service
@@ -16,6 +17,7 @@ pub mod audit;
 pub mod device;
 pub mod directory;
 pub mod error;
+pub mod keys;
 pub mod password;
 pub mod provider;
 pub mod secret;

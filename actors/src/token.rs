@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
@@ -38,13 +37,7 @@ pub struct TokenConfig {
     pub rotation: bool,
 }
 
-/// The HS256 key shared by the signer (this actor) and the verifiers (the HTTP front end).
-#[derive(Clone)]
-pub struct JwtKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
-}
+pub use crate::keys::JwtKeys;
 
 /// The claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -57,43 +50,6 @@ pub struct AccessClaims {
     pub iat: Secs,
     pub exp: Secs,
     pub jti: String,
-}
-
-impl JwtKeys {
-    pub fn new(secret: &[u8], issuer: &str) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[issuer]);
-        validation.validate_aud = false;
-        validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "iss", "sub", "jti"]);
-        Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
-        }
-    }
-
-    pub fn sign(&self, claims: &AccessClaims) -> Result<String, OAuthError> {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
-            .map_err(|_| OAuthError::server_error("could not sign the access token"))
-    }
-
-    /// Checks signature, issuer and expiry; `None` for anything else.
-    pub fn verify(&self, token: &str) -> Option<AccessClaims> {
-        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
-            .ok()
-            .map(|d| d.claims)
-    }
-
-    /// Checks the signature only (revocation accepts expired tokens).
-    pub fn verify_ignoring_expiry(&self, token: &str) -> Option<AccessClaims> {
-        let mut v = self.validation.clone();
-        v.validate_exp = false;
-        v.set_required_spec_claims(&["iss", "sub", "jti"]);
-        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &v)
-            .ok()
-            .map(|d| d.claims)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +223,13 @@ pub enum TokenMsg {
         token: String,
         now: Millis,
         reply: RpcReplyPort<Result<TokenInfo, OAuthError>>,
+    },
+    /// RFC 7662: the record of a token that is active now (an access token by verified
+    /// `jti`; a refresh token or token-service access token by SHA-256), else `None`.
+    Introspect {
+        target: RevokeTarget,
+        now: Millis,
+        reply: RpcReplyPort<Option<TokenRecord>>,
     },
     /// RFC 7009. `client_id`, when the request named one, must own the token or nothing happens.
     /// Answers the owner's username when something was revoked.
@@ -881,6 +844,18 @@ impl TokenState {
         Self::active_info(r, now).ok_or_else(invalid)
     }
 
+    fn introspect(&self, target: &RevokeTarget, now: Secs) -> Option<TokenRecord> {
+        let id = match target {
+            RevokeTarget::AccessId(jti) => jti,
+            RevokeTarget::Hash(hash) => self.book.refresh_by_hash.get(hash).or_else(|| self.book.access_by_hash.get(hash))?,
+        };
+        self.book
+            .records
+            .get(id)
+            .filter(|r| r.status == TokenStatus::Active && r.expires_at > now && self.owner_allowed(r))
+            .cloned()
+    }
+
     /// Tokens of a disabled or deleted client, or of a disabled or deleted user, are not valid.
     fn owner_allowed(&self, r: &TokenRecord) -> bool {
         let dir = self.actors.clients();
@@ -1057,6 +1032,9 @@ impl Actor for TokenActor {
                 let _ = reply.send(st.validate(&jti, now / 1000));
             }
             TokenMsg::ValidateOpaque { token, now, reply } => st.validate_opaque(token, now / 1000, reply),
+            TokenMsg::Introspect { target, now, reply } => {
+                let _ = reply.send(st.introspect(&target, now / 1000));
+            }
             TokenMsg::Minted { pending, minted } => match (pending.0, minted) {
                 (PendingKind::Issue { grant, with, now, reply }, minted) => {
                     st.issuing.remove(&grant.authorization_id);

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod discovery;
 pub mod misc;
 pub mod oauth;
 pub mod web;

@@ -1,5 +1,5 @@
 //! The OAuth endpoints: device authorization (RFC 8628 §3.1), token (RFC 6749 §4/§6 and RFC 8628
-//! §3.4), token info, and revocation (RFC 7009). Each parses, asks an actor, and renders.
+//! §3.4), token info, revocation (RFC 7009) and introspection (RFC 7662). Each parses, asks an actor, and renders.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use authgate_actors::device::DeviceMsg;
 use authgate_actors::directory::{ClientRecord, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN};
 use authgate_actors::secret;
 use authgate_actors::system::{ask, ask_within};
-use authgate_actors::token::{RevokeTarget, TokenMsg};
+use authgate_actors::token::{RevokeTarget, TokenKind, TokenMsg};
 use authgate_actors::{ErrorCode, OAuthError};
 use hyper::StatusCode;
 use serde::Serialize;
@@ -240,6 +240,78 @@ pub async fn revoke(app: &App, req: Request) -> Response {
                 hyper::header::HeaderValue::from_static("application/json"),
                 "{}",
             )))
+        }
+        .await,
+    )
+}
+
+/// An RFC 7662 answer; inactive tokens say only `{"active":false}`.
+#[derive(Serialize, Default)]
+struct Introspection {
+    active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exp: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+}
+
+/// `POST /oauth/introspect` (RFC 7662). The caller authenticates as a client (Basic or body).
+/// A confidential client (a resource server) may introspect any token; a public client only
+/// the tokens issued to it. Unknown, expired, revoked or foreign tokens are `{"active":false}`.
+pub async fn introspect(app: &App, req: Request) -> Response {
+    respond(
+        async {
+            let (creds, form, now) = read_oauth_form(req).await?;
+            let client = authenticate(app, creds)?;
+            let token = form.required("token")?;
+            // The hint only speeds a search (RFC 7662 §2.1); every kind is looked up anyway.
+            form.one("token_type_hint")?;
+            let inactive = || Ok(json(StatusCode::OK, &Introspection::default()));
+            let target = match app.keys.verify(token) {
+                Some(claims) => RevokeTarget::AccessId(claims.jti),
+                // One of our JWTs, but expired or not ours to vouch for any more.
+                None if app.keys.verify_ignoring_expiry(token).is_some() => return inactive(),
+                None if token.len() > 8192 => return inactive(),
+                None => RevokeTarget::Hash(secret::sha256(token)),
+            };
+            let actor = app.actors.token()?;
+            let record = ask(&actor, |reply| TokenMsg::Introspect { target, now, reply }).await?;
+            let Some(r) = record.filter(|r| client.confidential || r.client_id == client.client_id) else {
+                return inactive();
+            };
+            let access = r.kind == TokenKind::Access;
+            Ok(json(
+                StatusCode::OK,
+                &Introspection {
+                    active: true,
+                    scope: Some(r.scope),
+                    username: Some(r.username),
+                    token_type: Some(if access { "Bearer" } else { "refresh_token" }),
+                    exp: Some(r.expires_at),
+                    iat: Some(r.issued_at),
+                    sub: Some(r.user_id),
+                    aud: Some(r.client_id.clone()),
+                    client_id: Some(r.client_id),
+                    iss: Some(app.settings.base_url.clone()),
+                    jti: access.then_some(r.id),
+                },
+            ))
         }
         .await,
     )

@@ -1,0 +1,549 @@
+//! JWT signing keys: the algorithm and key that sign new access tokens, the keys that still
+//! verify older ones, and the JWK Set that resource servers fetch.
+//!
+//! `HS256` (the default) signs with `JWT_SECRET`. `ES256`, `EdDSA` and `RS256` sign with a
+//! private key generated on first start and kept in the database's meta table, or read from
+//! `JWT_PRIVATE_KEY_FILE`. Asymmetric tokens carry a `kid` (the key's RFC 7638 thumbprint).
+//! When the signing key changes (a rotation, a new key file, another algorithm), the public
+//! half of the previous one stays published and verifying until every token it signed has
+//! expired. HS256 tokens always verify with `JWT_SECRET`, so switching algorithms invalidates
+//! nothing.
+//!
+//! The keyring is read once at start-up; [`rotate`] changes the stored one (offline, like the
+//! other database commands) and the server uses it from its next start.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::error::OAuthError;
+use crate::store::{Op, Store, StoreError, Table, decode};
+use crate::token::{AccessClaims, Secs};
+
+/// The meta-table key of the stored keyring.
+const KEYRING_KEY: &[u8] = b"jwt:keyring";
+
+/// `JWT_SIGNING_ALGORITHM`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SigningAlg {
+    #[default]
+    HS256,
+    ES256,
+    EdDSA,
+    RS256,
+}
+
+impl SigningAlg {
+    pub fn algorithm(self) -> Algorithm {
+        match self {
+            SigningAlg::HS256 => Algorithm::HS256,
+            SigningAlg::ES256 => Algorithm::ES256,
+            SigningAlg::EdDSA => Algorithm::EdDSA,
+            SigningAlg::RS256 => Algorithm::RS256,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SigningAlg::HS256 => "HS256",
+            SigningAlg::ES256 => "ES256",
+            SigningAlg::EdDSA => "EdDSA",
+            SigningAlg::RS256 => "RS256",
+        }
+    }
+
+    pub fn asymmetric(self) -> bool {
+        self != SigningAlg::HS256
+    }
+}
+
+impl FromStr for SigningAlg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "HS256" => Ok(SigningAlg::HS256),
+            "ES256" => Ok(SigningAlg::ES256),
+            "EdDSA" => Ok(SigningAlg::EdDSA),
+            "RS256" => Ok(SigningAlg::RS256),
+            other => Err(format!("`{other}` is not one of HS256, ES256, EdDSA, RS256")),
+        }
+    }
+}
+
+impl std::fmt::Display for SigningAlg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("JWT_PRIVATE_KEY_FILE {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("JWT_PRIVATE_KEY_FILE needs JWT_SIGNING_ALGORITHM ES256, EdDSA or RS256 (HS256 signs with JWT_SECRET)")]
+    FileWithHmac,
+    #[error("{0}")]
+    Rotate(String),
+    #[error("the stored signing key is unusable: {0}")]
+    Corrupt(String),
+}
+
+/// What the server was configured with.
+#[derive(Debug, Clone)]
+pub struct KeyOptions {
+    pub alg: SigningAlg,
+    pub key_file: Option<PathBuf>,
+    /// `JWT_SECRET` (configured or generated): the HS256 key.
+    pub secret: Vec<u8>,
+    pub issuer: String,
+    /// `JWT_EXPIRATION`: how long a retired key must keep verifying.
+    pub access_ttl: Duration,
+}
+
+/// A generated private key, as kept in the database.
+#[derive(Serialize, Deserialize, Clone)]
+struct GeneratedKey {
+    alg: SigningAlg,
+    /// Base64 of the key's DER (PKCS#8 for EC and Ed25519, PKCS#1 for RSA).
+    der: String,
+    created_at: Secs,
+}
+
+/// The public half of a key that no longer signs, kept until tokens it signed have expired.
+#[derive(Serialize, Deserialize, Clone)]
+struct RetiredKey {
+    jwk: Jwk,
+    until: Secs,
+}
+
+/// The stored keyring.
+#[derive(Serialize, Deserialize, Default, Clone)]
+struct StoredKeyring {
+    /// The generated signing key, if the signer is a generated key.
+    current: Option<GeneratedKey>,
+    /// The public key of whatever signed last (generated or from a file), so a change of
+    /// signer retires it; `None` while HS256 signs.
+    signer: Option<Jwk>,
+    /// `JWT_EXPIRATION` when `signer` last signed.
+    signer_ttl: Secs,
+    retired: Vec<RetiredKey>,
+}
+
+/// The keys shared by the signer (the token actor) and the verifiers (the HTTP front end).
+#[derive(Clone)]
+pub struct JwtKeys {
+    inner: Arc<Keyring>,
+}
+
+struct Keyring {
+    alg: Algorithm,
+    kid: Option<String>,
+    encoding: EncodingKey,
+    hmac: DecodingKey,
+    /// Asymmetric keys that verify, by `kid` (the signer's and the retired ones).
+    public: HashMap<String, (Algorithm, DecodingKey)>,
+    issuer: String,
+    /// The JWK Set document, serialised once.
+    jwks: String,
+}
+
+fn now_secs() -> Secs {
+    crate::now_ms() / 1000
+}
+
+impl JwtKeys {
+    /// HS256 with `secret`, nothing else: tests and the seed behaviour.
+    pub fn new(secret: &[u8], issuer: &str) -> Self {
+        Self::build(SigningAlg::HS256, None, EncodingKey::from_secret(secret), secret, issuer, &[]).unwrap_or_else(|_| unreachable_hmac())
+    }
+
+    fn build(
+        alg: SigningAlg,
+        signer: Option<&Jwk>,
+        encoding: EncodingKey,
+        secret: &[u8],
+        issuer: &str,
+        retired: &[RetiredKey],
+    ) -> Result<Self, KeyError> {
+        let mut public = HashMap::new();
+        let mut set = Vec::new();
+        for jwk in signer.into_iter().chain(retired.iter().map(|r| &r.jwk)) {
+            let kid = jwk.common.key_id.clone().unwrap_or_default();
+            let key_alg = jwk
+                .common
+                .key_algorithm
+                .and_then(|a| match a {
+                    KeyAlgorithm::ES256 => Some(Algorithm::ES256),
+                    KeyAlgorithm::EdDSA => Some(Algorithm::EdDSA),
+                    KeyAlgorithm::RS256 => Some(Algorithm::RS256),
+                    _ => None,
+                })
+                .ok_or_else(|| KeyError::Corrupt(format!("key {kid} has no algorithm")))?;
+            let decoding = DecodingKey::from_jwk(jwk).map_err(|e| KeyError::Corrupt(e.to_string()))?;
+            if public.insert(kid, (key_alg, decoding)).is_none() {
+                set.push(jwk.clone());
+            }
+        }
+        let jwks = serde_json::to_string(&JwkSet { keys: set }).map_err(|e| KeyError::Corrupt(e.to_string()))?;
+        Ok(JwtKeys {
+            inner: Arc::new(Keyring {
+                alg: alg.algorithm(),
+                kid: signer.and_then(|j| j.common.key_id.clone()),
+                encoding,
+                hmac: DecodingKey::from_secret(secret),
+                public,
+                issuer: issuer.to_owned(),
+                jwks,
+            }),
+        })
+    }
+
+    /// The algorithm new tokens are signed with.
+    pub fn algorithm(&self) -> Algorithm {
+        self.inner.alg
+    }
+
+    /// The `kid` of the signing key (asymmetric algorithms only).
+    pub fn kid(&self) -> Option<&str> {
+        self.inner.kid.as_deref()
+    }
+
+    /// `GET /.well-known/jwks.json`: the public keys that verify tokens now.
+    pub fn jwks(&self) -> &str {
+        &self.inner.jwks
+    }
+
+    pub fn sign(&self, claims: &AccessClaims) -> Result<String, OAuthError> {
+        let mut header = Header::new(self.inner.alg);
+        header.kid = self.inner.kid.clone();
+        jsonwebtoken::encode(&header, claims, &self.inner.encoding).map_err(|_| OAuthError::server_error("could not sign the access token"))
+    }
+
+    /// Checks signature, issuer and expiry; `None` for anything else.
+    pub fn verify(&self, token: &str) -> Option<AccessClaims> {
+        self.check(token, true)
+    }
+
+    /// Checks the signature only (revocation accepts expired tokens).
+    pub fn verify_ignoring_expiry(&self, token: &str) -> Option<AccessClaims> {
+        self.check(token, false)
+    }
+
+    fn check(&self, token: &str, expiry: bool) -> Option<AccessClaims> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        // The key decides the algorithm, never the token: an HS256 token verifies only with
+        // the secret, an asymmetric one only with the key its `kid` names, of that key's type.
+        let (alg, key) = match header.alg {
+            Algorithm::HS256 => (Algorithm::HS256, &self.inner.hmac),
+            alg => {
+                let (key_alg, key) = self.inner.public.get(header.kid.as_deref()?)?;
+                (*key_alg == alg).then_some(())?;
+                (alg, key)
+            }
+        };
+        let mut v = Validation::new(alg);
+        v.set_issuer(&[&self.inner.issuer]);
+        v.validate_aud = false;
+        v.leeway = 0;
+        v.validate_exp = expiry;
+        if expiry {
+            v.set_required_spec_claims(&["exp", "iss", "sub", "jti"]);
+        } else {
+            v.set_required_spec_claims(&["iss", "sub", "jti"]);
+        }
+        jsonwebtoken::decode::<AccessClaims>(token, key, &v).ok().map(|d| d.claims)
+    }
+
+    /// Reads the stored keyring, makes the configured key the signer (generating it on first
+    /// start), retires the previous signer if it changed, drops retired keys past their time,
+    /// and stores the result.
+    pub async fn load(store: &Store, options: KeyOptions) -> Result<JwtKeys, KeyError> {
+        let mut ring = read_keyring(store).await?;
+        let now = now_secs();
+        let ttl = options.access_ttl.as_secs();
+        let (encoding, signer, generated) = match (&options.key_file, options.alg) {
+            (Some(_), SigningAlg::HS256) => return Err(KeyError::FileWithHmac),
+            (Some(path), alg) => {
+                let (encoding, jwk) = read_key_file(path, alg).await?;
+                (encoding, Some(jwk), None)
+            }
+            (None, SigningAlg::HS256) => (EncodingKey::from_secret(&options.secret), None, None),
+            (None, alg) => match ring.current.clone().filter(|c| c.alg == alg) {
+                Some(stored) => {
+                    let (encoding, jwk) = from_generated(&stored)?;
+                    (encoding, Some(jwk), Some(stored))
+                }
+                None => {
+                    let fresh = generate(alg, now).await?;
+                    let (encoding, jwk) = from_generated(&fresh)?;
+                    (encoding, Some(jwk), Some(fresh))
+                }
+            },
+        };
+        let new_kid = signer.as_ref().and_then(|j| j.common.key_id.clone());
+        if let Some(old) = ring.signer.take()
+            && old.common.key_id != new_kid
+        {
+            {
+                let until = now + ttl.max(ring.signer_ttl);
+                tracing::info!(
+                    kid = old.common.key_id.as_deref().unwrap_or(""),
+                    until,
+                    "retired the previous signing key"
+                );
+                ring.retired.push(RetiredKey { jwk: old, until });
+            }
+        }
+        ring.retired.retain(|r| r.until > now && r.jwk.common.key_id != new_kid);
+        ring.current = generated;
+        ring.signer = signer.clone();
+        ring.signer_ttl = ttl;
+        write_keyring(store, &ring).await?;
+        if let Some(kid) = &new_kid {
+            tracing::info!(alg = %options.alg, kid, "signing access tokens");
+        }
+        Self::build(
+            options.alg,
+            signer.as_ref(),
+            encoding,
+            &options.secret,
+            &options.issuer,
+            &ring.retired,
+        )
+    }
+}
+
+/// `authgate keys rotate`: a new generated key becomes the signer; the previous one keeps
+/// verifying until the tokens it signed have expired. Answers the new `kid`.
+pub async fn rotate(store: &Store, options: &KeyOptions) -> Result<String, KeyError> {
+    if !options.alg.asymmetric() {
+        return Err(KeyError::Rotate(
+            "HS256 signs with JWT_SECRET, which has no rotation; set JWT_SIGNING_ALGORITHM to ES256, EdDSA or RS256".into(),
+        ));
+    }
+    if options.key_file.is_some() {
+        return Err(KeyError::Rotate(
+            "the signing key comes from JWT_PRIVATE_KEY_FILE: replace that file instead (the previous key keeps verifying)".into(),
+        ));
+    }
+    let mut ring = read_keyring(store).await?;
+    let now = now_secs();
+    let fresh = generate(options.alg, now).await?;
+    let (_, jwk) = from_generated(&fresh)?;
+    if let Some(old) = ring.signer.take() {
+        let until = now + options.access_ttl.as_secs().max(ring.signer_ttl);
+        ring.retired.push(RetiredKey { jwk: old, until });
+    }
+    ring.retired.retain(|r| r.until > now);
+    let kid = jwk.common.key_id.clone().unwrap_or_default();
+    ring.current = Some(fresh);
+    ring.signer = Some(jwk);
+    ring.signer_ttl = options.access_ttl.as_secs();
+    write_keyring(store, &ring).await?;
+    Ok(kid)
+}
+
+async fn read_keyring(store: &Store) -> Result<StoredKeyring, KeyError> {
+    match store.read(|r| r.get(Table::Meta, KEYRING_KEY)).await? {
+        Some(v) => Ok(decode(&v)?),
+        None => Ok(StoredKeyring::default()),
+    }
+}
+
+async fn write_keyring(store: &Store, ring: &StoredKeyring) -> Result<(), KeyError> {
+    store.write(vec![Op::put(Table::Meta, KEYRING_KEY.to_vec(), ring)?]).await?;
+    Ok(())
+}
+
+/// The public JWK of a private key, with `kid` (its thumbprint), `alg` and `use`.
+fn public_jwk(encoding: &EncodingKey, alg: SigningAlg) -> Result<Jwk, String> {
+    let mut jwk = Jwk::from_encoding_key(encoding, alg.algorithm()).map_err(|e| e.to_string())?;
+    let kid = jwk.thumbprint(ThumbprintHash::SHA256).map_err(|e| e.to_string())?;
+    jwk.common.key_id = Some(kid);
+    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+    Ok(jwk)
+}
+
+fn from_generated(key: &GeneratedKey) -> Result<(EncodingKey, Jwk), KeyError> {
+    let der = B64.decode(&key.der).map_err(|e| KeyError::Corrupt(e.to_string()))?;
+    let encoding = match key.alg {
+        SigningAlg::ES256 => EncodingKey::from_ec_der(&der),
+        SigningAlg::EdDSA => EncodingKey::from_ed_der(&der),
+        SigningAlg::RS256 => EncodingKey::from_rsa_der(&der),
+        SigningAlg::HS256 => return Err(KeyError::Corrupt("a stored HS256 key".into())),
+    };
+    let jwk = public_jwk(&encoding, key.alg).map_err(KeyError::Corrupt)?;
+    Ok((encoding, jwk))
+}
+
+/// A new private key, off the async threads (an RSA key takes a while).
+async fn generate(alg: SigningAlg, now: Secs) -> Result<GeneratedKey, KeyError> {
+    let der = tokio::task::spawn_blocking(move || generate_der(alg))
+        .await
+        .map_err(|e| KeyError::Corrupt(e.to_string()))?
+        .map_err(KeyError::Corrupt)?;
+    Ok(GeneratedKey {
+        alg,
+        der: B64.encode(der),
+        created_at: now,
+    })
+}
+
+fn generate_der(alg: SigningAlg) -> Result<Vec<u8>, String> {
+    use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+    use rsa::pkcs1::EncodeRsaPrivateKey as _;
+    match alg {
+        SigningAlg::ES256 => {
+            let key = p256::SecretKey::random(&mut rsa::rand_core::OsRng);
+            Ok(p256::pkcs8::EncodePrivateKey::to_pkcs8_der(&key)
+                .map_err(|e| e.to_string())?
+                .as_bytes()
+                .to_vec())
+        }
+        SigningAlg::EdDSA => {
+            let seed: [u8; 32] = rand::random();
+            // PKCS#8 v1 (the seed alone): the form jsonwebtoken reads an Ed25519 key in.
+            let key = ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: seed,
+                public_key: None,
+            };
+            Ok(key.to_pkcs8_der().map_err(|e| e.to_string())?.as_bytes().to_vec())
+        }
+        SigningAlg::RS256 => {
+            let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).map_err(|e| e.to_string())?;
+            Ok(key.to_pkcs1_der().map_err(|e| e.to_string())?.as_bytes().to_vec())
+        }
+        SigningAlg::HS256 => Err("HS256 has no generated key".into()),
+    }
+}
+
+async fn read_key_file(path: &Path, alg: SigningAlg) -> Result<(EncodingKey, Jwk), KeyError> {
+    let file_error = |reason: String| KeyError::File {
+        path: path.to_owned(),
+        reason,
+    };
+    let owned = path.to_owned();
+    let pem = tokio::task::spawn_blocking(move || std::fs::read(owned))
+        .await
+        .map_err(|e| file_error(e.to_string()))?
+        .map_err(|e| file_error(e.to_string()))?;
+    let encoding = match alg {
+        SigningAlg::ES256 => EncodingKey::from_ec_pem(&pem),
+        SigningAlg::EdDSA => EncodingKey::from_ed_pem(&pem),
+        SigningAlg::RS256 => EncodingKey::from_rsa_pem(&pem),
+        SigningAlg::HS256 => return Err(KeyError::FileWithHmac),
+    }
+    .map_err(|e| file_error(format!("not a PEM {alg} private key ({e})")))?;
+    let jwk = public_jwk(&encoding, alg).map_err(|e| file_error(format!("not a usable {alg} private key ({e})")))?;
+    Ok((encoding, jwk))
+}
+
+#[cold]
+fn unreachable_hmac() -> JwtKeys {
+    // `build` fails only on a bad asymmetric key; HS256 alone has none. Keep a usable value
+    // rather than panic.
+    JwtKeys {
+        inner: Arc::new(Keyring {
+            alg: Algorithm::HS256,
+            kid: None,
+            encoding: EncodingKey::from_secret(&[]),
+            hmac: DecodingKey::from_secret(&[]),
+            public: HashMap::new(),
+            issuer: String::new(),
+            jwks: r#"{"keys":[]}"#.into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    fn claims(exp: Secs) -> AccessClaims {
+        AccessClaims {
+            iss: "http://issuer".into(),
+            sub: "u1".into(),
+            aud: "c1".into(),
+            client_id: "c1".into(),
+            scope: "read".into(),
+            iat: now_secs(),
+            exp,
+            jti: "j1".into(),
+        }
+    }
+
+    fn options(alg: SigningAlg) -> KeyOptions {
+        KeyOptions {
+            alg,
+            key_file: None,
+            secret: b"0123456789abcdef0123456789abcdef".to_vec(),
+            issuer: "http://issuer".into(),
+            access_ttl: Duration::from_secs(600),
+        }
+    }
+
+    #[tokio::test]
+    async fn asymmetric_keys_sign_verify_rotate_and_survive_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("k.redb"), StoreOptions::default()).unwrap();
+        for alg in [SigningAlg::ES256, SigningAlg::EdDSA] {
+            let keys = JwtKeys::load(&store, options(alg)).await.unwrap();
+            let kid = keys.kid().unwrap().to_owned();
+            let token = keys.sign(&claims(now_secs() + 60)).unwrap();
+            let header = jsonwebtoken::decode_header(&token).unwrap();
+            assert_eq!((header.alg, header.kid.as_deref()), (alg.algorithm(), Some(kid.as_str())));
+            assert!(keys.verify(&token).is_some());
+            // The same key after a restart.
+            let again = JwtKeys::load(&store, options(alg)).await.unwrap();
+            assert_eq!(again.kid(), Some(kid.as_str()));
+            // Rotation: new tokens use the new key; the old token still verifies; both published.
+            let new_kid = rotate(&store, &options(alg)).await.unwrap();
+            let rotated = JwtKeys::load(&store, options(alg)).await.unwrap();
+            assert_eq!(rotated.kid(), Some(new_kid.as_str()));
+            assert_ne!(new_kid, kid);
+            assert!(rotated.verify(&token).is_some());
+            let set: JwkSet = serde_json::from_str(rotated.jwks()).unwrap();
+            assert!(set.find(&kid).is_some() && set.find(&new_kid).is_some());
+            // A token naming an unknown kid, or the right kid with another algorithm, fails.
+            let mut forged = Header::new(Algorithm::HS256);
+            forged.kid = Some(new_kid.clone());
+            let hs = jsonwebtoken::encode(&forged, &claims(now_secs() + 60), &EncodingKey::from_secret(b"guess")).unwrap();
+            assert!(rotated.verify(&hs).is_none());
+        }
+        // HS256 tokens keep verifying after a switch to an asymmetric algorithm.
+        let hs_keys = JwtKeys::load(&store, options(SigningAlg::HS256)).await.unwrap();
+        let hs_token = hs_keys.sign(&claims(now_secs() + 60)).unwrap();
+        assert!(hs_keys.kid().is_none());
+        let es = JwtKeys::load(&store, options(SigningAlg::ES256)).await.unwrap();
+        assert!(es.verify(&hs_token).is_some());
+        assert!(rotate(&store, &options(SigningAlg::HS256)).await.is_err());
+        store.close();
+    }
+
+    #[test]
+    fn rsa_and_algorithm_names() {
+        let der = generate_der(SigningAlg::RS256).unwrap();
+        let key = GeneratedKey {
+            alg: SigningAlg::RS256,
+            der: B64.encode(der),
+            created_at: 0,
+        };
+        let (encoding, jwk) = from_generated(&key).unwrap();
+        let keys = JwtKeys::build(SigningAlg::RS256, Some(&jwk), encoding, b"s", "http://issuer", &[]).unwrap();
+        let token = keys.sign(&claims(now_secs() + 60)).unwrap();
+        assert!(keys.verify(&token).is_some());
+        assert_eq!("EdDSA".parse::<SigningAlg>(), Ok(SigningAlg::EdDSA));
+        assert!("none".parse::<SigningAlg>().is_err());
+    }
+}

@@ -1,0 +1,88 @@
+//! What a client or resource server discovers without asking anyone: the authorization server
+//! metadata (RFC 8414) and the JWK Set of the keys that verify access tokens. Both are public,
+//! cacheable, and readable from browser code (CORS).
+
+use authgate_actors::directory::{GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN};
+use hyper::StatusCode;
+use hyper::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL,
+    HeaderValue,
+};
+use serde::Serialize;
+
+use crate::app::App;
+use crate::config::Settings;
+use crate::http::Response;
+use crate::http::response::bytes;
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const JWK_SET: HeaderValue = HeaderValue::from_static("application/jwk-set+json");
+
+/// RFC 8414 §2 (and RFC 8628 §4 for the device endpoint).
+#[derive(Serialize)]
+struct Metadata<'a> {
+    issuer: &'a str,
+    device_authorization_endpoint: String,
+    token_endpoint: String,
+    revocation_endpoint: String,
+    introspection_endpoint: String,
+    jwks_uri: String,
+    grant_types_supported: [&'static str; 2],
+    /// There is no authorization endpoint, so no response types.
+    response_types_supported: [&'static str; 0],
+    token_endpoint_auth_methods_supported: [&'static str; 3],
+    revocation_endpoint_auth_methods_supported: [&'static str; 3],
+    introspection_endpoint_auth_methods_supported: [&'static str; 2],
+    /// The algorithm access tokens are signed with.
+    token_signing_alg_values_supported: [&'static str; 1],
+    service_documentation: String,
+}
+
+/// The metadata document, built once at start-up (nothing in it changes while running).
+pub fn metadata_document(settings: &Settings) -> String {
+    let base = settings.base_url.trim_end_matches('/');
+    let doc = Metadata {
+        issuer: &settings.base_url,
+        device_authorization_endpoint: format!("{base}/oauth/device/code"),
+        token_endpoint: format!("{base}/oauth/token"),
+        revocation_endpoint: format!("{base}/oauth/revoke"),
+        introspection_endpoint: format!("{base}/oauth/introspect"),
+        jwks_uri: format!("{base}/.well-known/jwks.json"),
+        grant_types_supported: [GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN],
+        response_types_supported: [],
+        token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
+        revocation_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
+        introspection_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
+        token_signing_alg_values_supported: [settings.jwt_signing_algorithm.name()],
+        service_documentation: format!("{base}/device"),
+    };
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+fn public(mut r: Response, max_age: &'static str) -> Response {
+    let h = r.headers_mut();
+    h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static(max_age));
+    r
+}
+
+/// `GET /.well-known/oauth-authorization-server`.
+pub fn metadata(app: &App) -> Response {
+    public(bytes(StatusCode::OK, JSON, app.metadata.clone()), "public, max-age=3600")
+}
+
+/// `GET /.well-known/jwks.json`: the signing key and the retired keys that still verify
+/// (none with HS256, whose key is secret).
+pub fn jwks(app: &App) -> Response {
+    public(bytes(StatusCode::OK, JWK_SET, app.keys.jwks().to_owned()), "public, max-age=300")
+}
+
+/// A CORS preflight for the two documents above.
+pub fn preflight() -> Response {
+    let mut r = public(bytes(StatusCode::NO_CONTENT, JSON, ""), "public, max-age=86400");
+    let h = r.headers_mut();
+    h.insert(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+    h.insert(ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("*"));
+    h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    r
+}
