@@ -294,15 +294,13 @@ impl JwtKeys {
         if let Some(old) = ring.signer.take()
             && old.common.key_id != new_kid
         {
-            {
-                let until = now + ttl.max(ring.signer_ttl);
-                tracing::info!(
-                    kid = old.common.key_id.as_deref().unwrap_or(""),
-                    until,
-                    "retired the previous signing key"
-                );
-                ring.retired.push(RetiredKey { jwk: old, until });
-            }
+            let until = now + ttl.max(ring.signer_ttl);
+            tracing::info!(
+                kid = old.common.key_id.as_deref().unwrap_or(""),
+                until,
+                "retired the previous signing key"
+            );
+            ring.retired.push(RetiredKey { jwk: old, until });
         }
         ring.retired.retain(|r| r.until > now && r.jwk.common.key_id != new_kid);
         ring.current = generated;
