@@ -6,7 +6,7 @@ use authgate_actors::token::JwtKeys;
 use std::time::Duration;
 
 use authgate_actors::{ErrorCode, OAuthError};
-use hyper::header::{ALLOW, HeaderValue, RETRY_AFTER};
+use hyper::header::{ALLOW, CONNECTION, HeaderValue, RETRY_AFTER};
 use hyper::{Method, StatusCode};
 
 use crate::config::Settings;
@@ -101,6 +101,8 @@ pub struct App {
     pub guard: Guard,
     /// The RFC 8414 metadata document (fixed at start-up).
     pub metadata: String,
+    /// Set at shutdown: answers close their connections.
+    pub draining: std::sync::atomic::AtomicBool,
     router: matchit::Router<Route>,
 }
 
@@ -122,6 +124,7 @@ impl App {
             pages: Pages::new()?,
             guard: Guard::new(&settings),
             metadata: discovery::metadata_document(&settings),
+            draining: std::sync::atomic::AtomicBool::new(false),
             settings,
             router: routes()?,
         })
@@ -150,6 +153,9 @@ impl App {
             }
         };
         secure_headers(&mut r, self.settings.secure());
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         r
     }
 

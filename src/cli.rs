@@ -15,7 +15,7 @@ use ractor::Actor;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, Settings};
-use crate::server::{Server, open_store, shutdown_signal};
+use crate::server::{Server, open_store};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -129,18 +129,45 @@ fn load_env_files() -> Result<(), String> {
     }
 }
 
-fn init_logging(settings: &Settings) -> Result<(), String> {
+/// Changes the log filter of the running process (SIGHUP).
+type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+fn init_logging(settings: &Settings) -> Result<LogReload, String> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_new(&settings.log_level).map_err(|e| format!("invalid value for LOG_LEVEL: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
+    let registry = tracing_subscriber::registry().with(filter);
     let result = match settings.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        // One JSON object per line, fields flattened: what journald and log shippers want.
+        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).try_init(),
+        LogFormat::Text => registry.with(fmt).try_init(),
     };
-    result.map_err(|e| e.to_string())
+    result.map_err(|e| e.to_string())?;
+    Ok(Box::new(move |level| {
+        let filter = EnvFilter::try_new(level).map_err(|e| format!("invalid value for LOG_LEVEL: {e}"))?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    }))
+}
+
+/// `LOG_LEVEL` as a reload sees it: from `--env-file` (re-read), else `./.env`, else the
+/// environment the process started with.
+fn reload_log_level(env_file: Option<&std::path::Path>) -> Option<String> {
+    let files = env_file
+        .map(std::path::Path::to_path_buf)
+        .into_iter()
+        .chain([PathBuf::from(".env")]);
+    for path in files {
+        let Ok(items) = dotenvy::from_path_iter(&path) else { continue };
+        if let Some((_, v)) = items.flatten().find(|(k, _)| k == "LOG_LEVEL") {
+            return Some(v);
+        }
+    }
+    std::env::var("LOG_LEVEL").ok()
 }
 
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
@@ -175,24 +202,37 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    if let Err(e) = init_logging(&cli.settings) {
-        return fail(2, e);
-    }
+    let reload = match init_logging(&cli.settings) {
+        Ok(r) => r,
+        Err(e) => return fail(2, e),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
     };
-    runtime.block_on(run(cli))
+    runtime.block_on(run(cli, reload))
 }
 
-async fn run(cli: Cli) -> ExitCode {
+async fn run(cli: Cli, reload: LogReload) -> ExitCode {
     match cli.command {
         Command::Server => {
             let server = match Server::start(cli.settings).await {
                 Ok(s) => s,
                 Err(e) => return fail(e.exit_code(), e),
             };
-            shutdown_signal().await;
+            crate::daemon::ready(server.addr);
+            let env_file = cli.env_file.clone();
+            crate::daemon::run_until_stopped(|| {
+                let Some(level) = reload_log_level(env_file.as_deref()) else {
+                    return;
+                };
+                match reload(&level) {
+                    Ok(()) => tracing::info!(log_level = %level, "SIGHUP: reloaded LOG_LEVEL"),
+                    Err(e) => tracing::warn!("SIGHUP: kept the log level: {e}"),
+                }
+            })
+            .await;
+            crate::daemon::stopping();
             server.shutdown().await;
             ExitCode::SUCCESS
         }

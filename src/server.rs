@@ -172,6 +172,10 @@ impl Server {
     }
 }
 
+/// How long, at shutdown, connections that have not finished a request yet get to send one
+/// (answered with `Connection: close`) before idle ones are closed.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(1000);
+
 async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
@@ -180,7 +184,23 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<b
         .keep_alive(true);
     // At most MAX_CONNECTIONS open at once: beyond it the loop stops accepting, and new
     // connections wait in the kernel's backlog instead of costing memory here.
-    let connections = Arc::new(tokio::sync::Semaphore::new(app.settings.max_connections as usize));
+    let max = app.settings.max_connections as usize;
+    let connections = Arc::new(tokio::sync::Semaphore::new(max));
+    let serve_one = |stream: tokio::net::TcpStream, peer: SocketAddr, permit: Option<tokio::sync::OwnedSemaphorePermit>| {
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = service_fn(move |req: crate::http::Request| {
+            let app = app.clone();
+            crate::http::PEER.scope(peer, async move { Ok::<_, Infallible>(app.handle(req).await) })
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    };
     loop {
         let permit = tokio::select! {
             p = connections.clone().acquire_owned() => match p {
@@ -191,21 +211,7 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<b
         };
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let app = app.clone();
-                    let service = service_fn(move |req: crate::http::Request| {
-                        let app = app.clone();
-                        crate::http::PEER.scope(peer, async move { Ok::<_, Infallible>(app.handle(req).await) })
-                    });
-                    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                    });
-                }
+                Ok((stream, peer)) => serve_one(stream, peer, Some(permit)),
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -215,30 +221,21 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<b
             _ = stop.changed() => break,
         }
     }
+    // From here every answer says `Connection: close`.
+    app.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Connections the kernel has completed but nobody accepted yet would be reset when the
+    // socket closes: take them all first.
+    while let Ok(Ok((stream, peer))) = tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+        serve_one(stream, peer, connections.clone().try_acquire_owned().ok());
+    }
     drop(listener);
+    // A connection accepted a moment ago may not have sent its request yet, and a graceful
+    // shutdown closes a connection with no request in progress at once: give them a moment.
+    let grace = tokio::time::Instant::now() + FIRST_REQUEST_GRACE;
+    while connections.available_permits() < max && tokio::time::Instant::now() < grace {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown()).await.is_err() {
         tracing::warn!("some connections were still open at the shutdown deadline");
-    }
-}
-
-/// Resolves at SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received; shutting down"),
-        _ = term => tracing::info!("SIGTERM received; shutting down"),
     }
 }

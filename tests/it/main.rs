@@ -5,6 +5,7 @@
 mod browser;
 mod cli;
 mod common;
+mod daemon;
 mod discovery;
 mod durability;
 mod errors;
