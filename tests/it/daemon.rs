@@ -198,7 +198,7 @@ async fn sigterm_under_load_finishes_every_request_and_exits_clean() {
     assert!(status.0.success(), "exit {:?}: {}", status.0, status.1);
     assert!(before > 50, "the load ran ({before} requests)");
     assert!(refused.load(Ordering::Relaxed) > 0, "the load went on past the stop");
-    let failed = failed.lock().unwrap();
+    let failed = failed.lock().unwrap().clone();
     assert!(
         failed.is_empty(),
         "{} requests failed: {:?}",
