@@ -5,12 +5,13 @@ use authgate_actors::system::Actors;
 use authgate_actors::token::JwtKeys;
 use std::time::Duration;
 
+use authgate_actors::metrics::{HttpLabels, RouteLabel};
 use authgate_actors::{ErrorCode, OAuthError};
-use hyper::header::{ALLOW, CONNECTION, HeaderValue, RETRY_AFTER};
+use hyper::header::{ALLOW, CONNECTION, HeaderName, HeaderValue, RETRY_AFTER};
 use hyper::{Method, StatusCode};
 
 use crate::config::Settings;
-use crate::handlers::{account, admin, discovery, misc, oauth, web};
+use crate::handlers::{account, admin, discovery, metrics, misc, oauth, web};
 use crate::http::cookies::CookieKeys;
 use crate::http::form;
 use crate::http::guard::{Guard, client_addr, secure_headers};
@@ -52,42 +53,97 @@ enum Route {
     Introspect,
     Metadata,
     Jwks,
+    Metrics,
 }
+
+/// Every route's path pattern (also its label in metrics and logs).
+const ROUTES: [(&str, Route); 32] = [
+    ("/", Route::Root),
+    ("/health", Route::Health),
+    ("/oauth/device/code", Route::DeviceCode),
+    ("/oauth/token", Route::Token),
+    ("/oauth/tokeninfo", Route::TokenInfo),
+    ("/oauth/revoke", Route::Revoke),
+    ("/oauth/introspect", Route::Introspect),
+    ("/.well-known/oauth-authorization-server", Route::Metadata),
+    ("/.well-known/jwks.json", Route::Jwks),
+    ("/login", Route::Login),
+    ("/logout", Route::Logout),
+    ("/device", Route::Device),
+    ("/device/verify", Route::DeviceVerify),
+    ("/device/approve", Route::DeviceApprove),
+    ("/assets/{file}", Route::Asset),
+    ("/favicon.ico", Route::Favicon),
+    ("/account", Route::Account),
+    ("/account/password", Route::AccountPassword),
+    ("/account/sessions", Route::AccountSessions),
+    ("/account/sessions/revoke-all", Route::AccountRevokeAll),
+    ("/account/sessions/{id}/revoke", Route::AccountRevoke),
+    ("/admin", Route::Admin),
+    ("/admin/clients", Route::AdminClients),
+    ("/admin/clients/new", Route::AdminClientNew),
+    ("/admin/clients/{id}", Route::AdminClient),
+    ("/admin/clients/{id}/{action}", Route::AdminClientAction),
+    ("/admin/users", Route::AdminUsers),
+    ("/admin/users/{id}/{action}", Route::AdminUserAction),
+    ("/admin/sessions", Route::AdminSessions),
+    ("/admin/sessions/{id}/revoke", Route::AdminSessionRevoke),
+    ("/admin/audit", Route::AdminAudit),
+    ("/metrics", Route::Metrics),
+];
 
 fn routes() -> Result<matchit::Router<Route>, matchit::InsertError> {
     let mut r = matchit::Router::new();
-    r.insert("/", Route::Root)?;
-    r.insert("/health", Route::Health)?;
-    r.insert("/oauth/device/code", Route::DeviceCode)?;
-    r.insert("/oauth/token", Route::Token)?;
-    r.insert("/oauth/tokeninfo", Route::TokenInfo)?;
-    r.insert("/oauth/revoke", Route::Revoke)?;
-    r.insert("/oauth/introspect", Route::Introspect)?;
-    r.insert("/.well-known/oauth-authorization-server", Route::Metadata)?;
-    r.insert("/.well-known/jwks.json", Route::Jwks)?;
-    r.insert("/login", Route::Login)?;
-    r.insert("/logout", Route::Logout)?;
-    r.insert("/device", Route::Device)?;
-    r.insert("/device/verify", Route::DeviceVerify)?;
-    r.insert("/device/approve", Route::DeviceApprove)?;
-    r.insert("/assets/{file}", Route::Asset)?;
-    r.insert("/favicon.ico", Route::Favicon)?;
-    r.insert("/account", Route::Account)?;
-    r.insert("/account/password", Route::AccountPassword)?;
-    r.insert("/account/sessions", Route::AccountSessions)?;
-    r.insert("/account/sessions/revoke-all", Route::AccountRevokeAll)?;
-    r.insert("/account/sessions/{id}/revoke", Route::AccountRevoke)?;
-    r.insert("/admin", Route::Admin)?;
-    r.insert("/admin/clients", Route::AdminClients)?;
-    r.insert("/admin/clients/new", Route::AdminClientNew)?;
-    r.insert("/admin/clients/{id}", Route::AdminClient)?;
-    r.insert("/admin/clients/{id}/{action}", Route::AdminClientAction)?;
-    r.insert("/admin/users", Route::AdminUsers)?;
-    r.insert("/admin/users/{id}/{action}", Route::AdminUserAction)?;
-    r.insert("/admin/sessions", Route::AdminSessions)?;
-    r.insert("/admin/sessions/{id}/revoke", Route::AdminSessionRevoke)?;
-    r.insert("/admin/audit", Route::AdminAudit)?;
+    for (path, route) in ROUTES {
+        r.insert(path, route)?;
+    }
     Ok(r)
+}
+
+impl Route {
+    /// The route's path pattern.
+    fn pattern(self) -> &'static str {
+        ROUTES.iter().find(|(_, r)| *r == self).map_or("unmatched", |(p, _)| p)
+    }
+}
+
+/// A request's route and path parameters.
+struct Found {
+    route: Route,
+    file: Option<String>,
+    id: String,
+    action: String,
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The method as a metrics label (a fixed set, so a client cannot grow the label space).
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::OPTIONS => "OPTIONS",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        _ => "other",
+    }
+}
+
+/// The caller's `X-Request-Id` when it is a sane one (1 to 128 of `A-Za-z0-9-_.:`), else a
+/// new id: a random per-process prefix and a counter.
+fn request_id(headers: &hyper::HeaderMap) -> HeaderValue {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: std::sync::LazyLock<u32> = std::sync::LazyLock::new(rand::random);
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    if let Some(v) = headers.get(X_REQUEST_ID)
+        && (1..=128).contains(&v.len())
+        && v.as_bytes().iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    {
+        return v.clone();
+    }
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::from_str(&format!("{:08x}-{n:x}", *PREFIX)).unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// Shared, read-only handles; one per server, behind an `Arc`.
@@ -144,11 +200,24 @@ impl App {
     /// Handles one request: sheds it at once when too many are in flight, and adds the
     /// security headers to whatever answers.
     pub async fn handle(&self, req: Request) -> Response {
-        let mut r = if req.uri().path() == "/health" {
-            self.route(req).await
+        let started = std::time::Instant::now();
+        let found = self.router.at(req.uri().path()).ok().map(|m| Found {
+            route: *m.value,
+            file: m.params.get("file").map(str::to_owned),
+            id: m.params.get("id").map(str::to_owned).unwrap_or_default(),
+            action: m.params.get("action").map(str::to_owned).unwrap_or_default(),
+        });
+        let route = found.as_ref().map(|f| f.route);
+        let label = route.map_or("unmatched", Route::pattern);
+        let method = method_label(req.method());
+        let request_id = request_id(req.headers());
+        // Only what the access log needs, and only when it is written.
+        let logged = tracing::enabled!(target: "access", tracing::Level::INFO).then(|| (req.uri().path().to_owned(), self.addr(&req)));
+        let mut r = if route == Some(Route::Health) {
+            self.route(req, found).await
         } else {
             match self.guard.inflight.clone().try_acquire_owned() {
-                Ok(_permit) => self.route(req).await,
+                Ok(_permit) => self.route(req, found).await,
                 Err(_) => self.shed(req).await,
             }
         };
@@ -156,6 +225,33 @@ impl App {
         if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
             r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
         }
+        let status = r.status().as_u16();
+        let elapsed = started.elapsed();
+        let m = self.actors.metrics();
+        m.http_requests
+            .get_or_create(&HttpLabels {
+                route: label,
+                method,
+                status,
+            })
+            .inc();
+        m.http_duration
+            .get_or_create(&RouteLabel { route: label })
+            .observe(elapsed.as_secs_f64());
+        if let Some((path, addr)) = logged {
+            tracing::info!(
+                target: "access",
+                request_id = request_id.to_str().unwrap_or_default(),
+                method,
+                path,
+                route = label,
+                status,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                client = %addr.map_or_else(String::new, |a| a.to_string()),
+                "request"
+            );
+        }
+        r.headers_mut().insert(X_REQUEST_ID, request_id);
         r
     }
 
@@ -169,6 +265,12 @@ impl App {
                 && form::read_form_within(req, Duration::from_millis(200))
                     .await
                     .is_ok_and(|f| f.first("grant_type") == Some(authgate_actors::directory::GRANT_DEVICE_CODE));
+            if poll {
+                let m = self.actors.metrics();
+                m.polls
+                    .get_or_create(&authgate_actors::metrics::OutcomeLabel { outcome: "slow_down" })
+                    .inc();
+            }
             let e = if poll {
                 OAuthError::new(ErrorCode::SlowDown, "the server is busy; poll more slowly")
             } else {
@@ -189,20 +291,12 @@ impl App {
 
     /// Routes one request. For requests without a body, `now` (Unix ms) is read here once and
     /// passed down; handlers that read a body take the time once the body is complete.
-    async fn route(&self, req: Request) -> Response {
+    async fn route(&self, req: Request, found: Option<Found>) -> Response {
         let now = authgate_actors::now_ms();
-        let (route, file, id, action) = match self.router.at(req.uri().path()) {
-            Ok(m) => (
-                *m.value,
-                m.params.get("file").map(str::to_owned),
-                m.params.get("id").map(str::to_owned).unwrap_or_default(),
-                m.params.get("action").map(str::to_owned).unwrap_or_default(),
-            ),
-            Err(_) => {
-                return self
-                    .pages
-                    .error(StatusCode::NOT_FOUND, "Page not found", "There is nothing at this address.", None);
-            }
+        let Some(Found { route, file, id, action }) = found else {
+            return self
+                .pages
+                .error(StatusCode::NOT_FOUND, "Page not found", "There is nothing at this address.", None);
         };
         let method = req.method().clone();
         let get = method == Method::GET || method == Method::HEAD;
@@ -217,6 +311,7 @@ impl App {
             Route::Introspect if post => oauth::introspect(self, req).await,
             Route::Metadata if get => discovery::metadata(self),
             Route::Jwks if get => discovery::jwks(self),
+            Route::Metrics if get => metrics::metrics_page(self, req).await,
             Route::Metadata | Route::Jwks if method == Method::OPTIONS => discovery::preflight(),
             Route::Login if get => web::login_page(self, req, now).await,
             Route::Login if post => web::login(self, req).await,

@@ -61,6 +61,10 @@ pub struct Settings {
     #[arg(long, env = "JWT_PRIVATE_KEY_FILE", value_name = "PATH", global = true)]
     pub jwt_private_key_file: Option<PathBuf>,
 
+    /// Bearer token GET /metrics requires; unset, /metrics is open (keep it off the public network)
+    #[arg(long, env = "METRICS_TOKEN", hide_env_values = true, global = true)]
+    pub metrics_token: Option<String>,
+
     /// Key for session cookies (at least 32 bytes); generated and kept in the database if unset
     #[arg(long, env = "SESSION_SECRET", hide_env_values = true, value_parser = parse_secret, global = true)]
     pub session_secret: Option<String>,

@@ -237,6 +237,7 @@ impl Actor for AuditActor {
     type Arguments = (Store, crate::system::Actors);
 
     async fn pre_start(&self, _myself: ActorRef<AuditMsg>, (store, actors): Self::Arguments) -> Result<AuditState, ActorProcessingErr> {
+        MAILBOX.reset();
         let mut st = AuditState {
             store,
             seq: rand::random(),
@@ -256,6 +257,7 @@ impl Actor for AuditActor {
     }
 
     async fn handle(&self, _myself: ActorRef<AuditMsg>, msg: AuditMsg, st: &mut AuditState) -> Result<(), ActorProcessingErr> {
+        MAILBOX.received();
         match msg {
             AuditMsg::Record(e) => {
                 st.seq = st.seq.wrapping_add(1);
@@ -355,10 +357,20 @@ pub fn event_op(event: &AuditEvent) -> Result<Op, StoreError> {
     Op::put(Table::Audit, key(event.at_ms, rand::random()), event)
 }
 
+/// This actor's mailbox depth (see [`crate::metrics::Mailbox`]).
+static MAILBOX: crate::metrics::Mailbox = crate::metrics::Mailbox::new("audit");
+
+impl crate::system::Tracked for AuditMsg {
+    fn mailbox() -> &'static crate::metrics::Mailbox {
+        &MAILBOX
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::StoreOptions;
+    use crate::system::cast;
 
     #[tokio::test]
     async fn events_are_kept_newest_first_filtered_paginated_and_pruned() {
@@ -378,7 +390,7 @@ mod tests {
                 i % 2 == 1,
             );
             e.at_ms = 1_000 + i;
-            audit.cast(AuditMsg::Record(e)).unwrap();
+            cast(&audit, AuditMsg::Record(e)).unwrap();
         }
         let query = |filter: AuditFilter, before: Option<String>, limit| {
             let audit = audit.clone();
@@ -410,7 +422,7 @@ mod tests {
         )
         .await;
         assert_eq!(failed.events.iter().map(|e| e.at_ms).collect::<Vec<_>>(), vec![1006, 1000]);
-        audit.cast(AuditMsg::Prune { before_ms: 1_004 }).unwrap();
+        cast(&audit, AuditMsg::Prune { before_ms: 1_004 }).unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         let kept = query(AuditFilter::default(), None, 50).await;
         assert_eq!(kept.events.iter().map(|e| e.at_ms).collect::<Vec<_>>(), vec![1006, 1005, 1004]);

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ErrorCode, OAuthError};
 use crate::secret::{self, Digest32, USER_CODE_LEN};
 use crate::store::{Op, Store, StoreError, Table, decode};
-use crate::system::{Actors, ask_within};
+use crate::system::{Actors, ask_within, cast};
 use crate::token::{Grant, TokenMsg, TokenResponse};
 
 /// Unix time in milliseconds; taken once per request at the HTTP boundary and passed down.
@@ -186,6 +186,14 @@ impl DeviceBook {
         self.by_hash.is_empty()
     }
 
+    /// Codes still waiting for a person's decision.
+    pub fn pending(&self) -> usize {
+        self.by_hash
+            .values()
+            .filter(|e| matches!(e.state, State::Pending | State::Deciding))
+            .count()
+    }
+
     /// Picks a user code not used by any live authorization.
     fn fresh_user_code(&self) -> Option<[u8; USER_CODE_LEN]> {
         (0..32)
@@ -347,6 +355,8 @@ pub enum DeviceMsg {
     },
     /// How many authorizations are held (for health and benchmarks).
     Count { reply: RpcReplyPort<usize> },
+    /// How many wait for a person's decision (for `/metrics`).
+    CountPending { reply: RpcReplyPort<usize> },
     /// Internal: a write this actor applied in memory has committed (or failed).
     Committed { key: Digest32, change: Committed },
     /// Internal: sweep expired codes.
@@ -406,6 +416,7 @@ impl Actor for DeviceActor {
     type Arguments = DeviceArgs;
 
     async fn pre_start(&self, _myself: ActorRef<DeviceMsg>, args: DeviceArgs) -> Result<DeviceState, ActorProcessingErr> {
+        MAILBOX.reset();
         let (book, stale) = load(&args.store, crate::now_ms()).await?;
         if !stale.is_empty() {
             args.store.write(stale).await?;
@@ -420,6 +431,7 @@ impl Actor for DeviceActor {
     }
 
     async fn handle(&self, myself: ActorRef<DeviceMsg>, msg: DeviceMsg, st: &mut DeviceState) -> Result<(), ActorProcessingErr> {
+        MAILBOX.received();
         match msg {
             DeviceMsg::Create {
                 client_id,
@@ -455,6 +467,9 @@ impl Actor for DeviceActor {
             } => st.decide(&myself, user_code, user_id, username, approve, now, reply),
             DeviceMsg::Count { reply } => {
                 let _ = reply.send(st.book.len());
+            }
+            DeviceMsg::CountPending { reply } => {
+                let _ = reply.send(st.book.pending());
             }
             DeviceMsg::Committed { key, change } => st.committed(key, change),
             DeviceMsg::Sweep => st.sweep(),
@@ -514,10 +529,13 @@ impl DeviceState {
                     let _ = reply.send(Ok(answer));
                 }
                 Err(e) => {
-                    let _ = myself.cast(DeviceMsg::Committed {
-                        key,
-                        change: Committed::CreateFailed,
-                    });
+                    let _ = cast(
+                        &myself,
+                        DeviceMsg::Committed {
+                            key,
+                            change: Committed::CreateFailed,
+                        },
+                    );
                     let _ = reply.send(Err(e.into()));
                 }
             }
@@ -567,7 +585,7 @@ impl DeviceState {
                 Err(e) if e.code == ErrorCode::InvalidGrant => Committed::Redeemed,
                 Err(_) => Committed::RedeemFailed,
             };
-            let _ = myself.cast(DeviceMsg::Committed { key, change });
+            let _ = cast(&myself, DeviceMsg::Committed { key, change });
             let _ = reply.send(result);
         });
     }
@@ -633,7 +651,7 @@ impl DeviceState {
             };
             // The state change is queued before the person hears back, so the device's next
             // poll already sees it.
-            let _ = myself.cast(DeviceMsg::Committed { key, change });
+            let _ = cast(&myself, DeviceMsg::Committed { key, change });
             let _ = reply.send(if ok { Ok(view) } else { Err(CodeError::Store) });
         });
     }
@@ -670,9 +688,15 @@ impl DeviceState {
             return;
         }
         let ops = expired.iter().map(|k| Op::delete(Table::DeviceCodes, k.to_vec())).collect();
+        let mut unredeemed = 0;
         for k in &expired {
+            if self.book.by_hash.get(k).is_some_and(|e| !matches!(e.state, State::Denied)) {
+                unredeemed += 1;
+            }
             self.book.remove(k);
         }
+        // Denied codes were counted when denied; the rest ran out of time.
+        crate::metrics::Metrics::count(&self.actors.metrics().device_codes, "expired", unredeemed);
         tracing::debug!(count = expired.len(), "expired device codes swept");
         let done = self.store.submit(ops);
         tokio::spawn(async move {
@@ -680,6 +704,15 @@ impl DeviceState {
                 tracing::warn!(error = %e, "could not delete expired device codes; they are retried at next start");
             }
         });
+    }
+}
+
+/// This actor's mailbox depth (see [`crate::metrics::Mailbox`]).
+static MAILBOX: crate::metrics::Mailbox = crate::metrics::Mailbox::new("device");
+
+impl crate::system::Tracked for DeviceMsg {
+    fn mailbox() -> &'static crate::metrics::Mailbox {
+        &MAILBOX
     }
 }
 

@@ -25,7 +25,7 @@ use crate::provider::auth::{AuthProviderMsg, ExternalUser};
 use crate::provider::{CallError, caller_gone};
 use crate::secret;
 use crate::store::{Op, Store, StoreError, Table, decode};
-use crate::system::{Actors, ask_within};
+use crate::system::{Actors, ask_within, cast};
 
 /// The device grant type (RFC 8628 §3.4).
 pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -647,7 +647,7 @@ impl DirectoryState {
             };
             match asked {
                 Ok(user) => {
-                    if let Err(e) = myself.cast(DirectoryMsg::ExternalLogin { username, user, reply }) {
+                    if let Err(e) = cast(&myself, DirectoryMsg::ExternalLogin { username, user, reply }) {
                         tracing::warn!(error = %e, "the directory stopped during an external sign-in");
                     }
                 }
@@ -733,6 +733,7 @@ impl Actor for DirectoryActor {
     type Arguments = DirectoryArgs;
 
     async fn pre_start(&self, _myself: ActorRef<DirectoryMsg>, args: DirectoryArgs) -> Result<DirectoryState, ActorProcessingErr> {
+        MAILBOX.reset();
         let (users, clients, seeded) = args
             .store
             .read(|r| {
@@ -778,6 +779,7 @@ impl Actor for DirectoryActor {
     }
 
     async fn handle(&self, myself: ActorRef<DirectoryMsg>, msg: DirectoryMsg, st: &mut DirectoryState) -> Result<(), ActorProcessingErr> {
+        MAILBOX.received();
         match msg {
             DirectoryMsg::Authenticate { username, password, reply } => {
                 // Hybrid rule: a local user keeps signing in here; anyone else asks the login API.
@@ -961,6 +963,15 @@ impl Actor for DirectoryActor {
             }
         }
         Ok(())
+    }
+}
+
+/// This actor's mailbox depth (see [`crate::metrics::Mailbox`]).
+static MAILBOX: crate::metrics::Mailbox = crate::metrics::Mailbox::new("directory");
+
+impl crate::system::Tracked for DirectoryMsg {
+    fn mailbox() -> &'static crate::metrics::Mailbox {
+        &MAILBOX
     }
 }
 

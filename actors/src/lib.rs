@@ -4,6 +4,7 @@
 //! - [`device`]: device authorizations (codes, poll timing, approvals)
 //! - [`token`]: access and refresh tokens
 //! - [`keys`]: JWT signing keys and the JWK Set
+//! - [`metrics`]: the counters behind `/metrics`
 //! - [`session`]: browser sessions
 //! - [`directory`]: users and OAuth clients
 //! - [`provider`]: calls to the external login API and token service
@@ -18,6 +19,7 @@ pub mod device;
 pub mod directory;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub mod password;
 pub mod provider;
 pub mod secret;

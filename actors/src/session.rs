@@ -99,6 +99,7 @@ impl Actor for SessionActor {
     type Arguments = SessionArgs;
 
     async fn pre_start(&self, _myself: ActorRef<SessionMsg>, args: SessionArgs) -> Result<SessionState, ActorProcessingErr> {
+        MAILBOX.reset();
         let now = crate::now_ms();
         let (sessions, stale) = args
             .store
@@ -128,6 +129,7 @@ impl Actor for SessionActor {
     }
 
     async fn handle(&self, myself: ActorRef<SessionMsg>, msg: SessionMsg, st: &mut SessionState) -> Result<(), ActorProcessingErr> {
+        MAILBOX.received();
         match msg {
             SessionMsg::Create {
                 user_id,
@@ -228,5 +230,14 @@ impl Actor for SessionActor {
             }
         }
         Ok(())
+    }
+}
+
+/// This actor's mailbox depth (see [`crate::metrics::Mailbox`]).
+static MAILBOX: crate::metrics::Mailbox = crate::metrics::Mailbox::new("session");
+
+impl crate::system::Tracked for SessionMsg {
+    fn mailbox() -> &'static crate::metrics::Mailbox {
+        &MAILBOX
     }
 }

@@ -117,6 +117,8 @@ pub struct StoreStats {
     pub commits: AtomicU64,
     /// Batches (one per caller) made durable.
     pub batches: AtomicU64,
+    /// Commit time and size histograms, for `/metrics`.
+    pub commit_metrics: crate::metrics::CommitMetrics,
     /// Commits that failed.
     pub failures: AtomicU64,
     /// Whether the last commit (or reopening) failed: the disk is full or broken.
@@ -415,7 +417,10 @@ fn writer_loop(db: Database, path: &Path, rx: mpsc::Receiver<Command>, max_batch
             continue;
         };
         if !writes.is_empty() {
+            let started = std::time::Instant::now();
             let result = commit(handle, &writes);
+            stats.commit_metrics.duration.observe(started.elapsed().as_secs_f64());
+            stats.commit_metrics.batch.observe(writes.len() as f64);
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats.batches.fetch_add(writes.len() as u64, Ordering::Relaxed);
             stats.failing.store(result.is_err(), Ordering::Relaxed);

@@ -38,17 +38,47 @@ pub const COOL_DOWN: Duration = Duration::from_secs(15);
 
 /// Sends `build(reply)` to `actor` and waits for the answer; an actor that is down, gone, or
 /// too slow is reported as `temporarily_unavailable`.
-pub async fn ask<M: Message, R: Send + 'static>(actor: &ActorRef<M>, build: impl FnOnce(RpcReplyPort<R>) -> M) -> Result<R, OAuthError> {
+/// A message type whose actor's mailbox depth is counted (see [`crate::metrics::Mailbox`]).
+pub trait Tracked: Message {
+    fn mailbox() -> &'static crate::metrics::Mailbox;
+}
+
+/// Every counted mailbox, for `/metrics`.
+pub fn mailboxes() -> [&'static crate::metrics::Mailbox; 7] {
+    [
+        DeviceMsg::mailbox(),
+        TokenMsg::mailbox(),
+        SessionMsg::mailbox(),
+        DirectoryMsg::mailbox(),
+        AuditMsg::mailbox(),
+        AuthProviderMsg::mailbox(),
+        TokenProviderMsg::mailbox(),
+    ]
+}
+
+/// Sends `msg` without waiting for an answer, counting it in the mailbox depth.
+pub fn cast<M: Tracked>(actor: &ActorRef<M>, msg: M) -> Result<(), ractor::MessagingErr<M>> {
+    M::mailbox().sent();
+    actor.cast(msg).inspect_err(|_| M::mailbox().received())
+}
+
+pub async fn ask<M: Tracked, R: Send + 'static>(actor: &ActorRef<M>, build: impl FnOnce(RpcReplyPort<R>) -> M) -> Result<R, OAuthError> {
     ask_within(actor, CALL_TIMEOUT, build).await
 }
 
 /// [`ask`] with a deadline of its own (for calls that wait on an external service).
-pub async fn ask_within<M: Message, R: Send + 'static>(
+pub async fn ask_within<M: Tracked, R: Send + 'static>(
     actor: &ActorRef<M>,
     timeout: Duration,
     build: impl FnOnce(RpcReplyPort<R>) -> M,
 ) -> Result<R, OAuthError> {
-    match actor.call(build, Some(timeout)).await {
+    M::mailbox().sent();
+    let result = actor.call(build, Some(timeout)).await;
+    if matches!(result, Ok(CallResult::SenderError) | Err(_)) {
+        // Not delivered (the call's own errors come before the message is queued).
+        M::mailbox().received();
+    }
+    match result {
         Ok(CallResult::Success(r)) => Ok(r),
         Ok(CallResult::Timeout) => Err(OAuthError::unavailable("the server is busy; try again shortly")),
         Ok(CallResult::SenderError) | Err(_) => Err(OAuthError::unavailable("the server is restarting a component; try again shortly")),
@@ -97,6 +127,7 @@ struct Slots {
     /// Each child's state, written by the root only; a mutex because reads (health checks)
     /// and writes (restarts) are rare and short.
     components: Mutex<BTreeMap<&'static str, Component>>,
+    metrics: crate::metrics::Metrics,
 }
 
 /// What a child is doing now.
@@ -142,8 +173,14 @@ impl Actors {
                 clients: Arc::new(clients),
                 components: Mutex::new(BTreeMap::new()),
                 audit_backlog: Mutex::new(Vec::new()),
+                metrics: crate::metrics::Metrics::new(),
             }),
         }
+    }
+
+    /// This system's counters (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
     }
 
     /// The latest client snapshot (no message round trip: the directory publishes it).
@@ -169,8 +206,9 @@ impl Actors {
     /// Records an audit event without waiting. Should the audit actor be between incarnations,
     /// the event waits in a backlog that the next incarnation writes first.
     pub fn audit(&self, event: AuditEvent) {
+        self.inner.metrics.event(event.kind, event.success);
         let event = match self.inner.audit.get() {
-            Ok(a) => match a.cast(AuditMsg::Record(event)) {
+            Ok(a) => match cast(&a, AuditMsg::Record(event)) {
                 Ok(()) => return,
                 Err(ractor::MessagingErr::SendErr(AuditMsg::Record(e))) => e,
                 Err(_) => return,
@@ -356,13 +394,15 @@ impl RootState {
             }
             Child::AuthProvider => {
                 let Some(config) = a.config.login_api.clone() else { return Ok(()) };
-                let (r, _) = Actor::spawn_linked(None, AuthProviderActor, config, me).await?;
+                let counters = a.actors.metrics().provider.clone();
+                let (r, _) = Actor::spawn_linked(None, AuthProviderActor, (config, counters), me).await?;
                 a.actors.inner.auth_provider.set(r.clone());
                 r.get_id()
             }
             Child::TokenProvider => {
                 let Some(config) = a.config.token_api.clone() else { return Ok(()) };
-                let (r, _) = Actor::spawn_linked(None, TokenProviderActor, config, me).await?;
+                let counters = a.actors.metrics().provider.clone();
+                let (r, _) = Actor::spawn_linked(None, TokenProviderActor, (config, counters), me).await?;
                 a.actors.inner.token_provider.set(r.clone());
                 r.get_id()
             }
@@ -417,18 +457,18 @@ impl Actor for Root {
                 // Each actor removes what has expired in its own state, off the request path.
                 let actors = &st.args.actors;
                 if let Ok(d) = actors.device() {
-                    let _ = d.cast(DeviceMsg::Sweep);
+                    let _ = cast(&d, DeviceMsg::Sweep);
                 }
                 if let Ok(t) = actors.token() {
-                    let _ = t.cast(TokenMsg::Sweep);
+                    let _ = cast(&t, TokenMsg::Sweep);
                 }
                 if let Ok(s) = actors.session() {
-                    let _ = s.cast(SessionMsg::Sweep);
+                    let _ = cast(&s, SessionMsg::Sweep);
                 }
                 if let Ok(a) = actors.audit_actor() {
                     let retention = u64::try_from(st.args.config.audit_retention.as_millis()).unwrap_or(u64::MAX);
                     let before_ms = crate::now_ms().saturating_sub(retention);
-                    let _ = a.cast(AuditMsg::Prune { before_ms });
+                    let _ = cast(&a, AuditMsg::Prune { before_ms });
                 }
             }
             RootMsg::ShuttingDown(reply) => {
@@ -516,7 +556,7 @@ impl System {
 
     /// Stops every actor, lets queued writes commit, and closes the database file.
     pub async fn shutdown(self) {
-        let _ = ask(&self.root, RootMsg::ShuttingDown).await;
+        let _ = self.root.call(RootMsg::ShuttingDown, Some(CALL_TIMEOUT)).await;
         let _ = self.root.stop_children_and_wait(None, Some(CALL_TIMEOUT)).await;
         self.root.stop(None);
         let _ = self.root_done.await;

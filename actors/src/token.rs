@@ -23,7 +23,7 @@ use crate::provider::token::{MintedToken, TokenProviderMsg};
 use crate::provider::{CallError, caller_gone};
 use crate::secret::{self, Digest32};
 use crate::store::{Op, Store, StoreError, Table, decode};
-use crate::system::{Actors, ask_within};
+use crate::system::{Actors, ask_within, cast};
 
 /// Unix seconds.
 pub type Secs = u64;
@@ -522,7 +522,7 @@ impl TokenState {
                 tracing::warn!(provider = "token_api", reason = %e, "the token service did not mint a token");
             }
             let pending = Pending(pending);
-            if myself.cast(TokenMsg::Minted { pending, minted }).is_err() {
+            if cast(&myself, TokenMsg::Minted { pending, minted }).is_err() {
                 tracing::warn!("the token actor stopped while a token was being minted");
             }
         });
@@ -642,7 +642,7 @@ impl TokenState {
             match done.await {
                 Ok(()) => {
                     if let Some(msg) = then {
-                        let _ = myself.cast(msg);
+                        let _ = cast(&myself, msg);
                     }
                     let _ = reply.send(answer);
                 }
@@ -992,6 +992,7 @@ impl Actor for TokenActor {
     type Arguments = TokenArgs;
 
     async fn pre_start(&self, _myself: ActorRef<TokenMsg>, args: TokenArgs) -> Result<TokenState, ActorProcessingErr> {
+        MAILBOX.reset();
         let book = args
             .store
             .read(|r| {
@@ -1019,6 +1020,7 @@ impl Actor for TokenActor {
     }
 
     async fn handle(&self, myself: ActorRef<TokenMsg>, msg: TokenMsg, st: &mut TokenState) -> Result<(), ActorProcessingErr> {
+        MAILBOX.received();
         match msg {
             TokenMsg::IssueForGrant { grant, with, now, reply } => st.issue(&myself, grant, with, now / 1000, reply, None),
             TokenMsg::Refresh {
@@ -1123,6 +1125,15 @@ impl Actor for TokenActor {
             TokenMsg::Sweep => st.sweep(crate::now_ms() / 1000),
         }
         Ok(())
+    }
+}
+
+/// This actor's mailbox depth (see [`crate::metrics::Mailbox`]).
+static MAILBOX: crate::metrics::Mailbox = crate::metrics::Mailbox::new("token");
+
+impl crate::system::Tracked for TokenMsg {
+    fn mailbox() -> &'static crate::metrics::Mailbox {
+        &MAILBOX
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod account;
 pub mod admin;
 pub mod discovery;
+pub mod metrics;
 pub mod misc;
 pub mod oauth;
 pub mod web;

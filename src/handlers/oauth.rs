@@ -108,6 +108,22 @@ pub async fn device_code(app: &App, req: Request) -> Response {
     )
 }
 
+/// Counts a device-code poll by its answer.
+fn count_poll<T>(app: &App, polled: &Result<T, OAuthError>) {
+    let outcome = match polled {
+        Ok(_) => "success",
+        Err(e) => match e.code {
+            ErrorCode::AuthorizationPending => "pending",
+            ErrorCode::SlowDown => "slow_down",
+            ErrorCode::AccessDenied => "denied",
+            ErrorCode::ExpiredToken => "expired",
+            _ => "invalid",
+        },
+    };
+    let m = app.actors.metrics();
+    m.polls.get_or_create(&authgate_actors::metrics::OutcomeLabel { outcome }).inc();
+}
+
 /// `POST /oauth/token`
 pub async fn token(app: &App, req: Request) -> Response {
     let addr = app.addr(&req);
@@ -127,13 +143,15 @@ pub async fn token(app: &App, req: Request) -> Response {
                 require_grant(&client, GRANT_DEVICE_CODE)?;
                 let device = app.actors.device()?;
                 let client_id = client.client_id.clone();
-                let tokens = ask_within(&device, app.settings.token_wait(), |reply| DeviceMsg::Poll {
+                let polled = ask_within(&device, app.settings.token_wait(), |reply| DeviceMsg::Poll {
                     device_code_hash,
                     client_id,
                     now,
                     reply,
                 })
-                .await??;
+                .await?;
+                count_poll(app, &polled);
+                let tokens = polled?;
                 (EventKind::TokenIssued, tokens, client.client_id.clone())
             } else {
                 let token_hash = secret::sha256(form.required("refresh_token")?);

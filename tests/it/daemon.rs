@@ -104,6 +104,31 @@ async fn sd_notify_ready_reload_watchdog_stopping_and_healthcheck() {
     assert!(seen[reloading].contains("MONOTONIC_USEC="), "{seen:?}");
     let (status, _) = get_json(&format!("http://{addr}/health"), None).await;
     assert_eq!(status, 200);
+    // One log line per request, with the caller's request id echoed; no secret in it.
+    let r = http()
+        .build()
+        .unwrap()
+        .post(format!("http://{addr}/oauth/token"))
+        .header("x-request-id", "req-42.abc")
+        .form(&[
+            ("grant_type", DEVICE_GRANT),
+            ("device_code", "SECRET-DEVICE-CODE"),
+            ("client_id", "nobody"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "req-42.abc");
+    // An id that is not a sane one is replaced.
+    let r = http()
+        .build()
+        .unwrap()
+        .get(format!("http://{addr}/health"))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.headers()["x-request-id"], "bad id with spaces");
 
     // SIGTERM: STOPPING=1, exit 0.
     signal(&child, "-TERM");
@@ -122,6 +147,22 @@ async fn sd_notify_ready_reload_watchdog_stopping_and_healthcheck() {
     let lines: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     assert_eq!(lines.len(), log.lines().count(), "every line is JSON: {log}");
     assert!(lines.iter().any(|l| l["message"] == "SIGHUP: reloaded LOG_LEVEL"), "{log}");
+    let requests: Vec<_> = lines.iter().filter(|l| l["message"] == "request").collect();
+    assert!(requests.len() >= 3, "{log}");
+    let token = requests
+        .iter()
+        .find(|l| l["request_id"] == "req-42.abc")
+        .expect("the request's line");
+    assert_eq!(
+        (token["method"].as_str(), token["path"].as_str()),
+        (Some("POST"), Some("/oauth/token"))
+    );
+    assert_eq!(
+        (token["route"].as_str(), token["status"].as_u64()),
+        (Some("/oauth/token"), Some(401))
+    );
+    assert!(token["duration_ms"].as_f64().is_some() && token["client"] == "127.0.0.1");
+    assert!(!log.contains("SECRET-DEVICE-CODE"), "{log}");
     // The server is down: the health check says so.
     let out = healthcheck(&addr).await;
     assert_eq!(out.status.code(), Some(1));

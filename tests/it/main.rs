@@ -11,6 +11,7 @@ mod durability;
 mod errors;
 mod flow;
 mod hostile;
+mod metrics;
 mod oauth2_client;
 mod providers;
 mod restart;

@@ -81,11 +81,16 @@ pub struct AuthProviderState {
 impl Actor for AuthProviderActor {
     type Msg = AuthProviderMsg;
     type State = AuthProviderState;
-    type Arguments = ServiceConfig;
+    type Arguments = (ServiceConfig, crate::metrics::ProviderCounters);
 
-    async fn pre_start(&self, _myself: ActorRef<AuthProviderMsg>, config: ServiceConfig) -> Result<AuthProviderState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<AuthProviderMsg>,
+        (config, counters): Self::Arguments,
+    ) -> Result<AuthProviderState, ActorProcessingErr> {
+        MAILBOX.reset();
         let calls = Calls::new(config.max_concurrent);
-        let upstream = Upstream::new("login_api", config)?;
+        let upstream = Upstream::new("login_api", config, counters)?;
         Ok(AuthProviderState {
             upstream: Arc::new(upstream),
             calls,
@@ -98,6 +103,7 @@ impl Actor for AuthProviderActor {
         msg: AuthProviderMsg,
         st: &mut AuthProviderState,
     ) -> Result<(), ActorProcessingErr> {
+        MAILBOX.received();
         match msg {
             AuthProviderMsg::Login { username, password, reply } => {
                 let up = st.upstream.clone();
@@ -112,6 +118,15 @@ impl Actor for AuthProviderActor {
             }
         }
         Ok(())
+    }
+}
+
+/// This actor's mailbox depth (see [`crate::metrics::Mailbox`]).
+static MAILBOX: crate::metrics::Mailbox = crate::metrics::Mailbox::new("auth_provider");
+
+impl crate::system::Tracked for AuthProviderMsg {
+    fn mailbox() -> &'static crate::metrics::Mailbox {
+        &MAILBOX
     }
 }
 

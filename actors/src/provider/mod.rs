@@ -14,6 +14,7 @@ pub mod retry;
 pub mod signature;
 pub mod token;
 
+use crate::metrics::{ProviderCounters, ProviderLabel, ProviderLabels};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -109,10 +110,11 @@ pub struct Upstream {
     name: &'static str,
     client: reqwest::Client,
     config: ServiceConfig,
+    counters: ProviderCounters,
 }
 
 impl Upstream {
-    pub fn new(name: &'static str, config: ServiceConfig) -> Result<Self, CallError> {
+    pub fn new(name: &'static str, config: ServiceConfig, counters: ProviderCounters) -> Result<Self, CallError> {
         install_tls_provider();
         let client = reqwest::Client::builder()
             .tls_danger_accept_invalid_certs(config.insecure_skip_verify)
@@ -125,7 +127,12 @@ impl Upstream {
             .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| CallError::Unreachable(format!("could not build the HTTP client: {e}")))?;
-        Ok(Self { name, client, config })
+        Ok(Self {
+            name,
+            client,
+            config,
+            counters,
+        })
     }
 
     /// The service URL with `path` appended to its path (for the token service's `/generate`
@@ -152,15 +159,34 @@ impl Upstream {
             None => parsed.path().to_owned(),
         };
         let deadline = tokio::time::Instant::now() + self.config.timeout;
+        let m = &self.counters;
         let calls = retry::run(
             self.config.retry,
             || self.attempt(parsed.clone(), &path_and_query, &body, deadline),
-            |e, wait| tracing::warn!(provider = self.name, error = %e, retry_in = ?wait, "upstream call failed; retrying"),
+            |e, wait| {
+                m.retries.get_or_create(&ProviderLabel { provider: self.name }).inc();
+                tracing::warn!(provider = self.name, error = %e, retry_in = ?wait, "upstream call failed; retrying")
+            },
         );
-        match tokio::time::timeout_at(deadline, calls).await {
+        let result = match tokio::time::timeout_at(deadline, calls).await {
             Ok(r) => r,
             Err(_) => Err(CallError::Timeout(self.config.timeout)),
-        }
+        };
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(CallError::Timeout(_)) => "timeout",
+            Err(CallError::Unreachable(_)) => "unreachable",
+            Err(CallError::Status(_)) => "http_error",
+            Err(CallError::BadReply(_)) => "bad_reply",
+            Err(_) => "error",
+        };
+        m.calls
+            .get_or_create(&ProviderLabels {
+                provider: self.name,
+                outcome,
+            })
+            .inc();
+        result
     }
 
     fn headers(&self, path_and_query: &str, body: &[u8]) -> HeaderMap {

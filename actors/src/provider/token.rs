@@ -110,15 +110,16 @@ pub struct TokenProviderState {
 impl Actor for TokenProviderActor {
     type Msg = TokenProviderMsg;
     type State = TokenProviderState;
-    type Arguments = ServiceConfig;
+    type Arguments = (ServiceConfig, crate::metrics::ProviderCounters);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<TokenProviderMsg>,
-        config: ServiceConfig,
+        (config, counters): Self::Arguments,
     ) -> Result<TokenProviderState, ActorProcessingErr> {
+        MAILBOX.reset();
         let (mints, validations) = (Calls::new(config.max_concurrent), Calls::new(config.max_concurrent));
-        let upstream = Upstream::new("token_api", config)?;
+        let upstream = Upstream::new("token_api", config, counters)?;
         Ok(TokenProviderState {
             upstream: Arc::new(upstream),
             mints,
@@ -132,6 +133,7 @@ impl Actor for TokenProviderActor {
         msg: TokenProviderMsg,
         st: &mut TokenProviderState,
     ) -> Result<(), ActorProcessingErr> {
+        MAILBOX.received();
         let up = st.upstream.clone();
         match msg {
             TokenProviderMsg::Generate {
@@ -155,6 +157,15 @@ impl Actor for TokenProviderActor {
             }),
         }
         Ok(())
+    }
+}
+
+/// This actor's mailbox depth (see [`crate::metrics::Mailbox`]).
+static MAILBOX: crate::metrics::Mailbox = crate::metrics::Mailbox::new("token_provider");
+
+impl crate::system::Tracked for TokenProviderMsg {
+    fn mailbox() -> &'static crate::metrics::Mailbox {
+        &MAILBOX
     }
 }
 
