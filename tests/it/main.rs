@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod common;
 mod daemon;
+mod demo_client;
 mod discovery;
 mod durability;
 mod errors;
