@@ -132,13 +132,20 @@ fn load_env_files() -> Result<(), String> {
 /// Changes the log filter of the running process (SIGHUP).
 type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
-fn init_logging(settings: &Settings) -> Result<LogReload, String> {
+/// Sets up logging. Lines are written by a dedicated thread (`tracing_appender`), so a slow
+/// stderr (a busy journald, a full pipe) never blocks the runtime; past 128k waiting lines new
+/// ones are dropped rather than waited for. The guard flushes what is queued when dropped.
+fn init_logging(settings: &Settings) -> Result<(LogReload, tracing_appender::non_blocking::WorkerGuard), String> {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_new(&settings.log_level).map_err(|e| format!("invalid value for LOG_LEVEL: {e}"))?;
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("authgate-log")
+        .finish(std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let registry = tracing_subscriber::registry().with(filter);
@@ -148,10 +155,11 @@ fn init_logging(settings: &Settings) -> Result<LogReload, String> {
         LogFormat::Text => registry.with(fmt).try_init(),
     };
     result.map_err(|e| e.to_string())?;
-    Ok(Box::new(move |level| {
+    let reload: LogReload = Box::new(move |level| {
         let filter = EnvFilter::try_new(level).map_err(|e| format!("invalid value for LOG_LEVEL: {e}"))?;
         handle.reload(filter).map_err(|e| e.to_string())
-    }))
+    });
+    Ok((reload, guard))
 }
 
 /// `LOG_LEVEL` as a reload sees it: from `--env-file` (re-read), else `./.env`, else the
@@ -202,7 +210,7 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    let reload = match init_logging(&cli.settings) {
+    let (reload, _log_guard) = match init_logging(&cli.settings) {
         Ok(r) => r,
         Err(e) => return fail(2, e),
     };

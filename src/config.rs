@@ -492,6 +492,33 @@ pub fn parse_header_name(s: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_example_env_file_lists_every_setting_with_its_default() {
+        use clap::CommandFactory;
+        let example = include_str!("../config/authgate.env.example");
+        let lines: Vec<&str> = example.lines().collect();
+        for arg in super::SettingsOnly::command().get_arguments() {
+            let Some(env) = arg.get_env().and_then(|e| e.to_str()) else {
+                continue;
+            };
+            let line = lines
+                .iter()
+                .position(|l| l.strip_prefix('#').unwrap_or(l).starts_with(&format!("{env}=")))
+                .unwrap_or_else(|| panic!("{env} is missing from config/authgate.env.example"));
+            // A comment above it, or above the block of settings it belongs to.
+            let block_start = lines[..line].iter().rposition(|l| !l.contains('=') || l.starts_with("# ")).unwrap_or(0);
+            assert!(lines[block_start].starts_with('#'), "{env} has no comment above it");
+            // A setting with a default shows that default (uncommented).
+            if let Some(default) = arg.get_default_values().first().and_then(|d| d.to_str()) {
+                assert_eq!(
+                    lines[line],
+                    format!("{env}={default}"),
+                    "{env}: the example should show the default"
+                );
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

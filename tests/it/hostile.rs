@@ -12,7 +12,7 @@ use crate::common::{ADMIN_PASSWORD, Person, TestServer, csrf_of};
 
 const XSS: &str = "<script>alert(1)</script>";
 
-const GETS: [&str; 17] = [
+const GETS: [&str; 20] = [
     "/",
     "/health",
     "/login",
@@ -30,12 +30,16 @@ const GETS: [&str; 17] = [
     "/oauth/tokeninfo",
     "/assets/..%2f..%2fCargo.toml",
     "/favicon.ico",
+    "/.well-known/oauth-authorization-server",
+    "/.well-known/jwks.json",
+    "/metrics",
 ];
 
-const POSTS: [&str; 17] = [
+const POSTS: [&str; 18] = [
     "/oauth/device/code",
     "/oauth/token",
     "/oauth/revoke",
+    "/oauth/introspect",
     "/login",
     "/device/verify",
     "/device/approve",
