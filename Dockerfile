@@ -2,8 +2,9 @@
 # Build: docker build --build-arg AUTHGATE_GIT_COMMIT=$(git rev-parse --short=12 HEAD) \
 #          --build-arg AUTHGATE_VERSION=0.1.0 -t authgate .
 # Run:   docker run -p 8080:8080 -v authgate-data:/data -e BASE_URL=https://auth.example.com authgate
-# Stop:  the server drains for up to 10 s after SIGTERM; give it more than Docker's default
-#        10 s (docker stop -t 15, or stop_grace_period: 15s in Compose).
+# Stop:  after SIGTERM the server usually exits within 2 s, but may take up to about 30 s in the
+#        worst case; give it more than Docker's default 10 s (docker stop -t 30, or
+#        stop_grace_period: 30s in Compose).
 # Lint:  scripts/check-packaging.sh runs hadolint on this file.
 
 ARG AUTHGATE_VERSION=0.1.0

@@ -144,6 +144,7 @@ fn init_logging(settings: &Settings) -> Result<(LogReload, tracing_appender::non
         .lossy(true)
         .thread_name("authgate-log")
         .finish(std::io::stderr());
+    crate::daemon::watch_log_drops(writer.error_counter());
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
@@ -224,22 +225,24 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli, reload: LogReload) -> ExitCode {
     match cli.command {
         Command::Server => {
+            let signals = crate::daemon::Signals::install();
             let server = match Server::start(cli.settings).await {
                 Ok(s) => s,
                 Err(e) => return fail(e.exit_code(), e),
             };
             crate::daemon::ready(server.addr);
             let env_file = cli.env_file.clone();
-            crate::daemon::run_until_stopped(|| {
-                let Some(level) = reload_log_level(env_file.as_deref()) else {
-                    return;
-                };
-                match reload(&level) {
-                    Ok(()) => tracing::info!(log_level = %level, "SIGHUP: reloaded LOG_LEVEL"),
-                    Err(e) => tracing::warn!("SIGHUP: kept the log level: {e}"),
-                }
-            })
-            .await;
+            signals
+                .run_until_stopped(|| {
+                    let Some(level) = reload_log_level(env_file.as_deref()) else {
+                        return;
+                    };
+                    match reload(&level) {
+                        Ok(()) => tracing::info!(log_level = %level, "SIGHUP: reloaded LOG_LEVEL"),
+                        Err(e) => tracing::warn!("SIGHUP: kept the log level: {e}"),
+                    }
+                })
+                .await;
             crate::daemon::stopping();
             server.shutdown().await;
             ExitCode::SUCCESS

@@ -61,8 +61,8 @@ pub struct Settings {
     #[arg(long, env = "JWT_PRIVATE_KEY_FILE", value_name = "PATH", global = true)]
     pub jwt_private_key_file: Option<PathBuf>,
 
-    /// Bearer token GET /metrics requires; unset, /metrics is open (keep it off the public network)
-    #[arg(long, env = "METRICS_TOKEN", hide_env_values = true, global = true)]
+    /// Bearer token GET /metrics requires (at least 32 bytes); unset, /metrics is open (keep it off the public network)
+    #[arg(long, env = "METRICS_TOKEN", hide_env_values = true, value_parser = parse_secret, global = true)]
     pub metrics_token: Option<String>,
 
     /// Key for session cookies (at least 32 bytes); generated and kept in the database if unset
@@ -332,7 +332,6 @@ impl Settings {
         }
     }
 
-    /// Whether the public URL is https (cookies become `Secure` and `__Host-` prefixed).
     /// The signing-key settings, with `JWT_SECRET` (configured or generated).
     pub fn key_options(&self, secret: Vec<u8>) -> KeyOptions {
         KeyOptions {
@@ -344,6 +343,7 @@ impl Settings {
         }
     }
 
+    /// Whether the public URL is https (cookies become `Secure` and `__Host-` prefixed).
     pub fn secure(&self) -> bool {
         self.base_url.starts_with("https://")
     }
@@ -506,7 +506,10 @@ mod tests {
                 .position(|l| l.strip_prefix('#').unwrap_or(l).starts_with(&format!("{env}=")))
                 .unwrap_or_else(|| panic!("{env} is missing from config/authgate.env.example"));
             // A comment above it, or above the block of settings it belongs to.
-            let block_start = lines[..line].iter().rposition(|l| !l.contains('=') || l.starts_with("# ")).unwrap_or(0);
+            let block_start = lines[..line]
+                .iter()
+                .rposition(|l| !l.contains('=') || l.starts_with("# "))
+                .unwrap_or(0);
             assert!(lines[block_start].starts_with('#'), "{env} has no comment above it");
             // A setting with a default shows that default (uncommented).
             if let Some(default) = arg.get_default_values().first().and_then(|d| d.to_str()) {

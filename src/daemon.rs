@@ -37,41 +37,77 @@ fn notify(state: &[NotifyState]) {
     }
 }
 
-/// Waits for SIGTERM or SIGINT. Each SIGHUP meanwhile calls `reload` (between systemd's
-/// RELOADING=1 and READY=1).
-pub async fn run_until_stopped(reload: impl Fn()) {
+/// The log writer's count of dropped lines, once logging is set up.
+static LOG_DROPS: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> = std::sync::OnceLock::new();
+
+pub fn watch_log_drops(counter: tracing_appender::non_blocking::ErrorCounter) {
+    let _ = LOG_DROPS.set(counter);
+}
+
+/// Log lines dropped so far because the writer thread was too far behind.
+pub fn dropped_log_lines() -> Option<u64> {
+    LOG_DROPS.get().map(|c| c.dropped_lines() as u64)
+}
+
+/// The signals a service manager sends, listened for from before start-up (so an early
+/// SIGTERM or SIGHUP is not fatal: it waits here until the server runs).
+pub struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
-            tracing::warn!("cannot listen for SIGTERM/SIGHUP; only Ctrl-C stops the server");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {
-                    tracing::info!("SIGINT received; shutting down");
-                    return;
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    pub fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let streams = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+                (Ok(term), Ok(hup)) => Some((term, hup)),
+                _ => {
+                    tracing::warn!("cannot listen for SIGTERM/SIGHUP; only Ctrl-C stops the server");
+                    None
                 }
-                _ = term.recv() => {
-                    tracing::info!("SIGTERM received; shutting down");
-                    return;
-                }
-                _ = hup.recv() => {
-                    let now = NotifyState::monotonic_usec_now().ok();
-                    let mut states = vec![NotifyState::Reloading];
-                    states.extend(now);
-                    notify(&states);
-                    reload();
-                    notify(&[NotifyState::Ready]);
+            };
+            Signals { streams }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// Waits for SIGTERM or SIGINT. Each SIGHUP meanwhile calls `reload` (between systemd's
+    /// RELOADING=1 and READY=1).
+    pub async fn run_until_stopped(self, reload: impl Fn()) {
+        #[cfg(unix)]
+        {
+            let Some((mut term, mut hup)) = self.streams else {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {
+                        tracing::info!("SIGINT received; shutting down");
+                        return;
+                    }
+                    _ = term.recv() => {
+                        tracing::info!("SIGTERM received; shutting down");
+                        return;
+                    }
+                    _ = hup.recv() => {
+                        let now = NotifyState::monotonic_usec_now().ok();
+                        let mut states = vec![NotifyState::Reloading];
+                        states.extend(now);
+                        notify(&states);
+                        reload();
+                        notify(&[NotifyState::Ready]);
+                    }
                 }
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = reload;
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = reload;
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use authgate_actors::device::DeviceConfig;
@@ -175,6 +176,19 @@ impl Server {
 /// How long, at shutdown, connections that have not finished a request yet get to send one
 /// (answered with `Connection: close`) before idle ones are closed.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(1000);
+/// At most this long, at shutdown, taking connections already queued in the kernel.
+const BACKLOG_DRAIN_LIMIT: Duration = Duration::from_millis(200);
+
+/// Marks a connection's first request (or its end) once, for the shutdown grace.
+struct FirstRequest(AtomicBool, Arc<AtomicUsize>);
+
+impl FirstRequest {
+    fn arrived(&self) {
+        if !self.0.swap(true, Ordering::Relaxed) {
+            self.1.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
 
 async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
@@ -186,11 +200,17 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<b
     // connections wait in the kernel's backlog instead of costing memory here.
     let max = app.settings.max_connections as usize;
     let connections = Arc::new(tokio::sync::Semaphore::new(max));
+    // Connections that have not yet sent a request (what the shutdown grace waits for).
+    let fresh = Arc::new(AtomicUsize::new(0));
     let serve_one = |stream: tokio::net::TcpStream, peer: SocketAddr, permit: Option<tokio::sync::OwnedSemaphorePermit>| {
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        fresh.fetch_add(1, Ordering::Relaxed);
+        let first = Arc::new(FirstRequest(AtomicBool::new(false), fresh.clone()));
+        let seen = first.clone();
         let service = service_fn(move |req: crate::http::Request| {
             let app = app.clone();
+            seen.arrived();
             crate::http::PEER.scope(peer, async move { Ok::<_, Infallible>(app.handle(req).await) })
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
@@ -199,6 +219,7 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<b
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            first.arrived();
         });
     };
     loop {
@@ -224,15 +245,22 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<b
     // From here every answer says `Connection: close`.
     app.draining.store(true, std::sync::atomic::Ordering::Relaxed);
     // Connections the kernel has completed but nobody accepted yet would be reset when the
-    // socket closes: take them all first.
-    while let Ok(Ok((stream, peer))) = tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+    // socket closes: take them first (within bounds, should clients keep arriving).
+    let until = tokio::time::Instant::now() + BACKLOG_DRAIN_LIMIT;
+    for _ in 0..max {
+        let Ok(Ok((stream, peer))) = tokio::time::timeout(Duration::ZERO, listener.accept()).await else {
+            break;
+        };
         serve_one(stream, peer, connections.clone().try_acquire_owned().ok());
+        if tokio::time::Instant::now() >= until {
+            break;
+        }
     }
     drop(listener);
     // A connection accepted a moment ago may not have sent its request yet, and a graceful
-    // shutdown closes a connection with no request in progress at once: give them a moment.
+    // shutdown closes a connection with no request in progress at once: give those a moment.
     let grace = tokio::time::Instant::now() + FIRST_REQUEST_GRACE;
-    while connections.available_permits() < max && tokio::time::Instant::now() < grace {
+    while fresh.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < grace {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown()).await.is_err() {

@@ -186,11 +186,11 @@ impl DeviceBook {
         self.by_hash.is_empty()
     }
 
-    /// Codes still waiting for a person's decision.
-    pub fn pending(&self) -> usize {
+    /// Unexpired codes still waiting for a person's decision.
+    pub fn pending(&self, now: Millis) -> usize {
         self.by_hash
             .values()
-            .filter(|e| matches!(e.state, State::Pending | State::Deciding))
+            .filter(|e| matches!(e.state, State::Pending | State::Deciding) && e.expires_at_ms > now)
             .count()
     }
 
@@ -355,8 +355,8 @@ pub enum DeviceMsg {
     },
     /// How many authorizations are held (for health and benchmarks).
     Count { reply: RpcReplyPort<usize> },
-    /// How many wait for a person's decision (for `/metrics`).
-    CountPending { reply: RpcReplyPort<usize> },
+    /// How many unexpired codes wait for a person's decision (for `/metrics`).
+    CountPending { now: Millis, reply: RpcReplyPort<usize> },
     /// Internal: a write this actor applied in memory has committed (or failed).
     Committed { key: Digest32, change: Committed },
     /// Internal: sweep expired codes.
@@ -468,8 +468,8 @@ impl Actor for DeviceActor {
             DeviceMsg::Count { reply } => {
                 let _ = reply.send(st.book.len());
             }
-            DeviceMsg::CountPending { reply } => {
-                let _ = reply.send(st.book.pending());
+            DeviceMsg::CountPending { now, reply } => {
+                let _ = reply.send(st.book.pending(now));
             }
             DeviceMsg::Committed { key, change } => st.committed(key, change),
             DeviceMsg::Sweep => st.sweep(),
@@ -690,12 +690,17 @@ impl DeviceState {
         let ops = expired.iter().map(|k| Op::delete(Table::DeviceCodes, k.to_vec())).collect();
         let mut unredeemed = 0;
         for k in &expired {
-            if self.book.by_hash.get(k).is_some_and(|e| !matches!(e.state, State::Denied)) {
+            if self
+                .book
+                .by_hash
+                .get(k)
+                .is_some_and(|e| matches!(e.state, State::Pending | State::Deciding))
+            {
                 unredeemed += 1;
             }
             self.book.remove(k);
         }
-        // Denied codes were counted when denied; the rest ran out of time.
+        // Codes nobody decided on ran out of time (decided ones were counted as decided).
         crate::metrics::Metrics::count(&self.actors.metrics().device_codes, "expired", unredeemed);
         tracing::debug!(count = expired.len(), "expired device codes swept");
         let done = self.store.submit(ops);

@@ -134,9 +134,16 @@ struct StoredKeyring {
     /// The public key of whatever signed last (generated or from a file), so a change of
     /// signer retires it; `None` while HS256 signs.
     signer: Option<Jwk>,
-    /// `JWT_EXPIRATION` when `signer` last signed.
+    /// The longest `JWT_EXPIRATION` `signer` has signed with.
     signer_ttl: Secs,
     retired: Vec<RetiredKey>,
+    /// Once HS256 no longer signs: when the last token `JWT_SECRET` signed expires (after
+    /// that, HS256 tokens are refused). `None` while HS256 signs.
+    #[serde(default)]
+    hmac_until: Option<Secs>,
+    /// The longest `JWT_EXPIRATION` HS256 has signed with.
+    #[serde(default)]
+    hmac_ttl: Secs,
 }
 
 /// The keys shared by the signer (the token actor) and the verifiers (the HTTP front end).
@@ -150,6 +157,8 @@ struct Keyring {
     kid: Option<String>,
     encoding: EncodingKey,
     hmac: DecodingKey,
+    /// HS256 tokens verify until then (Unix seconds), when HS256 no longer signs.
+    hmac_until: Option<Secs>,
     /// Asymmetric keys that verify, by `kid` (the signer's and the retired ones).
     public: HashMap<String, (Algorithm, DecodingKey)>,
     issuer: String,
@@ -164,7 +173,8 @@ fn now_secs() -> Secs {
 impl JwtKeys {
     /// HS256 with `secret`, nothing else: tests and the seed behaviour.
     pub fn new(secret: &[u8], issuer: &str) -> Self {
-        Self::build(SigningAlg::HS256, None, EncodingKey::from_secret(secret), secret, issuer, &[]).unwrap_or_else(|_| unreachable_hmac())
+        Self::build(SigningAlg::HS256, None, EncodingKey::from_secret(secret), secret, issuer, &[], None)
+            .unwrap_or_else(|_| unreachable_hmac())
     }
 
     fn build(
@@ -174,6 +184,7 @@ impl JwtKeys {
         secret: &[u8],
         issuer: &str,
         retired: &[RetiredKey],
+        hmac_until: Option<Secs>,
     ) -> Result<Self, KeyError> {
         let mut public = HashMap::new();
         let mut set = Vec::new();
@@ -201,6 +212,7 @@ impl JwtKeys {
                 kid: signer.and_then(|j| j.common.key_id.clone()),
                 encoding,
                 hmac: DecodingKey::from_secret(secret),
+                hmac_until,
                 public,
                 issuer: issuer.to_owned(),
                 jwks,
@@ -244,7 +256,12 @@ impl JwtKeys {
         // The key decides the algorithm, never the token: an HS256 token verifies only with
         // the secret, an asymmetric one only with the key its `kid` names, of that key's type.
         let (alg, key) = match header.alg {
-            Algorithm::HS256 => (Algorithm::HS256, &self.inner.hmac),
+            Algorithm::HS256 => {
+                if self.inner.hmac_until.is_some_and(|until| now_secs() >= until) {
+                    return None;
+                }
+                (Algorithm::HS256, &self.inner.hmac)
+            }
             alg => {
                 let (key_alg, key) = self.inner.public.get(header.kid.as_deref()?)?;
                 (*key_alg == alg).then_some(())?;
@@ -291,21 +308,30 @@ impl JwtKeys {
             },
         };
         let new_kid = signer.as_ref().and_then(|j| j.common.key_id.clone());
-        if let Some(old) = ring.signer.take()
-            && old.common.key_id != new_kid
-        {
-            let until = now + ttl.max(ring.signer_ttl);
-            tracing::info!(
-                kid = old.common.key_id.as_deref().unwrap_or(""),
-                until,
-                "retired the previous signing key"
-            );
-            ring.retired.push(RetiredKey { jwk: old, until });
+        match ring.signer.take() {
+            Some(old) if old.common.key_id != new_kid => {
+                let until = now + ttl.max(ring.signer_ttl);
+                tracing::info!(
+                    kid = old.common.key_id.as_deref().unwrap_or(""),
+                    until,
+                    "retired the previous signing key"
+                );
+                ring.retired.push(RetiredKey { jwk: old, until });
+                ring.signer_ttl = ttl;
+            }
+            Some(_) => ring.signer_ttl = ring.signer_ttl.max(ttl),
+            None => ring.signer_ttl = ttl,
+        }
+        if options.alg.asymmetric() {
+            // HS256 signed until now (or never): its tokens verify until they expire.
+            ring.hmac_until.get_or_insert(now + ttl.max(ring.hmac_ttl));
+        } else {
+            ring.hmac_until = None;
+            ring.hmac_ttl = ring.hmac_ttl.max(ttl);
         }
         ring.retired.retain(|r| r.until > now && r.jwk.common.key_id != new_kid);
         ring.current = generated;
         ring.signer = signer.clone();
-        ring.signer_ttl = ttl;
         write_keyring(store, &ring).await?;
         if let Some(kid) = &new_kid {
             tracing::info!(alg = %options.alg, kid, "signing access tokens");
@@ -317,6 +343,7 @@ impl JwtKeys {
             &options.secret,
             &options.issuer,
             &ring.retired,
+            ring.hmac_until,
         )
     }
 }
@@ -456,6 +483,7 @@ fn unreachable_hmac() -> JwtKeys {
             kid: None,
             encoding: EncodingKey::from_secret(&[]),
             hmac: DecodingKey::from_secret(&[]),
+            hmac_until: None,
             public: HashMap::new(),
             issuer: String::new(),
             jwks: r#"{"keys":[]}"#.into(),
@@ -525,6 +553,12 @@ mod tests {
         assert!(hs_keys.kid().is_none());
         let es = JwtKeys::load(&store, options(SigningAlg::ES256)).await.unwrap();
         assert!(es.verify(&hs_token).is_some());
+        // ...but not forever: once the last HS256 token has expired, HS256 is refused.
+        let mut ring = read_keyring(&store).await.unwrap();
+        ring.hmac_until = Some(now_secs() - 1);
+        write_keyring(&store, &ring).await.unwrap();
+        let es = JwtKeys::load(&store, options(SigningAlg::ES256)).await.unwrap();
+        assert!(es.verify(&hs_token).is_none());
         assert!(rotate(&store, &options(SigningAlg::HS256)).await.is_err());
         store.close();
     }
@@ -538,7 +572,7 @@ mod tests {
             created_at: 0,
         };
         let (encoding, jwk) = from_generated(&key).unwrap();
-        let keys = JwtKeys::build(SigningAlg::RS256, Some(&jwk), encoding, b"s", "http://issuer", &[]).unwrap();
+        let keys = JwtKeys::build(SigningAlg::RS256, Some(&jwk), encoding, b"s", "http://issuer", &[], None).unwrap();
         let token = keys.sign(&claims(now_secs() + 60)).unwrap();
         assert!(keys.verify(&token).is_some());
         assert_eq!("EdDSA".parse::<SigningAlg>(), Ok(SigningAlg::EdDSA));

@@ -74,8 +74,9 @@ pub async fn ask_within<M: Tracked, R: Send + 'static>(
 ) -> Result<R, OAuthError> {
     M::mailbox().sent();
     let result = actor.call(build, Some(timeout)).await;
-    if matches!(result, Ok(CallResult::SenderError) | Err(_)) {
-        // Not delivered (the call's own errors come before the message is queued).
+    if result.is_err() {
+        // Not delivered. (`SenderError` means delivered, its reply port dropped: the actor
+        // counted it when handling it.)
         M::mailbox().received();
     }
     match result {

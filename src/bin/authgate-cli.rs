@@ -113,29 +113,46 @@ fn default_token_file() -> PathBuf {
     config.join("authgate").join("tokens.json")
 }
 
-/// The token file: every login of this user, keyed by server and client.
+/// The token file: every login of this user, keyed by server and client. Held under an
+/// exclusive lock (a `.lock` file beside it) from reading to the last write, so two runs at
+/// once neither lose each other's entries nor refresh the same refresh token twice (which,
+/// with rotation on, the server would take for reuse and revoke).
 struct TokenFile {
     path: PathBuf,
     entries: BTreeMap<String, Stored>,
+    _lock: std::fs::File,
 }
 
 impl TokenFile {
     fn open(path: Option<PathBuf>) -> Result<TokenFile, Error> {
         let path = path.unwrap_or_else(default_token_file);
+        let fail = |reason: String| Error::File {
+            path: path.clone(),
+            reason,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(dir).map_err(|e| fail(e.to_string()))?;
+        }
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.with_extension("json.lock"))
+            .map_err(|e| fail(format!("cannot open its lock file: {e}")))?;
+        lock.lock().map_err(|e| fail(format!("cannot lock it: {e}")))?;
         let entries = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::File {
                 path: path.clone(),
                 reason: format!("not a token file ({e}); delete it to start over"),
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => {
-                return Err(Error::File {
-                    path,
-                    reason: e.to_string(),
-                });
-            }
+            Err(e) => return Err(fail(e.to_string())),
         };
-        Ok(TokenFile { path, entries })
+        Ok(TokenFile {
+            path,
+            entries,
+            _lock: lock,
+        })
     }
 
     /// Writes the whole file anew (a private temporary file renamed over the old one).
@@ -144,10 +161,7 @@ impl TokenFile {
             path: self.path.clone(),
             reason: e.to_string(),
         };
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            create_private_dir(dir).map_err(fail)?;
-        }
-        let tmp = self.path.with_extension("json.tmp");
+        let tmp = self.path.with_extension(format!("json.{}.tmp", std::process::id()));
         let body = serde_json::to_vec_pretty(&self.entries).map_err(|e| fail(std::io::Error::other(e)))?;
         let _ = std::fs::remove_file(&tmp);
         let mut f = private_file(&tmp).map_err(fail)?;
@@ -264,8 +278,8 @@ impl Client {
         let field = |name: &str| code[name].as_str().unwrap_or_default().to_owned();
         let (device_code, user_code, uri) = (field("device_code"), field("user_code"), field("verification_uri"));
         let complete = code["verification_uri_complete"].as_str().map(str::to_owned);
-        let mut interval = code["interval"].as_u64().unwrap_or(5).max(1);
-        let deadline = now() + code["expires_in"].as_u64().unwrap_or(600);
+        let mut interval = code["interval"].as_u64().unwrap_or(5).clamp(1, 300);
+        let deadline = now().saturating_add(code["expires_in"].as_u64().unwrap_or(600));
         println!("To sign in, open {uri}");
         println!("and enter the code: {user_code}");
         if let (true, Some(url)) = (qr, complete.as_deref()) {
@@ -300,7 +314,11 @@ impl Client {
                 Ok(body) => return Ok(stored_from(&body, None)),
                 Err(Error::OAuth { error, .. }) if error == "authorization_pending" => {}
                 // RFC 8628 §3.5: add 5 seconds to the interval for this and later polls.
-                Err(Error::OAuth { error, .. }) if error == "slow_down" => interval += 5,
+                Err(Error::OAuth { error, .. }) if error == "slow_down" => interval = (interval + 5).min(300),
+                // The network or the server hiccuped: the person may be approving right now, so
+                // keep polling until the code expires.
+                Err(Error::Http(e)) => eprintln!("(poll failed: {e}; retrying)"),
+                Err(Error::OAuth { error, .. }) if error == "temporarily_unavailable" || error == "server_error" => {}
                 Err(e) => return Err(e),
             }
             if now() > deadline {
@@ -318,7 +336,7 @@ fn stored_from(body: &Value, old_refresh: Option<String>) -> Stored {
         access_token: body["access_token"].as_str().unwrap_or_default().to_owned(),
         // Without rotation the server sends no new refresh token: the old one stays valid.
         refresh_token: body["refresh_token"].as_str().map(str::to_owned).or(old_refresh),
-        expires_at: now() + body["expires_in"].as_u64().unwrap_or(0),
+        expires_at: now().saturating_add(body["expires_in"].as_u64().unwrap_or(0)),
         scope: body["scope"].as_str().unwrap_or_default().to_owned(),
     }
 }
@@ -381,6 +399,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
                         );
                         return Ok(());
                     }
+                    // Unreachable server: keep the stored login, it may work again.
+                    Err(e @ Error::Http(_)) => return Err(e),
                     Err(e) => eprintln!("Stored login no longer works ({e}); signing in again."),
                 }
             }

@@ -74,7 +74,9 @@ pub fn metadata(app: &App) -> Response {
 /// `GET /.well-known/jwks.json`: the signing key and the retired keys that still verify
 /// (none with HS256, whose key is secret).
 pub fn jwks(app: &App) -> Response {
-    public(bytes(StatusCode::OK, JWK_SET, app.keys.jwks().to_owned()), "public, max-age=300")
+    // Short: after a key rotation (a restart) resource servers see the new key within a minute
+    // even if they do not refetch on an unknown `kid`.
+    public(bytes(StatusCode::OK, JWK_SET, app.keys.jwks().to_owned()), "public, max-age=60")
 }
 
 /// A CORS preflight for the two documents above.

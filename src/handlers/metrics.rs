@@ -50,7 +50,11 @@ pub async fn metrics_page(app: &App, req: Request) -> Response {
     );
     let pending = Gauge::<i64>::default();
     if let Ok(device) = app.actors.device()
-        && let Ok(n) = ask(&device, |reply| DeviceMsg::CountPending { reply }).await
+        && let Ok(n) = ask(&device, |reply| DeviceMsg::CountPending {
+            now: authgate_actors::now_ms(),
+            reply,
+        })
+        .await
     {
         pending.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
@@ -64,6 +68,17 @@ pub async fn metrics_page(app: &App, req: Request) -> Response {
         1,
     )]);
     system.register("build_info", "Version of the running server", build);
+    if let Some(dropped) = crate::daemon::dropped_log_lines() {
+        system.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log writer was too far behind",
+            {
+                let c = prometheus_client::metrics::counter::Counter::<u64>::default();
+                c.inc_by(dropped);
+                c
+            },
+        );
+    }
     app.store.stats().commit_metrics.register(&mut system);
     match app.actors.metrics().render(&system) {
         Ok(text) => no_store(bytes(StatusCode::OK, OPENMETRICS, text)),
