@@ -5,9 +5,8 @@ use authgate_actors::system::Actors;
 use authgate_actors::token::JwtKeys;
 use std::time::Duration;
 
-use authgate_actors::metrics::{HttpLabels, RouteLabel};
 use authgate_actors::{ErrorCode, OAuthError};
-use hyper::header::{ALLOW, CONNECTION, HeaderName, HeaderValue, RETRY_AFTER};
+use hyper::header::{ALLOW, CONNECTION, HeaderValue, RETRY_AFTER};
 use hyper::{Method, StatusCode};
 
 use crate::config::Settings;
@@ -16,6 +15,7 @@ use crate::http::cookies::CookieKeys;
 use crate::http::form;
 use crate::http::guard::{Guard, client_addr, secure_headers};
 use crate::http::response::{oauth_error, redirect};
+use crate::http::telemetry::{HttpMetrics, X_REQUEST_ID, method_index, method_name, request_id};
 use crate::http::{Request, Response};
 use crate::render::Pages;
 
@@ -92,58 +92,33 @@ const ROUTES: [(&str, Route); 32] = [
     ("/metrics", Route::Metrics),
 ];
 
-fn routes() -> Result<matchit::Router<Route>, matchit::InsertError> {
+/// Each route's metrics label, by its index in [`ROUTES`]; the last is for unmatched paths.
+static ROUTE_NAMES: [&str; ROUTES.len() + 1] = {
+    let mut names = ["unmatched"; ROUTES.len() + 1];
+    let mut i = 0;
+    while i < ROUTES.len() {
+        names[i] = ROUTES[i].0;
+        i += 1;
+    }
+    names
+};
+
+/// The router answers a route's index in [`ROUTES`].
+fn routes() -> Result<matchit::Router<usize>, matchit::InsertError> {
     let mut r = matchit::Router::new();
-    for (path, route) in ROUTES {
-        r.insert(path, route)?;
+    for (i, (path, _)) in ROUTES.iter().enumerate() {
+        r.insert(*path, i)?;
     }
     Ok(r)
 }
 
-impl Route {
-    /// The route's path pattern.
-    fn pattern(self) -> &'static str {
-        ROUTES.iter().find(|(_, r)| *r == self).map_or("unmatched", |(p, _)| p)
-    }
-}
-
 /// A request's route and path parameters.
 struct Found {
+    index: usize,
     route: Route,
     file: Option<String>,
     id: String,
     action: String,
-}
-
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The method as a metrics label (a fixed set, so a client cannot grow the label space).
-fn method_label(m: &Method) -> &'static str {
-    match *m {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::OPTIONS => "OPTIONS",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        _ => "other",
-    }
-}
-
-/// The caller's `X-Request-Id` when it is a sane one (1 to 128 of `A-Za-z0-9-_.:`), else a
-/// new id: a random per-process prefix and a counter.
-fn request_id(headers: &hyper::HeaderMap) -> HeaderValue {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static PREFIX: std::sync::LazyLock<u32> = std::sync::LazyLock::new(rand::random);
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    if let Some(v) = headers.get(X_REQUEST_ID)
-        && (1..=128).contains(&v.len())
-        && v.as_bytes().iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
-    {
-        return v.clone();
-    }
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_str(&format!("{:08x}-{n:x}", *PREFIX)).unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// Shared, read-only handles; one per server, behind an `Arc`.
@@ -159,7 +134,9 @@ pub struct App {
     pub metadata: String,
     /// Set at shutdown: answers close their connections.
     pub draining: std::sync::atomic::AtomicBool,
-    router: matchit::Router<Route>,
+    router: matchit::Router<usize>,
+    /// Request counts and latencies by route.
+    pub http_metrics: HttpMetrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +160,7 @@ impl App {
             draining: std::sync::atomic::AtomicBool::new(false),
             settings,
             router: routes()?,
+            http_metrics: HttpMetrics::new(&ROUTE_NAMES),
         })
     }
 
@@ -201,15 +179,18 @@ impl App {
     /// security headers to whatever answers.
     pub async fn handle(&self, req: Request) -> Response {
         let started = std::time::Instant::now();
-        let found = self.router.at(req.uri().path()).ok().map(|m| Found {
-            route: *m.value,
-            file: m.params.get("file").map(str::to_owned),
-            id: m.params.get("id").map(str::to_owned).unwrap_or_default(),
-            action: m.params.get("action").map(str::to_owned).unwrap_or_default(),
+        let found = self.router.at(req.uri().path()).ok().and_then(|m| {
+            Some(Found {
+                index: *m.value,
+                route: ROUTES.get(*m.value)?.1,
+                file: m.params.get("file").map(str::to_owned),
+                id: m.params.get("id").map(str::to_owned).unwrap_or_default(),
+                action: m.params.get("action").map(str::to_owned).unwrap_or_default(),
+            })
         });
         let route = found.as_ref().map(|f| f.route);
-        let label = route.map_or("unmatched", Route::pattern);
-        let method = method_label(req.method());
+        let index = found.as_ref().map_or(ROUTES.len(), |f| f.index);
+        let method = method_index(req.method());
         let request_id = request_id(req.headers());
         // Only what the access log needs, and only when it is written.
         let logged = tracing::enabled!(target: "access", tracing::Level::INFO).then(|| (req.uri().path().to_owned(), self.addr(&req)));
@@ -227,24 +208,14 @@ impl App {
         }
         let status = r.status().as_u16();
         let elapsed = started.elapsed();
-        let m = self.actors.metrics();
-        m.http_requests
-            .get_or_create(&HttpLabels {
-                route: label,
-                method,
-                status,
-            })
-            .inc();
-        m.http_duration
-            .get_or_create(&RouteLabel { route: label })
-            .observe(elapsed.as_secs_f64());
+        self.http_metrics.record(index, method, status, elapsed.as_secs_f64());
         if let Some((path, addr)) = logged {
             tracing::info!(
                 target: "access",
                 request_id = request_id.to_str().unwrap_or_default(),
-                method,
+                method = method_name(method),
                 path,
-                route = label,
+                route = ROUTE_NAMES.get(index).copied().unwrap_or("unmatched"),
                 status,
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 client = %addr.map_or_else(String::new, |a| a.to_string()),
@@ -293,7 +264,10 @@ impl App {
     /// passed down; handlers that read a body take the time once the body is complete.
     async fn route(&self, req: Request, found: Option<Found>) -> Response {
         let now = authgate_actors::now_ms();
-        let Some(Found { route, file, id, action }) = found else {
+        let Some(Found {
+            route, file, id, action, ..
+        }) = found
+        else {
             return self
                 .pages
                 .error(StatusCode::NOT_FOUND, "Page not found", "There is nothing at this address.", None);

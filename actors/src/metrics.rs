@@ -19,18 +19,6 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::audit::EventKind;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HttpLabels {
-    pub route: &'static str,
-    pub method: &'static str,
-    pub status: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabel {
-    pub route: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
@@ -51,17 +39,13 @@ pub struct ActorLabel {
     pub actor: &'static str,
 }
 
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
-
-fn latency_histogram() -> Histogram {
-    // 100 µs to ~13 s.
+/// A latency histogram: 100 µs to ~13 s.
+pub fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.5, 14))
 }
 
 pub struct Metrics {
     registry: Registry,
-    pub http_requests: Family<HttpLabels, Counter>,
-    pub http_duration: HistogramFamily<RouteLabel>,
     /// issued, approved, denied, expired.
     pub device_codes: Family<OutcomeLabel, Counter>,
     /// pending, slow_down, success, denied, expired, invalid.
@@ -121,8 +105,6 @@ impl Metrics {
     pub fn new() -> Self {
         let m = Metrics {
             registry: Registry::default(),
-            http_requests: Family::default(),
-            http_duration: Family::new_with_constructor(latency_histogram),
             device_codes: Family::default(),
             polls: Family::default(),
             tokens: Family::default(),
@@ -130,17 +112,6 @@ impl Metrics {
             provider: ProviderCounters::default(),
         };
         let mut r = Registry::with_prefix("authgate");
-        r.register(
-            "http_requests",
-            "HTTP requests by route, method and status",
-            m.http_requests.clone(),
-        );
-        r.register_with_unit(
-            "http_request_duration",
-            "Time to answer an HTTP request, by route",
-            Unit::Seconds,
-            m.http_duration.clone(),
-        );
         r.register(
             "device_codes",
             "Device authorizations by what happened to them",
@@ -189,12 +160,14 @@ impl Metrics {
         }
     }
 
-    /// The OpenMetrics text of the process-wide metrics followed by `system`'s (a registry
-    /// built for this scrape).
-    pub fn render(&self, system: &Registry) -> Result<String, std::fmt::Error> {
+    /// The OpenMetrics text of these metrics followed by `others`' (the front end's, and a
+    /// registry built for this scrape).
+    pub fn render(&self, others: &[&Registry]) -> Result<String, std::fmt::Error> {
         let mut out = String::with_capacity(16 * 1024);
         prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)?;
-        prometheus_client::encoding::text::encode_registry(&mut out, system)?;
+        for r in others {
+            prometheus_client::encoding::text::encode_registry(&mut out, r)?;
+        }
         prometheus_client::encoding::text::encode_eof(&mut out)?;
         Ok(out)
     }

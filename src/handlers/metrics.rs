@@ -80,7 +80,7 @@ pub async fn metrics_page(app: &App, req: Request) -> Response {
         );
     }
     app.store.stats().commit_metrics.register(&mut system);
-    match app.actors.metrics().render(&system) {
+    match app.actors.metrics().render(&[app.http_metrics.registry(), &system]) {
         Ok(text) => no_store(bytes(StatusCode::OK, OPENMETRICS, text)),
         Err(_) => bytes(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "could not render the metrics\n"),
     }

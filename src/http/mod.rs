@@ -4,6 +4,7 @@ pub mod cookies;
 pub mod form;
 pub mod guard;
 pub mod response;
+pub mod telemetry;
 
 use bytes::Bytes;
 use http_body_util::Full;
