@@ -14,7 +14,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d /tmp/authgate-profile.XXXXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 env -i PATH="$PATH" SERVER_ADDR="127.0.0.1:$PORT" DATABASE_PATH="$WORK/p.redb" POLLING_INTERVAL=1s \
-    ADMIN_PASSWORD=profile-password LOG_LEVEL=warn DEVICE_CODE_RATE_LIMIT=1000000 \
+    ADMIN_PASSWORD=profile-password LOG_LEVEL="${LOG_LEVEL:-warn}" DEVICE_CODE_RATE_LIMIT=1000000 \
     valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" "$TARGET/profiling/authgate" server \
     >"$WORK/server.log" 2>&1 &
 VG=$!

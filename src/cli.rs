@@ -133,7 +133,7 @@ fn load_env_files() -> Result<(), String> {
 type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// Sets up logging. Lines are written by a dedicated thread (`tracing_appender`), so a slow
-/// stderr (a busy journald, a full pipe) never blocks the runtime; past 128k waiting lines new
+/// stderr (a busy journald, a full pipe) never blocks the runtime; past 16k waiting lines new
 /// ones are dropped rather than waited for. The guard flushes what is queued when dropped.
 fn init_logging(settings: &Settings) -> Result<(LogReload, tracing_appender::non_blocking::WorkerGuard), String> {
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -142,6 +142,8 @@ fn init_logging(settings: &Settings) -> Result<(LogReload, tracing_appender::non
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
+        // The queue is allocated up front (about 32 bytes a slot): 16k lines, not the default 128k.
+        .buffered_lines_limit(16 * 1024)
         .thread_name("authgate-log")
         .finish(std::io::stderr());
     crate::daemon::watch_log_drops(writer.error_counter());
