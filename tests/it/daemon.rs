@@ -161,7 +161,7 @@ async fn sd_notify_ready_reload_watchdog_stopping_and_healthcheck() {
         (token["route"].as_str(), token["status"].as_u64()),
         (Some("/oauth/token"), Some(401))
     );
-    assert!(token["duration_ms"].as_f64().is_some() && token["client"] == "127.0.0.1");
+    assert!(token["duration_us"].as_u64().is_some() && token["client"] == "127.0.0.1");
     assert!(!log.contains("SECRET-DEVICE-CODE"), "{log}");
     // The server is down: the health check says so.
     let out = healthcheck(&addr).await;
