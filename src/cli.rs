@@ -54,7 +54,7 @@ enum Command {
     /// Manage the JWT signing keys (offline: the server must not be running on the same database)
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Ask the server on SERVER_ADDR (via loopback) for /health; exit 0 when it answers 200
+    /// Ask the server on SERVER_ADDR (loopback if it is 0.0.0.0 or ::) for /health; exit 0 when it answers 200
     Healthcheck {
         /// Give up after this long
         #[arg(long, default_value = "5s", value_parser = crate::config::parse_duration)]
