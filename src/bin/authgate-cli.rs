@@ -217,17 +217,16 @@ impl Client {
         format!("{} {}", self.server, self.client_id)
     }
 
+    /// Sends a request; the status and the JSON body (`Null` if there is none).
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<(reqwest::StatusCode, Value), Error> {
+        let r = request.send().await.map_err(|e| Error::Http(format!("{}: {e}", self.server)))?;
+        let status = r.status();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
     /// POSTs a form; a 2xx answer's JSON, or the OAuth error the server named.
     async fn post(&self, path: &str, form: &[(&str, &str)]) -> Result<Value, Error> {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.server))
-            .form(form)
-            .send()
-            .await
-            .map_err(|e| Error::Http(format!("{}: {e}", self.server)))?;
-        let status = r.status();
-        let body: Value = r.json().await.unwrap_or(Value::Null);
+        let (status, body) = self.send(self.http.post(format!("{}{path}", self.server)).form(form)).await?;
         if status.is_success() {
             return Ok(body);
         }
@@ -257,15 +256,8 @@ impl Client {
 
     /// `GET /oauth/tokeninfo`: the status and JSON body.
     async fn tokeninfo(&self, access_token: &str) -> Result<(reqwest::StatusCode, Value), Error> {
-        let r = self
-            .http
-            .get(format!("{}/oauth/tokeninfo", self.server))
-            .bearer_auth(access_token)
-            .send()
-            .await
-            .map_err(|e| Error::Http(format!("{}: {e}", self.server)))?;
-        let status = r.status();
-        Ok((status, r.json().await.unwrap_or(Value::Null)))
+        let url = format!("{}/oauth/tokeninfo", self.server);
+        self.send(self.http.get(url).bearer_auth(access_token)).await
     }
 
     /// RFC 8628 §3.1–3.5: code, instructions, polling.
