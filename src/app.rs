@@ -1,8 +1,7 @@
 //! The application: shared handles, the route table (matchit) and dispatch.
 
-use authgate_actors::store::Store;
-use authgate_actors::system::Actors;
-use authgate_actors::token::JwtKeys;
+use authgate_actors::crypto::keys::JwtKeys;
+use authgate_actors::supervisor::{Actors, StoreStatus};
 use std::time::Duration;
 
 use authgate_actors::{ErrorCode, OAuthError};
@@ -124,7 +123,8 @@ struct Found {
 /// Shared, read-only handles; one per server, behind an `Arc`.
 pub struct App {
     pub actors: Actors,
-    pub store: Store,
+    /// Whether the database takes writes (for `/health` and `/metrics`); no records.
+    pub store: StoreStatus,
     pub keys: JwtKeys,
     pub cookies: CookieKeys,
     pub settings: Settings,
@@ -148,7 +148,7 @@ pub enum AppError {
 }
 
 impl App {
-    pub fn new(actors: Actors, store: Store, keys: JwtKeys, cookies: CookieKeys, settings: Settings) -> Result<Self, AppError> {
+    pub fn new(actors: Actors, store: StoreStatus, keys: JwtKeys, cookies: CookieKeys, settings: Settings) -> Result<Self, AppError> {
         Ok(Self {
             actors,
             store,
@@ -264,7 +264,7 @@ impl App {
     /// Routes one request. For requests without a body, `now` (Unix ms) is read here once and
     /// passed down; handlers that read a body take the time once the body is complete.
     async fn route(&self, req: Request, found: Option<Found>) -> Response {
-        let now = authgate_actors::now_ms();
+        let now = crate::http::request_time();
         let Some(Found {
             route, file, id, action, ..
         }) = found
@@ -279,14 +279,14 @@ impl App {
         match route {
             Route::Root if get => redirect("/device"),
             Route::Health if get => misc::health(self, now).await,
-            Route::DeviceCode if post => oauth::device_code(self, req).await,
+            Route::DeviceCode if post => oauth::device_code(self, req, now).await,
             Route::Token if post => oauth::token(self, req).await,
             Route::TokenInfo if get => oauth::tokeninfo(self, req, now).await,
             Route::Revoke if post => oauth::revoke(self, req).await,
             Route::Introspect if post => oauth::introspect(self, req).await,
             Route::Metadata if get => discovery::metadata(self),
             Route::Jwks if get => discovery::jwks(self),
-            Route::Metrics if get => metrics::metrics_page(self, req).await,
+            Route::Metrics if get => metrics::metrics_page(self, req, now).await,
             Route::Metadata | Route::Jwks if method == Method::OPTIONS => discovery::preflight(),
             Route::Login if get => web::login_page(self, req, now).await,
             Route::Login if post => web::login(self, req).await,

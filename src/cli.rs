@@ -4,18 +4,18 @@ use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use authgate_actors::audit::{AuditEvent, EventKind, event_op};
-use authgate_actors::directory::{AuthSource, ClientSpec, DirectoryActor, DirectoryArgs, DirectoryMsg};
-use authgate_actors::store::Store;
-use authgate_actors::system::{Actors, ask};
-use authgate_actors::{keys, password};
+use authgate_actors::audit::{AuditEvent, AuditMsg, EventKind};
+use authgate_actors::crypto::keys;
+use authgate_actors::crypto::password::{self, NewPassword};
+use authgate_actors::directory::{AuthSource, ClientSpec, DirectoryMsg, UserChange, UserRef};
+use authgate_actors::supervisor::{self, Actors};
+use authgate_actors::time::Millis;
 use clap::error::ErrorKind;
 use clap::{ArgAction, Parser, Subcommand};
-use ractor::Actor;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, Settings};
-use crate::server::{Server, open_store};
+use crate::server::{Server, open_store, start_system};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -188,7 +188,7 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
 
 pub fn main() -> ExitCode {
     // Before any thread exists (see its documentation).
-    authgate_actors::password::tune_allocator();
+    password::tune_allocator();
     if let Err(e) = load_env_files() {
         return fail(2, e);
     }
@@ -251,18 +251,18 @@ async fn run(cli: Cli, reload: LogReload) -> ExitCode {
         }
         Command::Keys(KeysCommand::Rotate) => rotate_keys(&cli.settings).await,
         Command::Healthcheck { timeout } => healthcheck(&cli.settings, timeout).await,
-        Command::User(cmd) => offline(&cli.settings, |dir, store| Box::pin(user_command(dir, store, cmd))).await,
-        Command::Client(cmd) => offline(&cli.settings, |dir, store| Box::pin(client_command(dir, store, cmd))).await,
+        Command::User(cmd) => offline(&cli.settings, |actors, now| Box::pin(user_command(actors, now, cmd))).await,
+        Command::Client(cmd) => offline(&cli.settings, |actors, now| Box::pin(client_command(actors, now, cmd))).await,
     }
 }
 
 async fn rotate_keys(settings: &Settings) -> ExitCode {
-    let store = match open_store(settings).await {
+    let stores = match open_store(settings).await {
         Ok(s) => s,
         Err(e) => return fail(2, format!("DATABASE_PATH: {e}")),
     };
-    let result = keys::rotate(&store, &settings.key_options(Vec::new())).await;
-    let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    let result = supervisor::rotate_keys(&stores, &settings.key_options(Vec::new()), command_time()).await;
+    stores.close().await;
     match result {
         Ok(kid) => {
             println!("{kid}");
@@ -304,44 +304,38 @@ async fn healthcheck(settings: &Settings, timeout: std::time::Duration) -> ExitC
     }
 }
 
-type Directory = ractor::ActorRef<DirectoryMsg>;
 type CommandFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
-/// Runs a management command against the directory actor on the database file.
-async fn offline(settings: &Settings, f: impl FnOnce(Directory, Store) -> CommandFuture) -> ExitCode {
-    let store = match open_store(settings).await {
+/// A command's time: the command line is an edge, like a request.
+#[allow(clippy::disallowed_methods)] // the CLI's edge
+fn command_time() -> Millis {
+    authgate_actors::time::wall_clock_ms()
+}
+
+/// Runs a management command against the directory and audit actors on the database, started
+/// on their own (no sign-ins, no tokens, nothing swept).
+async fn offline(settings: &Settings, f: impl FnOnce(Actors, Millis) -> CommandFuture) -> ExitCode {
+    let system = match start_system(settings, true).await {
         Ok(s) => s,
-        Err(e) => return fail(2, format!("DATABASE_PATH: {e}")),
+        Err(e) => return fail(e.exit_code(), e),
     };
-    // Nothing reads client snapshots offline; the directory still needs somewhere to publish.
-    let (clients, _) = tokio::sync::watch::channel(Default::default());
-    let args = DirectoryArgs {
-        store: store.clone(),
-        clients: std::sync::Arc::new(clients),
-        admin_password: settings.admin_password.clone(),
-        admin_password_file: Some(settings.admin_password_file()),
-        // Offline commands manage local users only; nobody signs in.
-        actors: Actors::detached(),
-        login_api_timeout: None,
-    };
-    let result = match Actor::spawn(None, DirectoryActor, args).await {
-        Ok((dir, handle)) => {
-            let r = f(dir.clone(), store.clone()).await;
-            dir.stop(None);
-            let _ = handle.await;
-            r
-        }
-        Err(e) => Err(format!("cannot read the directory: {e}")),
-    };
-    let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    let result = f(system.actors.clone(), command_time()).await;
+    system.shutdown().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, e),
     }
 }
 
-/// The password from standard input's first line, or a generated one (then printed).
-fn password_from(stdin: bool) -> Result<(String, bool), String> {
+/// The password from standard input's first line, or a generated one (then printed), checked
+/// against the password rule and hashed.
+async fn password_from(stdin: bool) -> Result<(NewPassword, Option<String>), String> {
+    let (plain, generated) = read_password(stdin)?;
+    let hashed = NewPassword::new(plain.clone()).await.map_err(|e| e.to_string())?;
+    Ok((hashed, generated.then_some(plain)))
+}
+
+fn read_password(stdin: bool) -> Result<(String, bool), String> {
     if !stdin {
         return Ok((password::random_password(16), true));
     }
@@ -354,58 +348,53 @@ fn password_from(stdin: bool) -> Result<(String, bool), String> {
         .lock()
         .read_line(&mut line)
         .map_err(|e| format!("cannot read the password: {e}"))?;
-    let pw = line.trim_end_matches(['\r', '\n']).to_owned();
-    if pw.len() < 8 {
-        return Err("passwords must be at least 8 characters".into());
+    Ok((line.trim_end_matches(['\r', '\n']).to_owned(), false))
+}
+
+/// Records what an offline command did in the audit trail, once it is durable.
+async fn audit(actors: &Actors, event: AuditEvent) -> Result<(), String> {
+    match actors.audit_actor().ask(|reply| AuditMsg::RecordDurably { event, reply }).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("could not record the audit event: {e}")),
+        Err(e) => Err(format!("could not record the audit event: {}", e.description)),
     }
-    Ok((pw, false))
 }
 
-/// Records what an offline command did in the audit trail (the audit actor is not running).
-async fn audit(store: &Store, event: AuditEvent) -> Result<(), String> {
-    let op = event_op(&event).map_err(|e| e.to_string())?;
-    store
-        .write(vec![op])
-        .await
-        .map_err(|e| format!("could not record the audit event: {e}"))
-}
-
-fn cli_event(kind: EventKind, subject: &str) -> AuditEvent {
+fn cli_event(now: Millis, kind: EventKind, subject: &str) -> AuditEvent {
     let who = std::env::var("USER").map_or_else(|_| "cli".to_owned(), |u| format!("cli:{u}"));
-    AuditEvent::new(kind, who, true).subject(subject)
+    AuditEvent::new(now, kind, who, true).subject(subject)
 }
 
-async fn user_command(dir: Directory, store: Store, cmd: UserCommand) -> Result<(), String> {
+async fn user_command(actors: Actors, now: Millis, cmd: UserCommand) -> Result<(), String> {
     let err = |e: authgate_actors::OAuthError| e.description.to_string();
+    let dir = actors.directory();
     match cmd {
         UserCommand::Add {
             username,
             admin,
             password_stdin,
         } => {
-            let (pw, generated) = password_from(password_stdin)?;
-            let password_hash = password::hash(pw.clone()).await.map_err(|e| e.to_string())?;
-            let user = ask(&dir, |reply| DirectoryMsg::CreateUser {
-                username,
-                password_hash,
-                is_admin: admin,
-                reply,
-            })
-            .await
-            .map_err(err)?
-            .map_err(|e| e.to_string())?;
-            audit(
-                &store,
-                cli_event(EventKind::UserCreated, &user.username).detail(if admin { "administrator" } else { "user" }),
-            )
-            .await?;
+            let (password, generated) = password_from(password_stdin).await?;
+            let user = dir
+                .ask(|reply| DirectoryMsg::CreateUser {
+                    username,
+                    password,
+                    is_admin: admin,
+                    now,
+                    reply,
+                })
+                .await
+                .map_err(err)?
+                .map_err(|e| e.to_string())?;
+            let kind = if admin { "administrator" } else { "user" };
+            audit(&actors, cli_event(now, EventKind::UserCreated, &user.username).detail(kind)).await?;
             println!("user {} created (id {})", user.username, user.id);
-            if generated {
+            if let Some(pw) = generated {
                 println!("password: {pw}");
             }
         }
         UserCommand::List => {
-            let users = ask(&dir, |reply| DirectoryMsg::ListUsers { reply }).await.map_err(err)?;
+            let users = dir.ask(|reply| DirectoryMsg::ListUsers { reply }).await.map_err(err)?;
             println!("{:<32} {:<6} {:<9} {:<9} ID", "USERNAME", "ADMIN", "DISABLED", "SOURCE");
             for u in users {
                 println!(
@@ -422,20 +411,21 @@ async fn user_command(dir: Directory, store: Store, cmd: UserCommand) -> Result<
             }
         }
         UserCommand::Passwd { username, password_stdin } => {
-            let (pw, generated) = password_from(password_stdin)?;
-            let password_hash = password::hash(pw.clone()).await.map_err(|e| e.to_string())?;
-            let name = username.clone();
-            ask(&dir, |reply| DirectoryMsg::SetPassword {
-                username: name,
-                password_hash,
+            let (password, generated) = password_from(password_stdin).await?;
+            let who = UserRef::Name(username.clone());
+            dir.ask(|reply| DirectoryMsg::ChangeUser {
+                who,
+                change: UserChange::Password(password),
+                keep_session: None,
+                now,
                 reply,
             })
             .await
             .map_err(err)?
             .map_err(|e| e.to_string())?;
-            audit(&store, cli_event(EventKind::UserChanged, &username).detail("password reset")).await?;
+            audit(&actors, cli_event(now, EventKind::UserChanged, &username).detail("password reset")).await?;
             println!("password of {username} changed");
-            if generated {
+            if let Some(pw) = generated {
                 println!("password: {pw}");
             }
         }
@@ -443,8 +433,9 @@ async fn user_command(dir: Directory, store: Store, cmd: UserCommand) -> Result<
     Ok(())
 }
 
-async fn client_command(dir: Directory, store: Store, cmd: ClientCommand) -> Result<(), String> {
+async fn client_command(actors: Actors, now: Millis, cmd: ClientCommand) -> Result<(), String> {
     let err = |e: authgate_actors::OAuthError| e.description.to_string();
+    let dir = actors.directory();
     match cmd {
         ClientCommand::Add {
             name,
@@ -455,17 +446,15 @@ async fn client_command(dir: Directory, store: Store, cmd: ClientCommand) -> Res
                 grant_types,
                 ..ClientSpec::new(&name, confidential)
             };
-            let (client, secret) = ask(&dir, |reply| DirectoryMsg::CreateClient { spec, reply })
+            let (client, secret) = dir
+                .ask(|reply| DirectoryMsg::CreateClient { spec, now, reply })
                 .await
                 .map_err(err)?
                 .map_err(|e| e.to_string())?;
-            audit(
-                &store,
-                cli_event(EventKind::ClientCreated, &client.client_id)
-                    .client(client.client_id.clone())
-                    .detail(client.name.clone()),
-            )
-            .await?;
+            let event = cli_event(now, EventKind::ClientCreated, &client.client_id)
+                .client(client.client_id.clone())
+                .detail(client.name.clone());
+            audit(&actors, event).await?;
             println!("client_id: {}", client.client_id);
             if let Some(secret) = secret {
                 println!("client_secret: {secret}");
@@ -473,7 +462,7 @@ async fn client_command(dir: Directory, store: Store, cmd: ClientCommand) -> Res
             }
         }
         ClientCommand::List => {
-            let clients = ask(&dir, |reply| DirectoryMsg::ListClients { reply }).await.map_err(err)?;
+            let clients = dir.ask(|reply| DirectoryMsg::ListClients { reply }).await.map_err(err)?;
             println!("{:<36} {:<12} {:<8} NAME", "CLIENT_ID", "TYPE", "ENABLED");
             for c in clients {
                 let kind = if c.confidential { "confidential" } else { "public" };

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use authgate_actors::keys::{KeyOptions, SigningAlg};
+use authgate_actors::crypto::keys::{KeyOptions, SigningAlg};
 use authgate_actors::provider::retry::RetryPolicy;
 use authgate_actors::provider::{ServiceAuth, ServiceConfig};
 use clap::builder::BoolishValueParser;
@@ -319,16 +319,16 @@ impl Settings {
     /// How long a request waits for an answer that may involve the token service.
     pub fn token_wait(&self) -> Duration {
         match self.token_provider_mode {
-            ProviderMode::Local => authgate_actors::system::CALL_TIMEOUT,
-            ProviderMode::HttpApi => authgate_actors::system::CALL_TIMEOUT + self.token_api_timeout,
+            ProviderMode::Local => authgate_actors::runtime::CALL_TIMEOUT,
+            ProviderMode::HttpApi => authgate_actors::runtime::CALL_TIMEOUT + self.token_api_timeout,
         }
     }
 
     /// How long a sign-in waits for an answer that may involve the login API.
     pub fn login_wait(&self) -> Duration {
         match self.auth_mode {
-            ProviderMode::Local => authgate_actors::system::CALL_TIMEOUT,
-            ProviderMode::HttpApi => authgate_actors::system::CALL_TIMEOUT + self.http_api_timeout,
+            ProviderMode::Local => authgate_actors::runtime::CALL_TIMEOUT,
+            ProviderMode::HttpApi => authgate_actors::runtime::CALL_TIMEOUT + self.http_api_timeout,
         }
     }
 

@@ -74,6 +74,9 @@ impl Pages {
             env.add_template(name, source)?;
         }
         env.add_global("app_name", "AuthGate");
+        // The password rule, as values: it is written once, in the directory's crypto code.
+        env.add_global("password_min", authgate_actors::crypto::password::MIN_CHARS);
+        env.add_global("password_max", authgate_actors::crypto::password::MAX_BYTES);
         env.add_filter("datetime", datetime);
         Ok(Self { env })
     }

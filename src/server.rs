@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use authgate_actors::crypto::keys::KeyError;
 use authgate_actors::device::DeviceConfig;
-use authgate_actors::keys::KeyError;
-use authgate_actors::store::{Store, StoreError, StoreOptions};
-use authgate_actors::system::{CoreConfig, SecretSource, System, server_secret};
-use authgate_actors::token::{JwtKeys, TokenConfig};
+use authgate_actors::store::redb::StoreOptions;
+use authgate_actors::store::{StoreError, Stores};
+use authgate_actors::supervisor::{Actors, CoreConfig, Secrets, System};
+use authgate_actors::token::TokenConfig;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -44,6 +45,17 @@ pub enum StartError {
     Keys(#[from] KeyError),
 }
 
+impl From<authgate_actors::supervisor::StartError> for StartError {
+    fn from(e: authgate_actors::supervisor::StartError) -> Self {
+        use authgate_actors::supervisor::StartError as E;
+        match e {
+            E::Store(e) => StartError::Store(e),
+            E::Keys(e) => StartError::Keys(e),
+            E::Actors(e) => StartError::Actors(e),
+        }
+    }
+}
+
 impl StartError {
     /// Exit status: 2 for a bad setting, 1 for anything else.
     pub fn exit_code(&self) -> u8 {
@@ -57,32 +69,63 @@ impl StartError {
     }
 }
 
-/// Opens the database file off the async threads.
-pub async fn open_store(settings: &Settings) -> Result<Store, StoreError> {
+/// Opens the database off the async threads: every owner's repository, none held here.
+pub async fn open_store(settings: &Settings) -> Result<Stores, StoreError> {
     let path = settings.database_path.clone();
     let options = StoreOptions {
         max_batch: settings.store_max_batch as usize,
     };
-    tokio::task::spawn_blocking(move || Store::open(&path, options))
+    tokio::task::spawn_blocking(move || authgate_actors::store::redb::open(&path, options))
         .await
         .map_err(|e| StoreError::Storage(e.to_string()))?
 }
 
-async fn secret(store: &Store, name: &'static str, setting: &str, configured: Option<&str>) -> Result<Vec<u8>, StoreError> {
-    let (bytes, source) = server_secret(store, name, configured).await?;
-    match source {
-        SecretSource::Generated => tracing::warn!("{setting} is not set: generated a random one and stored it in the database"),
-        SecretSource::Stored => tracing::info!("{setting} is not set: using the one stored in the database"),
-        SecretSource::Configured => {}
-    }
-    Ok(bytes)
+/// What the actors start with, from the settings; `offline` for the management commands.
+pub fn core_config(settings: &Settings, offline: bool) -> Result<CoreConfig, String> {
+    Ok(CoreConfig {
+        device: DeviceConfig {
+            code_lifetime: settings.device_code_expiration,
+            poll_interval: settings.polling_interval,
+            issue_timeout: settings.token_wait(),
+        },
+        token: TokenConfig {
+            issuer: settings.base_url.clone(),
+            access_ttl: settings.jwt_expiration,
+            refresh_ttl: settings.refresh_token_expiration,
+            refresh_enabled: settings.enable_refresh_tokens,
+            rotation: settings.enable_token_rotation,
+        },
+        session_max_age: settings.session_max_age,
+        admin_password: settings.admin_password.clone(),
+        admin_password_file: Some(settings.admin_password_file()),
+        // Offline commands manage local users only; nobody signs in.
+        login_api: if offline { None } else { settings.login_api()? },
+        token_api: if offline { None } else { settings.token_api()? },
+        cleanup_interval: settings.cleanup_interval,
+        audit_retention: settings.audit_retention,
+        offline,
+    })
+}
+
+/// Starts the actor system on the database the settings name (secrets and keys resolved
+/// through their owners).
+pub async fn start_system(settings: &Settings, offline: bool) -> Result<System, StartError> {
+    let config = core_config(settings, offline).map_err(StartError::Config)?;
+    let stores = open_store(settings).await?;
+    let secrets = Secrets {
+        jwt: settings.jwt_secret.clone(),
+        session: settings.session_secret.clone(),
+    };
+    #[allow(clippy::disallowed_methods)] // start-up is an edge: the keyring is checked as of now
+    let now = authgate_actors::time::wall_clock_ms();
+    Ok(System::start(stores, config, secrets, |jwt| settings.key_options(jwt), now).await?)
 }
 
 /// A running server.
 pub struct Server {
     pub addr: SocketAddr,
     /// The actors, for embedding programs and test fixtures.
-    pub actors: authgate_actors::system::Actors,
+    pub actors: Actors,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -90,48 +133,7 @@ pub struct Server {
 impl Server {
     /// Opens the store, starts the actors, binds the socket and starts serving.
     pub async fn start(settings: Settings) -> Result<Server, StartError> {
-        settings.login_api().map_err(StartError::Config)?;
-        settings.token_api().map_err(StartError::Config)?;
-        let store = open_store(&settings).await?;
-        match Self::start_with(store.clone(), settings).await {
-            Ok(s) => Ok(s),
-            Err(e) => {
-                let _ = tokio::task::spawn_blocking(move || store.close()).await;
-                Err(e)
-            }
-        }
-    }
-
-    async fn start_with(store: Store, settings: Settings) -> Result<Server, StartError> {
-        let jwt_secret = secret(&store, "jwt", "JWT_SECRET", settings.jwt_secret.as_deref()).await?;
-        let session_secret = secret(&store, "session", "SESSION_SECRET", settings.session_secret.as_deref()).await?;
-        let keys = JwtKeys::load(&store, settings.key_options(jwt_secret)).await?;
-        let login_api = settings.login_api().map_err(StartError::Config)?;
-        let token_api = settings.token_api().map_err(StartError::Config)?;
-        let config = CoreConfig {
-            device: DeviceConfig {
-                code_lifetime: settings.device_code_expiration,
-                poll_interval: settings.polling_interval,
-                issue_timeout: settings.token_wait(),
-            },
-            token: TokenConfig {
-                issuer: settings.base_url.clone(),
-                access_ttl: settings.jwt_expiration,
-                refresh_ttl: settings.refresh_token_expiration,
-                refresh_enabled: settings.enable_refresh_tokens,
-                rotation: settings.enable_token_rotation,
-            },
-            session_max_age: settings.session_max_age,
-            admin_password: settings.admin_password.clone(),
-            admin_password_file: Some(settings.admin_password_file()),
-            login_api,
-            token_api,
-            cleanup_interval: settings.cleanup_interval,
-            audit_retention: settings.audit_retention,
-        };
-        let system = System::start(store.clone(), config, keys.clone())
-            .await
-            .map_err(|e| StartError::Actors(e.to_string()))?;
+        let system = start_system(&settings, false).await?;
         let listener = match TcpListener::bind(settings.server_addr).await {
             Ok(l) => l,
             Err(source) => {
@@ -142,12 +144,18 @@ impl Server {
                 });
             }
         };
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: settings.server_addr,
-            source,
-        })?;
-        let cookies = CookieKeys::new(&session_secret, settings.secure());
-        let app = match App::new(system.actors.clone(), store, keys, cookies, settings) {
+        let addr = match listener.local_addr() {
+            Ok(a) => a,
+            Err(source) => {
+                system.shutdown().await;
+                return Err(StartError::Bind {
+                    addr: settings.server_addr,
+                    source,
+                });
+            }
+        };
+        let cookies = CookieKeys::new(&system.session_secret, settings.secure());
+        let app = match App::new(system.actors.clone(), system.store_status(), system.keys.clone(), cookies, settings) {
             Ok(app) => Arc::new(app),
             Err(e) => {
                 system.shutdown().await;

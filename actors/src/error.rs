@@ -109,8 +109,8 @@ impl OAuthError {
     }
 }
 
-impl From<crate::store::StoreError> for OAuthError {
-    fn from(e: crate::store::StoreError) -> Self {
+impl From<crate::store::port::StoreError> for OAuthError {
+    fn from(e: crate::store::port::StoreError) -> Self {
         tracing::error!(error = %e, "store failure");
         Self::server_error("the server could not record the change; try again")
     }

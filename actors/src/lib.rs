@@ -1,41 +1,34 @@
 //! AuthGate's actors: each owns one concern's state and is reached only by messages.
 //!
-//! - [`audit`]: the audit trail
-//! - [`device`]: device authorizations (codes, poll timing, approvals)
-//! - [`token`]: access and refresh tokens
-//! - [`keys`]: JWT signing keys and the JWK Set
-//! - [`metrics`]: the counters behind `/metrics`
-//! - [`session`]: browser sessions
-//! - [`directory`]: users and OAuth clients
-//! - [`provider`]: calls to the external login API and token service
-//! - [`store`]: the redb file and its group-committing writer
-//! - [`system`]: the root supervisor and the handles to reach the actors
+//! Read it bottom to top; imports run only downwards (a test in [`layers`] checks it):
+//!
+//! | layer | rooms | what they hold |
+//! |---|---|---|
+//! | top | [`supervisor`] | starts every actor with its repository and peers, restarts the failed, the registry the front end reaches them by |
+//! | actors | [`device`], [`token`], [`session`], [`directory`], [`audit`], [`provider`] (`login`, `token_service`) | one folder per actor: its messages, its pure book with tests, the thin actor |
+//! | support | [`runtime`], [`store`], [`crypto`], [`metrics`], [`error`], [`time`] | addresses and calls, the storage port and its backends, credentials, counters, the one error type, time as a value |
+//!
+//! Every actor holds only its own repository from [`store`]; nothing else writes its records.
+//! Time is read at the edges and passed in as [`time::Millis`].
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![deny(clippy::await_holding_lock)]
 
 pub mod audit;
+pub mod crypto;
 pub mod device;
 pub mod directory;
 pub mod error;
-pub mod keys;
 pub mod metrics;
-pub mod password;
 pub mod provider;
-pub mod secret;
+pub mod runtime;
 pub mod session;
 pub mod store;
-pub mod system;
+pub mod supervisor;
+pub mod time;
 pub mod token;
 
-pub use error::{ErrorCode, OAuthError};
+#[cfg(test)]
+mod layers;
 
-/// The wall clock in Unix milliseconds. Requests read it once at the HTTP boundary and pass
-/// it down; only timers (sweeps) read it inside the actors.
-#[allow(clippy::disallowed_methods)]
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+pub use error::{ErrorCode, OAuthError};

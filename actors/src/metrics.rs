@@ -1,5 +1,5 @@
 //! The counters and histograms behind `GET /metrics`, one set per running system (reached
-//! through [`crate::system::Actors::metrics`]). Actors and the HTTP front end update them where
+//! through [`crate::supervisor::Actors::metrics`]). Actors and the HTTP front end update them where
 //! things happen; values kept elsewhere (restarts, mailbox depths, pending codes, the store's
 //! commit histograms) are read when scraped. Rendered in the OpenMetrics text format, which
 //! Prometheus scrapes.
@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::audit::EventKind;
+use crate::store::audit::EventKind;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -174,8 +174,8 @@ impl Metrics {
 }
 
 /// Messages sent to each kind of actor and not yet handled, counted at the senders
-/// ([`crate::system::ask_within`], [`crate::system::cast`]) and at the start of each actor's
-/// `handle`. Reset when an actor starts (its mailbox is new).
+/// ([`crate::runtime::Handle`]) and where the actor takes them ([`crate::runtime::counted`]).
+/// Reset when an actor starts (its mailbox is new). One per handle, so per running system.
 pub struct Mailbox {
     pub actor: &'static str,
     depth: AtomicI64,

@@ -100,8 +100,10 @@ enum Error {
     NotLoggedIn(String),
 }
 
+/// The wall clock in Unix seconds: this client reads it where it judges a token's expiry.
+#[allow(clippy::disallowed_methods)] // the demo client's own clock, outside the server
 fn now() -> u64 {
-    authgate_actors::now_ms() / 1000
+    authgate_actors::time::wall_clock_ms() / 1000
 }
 
 fn default_token_file() -> PathBuf {

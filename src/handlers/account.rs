@@ -2,10 +2,10 @@
 //! password. Each handler parses, asks an actor, and renders.
 
 use authgate_actors::audit::{AuditEvent, EventKind};
-use authgate_actors::directory::{DirectoryMsg, LoginError};
-use authgate_actors::session::SessionMsg;
-use authgate_actors::system::{ask, ask_within};
-use authgate_actors::token::{AuthorizationStatus, AuthorizationView, TokenMsg};
+use authgate_actors::crypto::password::{self, NewPassword, NewPasswordError};
+use authgate_actors::directory::{DirectoryError, DirectoryMsg, UserRef};
+use authgate_actors::time::Millis;
+use authgate_actors::token::{AuthorizationPage, AuthorizationQuery, AuthorizationStatus, AuthorizationView, Owner, TokenMsg};
 use hyper::StatusCode;
 use minijinja::context;
 use serde::Serialize;
@@ -19,11 +19,8 @@ use crate::http::response::{redirect, with_cookies, with_retry_after};
 use crate::http::{Request, Response};
 use crate::render::Viewer;
 
-/// Rows per page of authorizations.
+/// Rows per page of authorizations and audit events.
 pub const PAGE_SIZE: usize = 50;
-/// Passwords set here are at least this long.
-pub const MIN_PASSWORD_LEN: usize = 8;
-const MAX_PASSWORD_LEN: usize = 1024;
 
 /// One authorization as the pages show it: the client's name from one snapshot (no lookup per
 /// row).
@@ -57,15 +54,24 @@ pub fn rows(app: &App, list: Vec<AuthorizationView>) -> Vec<Row> {
         .collect()
 }
 
-/// The `?page=` of a listing (1-based), and how many pages `total` rows make.
-pub fn paginate(req: &Request, total: usize) -> (usize, usize) {
-    let pages = total.div_ceil(PAGE_SIZE).max(1);
-    let page = form::query(req)
-        .first("page")
-        .and_then(|p| p.parse::<usize>().ok())
-        .unwrap_or(1)
-        .clamp(1, pages);
-    (page, pages)
+/// The `?page=` a listing asks for (1-based; the owner of the list clamps it).
+pub fn requested_page(req: &Request) -> usize {
+    form::query(req).first("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1)
+}
+
+/// One page of the authorizations `query` selects, paged by the token actor.
+pub async fn authorization_page(app: &App, query: AuthorizationQuery, page: usize, now: Millis) -> Option<AuthorizationPage> {
+    app.actors
+        .token()
+        .ask(|reply| TokenMsg::PageAuthorizations {
+            query,
+            page,
+            per_page: PAGE_SIZE,
+            now,
+            reply,
+        })
+        .await
+        .ok()
 }
 
 /// A redirect to `to` carrying a one-time message for the next page.
@@ -93,11 +99,6 @@ pub fn page_with_flash(app: &App, flash: Option<String>, template: &str, ctx: mi
     }
 }
 
-async fn authorizations(app: &App, user_id: Option<String>, now: u64) -> Option<Vec<AuthorizationView>> {
-    let token = app.actors.token().ok()?;
-    ask(&token, |reply| TokenMsg::ListAuthorizations { user_id, now, reply }).await.ok()
-}
-
 pub fn busy(app: &App, v: Option<&Viewer>) -> Response {
     app.pages.error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -108,19 +109,20 @@ pub fn busy(app: &App, v: Option<&Viewer>) -> Response {
 }
 
 /// `GET /account/sessions?page=N`
-pub async fn sessions_page(app: &App, req: Request, now: u64) -> Response {
+pub async fn sessions_page(app: &App, req: Request, now: Millis) -> Response {
     let Some(v) = viewer(app, &req, now).await else {
         return login_redirect("/account/sessions");
     };
-    let Some(list) = authorizations(app, Some(v.user_id.clone()), now).await else {
+    let query = AuthorizationQuery {
+        user_id: Some(v.user_id.clone()),
+        ..Default::default()
+    };
+    let Some(p) = authorization_page(app, query, requested_page(&req), now).await else {
         return busy(app, Some(&v));
     };
-    let active = list.iter().any(|a| a.status == AuthorizationStatus::Active);
-    let (page, pages) = paginate(&req, list.len());
-    let shown: Vec<AuthorizationView> = list.into_iter().skip((page - 1) * PAGE_SIZE).take(PAGE_SIZE).collect();
     let ctx = context! {
         user => v.ctx(), csrf_token => v.csrf_token.clone(), nav => "sessions",
-        rows => rows(app, shown), page => page, pages => pages, active => active,
+        rows => rows(app, p.rows), page => p.page, pages => p.pages, active => p.active > 0,
     };
     page_with_flash(app, take_flash(app, &req), "account_sessions.html", ctx)
 }
@@ -129,25 +131,26 @@ pub async fn sessions_page(app: &App, req: Request, now: u64) -> Response {
 /// "not found".
 pub async fn revoke_one(app: &App, req: Request, id: String) -> Response {
     let ip = app.ip(&req);
-    let (v, _, _) = match signed_in_form(app, req).await {
+    let (v, _, now) = match signed_in_form(app, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let Ok(token) = app.actors.token() else {
-        return busy(app, Some(&v));
-    };
     let owner = Some(v.user_id.clone());
     let authorization_id = id.chars().take(64).collect::<String>();
-    match ask(&token, |reply| TokenMsg::RevokeAuthorization {
-        authorization_id,
-        owner,
-        reply,
-    })
-    .await
+    match app
+        .actors
+        .token()
+        .ask(|reply| TokenMsg::RevokeAuthorization {
+            authorization_id,
+            owner,
+            now,
+            reply,
+        })
+        .await
     {
         Ok(Ok(Some(a))) => {
             app.actors.audit(
-                AuditEvent::new(EventKind::TokenRevoked, v.username.clone(), true)
+                AuditEvent::new(now, EventKind::TokenRevoked, v.username.clone(), true)
                     .subject(v.username.clone())
                     .client(a.client_id.clone())
                     .ip(ip)
@@ -173,18 +176,15 @@ pub async fn revoke_one(app: &App, req: Request, id: String) -> Response {
 /// `POST /account/sessions/revoke-all`
 pub async fn revoke_all(app: &App, req: Request) -> Response {
     let ip = app.ip(&req);
-    let (v, _, _) = match signed_in_form(app, req).await {
+    let (v, _, now) = match signed_in_form(app, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let Ok(token) = app.actors.token() else {
-        return busy(app, Some(&v));
-    };
-    let of = authgate_actors::token::Owner::User(v.user_id.clone());
-    match ask(&token, |reply| TokenMsg::RevokeAll { of, reply }).await {
+    let of = Owner::User(v.user_id.clone());
+    match app.actors.token().ask(|reply| TokenMsg::RevokeAll { of, now, reply }).await {
         Ok(Ok(n)) => {
             app.actors.audit(
-                AuditEvent::new(EventKind::TokenRevoked, v.username.clone(), true)
+                AuditEvent::new(now, EventKind::TokenRevoked, v.username.clone(), true)
                     .subject(v.username.clone())
                     .ip(ip)
                     .detail(format!("all {n} authorizations revoked by their owner")),
@@ -208,13 +208,17 @@ fn account_page(app: &App, v: &Viewer, email: Option<String>, flash: Option<Stri
 }
 
 async fn email_of(app: &App, v: &Viewer) -> Option<String> {
-    let dir = app.actors.directory().ok()?;
-    let id = v.user_id.clone();
-    ask(&dir, |reply| DirectoryMsg::GetUser { id, reply }).await.ok()??.email
+    let who = UserRef::Id(v.user_id.clone());
+    app.actors
+        .directory()
+        .ask(|reply| DirectoryMsg::GetUser { who, reply })
+        .await
+        .ok()??
+        .email
 }
 
 /// `GET /account`
-pub async fn account(app: &App, req: Request, now: u64) -> Response {
+pub async fn account(app: &App, req: Request, now: Millis) -> Response {
     let Some(v) = viewer(app, &req, now).await else {
         return login_redirect("/account");
     };
@@ -226,7 +230,7 @@ pub async fn account(app: &App, req: Request, now: u64) -> Response {
 /// session of the user ends.
 pub async fn change_password(app: &App, req: Request) -> Response {
     let ip = app.ip(&req);
-    let (v, form, _) = match signed_in_form(app, req).await {
+    let (v, form, now) = match signed_in_form(app, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -239,64 +243,53 @@ pub async fn change_password(app: &App, req: Request) -> Response {
     }
     let current = form.first("current_password").unwrap_or("").to_owned();
     let new = form.first("new_password").unwrap_or("").to_owned();
-    if new.chars().count() < MIN_PASSWORD_LEN || new.len() > MAX_PASSWORD_LEN {
-        return fail("The new password must be 8 to 1024 characters.", StatusCode::BAD_REQUEST);
+    if !password::keeps_rule(&new) {
+        return fail(&NewPasswordError::Rule.to_string(), StatusCode::BAD_REQUEST);
     }
     // The current password is checked under the same per-username throttle as sign-in, so a
     // stolen session cannot be used to guess it.
-    let (now, user_key) = (authgate_actors::now_ms(), v.username.to_lowercase());
+    let user_key = v.username.to_lowercase();
     if let Err(wait) = app.guard.login_user.hit(&user_key, now) {
         let secs = retry_after_secs(wait);
         let message = format!("Too many wrong passwords. Try again in {secs} seconds.");
         return with_retry_after(fail(&message, StatusCode::TOO_MANY_REQUESTS), secs);
     }
-    let Ok(dir) = app.actors.directory() else {
-        app.guard.login_user.forgive(&user_key, now);
-        return busy(app, Some(&v));
-    };
-    let (username, password) = (v.username.clone(), current);
-    let checked = ask_within(&dir, app.settings.login_wait(), |reply| DirectoryMsg::Authenticate {
-        username,
-        password,
-        reply,
-    })
-    .await;
-    match checked {
-        Ok(Ok(_)) => app.guard.login_user.reset(&user_key),
-        Ok(Err(LoginError::Busy)) | Err(_) => {
-            app.guard.login_user.forgive(&user_key, now);
-            return busy(app, Some(&v));
+    let changed = match NewPassword::new(new).await {
+        Ok(new) => {
+            let (username, keep_session) = (v.username.clone(), v.session_id.clone());
+            app.actors
+                .directory()
+                .ask_within(app.settings.login_wait(), |reply| DirectoryMsg::ChangePassword {
+                    username,
+                    current,
+                    new,
+                    keep_session,
+                    now,
+                    reply,
+                })
+                .await
+                .unwrap_or(Err(DirectoryError::Busy))
         }
-        Ok(Err(_)) => {
+        Err(_) => Err(DirectoryError::Busy),
+    };
+    match changed {
+        Ok(()) => app.guard.login_user.reset(&user_key),
+        Err(DirectoryError::WrongPassword) => {
             app.actors.audit(
-                AuditEvent::new(EventKind::PasswordChanged, v.username.clone(), false)
+                AuditEvent::new(now, EventKind::PasswordChanged, v.username.clone(), false)
                     .subject(v.username.clone())
                     .ip(ip)
                     .detail("wrong current password"),
             );
-            return fail("The current password is not correct.", StatusCode::UNAUTHORIZED);
+            return fail(&DirectoryError::WrongPassword.to_string(), StatusCode::UNAUTHORIZED);
+        }
+        Err(_) => {
+            app.guard.login_user.forgive(&user_key, now);
+            return busy(app, Some(&v));
         }
     }
-    let Ok(password_hash) = authgate_actors::password::hash(new).await else {
-        return busy(app, Some(&v));
-    };
-    let username = v.username.clone();
-    match ask(&dir, |reply| DirectoryMsg::SetPassword {
-        username,
-        password_hash,
-        reply,
-    })
-    .await
-    {
-        Ok(Ok(())) => {}
-        _ => return busy(app, Some(&v)),
-    }
-    if let Ok(sessions) = app.actors.session() {
-        let (user_id, keep) = (v.user_id.clone(), Some(v.session_id.clone()));
-        let _ = ask(&sessions, |reply| SessionMsg::DestroyForUser { user_id, keep, reply }).await;
-    }
     app.actors.audit(
-        AuditEvent::new(EventKind::PasswordChanged, v.username.clone(), true)
+        AuditEvent::new(now, EventKind::PasswordChanged, v.username.clone(), true)
             .subject(v.username.clone())
             .ip(ip),
     );

@@ -3,16 +3,16 @@
 //! and renders; every change is recorded in the audit trail.
 
 use authgate_actors::audit::{AuditEvent, AuditFilter, AuditMsg, EventKind};
-use authgate_actors::directory::{ClientRecord, ClientSpec, DirectoryError, DirectoryMsg, UserRecord};
-use authgate_actors::session::SessionMsg;
-use authgate_actors::system::ask;
-use authgate_actors::token::{AuthorizationStatus, Owner, TokenMsg};
+use authgate_actors::crypto::password::{NewPassword, NewPasswordError};
+use authgate_actors::directory::{ClientRecord, ClientSpec, DirectoryError, DirectoryMsg, UserChange, UserRecord, UserRef};
+use authgate_actors::time::Millis;
+use authgate_actors::token::{AuthorizationQuery, TokenMsg};
 use hyper::StatusCode;
 use minijinja::context;
 use serde::Serialize;
 
 use crate::app::App;
-use crate::handlers::account::{MIN_PASSWORD_LEN, PAGE_SIZE, busy, flash_redirect, page_with_flash, paginate, rows, take_flash};
+use crate::handlers::account::{PAGE_SIZE, authorization_page, busy, flash_redirect, page_with_flash, requested_page, rows, take_flash};
 use crate::handlers::web::{login_redirect, signed_in_form, viewer};
 use crate::http::form::{self, Form};
 use crate::http::{Request, Response};
@@ -28,7 +28,7 @@ fn forbidden(app: &App, v: &Viewer) -> Response {
 }
 
 /// The signed-in administrator, or the response for anyone else.
-async fn admin(app: &App, req: &Request, now: u64, here: &str) -> Result<Viewer, Response> {
+async fn admin(app: &App, req: &Request, now: Millis, here: &str) -> Result<Viewer, Response> {
     match viewer(app, req, now).await {
         None => Err(login_redirect(here)),
         Some(v) if !v.is_admin => Err(forbidden(app, &v)),
@@ -36,14 +36,22 @@ async fn admin(app: &App, req: &Request, now: u64, here: &str) -> Result<Viewer,
     }
 }
 
-/// A signed-in administrator's form post, its CSRF token checked, and the client's address.
-async fn admin_form(app: &App, req: Request) -> Result<(Viewer, Form, Option<String>), Response> {
+/// A signed-in administrator's form post (its CSRF token checked), what the audit trail
+/// records of it, and its time.
+struct AdminPost {
+    v: Viewer,
+    form: Form,
+    ip: Option<String>,
+    now: Millis,
+}
+
+async fn admin_form(app: &App, req: Request) -> Result<AdminPost, Response> {
     let ip = app.ip(&req);
-    let (v, form, _) = signed_in_form(app, req).await?;
+    let (v, form, now) = signed_in_form(app, req).await?;
     if !v.is_admin {
         return Err(forbidden(app, &v));
     }
-    Ok((v, form, ip))
+    Ok(AdminPost { v, form, ip, now })
 }
 
 fn not_found(app: &App, v: &Viewer, what: &str) -> Response {
@@ -51,8 +59,9 @@ fn not_found(app: &App, v: &Viewer, what: &str) -> Response {
         .error(StatusCode::NOT_FOUND, "Not found", &format!("There is no such {what}."), Some(v))
 }
 
-fn event(v: &Viewer, kind: EventKind, ip: Option<String>) -> AuditEvent {
-    AuditEvent::new(kind, v.username.clone(), true).ip(ip)
+/// An audit event of what the administrator behind `post` did.
+fn event(post: &AdminPost, kind: EventKind) -> AuditEvent {
+    AuditEvent::new(post.now, kind, post.v.username.clone(), true).ip(post.ip.clone())
 }
 
 // ---- clients ----
@@ -79,10 +88,7 @@ fn short_grants(c: &ClientRecord) -> Vec<&'static str> {
 }
 
 async fn clients_list(app: &App, v: &Viewer, flash: Option<String>, error: Option<&str>) -> Response {
-    let Ok(dir) = app.actors.directory() else {
-        return busy(app, Some(v));
-    };
-    let Ok(list) = ask(&dir, |reply| DirectoryMsg::ListClients { reply }).await else {
+    let Ok(list) = app.actors.directory().ask(|reply| DirectoryMsg::ListClients { reply }).await else {
         return busy(app, Some(v));
     };
     let clients: Vec<ClientRow> = list
@@ -101,7 +107,7 @@ async fn clients_list(app: &App, v: &Viewer, flash: Option<String>, error: Optio
 }
 
 /// `GET /admin/clients`
-pub async fn clients(app: &App, req: Request, now: u64) -> Response {
+pub async fn clients(app: &App, req: Request, now: Millis) -> Response {
     match admin(app, &req, now, "/admin/clients").await {
         Ok(v) => clients_list(app, &v, take_flash(app, &req), None).await,
         Err(r) => r,
@@ -132,17 +138,6 @@ fn client_form(app: &App, v: &Viewer, status: StatusCode, c: Option<&ClientRecor
     )
 }
 
-fn spec_of(c: &ClientRecord) -> ClientSpec {
-    ClientSpec {
-        name: c.name.clone(),
-        description: c.description.clone(),
-        confidential: c.confidential,
-        grant_types: c.grant_types.clone(),
-        scopes: c.scopes.clone(),
-        redirect_uris: c.redirect_uris.clone(),
-    }
-}
-
 /// The client fields of a posted form.
 fn spec_from(form: &Form) -> ClientSpec {
     ClientSpec {
@@ -163,7 +158,7 @@ fn spec_from(form: &Form) -> ClientSpec {
 }
 
 /// `GET /admin/clients/new`
-pub async fn new_client(app: &App, req: Request, now: u64) -> Response {
+pub async fn new_client(app: &App, req: Request, now: Millis) -> Response {
     match admin(app, &req, now, "/admin/clients/new").await {
         Ok(v) => {
             let spec = ClientSpec {
@@ -177,13 +172,13 @@ pub async fn new_client(app: &App, req: Request, now: u64) -> Response {
 }
 
 /// `GET /admin/clients/{id}`
-pub async fn edit_client(app: &App, req: Request, now: u64, id: String) -> Response {
+pub async fn edit_client(app: &App, req: Request, now: Millis, id: String) -> Response {
     let v = match admin(app, &req, now, "/admin/clients").await {
         Ok(v) => v,
         Err(r) => return r,
     };
     match app.actors.clients().get(&id) {
-        Some(c) => client_form(app, &v, StatusCode::OK, Some(c), &spec_of(c), None),
+        Some(c) => client_form(app, &v, StatusCode::OK, Some(c), &ClientSpec::of(c), None),
         None => not_found(app, &v, "client"),
     }
 }
@@ -198,7 +193,7 @@ fn secret_page(app: &App, v: &Viewer, c: &ClientRecord, secret: &str) -> Respons
 
 fn directory_error_status(e: &DirectoryError) -> StatusCode {
     match e {
-        DirectoryError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        DirectoryError::Store(_) | DirectoryError::Busy | DirectoryError::Unfinished => StatusCode::SERVICE_UNAVAILABLE,
         DirectoryError::UnknownClient | DirectoryError::UnknownUserId | DirectoryError::UnknownUser(_) => StatusCode::NOT_FOUND,
         DirectoryError::UsernameTaken(_) | DirectoryError::LastAdmin => StatusCode::CONFLICT,
         _ => StatusCode::BAD_REQUEST,
@@ -207,154 +202,139 @@ fn directory_error_status(e: &DirectoryError) -> StatusCode {
 
 /// `POST /admin/clients` (create)
 pub async fn create_client(app: &App, req: Request) -> Response {
-    let (v, form, ip) = match admin_form(app, req).await {
+    let post = match admin_form(app, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let spec = spec_from(&form);
+    let (v, spec) = (&post.v, spec_from(&post.form));
     if spec.grant_types.is_empty() {
         return client_form(
             app,
-            &v,
+            v,
             StatusCode::BAD_REQUEST,
             None,
             &spec,
             Some("Choose at least one grant type."),
         );
     }
-    let Ok(dir) = app.actors.directory() else {
-        return busy(app, Some(&v));
-    };
-    let sent = spec.clone();
-    match ask(&dir, |reply| DirectoryMsg::CreateClient { spec: sent, reply }).await {
+    let (sent, now) = (spec.clone(), post.now);
+    match app
+        .actors
+        .directory()
+        .ask(|reply| DirectoryMsg::CreateClient { spec: sent, now, reply })
+        .await
+    {
         Ok(Ok((c, secret))) => {
             app.actors.audit(
-                event(&v, EventKind::ClientCreated, ip)
+                event(&post, EventKind::ClientCreated)
                     .subject(c.client_id.clone())
                     .client(c.client_id.clone())
                     .detail(format!("{} ({})", c.name, if c.confidential { "confidential" } else { "public" })),
             );
             match secret {
-                Some(s) => secret_page(app, &v, &c, &s),
+                Some(s) => secret_page(app, v, &c, &s),
                 None => flash_redirect(app, "/admin/clients", &format!("Client {} was created.", c.name)),
             }
         }
-        Ok(Err(e)) => client_form(app, &v, directory_error_status(&e), None, &spec, Some(&e.to_string())),
-        Err(_) => busy(app, Some(&v)),
+        Ok(Err(e)) => client_form(app, v, directory_error_status(&e), None, &spec, Some(&e.to_string())),
+        Err(_) => busy(app, Some(v)),
     }
 }
 
 /// `POST /admin/clients/{id}` (save edits)
 pub async fn update_client(app: &App, req: Request, id: String) -> Response {
-    let (v, form, ip) = match admin_form(app, req).await {
+    let post = match admin_form(app, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
+    let v = &post.v;
     let Some(existing) = app.actors.clients().get(&id).cloned() else {
-        return not_found(app, &v, "client");
+        return not_found(app, v, "client");
     };
-    let spec = spec_from(&form);
+    let spec = spec_from(&post.form);
     if spec.grant_types.is_empty() {
-        return client_form(
-            app,
-            &v,
-            StatusCode::BAD_REQUEST,
-            Some(&existing),
-            &spec,
-            Some("Choose at least one grant type."),
-        );
+        let error = Some("Choose at least one grant type.");
+        return client_form(app, v, StatusCode::BAD_REQUEST, Some(&existing), &spec, error);
     }
-    let Ok(dir) = app.actors.directory() else {
-        return busy(app, Some(&v));
-    };
     let (client_id, sent) = (id.clone(), spec.clone());
-    match ask(&dir, |reply| DirectoryMsg::UpdateClient {
-        client_id,
-        spec: sent,
-        reply,
-    })
-    .await
+    match app
+        .actors
+        .directory()
+        .ask(|reply| DirectoryMsg::UpdateClient {
+            client_id,
+            spec: sent,
+            reply,
+        })
+        .await
     {
         Ok(Ok(c)) => {
             app.actors.audit(
-                event(&v, EventKind::ClientChanged, ip)
+                event(&post, EventKind::ClientChanged)
                     .subject(c.client_id.clone())
                     .client(c.client_id.clone())
                     .detail("details edited"),
             );
             flash_redirect(app, "/admin/clients", &format!("Client {} was saved.", c.name))
         }
-        Ok(Err(e)) => client_form(app, &v, directory_error_status(&e), Some(&existing), &spec, Some(&e.to_string())),
-        Err(_) => busy(app, Some(&v)),
+        Ok(Err(e)) => client_form(app, v, directory_error_status(&e), Some(&existing), &spec, Some(&e.to_string())),
+        Err(_) => busy(app, Some(v)),
     }
 }
 
 /// `POST /admin/clients/{id}/{enable|disable|rotate-secret|delete}`
 pub async fn client_action(app: &App, req: Request, id: String, action: String) -> Response {
-    let (v, _, ip) = match admin_form(app, req).await {
+    let post = match admin_form(app, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let Ok(dir) = app.actors.directory() else {
-        return busy(app, Some(&v));
-    };
-    let client_id = id.clone();
-    let outcome: Result<(ClientRecord, Option<String>, &str), DirectoryError> = match action.as_str() {
+    let (v, dir, client_id, now) = (&post.v, app.actors.directory(), id.clone(), post.now);
+    let asked = match action.as_str() {
         "enable" | "disable" => {
             let enabled = action == "enable";
-            match ask(&dir, |reply| DirectoryMsg::SetClientEnabled { client_id, enabled, reply }).await {
-                Ok(r) => r.map(|c| (c, None, if enabled { "enabled" } else { "disabled" })),
-                Err(_) => return busy(app, Some(&v)),
-            }
+            let done = if enabled { "enabled" } else { "disabled" };
+            dir.ask(|reply| DirectoryMsg::SetClientEnabled { client_id, enabled, reply })
+                .await
+                .map(|r| r.map(|c| (c, None::<String>, done)))
         }
-        "rotate-secret" => match ask(&dir, |reply| DirectoryMsg::RotateClientSecret { client_id, reply }).await {
-            Ok(r) => r.map(|(c, s)| (c, Some(s), "secret rotated")),
-            Err(_) => return busy(app, Some(&v)),
-        },
-        "delete" => match ask(&dir, |reply| DirectoryMsg::DeleteClient { client_id, reply }).await {
-            Ok(r) => r.map(|c| (c, None, "deleted")),
-            Err(_) => return busy(app, Some(&v)),
-        },
-        _ => return not_found(app, &v, "action"),
+        "rotate-secret" => dir
+            .ask(|reply| DirectoryMsg::RotateClientSecret { client_id, reply })
+            .await
+            .map(|r| r.map(|(c, s)| (c, Some(s), "secret rotated"))),
+        // The directory deletes the client and has its tokens revoked.
+        "delete" => dir
+            .ask(|reply| DirectoryMsg::DeleteClient { client_id, now, reply })
+            .await
+            .map(|r| r.map(|c| (c, None::<String>, "deleted"))),
+        _ => return not_found(app, v, "action"),
+    };
+    let Ok(outcome) = asked else {
+        return busy(app, Some(v));
     };
     match outcome {
         Ok((c, secret, what)) => {
-            if action == "delete" {
-                // Its tokens already stop validating (the client is gone); revoke them for good.
-                let of = Owner::Client(c.client_id.clone());
-                if !revoke_all(app, of).await {
-                    return busy(app, Some(&v));
-                }
-            }
             let kind = if action == "delete" {
                 EventKind::ClientDeleted
             } else {
                 EventKind::ClientChanged
             };
             app.actors.audit(
-                event(&v, kind, ip)
+                event(&post, kind)
                     .subject(c.client_id.clone())
                     .client(c.client_id.clone())
                     .detail(what),
             );
             match secret {
-                Some(s) => secret_page(app, &v, &c, &s),
+                Some(s) => secret_page(app, v, &c, &s),
                 None => flash_redirect(app, "/admin/clients", &format!("Client {} was {what}.", c.name)),
             }
         }
         Err(e) => {
             let status = directory_error_status(&e);
-            let mut r = clients_list(app, &v, None, Some(&e.to_string())).await;
+            let mut r = clients_list(app, v, None, Some(&e.to_string())).await;
             *r.status_mut() = status;
             r
         }
     }
-}
-
-/// Revokes every token of a user or client; whether it was done.
-async fn revoke_all(app: &App, of: Owner) -> bool {
-    let Ok(token) = app.actors.token() else { return false };
-    matches!(ask(&token, |reply| TokenMsg::RevokeAll { of, reply }).await, Ok(Ok(_)))
 }
 
 // ---- users ----
@@ -370,10 +350,7 @@ struct UserRow {
 }
 
 async fn users_list(app: &App, v: &Viewer, q: &str, flash: Option<String>, error: Option<&str>, status: StatusCode) -> Response {
-    let Ok(dir) = app.actors.directory() else {
-        return busy(app, Some(v));
-    };
-    let Ok(list) = ask(&dir, |reply| DirectoryMsg::ListUsers { reply }).await else {
+    let Ok(list) = app.actors.directory().ask(|reply| DirectoryMsg::ListUsers { reply }).await else {
         return busy(app, Some(v));
     };
     let needle = q.trim().to_lowercase();
@@ -402,7 +379,7 @@ async fn users_list(app: &App, v: &Viewer, q: &str, flash: Option<String>, error
 }
 
 /// `GET /admin/users?q=`
-pub async fn users(app: &App, req: Request, now: u64) -> Response {
+pub async fn users(app: &App, req: Request, now: Millis) -> Response {
     let v = match admin(app, &req, now, "/admin/users").await {
         Ok(v) => v,
         Err(r) => return r,
@@ -411,224 +388,160 @@ pub async fn users(app: &App, req: Request, now: u64) -> Response {
     users_list(app, &v, &q, take_flash(app, &req), None, StatusCode::OK).await
 }
 
-fn password_ok(p: &str) -> bool {
-    p.chars().count() >= MIN_PASSWORD_LEN && p.len() <= 1024
+/// A new password from the form, checked against the rule and hashed; or the page that says why not.
+async fn new_password(app: &App, v: &Viewer, form: &Form) -> Result<NewPassword, Response> {
+    match NewPassword::new(form.first("password").unwrap_or("").to_owned()).await {
+        Ok(p) => Ok(p),
+        Err(e @ NewPasswordError::Rule) => Err(users_list(app, v, "", None, Some(&e.to_string()), StatusCode::BAD_REQUEST).await),
+        Err(NewPasswordError::Busy) => Err(busy(app, Some(v))),
+    }
 }
 
 /// `POST /admin/users` (create a local user)
 pub async fn create_user(app: &App, req: Request) -> Response {
-    let (v, form, ip) = match admin_form(app, req).await {
+    let post = match admin_form(app, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let username = form.first("username").unwrap_or("").trim().to_owned();
-    let password = form.first("password").unwrap_or("").to_owned();
-    let is_admin = form.first("is_admin").is_some();
-    if !password_ok(&password) {
-        return users_list(
-            app,
-            &v,
-            "",
-            None,
-            Some("Passwords are 8 to 1024 characters."),
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
-    }
-    let Ok(password_hash) = authgate_actors::password::hash(password).await else {
-        return busy(app, Some(&v));
+    let v = &post.v;
+    let username = post.form.first("username").unwrap_or("").trim().to_owned();
+    let is_admin = post.form.first("is_admin").is_some();
+    let password = match new_password(app, v, &post.form).await {
+        Ok(p) => p,
+        Err(r) => return r,
     };
-    let Ok(dir) = app.actors.directory() else {
-        return busy(app, Some(&v));
-    };
-    let name = username.clone();
-    match ask(&dir, |reply| DirectoryMsg::CreateUser {
-        username: name,
-        password_hash,
-        is_admin,
-        reply,
-    })
-    .await
+    let (name, now) = (username.clone(), post.now);
+    match app
+        .actors
+        .directory()
+        .ask(|reply| DirectoryMsg::CreateUser {
+            username: name,
+            password,
+            is_admin,
+            now,
+            reply,
+        })
+        .await
     {
         Ok(Ok(u)) => {
             app.actors.audit(
-                event(&v, EventKind::UserCreated, ip)
+                event(&post, EventKind::UserCreated)
                     .subject(u.username.clone())
                     .detail(if is_admin { "administrator" } else { "user" }),
             );
             flash_redirect(app, "/admin/users", &format!("User {} was added.", u.username))
         }
-        Ok(Err(e)) => users_list(app, &v, "", None, Some(&e.to_string()), directory_error_status(&e)).await,
-        Err(_) => busy(app, Some(&v)),
+        Ok(Err(e)) => users_list(app, v, "", None, Some(&e.to_string()), directory_error_status(&e)).await,
+        Err(_) => busy(app, Some(v)),
     }
 }
 
-/// `POST /admin/users/{id}/{password|make-admin|remove-admin|disable|enable|delete}`
+/// `POST /admin/users/{id}/{password|make-admin|remove-admin|disable|enable|delete}`: one
+/// message to the directory, which also ends the user's sessions and revokes their tokens
+/// where the change calls for it.
 pub async fn user_action(app: &App, req: Request, id: String, action: String) -> Response {
-    let (v, form, ip) = match admin_form(app, req).await {
+    let post = match admin_form(app, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let Ok(dir) = app.actors.directory() else {
-        return busy(app, Some(&v));
-    };
-    let probe = id.clone();
-    let target = match ask(&dir, |reply| DirectoryMsg::GetUser { id: probe, reply }).await {
-        Ok(Some(t)) => t,
-        Ok(None) => return not_found(app, &v, "user"),
-        Err(_) => return busy(app, Some(&v)),
-    };
-    let user_id = id.clone();
-    let result: Result<String, DirectoryError> = match action.as_str() {
-        "password" => {
-            let password = form.first("password").unwrap_or("").to_owned();
-            if !password_ok(&password) {
-                return users_list(
-                    app,
-                    &v,
-                    "",
-                    None,
-                    Some("Passwords are 8 to 1024 characters."),
-                    StatusCode::BAD_REQUEST,
-                )
-                .await;
-            }
-            let Ok(password_hash) = authgate_actors::password::hash(password).await else {
-                return busy(app, Some(&v));
-            };
-            let username = target.username.clone();
-            match ask(&dir, |reply| DirectoryMsg::SetPassword {
-                username,
-                password_hash,
-                reply,
-            })
-            .await
-            {
-                Ok(r) => r.map(|()| "password reset".to_owned()),
-                Err(_) => return busy(app, Some(&v)),
-            }
-        }
-        "make-admin" | "remove-admin" | "disable" | "enable" => {
-            let (is_admin, disabled) = match action.as_str() {
-                "make-admin" => (Some(true), None),
-                "remove-admin" => (Some(false), None),
-                "disable" => (None, Some(true)),
-                _ => (None, Some(false)),
-            };
-            match ask(&dir, |reply| DirectoryMsg::UpdateUser {
-                id: user_id,
-                is_admin,
-                disabled,
-                reply,
-            })
-            .await
-            {
-                Ok(r) => r.map(|_| action.replace('-', " ")),
-                Err(_) => return busy(app, Some(&v)),
-            }
-        }
-        "delete" => match ask(&dir, |reply| DirectoryMsg::DeleteUser { id: user_id, reply }).await {
-            Ok(r) => r.map(|_| "deleted".to_owned()),
-            Err(_) => return busy(app, Some(&v)),
+    let v = &post.v;
+    let change = match action.as_str() {
+        "password" => match new_password(app, v, &post.form).await {
+            Ok(p) => UserChange::Password(p),
+            Err(r) => return r,
         },
-        _ => return not_found(app, &v, "action"),
+        "make-admin" => UserChange::Admin(true),
+        "remove-admin" => UserChange::Admin(false),
+        "disable" => UserChange::Disabled(true),
+        "enable" => UserChange::Disabled(false),
+        "delete" => UserChange::Delete,
+        _ => return not_found(app, v, "action"),
     };
-    match result {
-        Ok(what) => {
-            // A disabled or deleted user's browser sessions end; a deleted user's tokens are
-            // revoked (a disabled user's merely stop validating while disabled).
-            if matches!(action.as_str(), "disable" | "delete" | "password")
-                && let Ok(sessions) = app.actors.session()
-            {
-                let user_id = target.id.clone();
-                let _ = ask(&sessions, |reply| SessionMsg::DestroyForUser {
-                    user_id,
-                    keep: None,
-                    reply,
-                })
-                .await;
-            }
-            if action == "delete" && !revoke_all(app, Owner::User(target.id.clone())).await {
-                // The user is gone, so the tokens no longer validate; the revocation makes that
-                // permanent and is worth a retry.
-                return busy(app, Some(&v));
-            }
-            let kind = if action == "delete" {
-                EventKind::UserDeleted
-            } else {
-                EventKind::UserChanged
-            };
-            app.actors
-                .audit(event(&v, kind, ip).subject(target.username.clone()).detail(what.clone()));
-            flash_redirect(app, "/admin/users", &format!("User {}: {what}.", target.username))
+    let (what, delete, now) = (change.describe(), matches!(change, UserChange::Delete), post.now);
+    let who = UserRef::Id(id);
+    let changed = app
+        .actors
+        .directory()
+        .ask(|reply| DirectoryMsg::ChangeUser {
+            who,
+            change,
+            keep_session: None,
+            now,
+            reply,
+        })
+        .await;
+    match changed {
+        Ok(Ok(user)) => {
+            let kind = if delete { EventKind::UserDeleted } else { EventKind::UserChanged };
+            app.actors.audit(event(&post, kind).subject(user.username.clone()).detail(what));
+            flash_redirect(app, "/admin/users", &format!("User {}: {what}.", user.username))
         }
-        Err(e) => users_list(app, &v, "", None, Some(&e.to_string()), directory_error_status(&e)).await,
+        Ok(Err(DirectoryError::UnknownUserId)) => not_found(app, v, "user"),
+        Ok(Err(e)) => users_list(app, v, "", None, Some(&e.to_string()), directory_error_status(&e)).await,
+        Err(_) => busy(app, Some(v)),
     }
 }
 
 // ---- sessions ----
 
-/// `GET /admin/sessions?user=&page=`
-pub async fn sessions(app: &App, req: Request, now: u64) -> Response {
+/// `GET /admin/sessions?user=&page=`: the active authorizations, paged by the token actor.
+pub async fn sessions(app: &App, req: Request, now: Millis) -> Response {
     let v = match admin(app, &req, now, "/admin/sessions").await {
         Ok(v) => v,
         Err(r) => return r,
     };
     let user_filter: String = form::query(&req).first("user").unwrap_or("").trim().chars().take(64).collect();
-    let Ok(token) = app.actors.token() else {
+    let query = AuthorizationQuery {
+        username: (!user_filter.is_empty()).then(|| user_filter.clone()),
+        active_only: true,
+        ..Default::default()
+    };
+    let Some(p) = authorization_page(app, query, requested_page(&req), now).await else {
         return busy(app, Some(&v));
     };
-    let Ok(list) = ask(&token, |reply| TokenMsg::ListAuthorizations { user_id: None, now, reply }).await else {
-        return busy(app, Some(&v));
-    };
-    let active: Vec<_> = list
-        .into_iter()
-        .filter(|a| a.status == AuthorizationStatus::Active && (user_filter.is_empty() || a.username == user_filter))
-        .collect();
-    let (page, pages) = paginate(&req, active.len());
-    let shown = active.into_iter().skip((page - 1) * PAGE_SIZE).take(PAGE_SIZE).collect();
     let ctx = context! {
         user => v.ctx(), csrf_token => v.csrf_token.clone(), nav => "admin", section => "sessions",
-        rows => rows(app, shown), page => page, pages => pages, user_filter => user_filter, error => None::<String>,
+        rows => rows(app, p.rows), page => p.page, pages => p.pages, user_filter => user_filter, error => None::<String>,
     };
     page_with_flash(app, take_flash(app, &req), "admin_sessions.html", ctx)
 }
 
 /// `POST /admin/sessions/{id}/revoke`
 pub async fn revoke_session(app: &App, req: Request, id: String) -> Response {
-    let (v, _, ip) = match admin_form(app, req).await {
+    let post = match admin_form(app, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let Ok(token) = app.actors.token() else {
-        return busy(app, Some(&v));
-    };
-    let authorization_id = id.chars().take(64).collect::<String>();
-    match ask(&token, |reply| TokenMsg::RevokeAuthorization {
-        authorization_id,
-        owner: None,
-        reply,
-    })
-    .await
-    {
+    let (authorization_id, now) = (id.chars().take(64).collect::<String>(), post.now);
+    let revoked = app
+        .actors
+        .token()
+        .ask(|reply| TokenMsg::RevokeAuthorization {
+            authorization_id,
+            owner: None,
+            now,
+            reply,
+        })
+        .await;
+    match revoked {
         Ok(Ok(Some(a))) => {
             app.actors.audit(
-                event(&v, EventKind::TokenRevoked, ip)
+                event(&post, EventKind::TokenRevoked)
                     .subject(a.username.clone())
                     .client(a.client_id.clone())
                     .detail(format!("authorization {} revoked by an administrator", a.id)),
             );
             flash_redirect(app, "/admin/sessions", &format!("The authorization of {} was revoked.", a.username))
         }
-        Ok(Ok(None)) => not_found(app, &v, "authorization"),
-        _ => busy(app, Some(&v)),
+        Ok(Ok(None)) => not_found(app, &post.v, "authorization"),
+        _ => busy(app, Some(&post.v)),
     }
 }
 
 // ---- audit ----
 
 /// `GET /admin/audit?user=&client=&event=&before=`
-pub async fn audit(app: &App, req: Request, now: u64) -> Response {
+pub async fn audit(app: &App, req: Request, now: Millis) -> Response {
     let v = match admin(app, &req, now, "/admin/audit").await {
         Ok(v) => v,
         Err(r) => return r,
@@ -642,16 +555,16 @@ pub async fn audit(app: &App, req: Request, now: u64) -> Response {
         kind: EventKind::from_name(&event_name),
     };
     let before = (!before.is_empty() && before.bytes().all(|b| b.is_ascii_hexdigit())).then_some(before);
-    let Ok(actor) = app.actors.audit_actor() else {
-        return busy(app, Some(&v));
-    };
-    let page = match ask(&actor, |reply| AuditMsg::Query {
-        filter,
-        before,
-        limit: PAGE_SIZE,
-        reply,
-    })
-    .await
+    let page = match app
+        .actors
+        .audit_actor()
+        .ask(|reply| AuditMsg::Query {
+            filter,
+            before,
+            limit: PAGE_SIZE,
+            reply,
+        })
+        .await
     {
         Ok(Ok(p)) => p,
         _ => return busy(app, Some(&v)),

@@ -2,7 +2,7 @@
 
 use authgate_actors::device::DeviceMsg;
 use authgate_actors::metrics::{ActorLabel, counters, gauges};
-use authgate_actors::system::{ComponentState, ask, mailboxes};
+use authgate_actors::supervisor::ComponentState;
 use hyper::StatusCode;
 use hyper::header::{HeaderValue, WWW_AUTHENTICATE};
 use prometheus_client::metrics::gauge::Gauge;
@@ -16,7 +16,7 @@ use crate::http::{Request, Response, form};
 const OPENMETRICS: HeaderValue = HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 
-pub async fn metrics_page(app: &App, req: Request) -> Response {
+pub async fn metrics_page(app: &App, req: Request, now: authgate_actors::time::Millis) -> Response {
     if let Some(expected) = &app.settings.metrics_token {
         let given = form::bearer_token(req.headers()).unwrap_or_default();
         if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
@@ -46,16 +46,10 @@ pub async fn metrics_page(app: &App, req: Request) -> Response {
     system.register(
         "actor_mailbox_depth",
         "Messages sent to each actor and not yet handled",
-        gauges(mailboxes().iter().map(|m| (ActorLabel { actor: m.actor }, m.depth()))),
+        gauges(app.actors.mailboxes().iter().map(|m| (ActorLabel { actor: m.actor }, m.depth()))),
     );
     let pending = Gauge::<i64>::default();
-    if let Ok(device) = app.actors.device()
-        && let Ok(n) = ask(&device, |reply| DeviceMsg::CountPending {
-            now: authgate_actors::now_ms(),
-            reply,
-        })
-        .await
-    {
+    if let Ok(n) = app.actors.device().ask(|reply| DeviceMsg::CountPending { now, reply }).await {
         pending.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     system.register("device_codes_pending", "Device codes waiting for a person's decision", pending);
@@ -79,7 +73,7 @@ pub async fn metrics_page(app: &App, req: Request) -> Response {
             },
         );
     }
-    app.store.stats().commit_metrics.register(&mut system);
+    app.store.register_metrics(&mut system);
     match app.actors.metrics().render(&[app.http_metrics.registry(), &system]) {
         Ok(text) => no_store(bytes(StatusCode::OK, OPENMETRICS, text)),
         Err(_) => bytes(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "could not render the metrics\n"),

@@ -4,8 +4,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use std::collections::BTreeMap;
 
-use authgate_actors::store::{Op, Table};
-use authgate_actors::system::{Component, ComponentState};
+use authgate_actors::supervisor::{Component, ComponentState};
+use authgate_actors::time::Millis;
 use hyper::StatusCode;
 use hyper::header::{CACHE_CONTROL, HeaderValue};
 use serde::Serialize;
@@ -29,7 +29,7 @@ struct Health {
 /// Below this much free space, a store whose last commit failed is still called unwritable.
 const MIN_FREE_BYTES: u64 = 1 << 20;
 
-fn unhealthy(app: &App, now: u64, database: &'static str) -> Response {
+fn unhealthy(app: &App, now: Millis, database: &'static str) -> Response {
     let body = Health {
         status: "unhealthy",
         database,
@@ -40,26 +40,22 @@ fn unhealthy(app: &App, now: u64, database: &'static str) -> Response {
     json(StatusCode::SERVICE_UNAVAILABLE, &body)
 }
 
-/// `GET /health`: `healthy` (200) when the database answers a read and every actor runs;
+/// `GET /health`: `healthy` (200) when the database answers and every actor runs;
 /// `degraded` (200, naming them) when only provider actors are down or restarting;
 /// `unhealthy` (503) when the database or a core actor is not available.
-pub async fn health(app: &App, now: u64) -> Response {
-    let read = app.store.read(|r| r.get(Table::Meta, b"seeded"));
-    let mut db_ok = matches!(tokio::time::timeout(Duration::from_secs(2), read).await, Ok(Ok(_)));
+pub async fn health(app: &App, now: Millis) -> Response {
+    let read = app.store.ping();
+    let mut db_ok = matches!(tokio::time::timeout(Duration::from_secs(2), read).await, Ok(Ok(())));
     let mut database = if db_ok { "connected" } else { "unavailable" };
-    if db_ok && app.store.stats().failing.load(std::sync::atomic::Ordering::Relaxed) {
+    if db_ok && app.store.failing() {
         // The last commit failed (a full or broken disk): see whether there is room again and
         // writing works. (A tiny probe alone could fit in the file's free pages while real
         // writes still cannot grow it.)
         if app.store.free_space().is_some_and(|b| b < MIN_FREE_BYTES) {
             return unhealthy(app, now, "unwritable");
         }
-        let probe = Op::put(Table::Meta, b"health_probe".to_vec(), &now).map(|op| app.store.write(vec![op]));
-        let written = match probe {
-            Ok(w) => matches!(tokio::time::timeout(Duration::from_secs(2), w).await, Ok(Ok(()))),
-            Err(_) => false,
-        };
-        if !written {
+        let probe = app.store.probe(now);
+        if !matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Ok(()))) {
             db_ok = false;
             database = "unwritable";
         }

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use authgate_actors::audit::{AuditEvent, EventKind};
+use authgate_actors::crypto::secret;
 use authgate_actors::device::DeviceMsg;
 use authgate_actors::directory::{ClientRecord, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN};
-use authgate_actors::secret;
-use authgate_actors::system::{ask, ask_within};
+use authgate_actors::time::Millis;
 use authgate_actors::token::{RevokeTarget, TokenKind, TokenMsg};
 use authgate_actors::{ErrorCode, OAuthError};
 use hyper::StatusCode;
@@ -25,11 +25,11 @@ fn respond(r: Result<Response, OAuthError>) -> Response {
 }
 
 /// The client credentials and form of a POST, and the time it was complete (Unix ms).
-async fn read_oauth_form(req: Request) -> Result<(Option<ClientCredentials>, Form, u64), OAuthError> {
+async fn read_oauth_form(req: Request) -> Result<(Option<ClientCredentials>, Form, Millis), OAuthError> {
     let basic = form::basic_credentials(req.headers())?;
     let form = form::read_form(req).await.map_err(|e| OAuthError::invalid_request(e.to_string()))?;
     let creds = form::merge_credentials(basic, &form)?;
-    Ok((creds, form, authgate_actors::now_ms()))
+    Ok((creds, form, crate::http::request_time()))
 }
 
 /// Authenticates the client named by the request, which must name one.
@@ -60,13 +60,9 @@ struct DeviceAuthorizationResponse {
 }
 
 /// `POST /oauth/device/code`
-pub async fn device_code(app: &App, req: Request) -> Response {
+pub async fn device_code(app: &App, req: Request, arrived: Millis) -> Response {
     let addr = app.addr(&req);
-    if let Err(wait) = app
-        .guard
-        .device_codes
-        .hit(&addr.map(address_key).unwrap_or_default(), authgate_actors::now_ms())
-    {
+    if let Err(wait) = app.guard.device_codes.hit(&addr.map(address_key).unwrap_or_default(), arrived) {
         return too_many_requests("too many device codes requested from this address", retry_after_secs(wait));
     }
     respond(
@@ -76,17 +72,19 @@ pub async fn device_code(app: &App, req: Request) -> Response {
             require_grant(&client, GRANT_DEVICE_CODE)?;
             let scope = client.resolve_scope(form.one("scope")?)?;
             let note = format!("scope {scope}");
-            let device = app.actors.device()?;
             let client_id = client.client_id.clone();
-            let code = ask(&device, |reply| DeviceMsg::Create {
-                client_id,
-                scope,
-                now,
-                reply,
-            })
-            .await??;
+            let code = app
+                .actors
+                .device()
+                .ask(|reply| DeviceMsg::Create {
+                    client_id,
+                    scope,
+                    now,
+                    reply,
+                })
+                .await??;
             app.actors.audit(
-                AuditEvent::new(EventKind::DeviceCodeIssued, format!("client:{}", client.client_id), true)
+                AuditEvent::new(now, EventKind::DeviceCodeIssued, format!("client:{}", client.client_id), true)
                     .client(client.client_id.clone())
                     .ip(addr.map(|a| a.to_string()))
                     .detail(note),
@@ -141,15 +139,17 @@ pub async fn token(app: &App, req: Request) -> Response {
                 let device_code_hash = secret::sha256(form.required("device_code")?);
                 let client = authenticate(app, creds)?;
                 require_grant(&client, GRANT_DEVICE_CODE)?;
-                let device = app.actors.device()?;
                 let client_id = client.client_id.clone();
-                let polled = ask_within(&device, app.settings.token_wait(), |reply| DeviceMsg::Poll {
-                    device_code_hash,
-                    client_id,
-                    now,
-                    reply,
-                })
-                .await?;
+                let polled = app
+                    .actors
+                    .device()
+                    .ask_within(app.settings.token_wait(), |reply| DeviceMsg::Poll {
+                        device_code_hash,
+                        client_id,
+                        now,
+                        reply,
+                    })
+                    .await?;
                 count_poll(app, &polled);
                 let tokens = polled?;
                 (EventKind::TokenIssued, tokens, client.client_id.clone())
@@ -158,20 +158,22 @@ pub async fn token(app: &App, req: Request) -> Response {
                 let scope = form.one("scope")?.map(str::to_owned);
                 let client = authenticate(app, creds)?;
                 require_grant(&client, GRANT_REFRESH_TOKEN)?;
-                let actor = app.actors.token()?;
                 let client_id = client.client_id.clone();
-                let tokens = ask_within(&actor, app.settings.token_wait(), |reply| TokenMsg::Refresh {
-                    token_hash,
-                    client_id,
-                    scope,
-                    now,
-                    reply,
-                })
-                .await??;
+                let tokens = app
+                    .actors
+                    .token()
+                    .ask_within(app.settings.token_wait(), |reply| TokenMsg::Refresh {
+                        token_hash,
+                        client_id,
+                        scope,
+                        now,
+                        reply,
+                    })
+                    .await??;
                 (EventKind::TokenRefreshed, tokens, client.client_id.clone())
             };
             app.actors.audit(
-                AuditEvent::new(kind, format!("client:{client_id}"), true)
+                AuditEvent::new(now, kind, format!("client:{client_id}"), true)
                     .subject(tokens.username.clone())
                     .client(client_id)
                     .ip(addr.map(|a| a.to_string()))
@@ -184,7 +186,7 @@ pub async fn token(app: &App, req: Request) -> Response {
 }
 
 /// `GET /oauth/tokeninfo` with `?access_token=` or `Authorization: Bearer`.
-pub async fn tokeninfo(app: &App, req: Request, now: u64) -> Response {
+pub async fn tokeninfo(app: &App, req: Request, now: Millis) -> Response {
     respond(
         async {
             let query = form::query(&req);
@@ -193,25 +195,23 @@ pub async fn tokeninfo(app: &App, req: Request, now: u64) -> Response {
                 (Some(t), None) | (None, Some(t)) if !t.is_empty() => t,
                 _ => return Err(OAuthError::invalid_request("an access token is required")),
             };
-            let actor = app.actors.token()?;
-            let info = match app.keys.verify(token) {
+            let actor = app.actors.token();
+            let info = match app.keys.verify(token, now / 1000) {
                 Some(claims) => {
-                    ask(&actor, |reply| TokenMsg::Validate {
-                        jti: claims.jti,
-                        now,
-                        reply,
-                    })
-                    .await??
+                    actor
+                        .ask(|reply| TokenMsg::Validate {
+                            jti: claims.jti,
+                            now,
+                            reply,
+                        })
+                        .await??
                 }
                 // Not a JWT of ours: perhaps one the token service minted.
-                None if app.keys.verify_ignoring_expiry(token).is_none() && token.len() <= 8192 => {
+                None if app.keys.verify_ignoring_expiry(token, now / 1000).is_none() && token.len() <= 8192 => {
                     let token = token.to_owned();
-                    ask_within(&actor, app.settings.token_wait(), |reply| TokenMsg::ValidateOpaque {
-                        token,
-                        now,
-                        reply,
-                    })
-                    .await??
+                    actor
+                        .ask_within(app.settings.token_wait(), |reply| TokenMsg::ValidateOpaque { token, now, reply })
+                        .await??
                 }
                 None => return Err(OAuthError::invalid_token("the access token is invalid, expired or revoked")),
             };
@@ -226,7 +226,7 @@ pub async fn revoke(app: &App, req: Request) -> Response {
     let addr = app.addr(&req);
     respond(
         async {
-            let (creds, form, _) = read_oauth_form(req).await?;
+            let (creds, form, now) = read_oauth_form(req).await?;
             let token = form.required("token")?;
             // The hint is optional and only an optimisation (RFC 7009 §2.1); the token's own form
             // tells its type, so the hint is checked for repetition and otherwise ignored.
@@ -237,17 +237,20 @@ pub async fn revoke(app: &App, req: Request) -> Response {
             };
             // A JWT we signed is an access token; anything else may be a refresh token or an
             // access token the token service minted.
-            let target = match app.keys.verify_ignoring_expiry(token) {
+            let target = match app.keys.verify_ignoring_expiry(token, now / 1000) {
                 Some(claims) => RevokeTarget::AccessId(claims.jti),
                 None => RevokeTarget::Hash(secret::sha256(token)),
             };
-            let actor = app.actors.token()?;
             let by = client_id.clone();
-            let revoked = ask(&actor, |reply| TokenMsg::Revoke { target, client_id, reply }).await??;
+            let revoked = app
+                .actors
+                .token()
+                .ask(|reply| TokenMsg::Revoke { target, client_id, reply })
+                .await??;
             if let Some(subject) = revoked {
                 let actor = by.as_deref().map_or_else(|| "anonymous".to_owned(), |c| format!("client:{c}"));
                 app.actors.audit(
-                    AuditEvent::new(EventKind::TokenRevoked, actor, true)
+                    AuditEvent::new(now, EventKind::TokenRevoked, actor, true)
                         .subject(subject)
                         .ip(addr.map(|a| a.to_string()))
                         .detail("RFC 7009"),
@@ -301,15 +304,14 @@ pub async fn introspect(app: &App, req: Request) -> Response {
             // The hint only speeds a search (RFC 7662 §2.1); every kind is looked up anyway.
             form.one("token_type_hint")?;
             let inactive = || Ok(json(StatusCode::OK, &Introspection::default()));
-            let target = match app.keys.verify(token) {
+            let target = match app.keys.verify(token, now / 1000) {
                 Some(claims) => RevokeTarget::AccessId(claims.jti),
                 // One of our JWTs, but expired or not ours to vouch for any more.
-                None if app.keys.verify_ignoring_expiry(token).is_some() => return inactive(),
+                None if app.keys.verify_ignoring_expiry(token, now / 1000).is_some() => return inactive(),
                 None if token.len() > 8192 => return inactive(),
                 None => RevokeTarget::Hash(secret::sha256(token)),
             };
-            let actor = app.actors.token()?;
-            let record = ask(&actor, |reply| TokenMsg::Introspect { target, now, reply }).await?;
+            let record = app.actors.token().ask(|reply| TokenMsg::Introspect { target, now, reply }).await?;
             let Some(r) = record.filter(|r| client.confidential || r.client_id == client.client_id) else {
                 return inactive();
             };

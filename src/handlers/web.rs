@@ -1,11 +1,12 @@
 //! The pages people use: sign in and out, enter a device's code, approve or deny it.
 
 use authgate_actors::audit::{AuditEvent, EventKind};
+use authgate_actors::crypto::{password, secret};
+use authgate_actors::device::Decision;
 use authgate_actors::device::{CodeError, DeviceMsg};
-use authgate_actors::directory::{AuthSource, DirectoryMsg, LoginError};
-use authgate_actors::secret;
+use authgate_actors::directory::{AuthSource, DirectoryMsg, LoginError, UserRef};
 use authgate_actors::session::SessionMsg;
-use authgate_actors::system::{ask, ask_within};
+use authgate_actors::time::Millis;
 use hyper::StatusCode;
 use minijinja::context;
 
@@ -22,14 +23,22 @@ const LOGIN_FORM_LIFETIME: std::time::Duration = std::time::Duration::from_secs(
 
 /// The signed-in person behind the request's cookie: a live session of a user who still
 /// exists and is not disabled.
-pub(crate) async fn viewer(app: &App, req: &Request, now: u64) -> Option<Viewer> {
+pub(crate) async fn viewer(app: &App, req: &Request, now: Millis) -> Option<Viewer> {
     let id = app.cookies.get(req.headers(), SESSION)?;
-    let actor = app.actors.session().ok()?;
     let probe = id.clone();
-    let session = ask(&actor, |reply| SessionMsg::Get { id: probe, now, reply }).await.ok()??;
-    let dir = app.actors.directory().ok()?;
-    let user_id = session.user_id.clone();
-    let user = ask(&dir, |reply| DirectoryMsg::GetUser { id: user_id, reply }).await.ok()??;
+    let session = app
+        .actors
+        .session()
+        .ask(|reply| SessionMsg::Get { id: probe, now, reply })
+        .await
+        .ok()??;
+    let who = UserRef::Id(session.user_id.clone());
+    let user = app
+        .actors
+        .directory()
+        .ask(|reply| DirectoryMsg::GetUser { who, reply })
+        .await
+        .ok()??;
     if user.disabled {
         return None;
     }
@@ -83,7 +92,7 @@ pub(crate) fn csrf_failure(app: &App, session: Option<&Viewer>) -> Response {
 }
 
 /// `GET /login`
-pub async fn login_page(app: &App, req: Request, now: u64) -> Response {
+pub async fn login_page(app: &App, req: Request, now: Millis) -> Response {
     let query = form::query(&req);
     let next = safe_next(query.first("next")).unwrap_or("/device").to_owned();
     if viewer(app, &req, now).await.is_some() {
@@ -106,7 +115,7 @@ pub async fn login(app: &App, req: Request) -> Response {
         Ok(f) => f,
         Err(e) => return body_error_page(app, &e),
     };
-    let now = authgate_actors::now_ms();
+    let now = crate::http::request_time();
     let next = safe_next(form.first("next")).unwrap_or("/device").to_owned();
     let csrf_ok = matches!((&cookie_csrf, form.first("csrf_token")), (Some(c), Some(f)) if secret::ct_eq(c, f));
     if !csrf_ok {
@@ -121,7 +130,7 @@ pub async fn login(app: &App, req: Request) -> Response {
             context! { csrf_token => cookie_csrf.clone(), next => next.clone(), username => username.clone(), error => message },
         )
     };
-    if username.is_empty() || password.is_empty() || username.len() > 256 || password.len() > 1024 {
+    if username.is_empty() || password.is_empty() || username.len() > 256 || password.len() > password::MAX_BYTES {
         return failed(app, &LoginError::Invalid.to_string(), StatusCode::UNAUTHORIZED);
     }
     // Throttled per typed username (whether or not it exists) and per address. The attempt is
@@ -140,18 +149,17 @@ pub async fn login(app: &App, req: Request) -> Response {
         let message = format!("Too many failed sign-ins. Try again in {secs} seconds.");
         return with_retry_after(failed(app, &message, StatusCode::TOO_MANY_REQUESTS), secs);
     }
-    let user = match app.actors.directory() {
-        Ok(dir) => {
-            let (u, p) = (username.clone(), password);
-            ask_within(&dir, app.settings.login_wait(), |reply| DirectoryMsg::Authenticate {
-                username: u,
-                password: p,
-                reply,
-            })
-            .await
-        }
-        Err(e) => Err(e),
-    };
+    let (u, p) = (username.clone(), password);
+    let user = app
+        .actors
+        .directory()
+        .ask_within(app.settings.login_wait(), |reply| DirectoryMsg::Authenticate {
+            username: u,
+            password: p,
+            now,
+            reply,
+        })
+        .await;
     let user = match user {
         Ok(Ok(user)) => user,
         Ok(Err(e)) => {
@@ -162,7 +170,7 @@ pub async fn login(app: &App, req: Request) -> Response {
                 g.login_ip.forgive(&ip_key, now);
             }
             app.actors.audit(
-                AuditEvent::new(EventKind::LoginFailed, username.clone(), false)
+                AuditEvent::new(now, EventKind::LoginFailed, username.clone(), false)
                     .ip(ip)
                     .detail(format!("{e:?}").to_lowercase()),
             );
@@ -181,26 +189,25 @@ pub async fn login(app: &App, req: Request) -> Response {
     };
     g.login_user.reset(&user_key);
     g.login_ip.forgive(&ip_key, now);
-    let Ok(sessions) = app.actors.session() else {
-        return failed(app, "The server is busy. Please try again.", StatusCode::SERVICE_UNAVAILABLE);
-    };
+    let sessions = app.actors.session();
     // A fresh session id at every sign-in (no fixation); the old session ends.
     if let Some(old) = old_session {
-        let _ = ask(&sessions, |reply| SessionMsg::Destroy { id: old, reply }).await;
+        let _ = sessions.ask(|reply| SessionMsg::Destroy { id: old, reply }).await;
     }
     let (user_id, name) = (user.id.clone(), user.username.clone());
-    match ask(&sessions, |reply| SessionMsg::Create {
-        user_id,
-        username: name,
-        now,
-        reply,
-    })
-    .await
+    match sessions
+        .ask(|reply| SessionMsg::Create {
+            user_id,
+            username: name,
+            now,
+            reply,
+        })
+        .await
     {
         Ok(Ok(s)) => {
             tracing::info!(username = %user.username, "signed in");
             app.actors
-                .audit(AuditEvent::new(EventKind::LoginSucceeded, user.username.clone(), true).ip(ip));
+                .audit(AuditEvent::new(now, EventKind::LoginSucceeded, user.username.clone(), true).ip(ip));
             let set = app.cookies.set(SESSION, s.id, app.settings.session_max_age);
             with_cookies(redirect(&next), [set, app.cookies.clear(LOGIN_CSRF)])
         }
@@ -213,7 +220,7 @@ pub async fn login(app: &App, req: Request) -> Response {
 }
 
 /// `GET /logout`: asks to confirm, so that a link or an image elsewhere cannot sign anyone out.
-pub async fn logout_page(app: &App, req: Request, now: u64) -> Response {
+pub async fn logout_page(app: &App, req: Request, now: Millis) -> Response {
     match viewer(app, &req, now).await {
         Some(s) => app.pages.page(
             StatusCode::OK,
@@ -227,7 +234,8 @@ pub async fn logout_page(app: &App, req: Request, now: u64) -> Response {
 /// `POST /logout` with the session's CSRF token: ends the session.
 pub async fn logout(app: &App, req: Request) -> Response {
     let ip = app.ip(&req);
-    let session = match viewer(app, &req, authgate_actors::now_ms()).await {
+    let now = crate::http::request_time();
+    let session = match viewer(app, &req, now).await {
         Some(found) => found,
         None => return with_cookies(redirect("/login"), [app.cookies.clear(SESSION)]),
     };
@@ -239,12 +247,10 @@ pub async fn logout(app: &App, req: Request) -> Response {
     if !form.first("csrf_token").is_some_and(|t| secret::ct_eq(t, &session.csrf_token)) {
         return csrf_failure(app, Some(&session));
     }
-    if let Ok(actor) = app.actors.session() {
-        let _ = ask(&actor, |reply| SessionMsg::Destroy { id, reply }).await;
-    }
+    let _ = app.actors.session().ask(|reply| SessionMsg::Destroy { id, reply }).await;
     tracing::info!(username = %session.username, "signed out");
     app.actors
-        .audit(AuditEvent::new(EventKind::Logout, session.username.clone(), true).ip(ip));
+        .audit(AuditEvent::new(now, EventKind::Logout, session.username.clone(), true).ip(ip));
     with_cookies(redirect("/login"), [app.cookies.clear(SESSION)])
 }
 
@@ -257,7 +263,7 @@ fn device_form(app: &App, status: StatusCode, s: &Viewer, user_code: &str, error
 }
 
 /// `GET /device`, optionally `?user_code=` (from `verification_uri_complete`).
-pub async fn device_page(app: &App, req: Request, now: u64) -> Response {
+pub async fn device_page(app: &App, req: Request, now: Millis) -> Response {
     let query = form::query(&req);
     let code = query.first("user_code").filter(|c| c.len() <= 32).unwrap_or("").to_owned();
     let Some(s) = viewer(app, &req, now).await else {
@@ -276,15 +282,15 @@ pub async fn device_page(app: &App, req: Request, now: u64) -> Response {
 
 /// A signed-in POST from our own forms: the session and its CSRF token both check out.
 /// Returns the time the request was complete, too.
-pub(crate) async fn signed_in_form(app: &App, req: Request) -> Result<(Viewer, Form, u64), Response> {
-    let Some(s) = viewer(app, &req, authgate_actors::now_ms()).await else {
+pub(crate) async fn signed_in_form(app: &App, req: Request) -> Result<(Viewer, Form, Millis), Response> {
+    let Some(s) = viewer(app, &req, crate::http::request_time()).await else {
         return Err(login_redirect("/device"));
     };
     let form = form::read_form(req).await.map_err(|e| body_error_page(app, &e))?;
     if !form.first("csrf_token").is_some_and(|t| secret::ct_eq(t, &s.csrf_token)) {
         return Err(csrf_failure(app, Some(&s)));
     }
-    Ok((s, form, authgate_actors::now_ms()))
+    Ok((s, form, crate::http::request_time()))
 }
 
 fn code_error_status(e: &CodeError) -> StatusCode {
@@ -319,16 +325,16 @@ pub async fn verify(app: &App, req: Request) -> Response {
         code_entry_failed(app, now);
         return device_form(app, StatusCode::BAD_REQUEST, &s, shown, Some(&CodeError::Unknown.to_string()));
     };
-    let looked_up = match app.actors.device() {
-        Ok(d) => ask(&d, |reply| DeviceMsg::Lookup {
+    let looked_up = app
+        .actors
+        .device()
+        .ask(|reply| DeviceMsg::Lookup {
             user_code: code,
             now,
             reply,
         })
         .await
-        .unwrap_or(Err(CodeError::Store)),
-        Err(_) => Err(CodeError::Store),
-    };
+        .unwrap_or(Err(CodeError::Store));
     match looked_up {
         Ok(view) => {
             code_entry_succeeded(app, &s, ip.as_deref(), now);
@@ -358,7 +364,7 @@ pub async fn verify(app: &App, req: Request) -> Response {
 /// before the lookup, so concurrent guesses cannot slip past a lockout; a right code is taken
 /// back), and wrong codes from everyone together per minute; guessing a live code within its
 /// lifetime is hopeless.
-fn code_entry_refused(app: &App, s: &Viewer, ip: Option<&str>, now: u64, shown: &str) -> Option<Response> {
+fn code_entry_refused(app: &App, s: &Viewer, ip: Option<&str>, now: Millis, shown: &str) -> Option<Response> {
     let g = &app.guard;
     let ip_key = throttle_key(ip.unwrap_or_default());
     let counted = g
@@ -380,12 +386,12 @@ fn code_entry_refused(app: &App, s: &Viewer, ip: Option<&str>, now: u64, shown: 
 }
 
 /// A wrong code: it counts toward the global limit (the session and address counted it already).
-fn code_entry_failed(app: &App, now: u64) {
+fn code_entry_failed(app: &App, now: Millis) {
     let _ = app.guard.code_global.hit("all", now);
 }
 
 /// A right code: the session's and address's count of it is taken back.
-fn code_entry_succeeded(app: &App, s: &Viewer, ip: Option<&str>, now: u64) {
+fn code_entry_succeeded(app: &App, s: &Viewer, ip: Option<&str>, now: Millis) {
     app.guard.code_session.forgive(&s.session_id, now);
     app.guard.code_ip.forgive(&throttle_key(ip.unwrap_or_default()), now);
 }
@@ -409,22 +415,27 @@ pub async fn decide(app: &App, req: Request) -> Response {
     let Some(code) = form.first("user_code").and_then(secret::normalize_user_code) else {
         return device_form(app, StatusCode::BAD_REQUEST, &s, "", Some(&CodeError::Unknown.to_string()));
     };
-    let decided = match app.actors.device() {
-        Ok(d) => {
-            let (user_id, username) = (s.user_id.clone(), s.username.clone());
-            ask(&d, |reply| DeviceMsg::Decide {
-                user_code: code,
-                user_id,
-                username,
-                approve,
-                now,
-                reply,
-            })
-            .await
-            .unwrap_or(Err(CodeError::Store))
+    let decision = if approve {
+        Decision::Approve {
+            user_id: s.user_id.clone(),
+            username: s.username.clone(),
         }
-        Err(_) => Err(CodeError::Store),
+    } else {
+        Decision::Deny {
+            user_id: s.user_id.clone(),
+        }
     };
+    let decided = app
+        .actors
+        .device()
+        .ask(|reply| DeviceMsg::Decide {
+            user_code: code,
+            decision,
+            now,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(CodeError::Store));
     match decided {
         Ok(view) => {
             let name = client_name(app, &view.client_id);
@@ -435,7 +446,7 @@ pub async fn decide(app: &App, req: Request) -> Response {
                 EventKind::DeviceDenied
             };
             app.actors.audit(
-                AuditEvent::new(kind, s.username.clone(), true)
+                AuditEvent::new(now, kind, s.username.clone(), true)
                     .subject(s.username.clone())
                     .client(view.client_id.clone())
                     .ip(ip),

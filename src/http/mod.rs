@@ -17,3 +17,11 @@ tokio::task_local! {
     /// loop around each request (a task-local costs nothing per request, unlike an extension).
     pub static PEER: std::net::SocketAddr;
 }
+
+/// The time of a request, in Unix milliseconds: read here, at the HTTP boundary, once per
+/// request (when it is routed, or for a request with a body once the body is in) and passed
+/// down to every actor that needs it.
+#[allow(clippy::disallowed_methods)] // the request boundary
+pub fn request_time() -> authgate_actors::time::Millis {
+    authgate_actors::time::wall_clock_ms()
+}

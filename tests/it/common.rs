@@ -6,7 +6,6 @@ use std::sync::Arc;
 use authgate::config::Settings;
 use authgate::server::Server;
 use authgate_actors::directory::DirectoryMsg;
-use authgate_actors::system::ask;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -60,8 +59,8 @@ impl TestServer {
         let settings = Settings::try_from_args(args).expect("settings");
         let server = Server::start(settings).await.expect("server starts");
         let base = format!("http://{}", server.addr);
-        let dir_actor = server.actors.directory().unwrap();
-        let clients = ask(&dir_actor, |reply| DirectoryMsg::ListClients { reply }).await.unwrap();
+        let dir_actor = server.actors.directory().clone();
+        let clients = dir_actor.ask(|reply| DirectoryMsg::ListClients { reply }).await.unwrap();
         let client_id = clients
             .iter()
             .find(|c| c.name == "AuthGate CLI")
@@ -87,12 +86,14 @@ impl TestServer {
 
     /// Creates a client directly (fixture), returning its id and secret.
     pub async fn create_client(&self, name: &str, confidential: bool, grants: Option<&[&str]>) -> (String, Option<String>) {
-        let dir = self.server.actors.directory().unwrap();
+        let dir = self.server.actors.directory().clone();
         let spec = authgate_actors::directory::ClientSpec {
             grant_types: grants.map(|g| g.iter().map(|s| s.to_string()).collect()).unwrap_or_default(),
             ..authgate_actors::directory::ClientSpec::new(name, confidential)
         };
-        let (c, secret) = ask(&dir, |reply| DirectoryMsg::CreateClient { spec, reply })
+        let now = authgate_actors::time::wall_clock_ms();
+        let (c, secret) = dir
+            .ask(|reply| DirectoryMsg::CreateClient { spec, now, reply })
             .await
             .unwrap()
             .unwrap();
@@ -100,13 +101,16 @@ impl TestServer {
     }
 
     pub async fn create_user(&self, username: &str, password: &str) {
-        let dir = self.server.actors.directory().unwrap();
-        let password_hash = authgate_actors::password::hash(password.to_owned()).await.unwrap();
-        let username = username.to_owned();
-        ask(&dir, |reply| DirectoryMsg::CreateUser {
+        let dir = self.server.actors.directory().clone();
+        let password = authgate_actors::crypto::password::NewPassword::new(password.to_owned())
+            .await
+            .unwrap();
+        let (username, now) = (username.to_owned(), authgate_actors::time::wall_clock_ms());
+        dir.ask(|reply| DirectoryMsg::CreateUser {
             username,
-            password_hash,
+            password,
             is_admin: false,
+            now,
             reply,
         })
         .await

@@ -4,7 +4,6 @@
 //! connection, nothing may be reflected unescaped, and nothing stored may change.
 
 use authgate_actors::directory::DirectoryMsg;
-use authgate_actors::system::ask;
 use authgate_actors::token::TokenMsg;
 use reqwest::StatusCode;
 
@@ -103,18 +102,19 @@ fn bodies(csrf: &str) -> Vec<(Option<&'static str>, Vec<u8>)> {
 
 /// Users, clients and authorizations: what no hostile request may change.
 async fn state(s: &TestServer) -> (usize, usize, usize) {
-    let dir = s.server.actors.directory().unwrap();
-    let users = ask(&dir, |reply| DirectoryMsg::ListUsers { reply }).await.unwrap().len();
-    let clients = ask(&dir, |reply| DirectoryMsg::ListClients { reply }).await.unwrap().len();
-    let token = s.server.actors.token().unwrap();
-    let auths = ask(&token, |reply| TokenMsg::ListAuthorizations {
-        user_id: None,
-        now: authgate_actors::now_ms(),
-        reply,
-    })
-    .await
-    .unwrap()
-    .len();
+    let dir = s.server.actors.directory().clone();
+    let users = dir.ask(|reply| DirectoryMsg::ListUsers { reply }).await.unwrap().len();
+    let clients = dir.ask(|reply| DirectoryMsg::ListClients { reply }).await.unwrap().len();
+    let token = s.server.actors.token().clone();
+    let auths = token
+        .ask(|reply| TokenMsg::ListAuthorizations {
+            query: Default::default(),
+            now: authgate_actors::time::wall_clock_ms(),
+            reply,
+        })
+        .await
+        .unwrap()
+        .len();
     (users, clients, auths)
 }
 

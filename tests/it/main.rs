@@ -2,6 +2,9 @@
 //! real binary) and speaks HTTP to it the way clients and browsers do. One test binary, so one
 //! link.
 
+// The tests stand where clients do, outside the server: they read the clock as a client would.
+#![allow(clippy::disallowed_methods)]
+
 mod browser;
 mod cli;
 mod common;

@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use authgate_actors::directory::{AuthSource, DirectoryMsg, UserRecord};
 use authgate_actors::provider::signature::{SignedRequest, Verifier};
-use authgate_actors::system::ask;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -72,8 +71,8 @@ async fn start(flags: &[String]) -> TestServer {
 }
 
 async fn user(s: &TestServer, name: &str) -> Option<UserRecord> {
-    let dir = s.server.actors.directory().unwrap();
-    let users = ask(&dir, |reply| DirectoryMsg::ListUsers { reply }).await.unwrap();
+    let dir = s.server.actors.directory().clone();
+    let users = dir.ask(|reply| DirectoryMsg::ListUsers { reply }).await.unwrap();
     users.into_iter().find(|u| u.username == name)
 }
 
@@ -138,8 +137,8 @@ async fn a_name_taken_by_another_user_is_a_conflict_and_nothing_is_merged() {
         "{page}"
     );
     assert_eq!(user(&s, "alice").await.unwrap(), alice, "the existing user is untouched");
-    let dir = s.server.actors.directory().unwrap();
-    let users = ask(&dir, |reply| DirectoryMsg::ListUsers { reply }).await.unwrap();
+    let dir = s.server.actors.directory().clone();
+    let users = dir.ask(|reply| DirectoryMsg::ListUsers { reply }).await.unwrap();
     assert!(
         users.iter().all(|u| u.external_id.as_deref() != Some("ext-impostor")),
         "no second record"
@@ -276,7 +275,7 @@ async fn each_service_auth_mode_sends_its_headers() {
     let seen = up.seen();
     assert_eq!(seen.len(), 2, "a 503, then the retry");
     let verifier = Verifier::new("hmac-key");
-    let now = authgate_actors::now_ms() / 1000;
+    let now = authgate_actors::time::wall_clock_ms() / 1000;
     let check = |r: &Seen| verifier.verify(&signed(r, None), now);
     for r in &seen {
         assert_eq!(check(r), Ok(()), "signature verifies");
@@ -360,7 +359,7 @@ async fn a_provider_killed_mid_call_fails_that_call_cleanly_and_is_restarted() {
     while up.seen_for("sleepy").is_empty() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let provider = s.server.actors.auth_provider().unwrap();
+    let provider = s.server.actors.login_api().current().unwrap();
     let killed_at = Instant::now();
     provider.kill();
     let (answered_at, status, page) = login.await.unwrap();
@@ -375,7 +374,7 @@ async fn a_provider_killed_mid_call_fails_that_call_cleanly_and_is_restarted() {
     let h = health_until(&s, "restarted", |h| h["components"]["login_api"]["state"] == "running").await;
     assert_eq!(h["components"]["login_api"]["restarts"], 1, "{h}");
     assert_eq!(h["status"], "healthy");
-    let fresh = s.server.actors.auth_provider().unwrap();
+    let fresh = s.server.actors.login_api().current().unwrap();
     assert_ne!(fresh.get_id(), provider.get_id(), "a new incarnation");
     assert_eq!(sign_in(&s, "sleepy", "pw").await.0, StatusCode::SEE_OTHER, "the next login works");
     s.stop().await;
@@ -390,7 +389,7 @@ async fn a_provider_that_keeps_failing_is_reported_down_not_restarted_in_a_loop(
         // Wait for the next incarnation, then kill it.
         let deadline = Instant::now() + Duration::from_secs(10);
         let p = loop {
-            if let Ok(p) = s.server.actors.auth_provider()
+            if let Ok(p) = s.server.actors.login_api().current()
                 && Some(p.get_id()) != last
             {
                 break p;
@@ -550,12 +549,13 @@ impl TokenService {
 }
 
 async fn record_count(s: &TestServer) -> usize {
-    let dir = s.server.actors.directory().unwrap();
-    let users = ask(&dir, |reply| DirectoryMsg::ListUsers { reply }).await.unwrap();
+    let dir = s.server.actors.directory().clone();
+    let users = dir.ask(|reply| DirectoryMsg::ListUsers { reply }).await.unwrap();
     let admin = users.into_iter().find(|u| u.username == "admin").unwrap();
-    let token = s.server.actors.token().unwrap();
+    let token = s.server.actors.token().clone();
     let user_id = admin.id.clone();
-    ask(&token, |reply| authgate_actors::token::TokenMsg::ListForUser { user_id, reply })
+    token
+        .ask(|reply| authgate_actors::token::TokenMsg::ListForUser { user_id, reply })
         .await
         .unwrap()
         .len()
@@ -594,7 +594,7 @@ async fn the_token_service_mints_while_records_and_revocation_stay_local() {
     assert_eq!(body["expires_in"], 3600);
     assert!(body["user_id"].as_str().is_some_and(|u| !u.is_empty()));
     let verifier = Verifier::new("token-key");
-    let now = authgate_actors::now_ms() / 1000;
+    let now = authgate_actors::time::wall_clock_ms() / 1000;
     assert_eq!(generate.method, "POST");
     assert_eq!(verifier.verify(&signed(generate, None), now), Ok(()));
 

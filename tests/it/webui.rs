@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use authgate_actors::audit::{AuditFilter, AuditMsg, EventKind};
-use authgate_actors::system::ask;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -52,21 +51,22 @@ fn row_ids(page: &str) -> Vec<String> {
 
 /// Audit events of `kind`, newest first, read through the audit actor.
 async fn audit(s: &TestServer, kind: EventKind) -> Vec<authgate_actors::audit::AuditEvent> {
-    let actor = s.server.actors.audit_actor().unwrap();
+    let actor = s.server.actors.audit_actor().clone();
     let filter = AuditFilter {
         kind: Some(kind),
         ..Default::default()
     };
-    ask(&actor, |reply| AuditMsg::Query {
-        filter,
-        before: None,
-        limit: 500,
-        reply,
-    })
-    .await
-    .unwrap()
-    .unwrap()
-    .events
+    actor
+        .ask(|reply| AuditMsg::Query {
+            filter,
+            before: None,
+            limit: 500,
+            reply,
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .events
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -474,8 +474,9 @@ async fn administrators_manage_clients_and_their_tokens_follow() {
 
 /// The id of `username`'s row on the users page.
 async fn user_id(s: &TestServer, username: &str) -> String {
-    let dir = s.server.actors.directory().unwrap();
-    let users = ask(&dir, |reply| authgate_actors::directory::DirectoryMsg::ListUsers { reply })
+    let dir = s.server.actors.directory().clone();
+    let users = dir
+        .ask(|reply| authgate_actors::directory::DirectoryMsg::ListUsers { reply })
         .await
         .unwrap();
     users.into_iter().find(|u| u.username == username).unwrap().id

@@ -1,7 +1,7 @@
 //! Provider actors: AuthGate's calls to external services.
 //!
-//! - [`auth`]: the login API (`AUTH_MODE=http_api`)
-//! - [`token`]: the token service (`TOKEN_PROVIDER_MODE=http_api`)
+//! - [`login`]: the login API (`AUTH_MODE=http_api`)
+//! - [`token_service`]: the token service (`TOKEN_PROVIDER_MODE=http_api`)
 //!
 //! Both share the machinery here: an [`Upstream`] (one HTTP client, the service's
 //! authentication headers, retries with back-off, a total deadline) and [`Calls`] (the calls
@@ -9,10 +9,10 @@
 //! on the network in its mailbox: each call runs as a task the actor's state owns, so when the
 //! actor dies its calls die with it and their callers get a clean error at once.
 
-pub mod auth;
+pub mod login;
 pub mod retry;
 pub mod signature;
-pub mod token;
+pub mod token_service;
 
 use crate::metrics::{ProviderCounters, ProviderLabel, ProviderLabels};
 use std::future::Future;
@@ -200,7 +200,9 @@ impl Upstream {
                 }
             }
             ServiceAuth::Hmac { secret } => {
-                let ts = crate::now_ms() / 1000;
+                // An outgoing request is an edge: its signature carries the time it is sent.
+                #[allow(clippy::disallowed_methods)]
+                let ts = crate::time::wall_clock_ms() / 1000;
                 let sig = signature::sign(secret.as_bytes(), ts, "POST", path_and_query, body);
                 let nonce = uuid::Uuid::new_v4().to_string();
                 for (name, value) in [
@@ -351,5 +353,31 @@ impl Calls {
     /// Calls in flight now.
     pub fn in_flight(&self) -> usize {
         self.tasks.len()
+    }
+}
+
+/// Test-only faults, so that the supervision tests can fail a provider each way it can fail.
+#[cfg(test)]
+pub mod fault {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex};
+
+    static FAIL_STARTS: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(Default::default);
+
+    /// The next `n` starts of a provider for `url` fail in `pre_start`.
+    pub fn fail_next_starts(url: &str, n: usize) {
+        FAIL_STARTS.lock().unwrap().insert(url.to_owned(), n);
+    }
+
+    /// Whether this start of a provider for `url` is to fail (and counts it).
+    pub fn start_fails(url: &str) -> bool {
+        let mut f = FAIL_STARTS.lock().unwrap();
+        match f.get_mut(url) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
     }
 }

@@ -25,11 +25,22 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::error::OAuthError;
-use crate::store::{Op, Store, StoreError, Table, decode};
-use crate::token::{AccessClaims, Secs};
+use crate::store::StoreError;
+use crate::store::server::ServerRepo;
+use crate::time::Secs;
 
-/// The meta-table key of the stored keyring.
-const KEYRING_KEY: &[u8] = b"jwt:keyring";
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub client_id: String,
+    pub scope: String,
+    pub iat: Secs,
+    pub exp: Secs,
+    pub jti: String,
+}
 
 /// `JWT_SIGNING_ALGORITHM`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -166,10 +177,6 @@ struct Keyring {
     jwks: String,
 }
 
-fn now_secs() -> Secs {
-    crate::now_ms() / 1000
-}
-
 impl JwtKeys {
     /// HS256 with `secret`, nothing else: tests and the seed behaviour.
     pub fn new(secret: &[u8], issuer: &str) -> Self {
@@ -241,23 +248,24 @@ impl JwtKeys {
         jsonwebtoken::encode(&header, claims, &self.inner.encoding).map_err(|_| OAuthError::server_error("could not sign the access token"))
     }
 
-    /// Checks signature, issuer and expiry; `None` for anything else.
-    pub fn verify(&self, token: &str) -> Option<AccessClaims> {
-        self.check(token, true)
+    /// Checks signature, issuer and expiry at `now`; `None` for anything else.
+    pub fn verify(&self, token: &str, now: Secs) -> Option<AccessClaims> {
+        self.check(token, now).filter(|c| c.exp >= now)
     }
 
     /// Checks the signature only (revocation accepts expired tokens).
-    pub fn verify_ignoring_expiry(&self, token: &str) -> Option<AccessClaims> {
-        self.check(token, false)
+    pub fn verify_ignoring_expiry(&self, token: &str, now: Secs) -> Option<AccessClaims> {
+        self.check(token, now)
     }
 
-    fn check(&self, token: &str, expiry: bool) -> Option<AccessClaims> {
+    /// Signature, algorithm and issuer; the caller judges expiry against its own `now`.
+    fn check(&self, token: &str, now: Secs) -> Option<AccessClaims> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         // The key decides the algorithm, never the token: an HS256 token verifies only with
         // the secret, an asymmetric one only with the key its `kid` names, of that key's type.
         let (alg, key) = match header.alg {
             Algorithm::HS256 => {
-                if self.inner.hmac_until.is_some_and(|until| now_secs() >= until) {
+                if self.inner.hmac_until.is_some_and(|until| now >= until) {
                     return None;
                 }
                 (Algorithm::HS256, &self.inner.hmac)
@@ -272,21 +280,17 @@ impl JwtKeys {
         v.set_issuer(&[&self.inner.issuer]);
         v.validate_aud = false;
         v.leeway = 0;
-        v.validate_exp = expiry;
-        if expiry {
-            v.set_required_spec_claims(&["exp", "iss", "sub", "jti"]);
-        } else {
-            v.set_required_spec_claims(&["iss", "sub", "jti"]);
-        }
+        // Expiry is judged against the caller's `now` (the claim is required by the type).
+        v.validate_exp = false;
+        v.set_required_spec_claims(&["iss", "sub", "jti"]);
         jsonwebtoken::decode::<AccessClaims>(token, key, &v).ok().map(|d| d.claims)
     }
 
     /// Reads the stored keyring, makes the configured key the signer (generating it on first
     /// start), retires the previous signer if it changed, drops retired keys past their time,
     /// and stores the result.
-    pub async fn load(store: &Store, options: KeyOptions) -> Result<JwtKeys, KeyError> {
-        let mut ring = read_keyring(store).await?;
-        let now = now_secs();
+    pub async fn load(repo: &dyn ServerRepo, options: KeyOptions, now: Secs) -> Result<JwtKeys, KeyError> {
+        let (stored, mut ring) = read_keyring(repo).await?;
         let ttl = options.access_ttl.as_secs();
         let (encoding, signer, generated) = match (&options.key_file, options.alg) {
             (Some(_), SigningAlg::HS256) => return Err(KeyError::FileWithHmac),
@@ -332,7 +336,7 @@ impl JwtKeys {
         ring.retired.retain(|r| r.until > now && r.jwk.common.key_id != new_kid);
         ring.current = generated;
         ring.signer = signer.clone();
-        write_keyring(store, &ring).await?;
+        write_keyring(repo, stored, &ring).await?;
         if let Some(kid) = &new_kid {
             tracing::info!(alg = %options.alg, kid, "signing access tokens");
         }
@@ -350,7 +354,7 @@ impl JwtKeys {
 
 /// `authgate keys rotate`: a new generated key becomes the signer; the previous one keeps
 /// verifying until the tokens it signed have expired. Answers the new `kid`.
-pub async fn rotate(store: &Store, options: &KeyOptions) -> Result<String, KeyError> {
+pub async fn rotate(repo: &dyn ServerRepo, options: &KeyOptions, now: Secs) -> Result<String, KeyError> {
     if !options.alg.asymmetric() {
         return Err(KeyError::Rotate(
             "HS256 signs with JWT_SECRET, which has no rotation; set JWT_SIGNING_ALGORITHM to ES256, EdDSA or RS256".into(),
@@ -361,8 +365,7 @@ pub async fn rotate(store: &Store, options: &KeyOptions) -> Result<String, KeyEr
             "the signing key comes from JWT_PRIVATE_KEY_FILE: replace that file instead (the previous key keeps verifying)".into(),
         ));
     }
-    let mut ring = read_keyring(store).await?;
-    let now = now_secs();
+    let (stored, mut ring) = read_keyring(repo).await?;
     let fresh = generate(options.alg, now).await?;
     let (_, jwk) = from_generated(&fresh)?;
     if let Some(old) = ring.signer.take() {
@@ -374,20 +377,31 @@ pub async fn rotate(store: &Store, options: &KeyOptions) -> Result<String, KeyEr
     ring.current = Some(fresh);
     ring.signer = Some(jwk);
     ring.signer_ttl = options.access_ttl.as_secs();
-    write_keyring(store, &ring).await?;
+    write_keyring(repo, stored, &ring).await?;
     Ok(kid)
 }
 
-async fn read_keyring(store: &Store) -> Result<StoredKeyring, KeyError> {
-    match store.read(|r| r.get(Table::Meta, KEYRING_KEY)).await? {
-        Some(v) => Ok(decode(&v)?),
-        None => Ok(StoredKeyring::default()),
-    }
+/// The stored keyring as read (to compare against when writing) and decoded.
+async fn read_keyring(repo: &dyn ServerRepo) -> Result<(Option<Vec<u8>>, StoredKeyring), KeyError> {
+    let stored = repo.keyring().await?;
+    let ring = match &stored {
+        Some(v) => serde_json::from_slice(v).map_err(|e| StoreError::Decode(e.to_string()))?,
+        None => StoredKeyring::default(),
+    };
+    Ok((stored, ring))
 }
 
-async fn write_keyring(store: &Store, ring: &StoredKeyring) -> Result<(), KeyError> {
-    store.write(vec![Op::put(Table::Meta, KEYRING_KEY.to_vec(), ring)?]).await?;
-    Ok(())
+/// Replaces the keyring that was read as `previous`; someone else's change in between (another
+/// process starting or rotating) is an error to retry, never silently overwritten.
+async fn write_keyring(repo: &dyn ServerRepo, previous: Option<Vec<u8>>, ring: &StoredKeyring) -> Result<(), KeyError> {
+    let next = serde_json::to_vec(ring).map_err(|e| StoreError::Encode(e.to_string()))?;
+    if repo.save_keyring(previous, next).await? {
+        Ok(())
+    } else {
+        Err(KeyError::Corrupt(
+            "the keyring was changed by another process meanwhile; try again".into(),
+        ))
+    }
 }
 
 /// The public JWK of a private key, with `kid` (its thumbprint), `alg` and `use`.
@@ -494,7 +508,10 @@ fn unreachable_hmac() -> JwtKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreOptions;
+    use crate::store::redb::StoreOptions;
+
+    /// A fixed "now" for these tests.
+    const NOW: Secs = 1_700_000_000;
 
     fn claims(exp: Secs) -> AccessClaims {
         AccessClaims {
@@ -503,7 +520,7 @@ mod tests {
             aud: "c1".into(),
             client_id: "c1".into(),
             scope: "read".into(),
-            iat: now_secs(),
+            iat: NOW,
             exp,
             jti: "j1".into(),
         }
@@ -522,45 +539,46 @@ mod tests {
     #[tokio::test]
     async fn asymmetric_keys_sign_verify_rotate_and_survive_restarts() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("k.redb"), StoreOptions::default()).unwrap();
+        let stores = crate::store::redb::open(&dir.path().join("k.redb"), StoreOptions::default()).unwrap();
+        let store = &*stores.server;
         for alg in [SigningAlg::ES256, SigningAlg::EdDSA] {
-            let keys = JwtKeys::load(&store, options(alg)).await.unwrap();
+            let keys = JwtKeys::load(store, options(alg), NOW).await.unwrap();
             let kid = keys.kid().unwrap().to_owned();
-            let token = keys.sign(&claims(now_secs() + 60)).unwrap();
+            let token = keys.sign(&claims(NOW + 60)).unwrap();
             let header = jsonwebtoken::decode_header(&token).unwrap();
             assert_eq!((header.alg, header.kid.as_deref()), (alg.algorithm(), Some(kid.as_str())));
-            assert!(keys.verify(&token).is_some());
+            assert!(keys.verify(&token, NOW).is_some());
             // The same key after a restart.
-            let again = JwtKeys::load(&store, options(alg)).await.unwrap();
+            let again = JwtKeys::load(store, options(alg), NOW).await.unwrap();
             assert_eq!(again.kid(), Some(kid.as_str()));
             // Rotation: new tokens use the new key; the old token still verifies; both published.
-            let new_kid = rotate(&store, &options(alg)).await.unwrap();
-            let rotated = JwtKeys::load(&store, options(alg)).await.unwrap();
+            let new_kid = rotate(store, &options(alg), NOW).await.unwrap();
+            let rotated = JwtKeys::load(store, options(alg), NOW).await.unwrap();
             assert_eq!(rotated.kid(), Some(new_kid.as_str()));
             assert_ne!(new_kid, kid);
-            assert!(rotated.verify(&token).is_some());
+            assert!(rotated.verify(&token, NOW).is_some());
             let set: JwkSet = serde_json::from_str(rotated.jwks()).unwrap();
             assert!(set.find(&kid).is_some() && set.find(&new_kid).is_some());
             // A token naming an unknown kid, or the right kid with another algorithm, fails.
             let mut forged = Header::new(Algorithm::HS256);
             forged.kid = Some(new_kid.clone());
-            let hs = jsonwebtoken::encode(&forged, &claims(now_secs() + 60), &EncodingKey::from_secret(b"guess")).unwrap();
-            assert!(rotated.verify(&hs).is_none());
+            let hs = jsonwebtoken::encode(&forged, &claims(NOW + 60), &EncodingKey::from_secret(b"guess")).unwrap();
+            assert!(rotated.verify(&hs, NOW).is_none());
         }
         // HS256 tokens keep verifying after a switch to an asymmetric algorithm.
-        let hs_keys = JwtKeys::load(&store, options(SigningAlg::HS256)).await.unwrap();
-        let hs_token = hs_keys.sign(&claims(now_secs() + 60)).unwrap();
+        let hs_keys = JwtKeys::load(store, options(SigningAlg::HS256), NOW).await.unwrap();
+        let hs_token = hs_keys.sign(&claims(NOW + 60)).unwrap();
         assert!(hs_keys.kid().is_none());
-        let es = JwtKeys::load(&store, options(SigningAlg::ES256)).await.unwrap();
-        assert!(es.verify(&hs_token).is_some());
+        let es = JwtKeys::load(store, options(SigningAlg::ES256), NOW).await.unwrap();
+        assert!(es.verify(&hs_token, NOW).is_some());
         // ...but not forever: once the last HS256 token has expired, HS256 is refused.
-        let mut ring = read_keyring(&store).await.unwrap();
-        ring.hmac_until = Some(now_secs() - 1);
-        write_keyring(&store, &ring).await.unwrap();
-        let es = JwtKeys::load(&store, options(SigningAlg::ES256)).await.unwrap();
-        assert!(es.verify(&hs_token).is_none());
-        assert!(rotate(&store, &options(SigningAlg::HS256)).await.is_err());
-        store.close();
+        let (stored, mut ring) = read_keyring(store).await.unwrap();
+        ring.hmac_until = Some(NOW - 1);
+        write_keyring(store, stored, &ring).await.unwrap();
+        let es = JwtKeys::load(store, options(SigningAlg::ES256), NOW).await.unwrap();
+        assert!(es.verify(&hs_token, NOW).is_none());
+        assert!(rotate(store, &options(SigningAlg::HS256), NOW).await.is_err());
+        stores.server.close();
     }
 
     #[test]
@@ -573,9 +591,80 @@ mod tests {
         };
         let (encoding, jwk) = from_generated(&key).unwrap();
         let keys = JwtKeys::build(SigningAlg::RS256, Some(&jwk), encoding, b"s", "http://issuer", &[], None).unwrap();
-        let token = keys.sign(&claims(now_secs() + 60)).unwrap();
-        assert!(keys.verify(&token).is_some());
+        let token = keys.sign(&claims(NOW + 60)).unwrap();
+        assert!(keys.verify(&token, NOW).is_some());
         assert_eq!("EdDSA".parse::<SigningAlg>(), Ok(SigningAlg::EdDSA));
         assert!("none".parse::<SigningAlg>().is_err());
+    }
+
+    #[test]
+    fn jwt_round_trip_and_tamper_detection() {
+        let keys = JwtKeys::new(&[7u8; 32], "http://issuer");
+        let claims = AccessClaims {
+            iss: "http://issuer".into(),
+            sub: "u".into(),
+            aud: "c".into(),
+            client_id: "c".into(),
+            scope: "read".into(),
+            iat: NOW,
+            exp: NOW + 60,
+            jti: "j".into(),
+        };
+        let jwt = keys.sign(&claims).unwrap();
+        assert_eq!(keys.verify(&jwt, NOW), Some(claims.clone()));
+        assert_eq!(keys.verify(&jwt, NOW + 60), Some(claims.clone()), "valid through its exp second");
+        assert_eq!(keys.verify(&jwt, NOW + 61), None);
+        assert!(keys.verify_ignoring_expiry(&jwt, NOW + 61).is_some());
+        let mut tampered = jwt.clone();
+        tampered.push('x');
+        assert_eq!(keys.verify(&tampered, NOW), None);
+        assert_eq!(JwtKeys::new(&[8u8; 32], "http://issuer").verify(&jwt, NOW), None);
+        assert_eq!(JwtKeys::new(&[7u8; 32], "http://other").verify(&jwt, NOW), None);
+    }
+}
+
+/// Property tests: any string offered as a JWT is refused without panicking, and a token we
+/// signed does not survive any single-character change.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NOW: Secs = 1_700_000_000;
+
+    proptest! {
+        #[test]
+        fn garbage_is_never_a_valid_token(s in "\\PC{0,400}", dots in "[A-Za-z0-9_-]{0,40}\\.[A-Za-z0-9_-]{0,80}\\.[A-Za-z0-9_-]{0,60}") {
+            let keys = JwtKeys::new(&[3u8; 32], "http://issuer");
+            prop_assert!(keys.verify(&s, NOW).is_none());
+            prop_assert!(keys.verify(&dots, NOW).is_none());
+            prop_assert!(keys.verify_ignoring_expiry(&dots, NOW).is_none());
+        }
+
+        #[test]
+        fn a_changed_character_breaks_the_signature(at in any::<prop::sample::Index>(), with in "[A-Za-z0-9_-]") {
+            let keys = JwtKeys::new(&[3u8; 32], "http://issuer");
+            let claims = AccessClaims {
+                iss: "http://issuer".into(),
+                sub: "u".into(),
+                aud: "c".into(),
+                client_id: "c".into(),
+                scope: "read".into(),
+                iat: 1,
+                exp: u64::MAX / 4,
+                jti: "j".into(),
+            };
+            let token = keys.sign(&claims).unwrap();
+            let i = at.index(token.len());
+            let mut bytes = token.clone().into_bytes();
+            if bytes[i] != b'.' && bytes[i] != with.as_bytes()[0] {
+                bytes[i] = with.as_bytes()[0];
+                let changed = String::from_utf8(bytes).unwrap();
+                if let Some(c) = keys.verify(&changed, NOW) {
+                    // Base64 can spell the same bytes twice only in the last character's spare bits.
+                    prop_assert_eq!(c, claims);
+                }
+            }
+        }
     }
 }

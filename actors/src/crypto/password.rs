@@ -197,6 +197,47 @@ pub async fn verify(password: String, phc: String, wanted: impl Fn() -> bool) ->
     GATE.verify(password, phc, wanted).await
 }
 
+/// The password rule, the one place it is written: at least this many characters...
+pub const MIN_CHARS: usize = 8;
+/// ...and at most this many bytes (argon2 hashes every byte).
+pub const MAX_BYTES: usize = 1024;
+
+/// Why a new password cannot be set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NewPasswordError {
+    #[error("Passwords are {MIN_CHARS} to {MAX_BYTES} characters.")]
+    Rule,
+    #[error("The server is busy. Please try again in a moment.")]
+    Busy,
+}
+
+/// A password that keeps the rule, already hashed: the only way to give a user a password.
+#[derive(Debug, Clone)]
+pub struct NewPassword {
+    hash: String,
+}
+
+impl NewPassword {
+    /// Checks `plain` against the rule, then hashes it off the async threads.
+    pub async fn new(plain: String) -> Result<NewPassword, NewPasswordError> {
+        if !keeps_rule(&plain) {
+            return Err(NewPasswordError::Rule);
+        }
+        let hash = hash(plain).await.map_err(|_| NewPasswordError::Busy)?;
+        Ok(NewPassword { hash })
+    }
+
+    /// The argon2id PHC string to store.
+    pub fn into_hash(self) -> String {
+        self.hash
+    }
+}
+
+/// Whether `plain` keeps the password rule.
+pub fn keeps_rule(plain: &str) -> bool {
+    plain.chars().count() >= MIN_CHARS && plain.len() <= MAX_BYTES
+}
+
 /// A random password of `len` letters and digits, for seeded accounts.
 pub fn random_password(len: usize) -> String {
     rand::rng()
@@ -243,6 +284,18 @@ mod tests {
         }
         assert!(busy > 0 && ok >= 4, "busy={busy} ok={ok}");
         assert_eq!(gate.waiting.load(Ordering::Acquire), 0, "every waiter was uncounted");
+    }
+
+    #[tokio::test]
+    async fn a_new_password_keeps_the_rule_or_is_refused() {
+        assert_eq!(NewPassword::new("seven77".into()).await.unwrap_err(), NewPasswordError::Rule);
+        assert_eq!(
+            NewPassword::new("x".repeat(MAX_BYTES + 1)).await.unwrap_err(),
+            NewPasswordError::Rule
+        );
+        // Eight characters that take more than eight bytes are fine.
+        let ok = NewPassword::new("pässwörd".into()).await.unwrap();
+        assert!(verify("pässwörd".into(), ok.into_hash(), || true).await.unwrap());
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub enum AuthProviderMsg {
         password: String,
         reply: RpcReplyPort<Result<ExternalUser, CallError>>,
     },
+    /// Test-only: panics in `handle`, to show supervision at work.
+    #[cfg(test)]
+    Panic,
 }
 
 #[derive(Serialize)]
@@ -88,7 +91,10 @@ impl Actor for AuthProviderActor {
         _myself: ActorRef<AuthProviderMsg>,
         (config, counters): Self::Arguments,
     ) -> Result<AuthProviderState, ActorProcessingErr> {
-        MAILBOX.reset();
+        #[cfg(test)]
+        if super::fault::start_fails(&config.url) {
+            return Err("injected start failure".into());
+        }
         let calls = Calls::new(config.max_concurrent);
         let upstream = Upstream::new("login_api", config, counters)?;
         Ok(AuthProviderState {
@@ -103,7 +109,6 @@ impl Actor for AuthProviderActor {
         msg: AuthProviderMsg,
         st: &mut AuthProviderState,
     ) -> Result<(), ActorProcessingErr> {
-        MAILBOX.received();
         match msg {
             AuthProviderMsg::Login { username, password, reply } => {
                 let up = st.upstream.clone();
@@ -116,17 +121,10 @@ impl Actor for AuthProviderActor {
                     up.post_json::<LoginReply>(&url, &body).await?.into_user()
                 });
             }
+            #[cfg(test)]
+            AuthProviderMsg::Panic => panic!("injected panic in handle"),
         }
         Ok(())
-    }
-}
-
-/// This actor's mailbox depth (see [`crate::metrics::Mailbox`]).
-static MAILBOX: crate::metrics::Mailbox = crate::metrics::Mailbox::new("auth_provider");
-
-impl crate::system::Tracked for AuthProviderMsg {
-    fn mailbox() -> &'static crate::metrics::Mailbox {
-        &MAILBOX
     }
 }
 

@@ -1,11 +1,17 @@
-//! The redb store: one embedded file, one dedicated writer thread.
+//! The redb engine: one embedded file, one dedicated writer thread.
 //!
-//! Every actor hands its changes to the writer as a batch of [`Op`]s and awaits the commit.
+//! Each repository hands its changes to the writer as a batch of [`Op`]s, optionally behind
+//! [`Guard`]s, and awaits the commit.
 //! The writer takes the first batch waiting, drains every other batch already queued (up to
 //! `max_batch`), applies them all in one write transaction and commits once with
 //! `Durability::Immediate`: many concurrent writes share one fsync (group commit). Only after
 //! that commit does any caller hear "done". Reads run on the same thread, so no redb I/O ever
-//! happens on an async or actor thread, and dropping the last [`Store`] closes the file.
+//! happens on an async or actor thread, and dropping the last [`Engine`] closes the file.
+//!
+//! A batch's guards are checked inside the write transaction, after the batches before it in
+//! the same commit were applied: a batch whose guard fails is skipped (its caller hears
+//! `Ok(false)`) while the others commit. That is how the conditional operations of the port
+//! keep their promises here.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,33 +24,39 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-/// Every table: raw byte keys and values; the owning actor defines the record format.
+use crate::store::port::StoreError;
+
+/// Every table: raw byte keys and values; the owning repository defines the record format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Table {
-    /// Server-wide values: generated secrets, the seed marker.
+pub(super) enum Table {
+    /// Server-wide values: generated secrets, the keyring, the seed mark, the health probe.
     Meta,
-    /// User id → [`crate::directory::UserRecord`].
+    /// User id → [`crate::store::directory::UserRecord`].
     Users,
-    /// OAuth client id → [`crate::directory::ClientRecord`].
+    /// OAuth client id → [`crate::store::directory::ClientRecord`].
     Clients,
-    /// SHA-256(device code) → [`crate::device::DeviceRecord`].
+    /// SHA-256(device code) → [`crate::store::device::DeviceRecord`].
     DeviceCodes,
-    /// Token id (jti) → [`crate::token::TokenRecord`].
+    /// Token id (jti) → [`crate::store::token::TokenRecord`].
     Tokens,
-    /// SHA-256(session id) → [`crate::session::SessionRecord`].
+    /// Authorization id → issued-at seconds: the mark that an authorization's first tokens
+    /// were issued (the guard of [`crate::store::token::TokenRepo::issue`]).
+    Authorizations,
+    /// SHA-256(session id) → [`crate::store::session::SessionRecord`].
     Sessions,
-    /// Unix ms + sequence (big-endian) → [`crate::audit::AuditEvent`].
+    /// Unix ms + sequence (big-endian) → [`crate::store::audit::AuditEvent`].
     Audit,
 }
 
 impl Table {
     /// Every table, in declaration order (`table as usize` indexes this array).
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Meta,
         Table::Users,
         Table::Clients,
         Table::DeviceCodes,
         Table::Tokens,
+        Table::Authorizations,
         Table::Sessions,
         Table::Audit,
     ];
@@ -56,6 +68,7 @@ impl Table {
             Table::Clients => "clients",
             Table::DeviceCodes => "device_codes",
             Table::Tokens => "tokens",
+            Table::Authorizations => "authorizations",
             Table::Sessions => "sessions",
             Table::Audit => "audit",
         })
@@ -64,7 +77,7 @@ impl Table {
 
 /// One change to one record.
 #[derive(Debug, Clone)]
-pub enum Op {
+pub(super) enum Op {
     Put { table: Table, key: Vec<u8>, value: Vec<u8> },
     Delete { table: Table, key: Vec<u8> },
 }
@@ -85,34 +98,37 @@ impl Op {
     }
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("the database file {path} is in use by another process (is the server running?)")]
-    Locked { path: String },
-    #[error("cannot open the database file {path}: {reason}")]
-    Open { path: String, reason: String },
-    #[error("database error: {0}")]
-    Storage(String),
-    #[error("cannot encode a record: {0}")]
-    Encode(String),
-    #[error("a stored record is corrupt: {0}")]
-    Decode(String),
-    #[error("the store is shut down")]
-    Closed,
+/// A condition on the stored value under one key, checked inside the write transaction.
+pub(super) struct Guard {
+    pub table: Table,
+    pub key: Vec<u8>,
+    /// Whether the batch may be applied, given the value now stored (if any).
+    pub holds: fn(Option<&[u8]>) -> bool,
+}
+
+impl Guard {
+    /// Holds when nothing is stored under `key`.
+    pub fn absent(table: Table, key: impl Into<Vec<u8>>) -> Guard {
+        Guard {
+            table,
+            key: key.into(),
+            holds: |v| v.is_none(),
+        }
+    }
 }
 
 fn storage<E: std::fmt::Display>(e: E) -> StoreError {
-    StoreError::Storage(e.to_string())
+    StoreError::storage(e)
 }
 
 /// Decodes a stored record.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Decode(e.to_string()))
 }
 
 /// Counters of the writer, for benchmarks and metrics.
 #[derive(Debug, Default)]
-pub struct StoreStats {
+pub(super) struct StoreStats {
     /// Write transactions committed.
     pub commits: AtomicU64,
     /// Batches (one per caller) made durable.
@@ -126,7 +142,7 @@ pub struct StoreStats {
 }
 
 /// A read-only view of the database, handed to closures that run on the store thread.
-pub struct Reader<'a> {
+pub(super) struct Reader<'a> {
     txn: &'a redb::ReadTransaction,
 }
 
@@ -199,16 +215,17 @@ impl Reader<'_> {
 
 type ReadJob = Box<dyn FnOnce(&Database) + Send>;
 
-/// Where the writer reports a batch's commit.
-type Done = oneshot::Sender<Result<(), StoreError>>;
+/// Where the writer reports a batch's commit: whether its guards held (and it was applied).
+type Done = oneshot::Sender<Result<bool, StoreError>>;
 /// One caller's batch, waiting for the next commit.
-type PendingWrite = (Vec<Op>, Done);
+struct PendingWrite {
+    guards: Vec<Guard>,
+    ops: Vec<Op>,
+    done: Done,
+}
 
 enum Command {
-    Write {
-        ops: Vec<Op>,
-        done: Done,
-    },
+    Write(PendingWrite),
     Read(ReadJob),
     /// Commit what is queued before it, then close the file.
     Shutdown,
@@ -231,10 +248,10 @@ impl Default for StoreOptions {
 /// scans and writes; redb's default (1 GiB) would only grow the resident set.
 const CACHE_BYTES: usize = 32 << 20;
 
-/// A handle to the store; cheap to clone. The file closes when the last handle is dropped and
-/// the writer has finished the queued work ([`Store::close`] waits for that).
+/// A handle to the engine; cheap to clone. The file closes when the last handle is dropped and
+/// the writer has finished the queued work ([`Engine::close`] waits for that).
 #[derive(Clone)]
-pub struct Store {
+pub(super) struct Engine {
     inner: Arc<Inner>,
 }
 
@@ -246,10 +263,10 @@ struct Inner {
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
-impl Store {
+impl Engine {
     /// Opens (or creates) the database file and starts the writer thread. Blocking: call it
     /// before the runtime starts or inside `spawn_blocking`.
-    pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Engine, StoreError> {
         let shown = path.display().to_string();
         let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: shown.clone() },
@@ -277,7 +294,7 @@ impl Store {
                 path: shown,
                 reason: e.to_string(),
             })?;
-        Ok(Store {
+        Ok(Engine {
             inner: Arc::new(Inner {
                 tx,
                 path: path.to_path_buf(),
@@ -287,26 +304,36 @@ impl Store {
         })
     }
 
-    /// Makes `ops` durable in one atomic step; resolves after the commit that carries them.
-    pub async fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        self.submit(ops).await
+    /// Queues `ops` now and returns a future that resolves after their commit. Queue order is
+    /// commit order, so an owner may submit from its handler and await elsewhere.
+    pub fn submit(&self, ops: Vec<Op>) -> crate::store::port::Pending<()> {
+        let applied = self.submit_if(Vec::new(), ops);
+        Box::pin(async move { applied.await.map(|_| ()) })
     }
 
-    /// Queues `ops` now and returns a future that resolves after their commit. Queue order is
-    /// commit order, so an actor may submit from its handler and await elsewhere.
-    pub fn submit(&self, ops: Vec<Op>) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+    /// Like [`Engine::submit`], but the batch is applied only if every guard holds inside the
+    /// transaction; resolves to whether it was.
+    pub fn submit_if(&self, guards: Vec<Guard>, ops: Vec<Op>) -> crate::store::port::Pending<bool> {
         let (done, rx) = oneshot::channel();
-        let sent = self.inner.tx.send(Command::Write { ops, done }).is_ok();
-        async move {
+        let sent = self.inner.tx.send(Command::Write(PendingWrite { guards, ops, done })).is_ok();
+        Box::pin(async move {
             if !sent {
                 return Err(StoreError::Closed);
             }
             rx.await.unwrap_or(Err(StoreError::Closed))
+        })
+    }
+
+    /// Encodes `ops` (a closure so that an encoding error fails only this call) and submits them.
+    pub fn submit_encoded(&self, ops: impl FnOnce() -> Result<Vec<Op>, StoreError>) -> crate::store::port::Pending<()> {
+        match ops() {
+            Ok(ops) => self.submit(ops),
+            Err(e) => Box::pin(async move { Err(e) }),
         }
     }
 
     /// Runs `f` against a consistent snapshot on the store thread.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub fn read<T, F>(&self, f: F) -> crate::store::port::Pending<T>
     where
         T: Send + 'static,
         F: FnOnce(&Reader<'_>) -> Result<T, StoreError> + Send + 'static,
@@ -316,8 +343,42 @@ impl Store {
             let result = db.begin_read().map_err(storage).and_then(|txn| f(&Reader { txn: &txn }));
             let _ = tx.send(result);
         });
-        self.inner.tx.send(Command::Read(job)).map_err(|_| StoreError::Closed)?;
-        rx.await.unwrap_or(Err(StoreError::Closed))
+        let sent = self.inner.tx.send(Command::Read(job)).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            rx.await.unwrap_or(Err(StoreError::Closed))
+        })
+    }
+
+    /// Every record of `table` under a 32-byte key that decodes and passes `keep`; the rest
+    /// (expired, unreadable) are deleted before this resolves.
+    pub fn load_live<R, F>(&self, table: Table, keep: F) -> crate::store::port::Pending<Vec<([u8; 32], R)>>
+    where
+        R: DeserializeOwned + Send + 'static,
+        F: Fn(&R) -> bool + Send + 'static,
+    {
+        let engine = self.clone();
+        Box::pin(async move {
+            let (live, stale) = engine
+                .read(move |r| {
+                    let (mut live, mut stale) = (Vec::new(), Vec::new());
+                    r.scan(table, |k, v| {
+                        match (<[u8; 32]>::try_from(k), decode::<R>(v)) {
+                            (Ok(key), Ok(rec)) if keep(&rec) => live.push((key, rec)),
+                            _ => stale.push(Op::delete(table, k.to_vec())),
+                        }
+                        Ok(())
+                    })?;
+                    Ok((live, stale))
+                })
+                .await?;
+            if !stale.is_empty() {
+                engine.submit(stale).await?;
+            }
+            Ok(live)
+        })
     }
 
     /// Bytes free for an unprivileged writer on the file system holding the database.
@@ -378,7 +439,7 @@ fn writer_loop(db: Database, path: &Path, rx: mpsc::Receiver<Command>, max_batch
         let mut queue = Some(first);
         loop {
             match queue.take() {
-                Some(Command::Write { ops, done }) => writes.push((ops, done)),
+                Some(Command::Write(w)) => writes.push(w),
                 Some(Command::Read(job)) => reads.push(job),
                 Some(Command::Shutdown) => {
                     stop = true;
@@ -407,8 +468,8 @@ fn writer_loop(db: Database, path: &Path, rx: mpsc::Receiver<Command>, max_batch
         let Some(handle) = db.as_ref() else {
             // Still unusable: fail what was asked, keep the writer alive for the next try.
             stats.failing.store(true, Ordering::Relaxed);
-            for (_, done) in writes.drain(..) {
-                let _ = done.send(Err(StoreError::Storage("the database cannot be written".into())));
+            for w in writes.drain(..) {
+                let _ = w.done.send(Err(StoreError::Storage("the database cannot be written".into())));
             }
             reads.clear();
             if stop {
@@ -428,8 +489,8 @@ fn writer_loop(db: Database, path: &Path, rx: mpsc::Receiver<Command>, max_batch
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, batches = writes.len(), "commit failed");
             }
-            for (_, done) in writes.drain(..) {
-                let _ = done.send(result.clone());
+            for (i, w) in writes.drain(..).enumerate() {
+                let _ = w.done.send(result.clone().map(|applied| applied.get(i).copied().unwrap_or(false)));
             }
             if result.is_err() {
                 // Reads still run on the old handle where redb allows it; the next batch reopens.
@@ -457,13 +518,28 @@ fn writer_loop(db: Database, path: &Path, rx: mpsc::Receiver<Command>, max_batch
     tracing::info!(commits, writes = batches, writes_per_commit = %format!("{:.2}", batches as f64 / commits.max(1) as f64), "database closed");
 }
 
-fn commit(db: &Database, writes: &[PendingWrite]) -> Result<(), StoreError> {
+/// Applies every batch whose guards hold, in order, in one transaction; answers which were.
+fn commit(db: &Database, writes: &[PendingWrite]) -> Result<Vec<bool>, StoreError> {
     let mut txn = db.begin_write().map_err(storage)?;
     txn.set_durability(Durability::Immediate).map_err(storage)?;
+    let mut applied = Vec::with_capacity(writes.len());
     {
         let mut tables = Table::ALL.map(|t| txn.open_table(t.def()));
-        for (ops, _) in writes {
-            for op in ops {
+        for w in writes {
+            let mut holds = true;
+            for g in &w.guards {
+                let t = tables[g.table as usize].as_ref().map_err(|e| StoreError::Storage(e.to_string()))?;
+                let stored = t.get(g.key.as_slice()).map_err(storage)?;
+                if !(g.holds)(stored.as_ref().map(|v| v.value())) {
+                    holds = false;
+                    break;
+                }
+            }
+            applied.push(holds);
+            if !holds {
+                continue;
+            }
+            for op in &w.ops {
                 let (table, key) = match op {
                     Op::Put { table, key, .. } | Op::Delete { table, key } => (*table, key),
                 };
@@ -479,7 +555,8 @@ fn commit(db: &Database, writes: &[PendingWrite]) -> Result<(), StoreError> {
             }
         }
     }
-    txn.commit().map_err(storage)
+    txn.commit().map_err(storage)?;
+    Ok(applied)
 }
 
 #[cfg(test)]
@@ -499,10 +576,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.redb");
         rt().block_on(async {
-            let store = Store::open(&path, StoreOptions::default()).unwrap();
-            store.write(vec![Op::put(Table::Meta, b"k".to_vec(), &"v").unwrap()]).await.unwrap();
+            let store = Engine::open(&path, StoreOptions::default()).unwrap();
             store
-                .write(vec![
+                .submit(vec![Op::put(Table::Meta, b"k".to_vec(), &"v").unwrap()])
+                .await
+                .unwrap();
+            store
+                .submit(vec![
                     Op::put(Table::Meta, b"gone".to_vec(), &1).unwrap(),
                     Op::delete(Table::Meta, b"gone".to_vec()),
                 ])
@@ -511,7 +591,7 @@ mod tests {
             store.close();
         });
         rt().block_on(async {
-            let store = Store::open(&path, StoreOptions::default()).unwrap();
+            let store = Engine::open(&path, StoreOptions::default()).unwrap();
             let v = store.read(|r| r.get(Table::Meta, b"k")).await.unwrap();
             assert_eq!(decode::<String>(&v.unwrap()).unwrap(), "v");
             assert_eq!(store.read(|r| r.get(Table::Meta, b"gone")).await.unwrap(), None);
@@ -523,13 +603,13 @@ mod tests {
     fn a_second_opener_is_refused_with_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.redb");
-        let first = Store::open(&path, StoreOptions::default()).unwrap();
-        match Store::open(&path, StoreOptions::default()) {
+        let first = Engine::open(&path, StoreOptions::default()).unwrap();
+        match Engine::open(&path, StoreOptions::default()) {
             Err(StoreError::Locked { .. }) => {}
             other => panic!("expected Locked, got {:?}", other.map(|_| ())),
         }
         first.close();
-        Store::open(&path, StoreOptions::default()).unwrap().close();
+        Engine::open(&path, StoreOptions::default()).unwrap().close();
     }
 
     #[test]
@@ -537,12 +617,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.redb");
         rt().block_on(async {
-            let store = Store::open(&path, StoreOptions::default()).unwrap();
+            let store = Engine::open(&path, StoreOptions::default()).unwrap();
             let mut tasks = Vec::new();
             for i in 0..500u32 {
                 let s = store.clone();
                 tasks.push(tokio::spawn(async move {
-                    s.write(vec![Op::put(Table::Meta, i.to_be_bytes().to_vec(), &i).unwrap()]).await
+                    s.submit(vec![Op::put(Table::Meta, i.to_be_bytes().to_vec(), &i).unwrap()]).await
                 }));
             }
             for t in tasks {
@@ -571,17 +651,38 @@ mod tests {
     fn max_batch_of_one_commits_each_write_alone() {
         let dir = tempfile::tempdir().unwrap();
         rt().block_on(async {
-            let store = Store::open(&dir.path().join("t.redb"), StoreOptions { max_batch: 1 }).unwrap();
+            let store = Engine::open(&dir.path().join("t.redb"), StoreOptions { max_batch: 1 }).unwrap();
             let tasks: Vec<_> = (0..50u32)
                 .map(|i| {
                     let s = store.clone();
-                    tokio::spawn(async move { s.write(vec![Op::put(Table::Meta, i.to_be_bytes().to_vec(), &i).unwrap()]).await })
+                    tokio::spawn(async move { s.submit(vec![Op::put(Table::Meta, i.to_be_bytes().to_vec(), &i).unwrap()]).await })
                 })
                 .collect();
             for t in tasks {
                 t.await.unwrap().unwrap();
             }
             assert_eq!(store.stats().commits.load(Ordering::Relaxed), 50);
+            store.close();
+        });
+    }
+
+    #[test]
+    fn a_batch_whose_guard_fails_is_skipped_and_the_others_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let store = Engine::open(&dir.path().join("t.redb"), StoreOptions::default()).unwrap();
+            let put = |k: &[u8], v: u32| Op::put(Table::Meta, k.to_vec(), &v).unwrap();
+            // Three batches in one commit: the second is guarded by the first's key.
+            let first = store.submit_if(vec![Guard::absent(Table::Meta, b"a".to_vec())], vec![put(b"a", 1)]);
+            let second = store.submit_if(vec![Guard::absent(Table::Meta, b"a".to_vec())], vec![put(b"a", 2), put(b"b", 2)]);
+            let third = store.submit(vec![put(b"c", 3)]);
+            assert!(first.await.unwrap());
+            assert!(!second.await.unwrap(), "the guard saw the first batch's write");
+            third.await.unwrap();
+            let read = |k: &'static [u8]| store.read(move |r| r.get(Table::Meta, k));
+            assert_eq!(decode::<u32>(&read(b"a").await.unwrap().unwrap()).unwrap(), 1);
+            assert_eq!(read(b"b").await.unwrap(), None, "nothing of the refused batch was written");
+            assert!(read(b"c").await.unwrap().is_some());
             store.close();
         });
     }

@@ -117,7 +117,6 @@ impl Actor for TokenProviderActor {
         _myself: ActorRef<TokenProviderMsg>,
         (config, counters): Self::Arguments,
     ) -> Result<TokenProviderState, ActorProcessingErr> {
-        MAILBOX.reset();
         let (mints, validations) = (Calls::new(config.max_concurrent), Calls::new(config.max_concurrent));
         let upstream = Upstream::new("token_api", config, counters)?;
         Ok(TokenProviderState {
@@ -133,7 +132,6 @@ impl Actor for TokenProviderActor {
         msg: TokenProviderMsg,
         st: &mut TokenProviderState,
     ) -> Result<(), ActorProcessingErr> {
-        MAILBOX.received();
         let up = st.upstream.clone();
         match msg {
             TokenProviderMsg::Generate {
@@ -157,15 +155,6 @@ impl Actor for TokenProviderActor {
             }),
         }
         Ok(())
-    }
-}
-
-/// This actor's mailbox depth (see [`crate::metrics::Mailbox`]).
-static MAILBOX: crate::metrics::Mailbox = crate::metrics::Mailbox::new("token_provider");
-
-impl crate::system::Tracked for TokenProviderMsg {
-    fn mailbox() -> &'static crate::metrics::Mailbox {
-        &MAILBOX
     }
 }
 

@@ -1,0 +1,590 @@
+//! The device book: every live device authorization in memory, all the rules of RFC 8628,
+//! no I/O, time passed in.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::crypto::secret::{self, Digest32, USER_CODE_LEN};
+use crate::error::ErrorCode;
+use crate::store::device::{DeviceRecord, RecordState};
+use crate::time::Millis;
+
+/// RFC 8628 §3.5: each `slow_down` adds 5 seconds to the interval.
+const SLOW_DOWN_STEP_MS: u32 = 5_000;
+/// The interval never grows past this, however hard a client hammers.
+pub(super) const MAX_INTERVAL_MS: u32 = 60_000;
+/// Expired codes stay known this long, so a late poll hears `expired_token`, not `invalid_grant`.
+pub(super) const EXPIRED_GRACE_MS: Millis = 10 * 60 * 1000;
+
+/// What the person approved: who, and the authorization the tokens will belong to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    pub user_id: String,
+    pub username: String,
+    pub authorization_id: String,
+    pub decided_at_ms: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Pending,
+    /// A decision is being committed; polls still hear `authorization_pending`.
+    Deciding,
+    Approved(Box<Approval>),
+    /// Tokens are being issued for this code; no second redemption may start.
+    Redeeming(Box<Approval>),
+    Denied,
+}
+
+impl State {
+    /// The state a stored record stands for.
+    fn of(stored: &RecordState) -> State {
+        match stored {
+            RecordState::Pending => State::Pending,
+            RecordState::Approved {
+                user_id,
+                username,
+                authorization_id,
+                decided_at_ms,
+            } => State::Approved(Box::new(Approval {
+                user_id: user_id.clone(),
+                username: username.clone(),
+                authorization_id: authorization_id.clone(),
+                decided_at_ms: *decided_at_ms,
+            })),
+            RecordState::Denied { .. } => State::Denied,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    user_code: [u8; USER_CODE_LEN],
+    client_id: Arc<str>,
+    scope: Arc<str>,
+    created_at_ms: Millis,
+    expires_at_ms: Millis,
+    interval_ms: u32,
+    /// The last poll that was accepted as on time; 0 before the first poll.
+    last_poll_ms: Millis,
+    /// Whether the one early poll allowed per interval has been used.
+    burst_used: bool,
+    state: State,
+}
+
+impl Entry {
+    fn record(&self, state: RecordState) -> DeviceRecord {
+        DeviceRecord {
+            user_code: String::from_utf8_lossy(&self.user_code).into_owned(),
+            client_id: self.client_id.to_string(),
+            scope: self.scope.to_string(),
+            created_at_ms: self.created_at_ms,
+            expires_at_ms: self.expires_at_ms,
+            interval_ms: self.interval_ms,
+            state,
+        }
+    }
+}
+
+/// What a poll produced, before any token is minted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PollOutcome {
+    /// Approved: the caller must redeem (issue tokens), then report back.
+    Redeem {
+        approval: Approval,
+        client_id: String,
+        scope: String,
+    },
+    Error(ErrorCode, &'static str),
+}
+
+/// A code as the device receives it (the only time the device code exists in clear).
+#[derive(Debug, Clone)]
+pub struct NewDeviceCode {
+    pub device_code: String,
+    pub user_code: String,
+    pub expires_in: u64,
+    pub interval: u64,
+}
+
+/// A pending authorization as shown to the person on the confirmation page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingView {
+    pub user_code: String,
+    pub client_id: String,
+    pub scope: String,
+}
+
+/// Why a code a person typed cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodeError {
+    #[error("That code is not valid. Check the code on your device and try again.")]
+    Unknown,
+    #[error("That code has expired. Start again on your device to get a new one.")]
+    Expired,
+    #[error("That code has already been used.")]
+    AlreadyUsed,
+    #[error("The server could not save your decision. Please try again.")]
+    Store,
+}
+
+/// The in-memory book of device authorizations: all logic, no I/O, time passed in.
+#[derive(Default)]
+pub struct DeviceBook {
+    by_hash: HashMap<Digest32, Entry>,
+    by_user_code: HashMap<[u8; USER_CODE_LEN], Digest32>,
+    /// Client ids and scope strings are shared by very many codes: store each once.
+    interned: HashMap<String, Arc<str>>,
+}
+
+impl DeviceBook {
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.interned.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.interned.insert(s.to_owned(), a.clone());
+        a
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    /// Unexpired codes still waiting for a person's decision.
+    pub fn pending(&self, now: Millis) -> usize {
+        self.by_hash
+            .values()
+            .filter(|e| matches!(e.state, State::Pending | State::Deciding) && e.expires_at_ms > now)
+            .count()
+    }
+
+    /// Picks a user code not used by any live authorization.
+    fn fresh_user_code(&self) -> Option<[u8; USER_CODE_LEN]> {
+        (0..32)
+            .map(|_| secret::new_user_code())
+            .find(|c| !self.by_user_code.contains_key(c))
+    }
+
+    fn insert(&mut self, key: Digest32, rec: &DeviceRecord) -> bool {
+        let Some(user_code) = secret::normalize_user_code(&rec.user_code) else {
+            return false;
+        };
+        let state = State::of(&rec.state);
+        let entry = Entry {
+            user_code,
+            client_id: self.intern(&rec.client_id),
+            scope: self.intern(&rec.scope),
+            created_at_ms: rec.created_at_ms,
+            expires_at_ms: rec.expires_at_ms,
+            interval_ms: rec.interval_ms,
+            last_poll_ms: 0,
+            burst_used: false,
+            state,
+        };
+        self.by_user_code.insert(user_code, key);
+        self.by_hash.insert(key, entry);
+        true
+    }
+
+    fn remove(&mut self, key: &Digest32) {
+        if let Some(e) = self.by_hash.remove(key)
+            && self.by_user_code.get(&e.user_code) == Some(key)
+        {
+            self.by_user_code.remove(&e.user_code);
+        }
+    }
+
+    /// RFC 8628 §3.4/§3.5: answers one poll and applies the interval rules.
+    ///
+    /// The interval is measured from the last accepted poll, with a tenth of it tolerated as
+    /// jitter; one early poll per interval is allowed (Go's `x/oauth2` repeats a poll while it
+    /// detects the auth style). A second early poll gets `slow_down` and the code's interval
+    /// grows by 5 s. An approved code moves to `Redeeming`, so exactly one poll redeems it.
+    pub fn poll(&mut self, key: &Digest32, client_id: &str, now: Millis) -> PollOutcome {
+        let Some(e) = self.by_hash.get_mut(key) else {
+            return PollOutcome::Error(ErrorCode::InvalidGrant, "the device code is invalid or was already used");
+        };
+        if &*e.client_id != client_id {
+            return PollOutcome::Error(ErrorCode::InvalidGrant, "the device code was issued to another client");
+        }
+        if now >= e.expires_at_ms {
+            return PollOutcome::Error(ErrorCode::ExpiredToken, "the device code has expired; request a new one");
+        }
+        if e.last_poll_ms != 0 {
+            let elapsed = now.saturating_sub(e.last_poll_ms);
+            let due = u64::from(e.interval_ms - e.interval_ms / 10);
+            if elapsed < due {
+                if e.burst_used {
+                    e.interval_ms = (e.interval_ms + SLOW_DOWN_STEP_MS).min(MAX_INTERVAL_MS);
+                    return PollOutcome::Error(ErrorCode::SlowDown, "polling too fast; wait 5 seconds longer between polls");
+                }
+                e.burst_used = true;
+            } else {
+                e.last_poll_ms = now;
+                e.burst_used = false;
+            }
+        } else {
+            e.last_poll_ms = now;
+        }
+        match &e.state {
+            State::Pending | State::Deciding => {
+                PollOutcome::Error(ErrorCode::AuthorizationPending, "the user has not yet approved this device")
+            }
+            State::Denied => PollOutcome::Error(ErrorCode::AccessDenied, "the user denied the authorization request"),
+            State::Redeeming(_) => PollOutcome::Error(ErrorCode::InvalidGrant, "the device code is invalid or was already used"),
+            State::Approved(a) => {
+                let approval = (**a).clone();
+                e.state = State::Redeeming(a.clone());
+                PollOutcome::Redeem {
+                    approval,
+                    client_id: e.client_id.to_string(),
+                    scope: e.scope.to_string(),
+                }
+            }
+        }
+    }
+
+    /// The pending authorization behind a user code, for the confirmation page.
+    pub fn lookup(&self, user_code: &[u8; USER_CODE_LEN], now: Millis) -> Result<(Digest32, PendingView), CodeError> {
+        let key = *self.by_user_code.get(user_code).ok_or(CodeError::Unknown)?;
+        let e = self.by_hash.get(&key).ok_or(CodeError::Unknown)?;
+        if now >= e.expires_at_ms {
+            return Err(CodeError::Expired);
+        }
+        if e.state != State::Pending {
+            return Err(CodeError::AlreadyUsed);
+        }
+        let view = PendingView {
+            user_code: secret::format_user_code(&e.user_code),
+            client_id: e.client_id.to_string(),
+            scope: e.scope.to_string(),
+        };
+        Ok((key, view))
+    }
+
+    /// Loads stored authorizations; answers the keys of those that cannot be held (an
+    /// unreadable user code), to be deleted.
+    pub fn load(records: Vec<(Digest32, DeviceRecord)>) -> (DeviceBook, Vec<Digest32>) {
+        let mut book = DeviceBook::default();
+        let bad = records.into_iter().filter(|(k, r)| !book.insert(*k, r)).map(|(k, _)| k).collect();
+        (book, bad)
+    }
+
+    /// A new pending authorization for `client_id`, issued at `now`: its key and record (to
+    /// store) and what the device is told; `None` when no free user code was found.
+    pub fn create(
+        &mut self,
+        client_id: String,
+        scope: String,
+        now: Millis,
+        lifetime_ms: Millis,
+        interval_ms: u32,
+    ) -> Option<(Digest32, DeviceRecord, NewDeviceCode)> {
+        let user_code = self.fresh_user_code()?;
+        let device_code = secret::random_token(32);
+        let key = secret::sha256(&device_code);
+        let rec = DeviceRecord {
+            user_code: String::from_utf8_lossy(&user_code).into_owned(),
+            client_id,
+            scope,
+            created_at_ms: now,
+            expires_at_ms: now.saturating_add(lifetime_ms),
+            interval_ms,
+            state: RecordState::Pending,
+        };
+        let answer = NewDeviceCode {
+            device_code,
+            user_code: secret::format_user_code(&user_code),
+            expires_in: lifetime_ms / 1000,
+            interval: u64::from(interval_ms).div_ceil(1000),
+        };
+        self.insert(key, &rec);
+        Some((key, rec, answer))
+    }
+
+    /// A person decides on the code they typed: the code moves to `Deciding` (polls still
+    /// hear `authorization_pending`) until [`DeviceBook::decided`] or
+    /// [`DeviceBook::undecided`]. Answers the key, the record to store and what the page shows.
+    pub fn decide(
+        &mut self,
+        user_code: &[u8; USER_CODE_LEN],
+        decision: Decision,
+        now: Millis,
+    ) -> Result<(Digest32, DeviceRecord, PendingView), CodeError> {
+        let (key, view) = self.lookup(user_code, now)?;
+        let entry = self.by_hash.get_mut(&key).ok_or(CodeError::Unknown)?;
+        let state = match decision {
+            Decision::Approve { user_id, username } => RecordState::Approved {
+                user_id,
+                username,
+                authorization_id: uuid::Uuid::new_v4().to_string(),
+                decided_at_ms: now,
+            },
+            Decision::Deny { user_id } => RecordState::Denied {
+                user_id,
+                decided_at_ms: now,
+            },
+        };
+        let rec = entry.record(state);
+        entry.state = State::Deciding;
+        Ok((key, rec, view))
+    }
+
+    /// The decision stored in `rec` is durable: polls now see it.
+    pub fn decided(&mut self, key: &Digest32, rec: &DeviceRecord) {
+        if let Some(e) = self.by_hash.get_mut(key) {
+            e.state = State::of(&rec.state);
+        }
+    }
+
+    /// The decision could not be stored: the code is pending again.
+    pub fn undecided(&mut self, key: &Digest32) {
+        if let Some(e) = self.by_hash.get_mut(key)
+            && e.state == State::Deciding
+        {
+            e.state = State::Pending;
+        }
+    }
+
+    /// The code was redeemed (or its creation failed): it is gone.
+    pub fn forget(&mut self, key: &Digest32) {
+        self.remove(key);
+    }
+
+    /// Issuing tokens failed in a way that may be retried: the code is approved again.
+    pub fn unredeemed(&mut self, key: &Digest32) {
+        if let Some(e) = self.by_hash.get_mut(key)
+            && let State::Redeeming(a) = &e.state
+        {
+            e.state = State::Approved(a.clone());
+        }
+    }
+
+    /// Removes the codes expired past their grace period at `now`: their keys, and how many of
+    /// them nobody had decided on.
+    pub fn sweep(&mut self, now: Millis) -> (Vec<Digest32>, usize) {
+        let expired: Vec<Digest32> = self
+            .by_hash
+            .iter()
+            .filter(|(_, e)| e.expires_at_ms.saturating_add(EXPIRED_GRACE_MS) <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        let undecided = expired
+            .iter()
+            .filter(|k| {
+                self.by_hash
+                    .get(*k)
+                    .is_some_and(|e| matches!(e.state, State::Pending | State::Deciding))
+            })
+            .count();
+        for k in &expired {
+            self.remove(k);
+        }
+        (expired, undecided)
+    }
+}
+
+/// What a person decided on the confirmation page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Approve { user_id: String, username: String },
+    Deny { user_id: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: Millis = 1_700_000_000_000;
+
+    fn book_with(state: RecordState) -> (DeviceBook, Digest32) {
+        let mut b = DeviceBook::default();
+        let key = secret::sha256("dc");
+        let rec = DeviceRecord {
+            user_code: "BCDFGHJK".into(),
+            client_id: "cli".into(),
+            scope: "read".into(),
+            created_at_ms: T0,
+            expires_at_ms: T0 + 30 * 60_000,
+            interval_ms: 5_000,
+            state,
+        };
+        assert!(b.insert(key, &rec));
+        (b, key)
+    }
+
+    fn code(o: &PollOutcome) -> Option<ErrorCode> {
+        match o {
+            PollOutcome::Error(c, _) => Some(*c),
+            PollOutcome::Redeem { .. } => None,
+        }
+    }
+
+    #[test]
+    fn a_client_polling_at_the_advertised_pace_never_sees_slow_down() {
+        let (mut b, key) = book_with(RecordState::Pending);
+        for i in 0..50 {
+            let o = b.poll(&key, "cli", T0 + i * 5_000);
+            assert_eq!(code(&o), Some(ErrorCode::AuthorizationPending), "poll {i}");
+        }
+    }
+
+    #[test]
+    fn slight_jitter_is_tolerated() {
+        let (mut b, key) = book_with(RecordState::Pending);
+        let mut t = T0;
+        for _ in 0..20 {
+            assert_eq!(code(&b.poll(&key, "cli", t)), Some(ErrorCode::AuthorizationPending));
+            t += 4_600;
+        }
+    }
+
+    #[test]
+    fn go_style_double_poll_is_not_punished() {
+        let (mut b, key) = book_with(RecordState::Pending);
+        for i in 0..10 {
+            let t = T0 + i * 5_000;
+            assert_eq!(code(&b.poll(&key, "cli", t)), Some(ErrorCode::AuthorizationPending));
+            assert_eq!(code(&b.poll(&key, "cli", t + 15)), Some(ErrorCode::AuthorizationPending));
+        }
+    }
+
+    #[test]
+    fn a_third_poll_within_the_interval_gets_slow_down_and_the_interval_grows() {
+        let (mut b, key) = book_with(RecordState::Pending);
+        assert_eq!(code(&b.poll(&key, "cli", T0)), Some(ErrorCode::AuthorizationPending));
+        assert_eq!(code(&b.poll(&key, "cli", T0 + 10)), Some(ErrorCode::AuthorizationPending));
+        assert_eq!(code(&b.poll(&key, "cli", T0 + 20)), Some(ErrorCode::SlowDown));
+        // Now 10 s apply, measured from the last accepted poll (T0).
+        assert_eq!(code(&b.poll(&key, "cli", T0 + 6_000)), Some(ErrorCode::SlowDown));
+        assert_eq!(
+            code(&b.poll(&key, "cli", T0 + 6_000 + 15_000)),
+            Some(ErrorCode::AuthorizationPending)
+        );
+    }
+
+    #[test]
+    fn the_first_poll_is_never_slow_down() {
+        let (mut b, key) = book_with(RecordState::Pending);
+        assert_eq!(code(&b.poll(&key, "cli", T0)), Some(ErrorCode::AuthorizationPending));
+    }
+
+    #[test]
+    fn another_clients_poll_is_invalid_grant() {
+        let (mut b, key) = book_with(RecordState::Pending);
+        assert_eq!(code(&b.poll(&key, "other", T0)), Some(ErrorCode::InvalidGrant));
+        assert_eq!(code(&b.poll(&secret::sha256("nope"), "cli", T0)), Some(ErrorCode::InvalidGrant));
+    }
+
+    #[test]
+    fn expiry_gives_expired_token() {
+        let (mut b, key) = book_with(RecordState::Pending);
+        assert_eq!(code(&b.poll(&key, "cli", T0 + 30 * 60_000)), Some(ErrorCode::ExpiredToken));
+    }
+
+    #[test]
+    fn denial_gives_access_denied() {
+        let (mut b, key) = book_with(RecordState::Denied {
+            user_id: "u".into(),
+            decided_at_ms: T0,
+        });
+        assert_eq!(code(&b.poll(&key, "cli", T0)), Some(ErrorCode::AccessDenied));
+    }
+
+    #[test]
+    fn an_approved_code_redeems_exactly_once() {
+        let (mut b, key) = book_with(RecordState::Approved {
+            user_id: "u".into(),
+            username: "alice".into(),
+            authorization_id: "a".into(),
+            decided_at_ms: T0,
+        });
+        match b.poll(&key, "cli", T0) {
+            PollOutcome::Redeem {
+                approval,
+                client_id,
+                scope,
+            } => {
+                assert_eq!(approval.user_id, "u");
+                assert_eq!(client_id, "cli");
+                assert_eq!(scope, "read");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(code(&b.poll(&key, "cli", T0 + 5)), Some(ErrorCode::InvalidGrant));
+        assert_eq!(code(&b.poll(&key, "cli", T0 + 5_000)), Some(ErrorCode::InvalidGrant));
+    }
+
+    #[test]
+    fn lookup_finds_only_pending_unexpired_codes() {
+        let (b, _) = book_with(RecordState::Pending);
+        let (_, v) = b.lookup(b"BCDFGHJK", T0).unwrap();
+        assert_eq!(v.user_code, "BCDF-GHJK");
+        assert_eq!(b.lookup(b"BCDFGHJL", T0), Err(CodeError::Unknown));
+        assert_eq!(b.lookup(b"BCDFGHJK", T0 + 31 * 60_000), Err(CodeError::Expired));
+        let (b, _) = book_with(RecordState::Denied {
+            user_id: "u".into(),
+            decided_at_ms: T0,
+        });
+        assert_eq!(b.lookup(b"BCDFGHJK", T0), Err(CodeError::AlreadyUsed));
+    }
+
+    #[test]
+    fn sweep_finds_codes_only_after_the_grace_period() {
+        let (mut b, key) = book_with(RecordState::Pending);
+        assert!(b.sweep(T0 + 31 * 60_000).0.is_empty());
+        assert_eq!(b.sweep(T0 + 30 * 60_000 + EXPIRED_GRACE_MS), (vec![key], 1));
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn a_decision_is_seen_by_polls_only_once_it_is_durable() {
+        let mut b = DeviceBook::default();
+        let (key, _, code) = b.create("cli".into(), "read".into(), T0, 600_000, 5_000).unwrap();
+        assert_eq!((code.expires_in, code.interval), (600, 5));
+        let typed = secret::normalize_user_code(&code.user_code).unwrap();
+        let approve = Decision::Approve {
+            user_id: "u".into(),
+            username: "alice".into(),
+        };
+        let (k, rec, view) = b.decide(&typed, approve.clone(), T0 + 1).unwrap();
+        assert_eq!((k, view.client_id.as_str()), (key, "cli"));
+        assert_eq!(code_of(&b.poll(&key, "cli", T0 + 2)), Some(ErrorCode::AuthorizationPending));
+        assert_eq!(b.decide(&typed, approve.clone(), T0 + 3).unwrap_err(), CodeError::AlreadyUsed);
+        // The store refused: pending again, and a second try works.
+        b.undecided(&key);
+        let (_, rec2, _) = b.decide(&typed, approve, T0 + 4).unwrap();
+        assert_ne!(rec, rec2, "each approval names a new authorization");
+        b.decided(&key, &rec2);
+        assert!(matches!(b.poll(&key, "cli", T0 + 5_010), PollOutcome::Redeem { .. }));
+        // Issuing failed for a passing reason: the code may be redeemed again.
+        b.unredeemed(&key);
+        assert!(matches!(b.poll(&key, "cli", T0 + 10_020), PollOutcome::Redeem { .. }));
+        b.forget(&key);
+        assert_eq!(code_of(&b.poll(&key, "cli", T0 + 15_030)), Some(ErrorCode::InvalidGrant));
+    }
+
+    #[test]
+    fn a_stored_code_with_an_unreadable_user_code_is_dropped_at_load() {
+        let rec = |user_code: &str| DeviceRecord {
+            user_code: user_code.into(),
+            client_id: "cli".into(),
+            scope: "read".into(),
+            created_at_ms: T0,
+            expires_at_ms: T0 + 60_000,
+            interval_ms: 5_000,
+            state: RecordState::Pending,
+        };
+        let (b, bad) = DeviceBook::load(vec![([1; 32], rec("BCDFGHJK")), ([2; 32], rec("not a code"))]);
+        assert_eq!((b.len(), bad), (1, vec![[2; 32]]));
+    }
+
+    fn code_of(o: &PollOutcome) -> Option<ErrorCode> {
+        code(o)
+    }
+}

@@ -1,0 +1,301 @@
+//! The device-authorization actor.
+//!
+//! Owns every live device authorization (RFC 8628) through its [`DeviceRepo`]: the
+//! device-code hashes, the user codes, each code's poll timing and approval state, held in a
+//! [`DeviceBook`] in memory, so a poll (`/oauth/token` while pending) is answered without
+//! touching the disk. Changes that a client is told about (a new code, an approval or
+//! denial) are committed first. A redemption asks the token actor, whose store issues an
+//! authorization's tokens exactly once; the code is then forgotten here.
+
+mod book;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+pub use self::book::{Approval, CodeError, Decision, DeviceBook, NewDeviceCode, PendingView, PollOutcome};
+use self::book::{EXPIRED_GRACE_MS, MAX_INTERVAL_MS};
+use crate::crypto::secret::{self, Digest32, USER_CODE_LEN};
+use crate::error::{ErrorCode, OAuthError};
+use crate::metrics::Metrics;
+use crate::runtime::Handle;
+use crate::runtime::commit::{after, log_failure};
+use crate::store::device::DeviceRepo;
+pub use crate::store::device::{DeviceRecord, RecordState};
+use crate::time::{Millis, millis};
+use crate::token::{Grant, TokenMsg, TokenResponse};
+
+/// Settings of the device flow.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    pub code_lifetime: Duration,
+    pub poll_interval: Duration,
+    /// How long a redemption waits for the token actor (longer when an external service mints).
+    pub issue_timeout: Duration,
+}
+
+/// Messages of the device-authorization actor.
+pub enum DeviceMsg {
+    /// Issues a new device code and user code (RFC 8628 §3.2) once it is durable.
+    Create {
+        client_id: String,
+        scope: String,
+        now: Millis,
+        reply: RpcReplyPort<Result<NewDeviceCode, OAuthError>>,
+    },
+    /// A device polls with SHA-256 of its device code (RFC 8628 §3.4).
+    Poll {
+        device_code_hash: Digest32,
+        client_id: String,
+        now: Millis,
+        reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
+    },
+    /// The confirmation page looks up what a typed user code stands for.
+    Lookup {
+        user_code: [u8; USER_CODE_LEN],
+        now: Millis,
+        reply: RpcReplyPort<Result<PendingView, CodeError>>,
+    },
+    /// The signed-in person approves or denies; answered once the decision is durable.
+    Decide {
+        user_code: [u8; USER_CODE_LEN],
+        decision: Decision,
+        now: Millis,
+        reply: RpcReplyPort<Result<PendingView, CodeError>>,
+    },
+    /// How many authorizations are held (for health and benchmarks).
+    Count { reply: RpcReplyPort<usize> },
+    /// How many unexpired codes wait for a person's decision (for `/metrics`).
+    CountPending { now: Millis, reply: RpcReplyPort<usize> },
+    /// Internal: a write this actor applied in memory has committed (or failed).
+    Committed { key: Digest32, change: Committed },
+    /// Removes the codes expired (past their grace) at `now`.
+    Sweep { now: Millis },
+}
+
+/// Internal follow-ups, sent by the task that awaited a commit or a redemption.
+pub enum Committed {
+    CreateFailed,
+    Decided(Box<DeviceRecord>),
+    DecisionFailed,
+    Redeemed,
+    RedeemFailed,
+}
+
+pub struct DeviceActor;
+
+pub struct DeviceArgs {
+    pub config: DeviceConfig,
+    pub repo: Arc<dyn DeviceRepo>,
+    pub me: Handle<DeviceMsg>,
+    pub token: Handle<TokenMsg>,
+    pub metrics: Arc<Metrics>,
+    /// When loading: codes expired (past their grace) by then are dropped.
+    pub now: Millis,
+}
+
+pub struct DeviceState {
+    book: DeviceBook,
+    config: DeviceConfig,
+    repo: Arc<dyn DeviceRepo>,
+    me: Handle<DeviceMsg>,
+    token: Handle<TokenMsg>,
+    metrics: Arc<Metrics>,
+}
+
+impl Actor for DeviceActor {
+    type Msg = DeviceMsg;
+    type State = DeviceState;
+    type Arguments = DeviceArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<DeviceMsg>, args: DeviceArgs) -> Result<DeviceState, ActorProcessingErr> {
+        let stored = args.repo.load(args.now.saturating_sub(EXPIRED_GRACE_MS)).await?;
+        let (book, unreadable) = DeviceBook::load(stored);
+        if !unreadable.is_empty() {
+            args.repo.remove(&unreadable).await?;
+        }
+        tracing::info!(authorizations = book.len(), "device authorizations loaded");
+        Ok(DeviceState {
+            book,
+            config: args.config,
+            repo: args.repo,
+            me: args.me,
+            token: args.token,
+            metrics: args.metrics,
+        })
+    }
+
+    async fn handle(&self, _myself: ActorRef<DeviceMsg>, msg: DeviceMsg, st: &mut DeviceState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            DeviceMsg::Create {
+                client_id,
+                scope,
+                now,
+                reply,
+            } => st.create(client_id, scope, now, reply),
+            DeviceMsg::Poll {
+                device_code_hash,
+                client_id,
+                now,
+                reply,
+            } => match st.book.poll(&device_code_hash, &client_id, now) {
+                PollOutcome::Error(code, why) => {
+                    let _ = reply.send(Err(OAuthError::new(code, why)));
+                }
+                PollOutcome::Redeem {
+                    approval,
+                    client_id,
+                    scope,
+                } => st.redeem(device_code_hash, approval, (client_id, scope), now, reply),
+            },
+            DeviceMsg::Lookup { user_code, now, reply } => {
+                let _ = reply.send(st.book.lookup(&user_code, now).map(|(_, v)| v));
+            }
+            DeviceMsg::Decide {
+                user_code,
+                decision,
+                now,
+                reply,
+            } => st.decide(user_code, decision, now, reply),
+            DeviceMsg::Count { reply } => {
+                let _ = reply.send(st.book.len());
+            }
+            DeviceMsg::CountPending { now, reply } => {
+                let _ = reply.send(st.book.pending(now));
+            }
+            DeviceMsg::Committed { key, change } => st.committed(key, change),
+            DeviceMsg::Sweep { now } => st.sweep(now),
+        }
+        Ok(())
+    }
+}
+
+impl DeviceState {
+    /// Tells this actor how a write or redemption it started ended.
+    fn report(me: &Handle<DeviceMsg>, key: Digest32, change: Committed) {
+        let _ = me.cast(DeviceMsg::Committed { key, change });
+    }
+
+    fn create(&mut self, client_id: String, scope: String, now: Millis, reply: RpcReplyPort<Result<NewDeviceCode, OAuthError>>) {
+        let interval_ms = u32::try_from(self.config.poll_interval.as_millis())
+            .unwrap_or(MAX_INTERVAL_MS)
+            .max(1);
+        let lifetime_ms = millis(self.config.code_lifetime);
+        let Some((key, rec, answer)) = self.book.create(client_id, scope, now, lifetime_ms, interval_ms) else {
+            let _ = reply.send(Err(OAuthError::unavailable("no free user code; try again")));
+            return;
+        };
+        tracing::debug!(user_code = %secret::redact_user_code(&answer_code(&rec)), client_id = %rec.client_id, "device code issued");
+        let me = self.me.clone();
+        after(self.repo.insert(key, &rec), move |r| match r {
+            Ok(()) => {
+                let _ = reply.send(Ok(answer));
+            }
+            Err(e) => {
+                Self::report(&me, key, Committed::CreateFailed);
+                let _ = reply.send(Err(e.into()));
+            }
+        });
+    }
+
+    fn redeem(
+        &mut self,
+        key: Digest32,
+        approval: Approval,
+        (client_id, scope): (String, String),
+        now: Millis,
+        reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
+    ) {
+        let grant = Grant {
+            user_id: approval.user_id,
+            username: approval.username,
+            client_id,
+            scope,
+            authorization_id: approval.authorization_id,
+        };
+        let (token, me, issue_timeout) = (self.token.clone(), self.me.clone(), self.config.issue_timeout);
+        tokio::spawn(async move {
+            let result = token
+                .ask_within(issue_timeout, |r| TokenMsg::IssueForGrant { grant, now, reply: r })
+                .await
+                .and_then(|r| r);
+            // The token store issues at most once per authorization, so any failure can give
+            // the code back: if the tokens were in fact issued, the next attempt is refused
+            // with invalid_grant, which spends the code here.
+            let change = match &result {
+                Ok(_) => Committed::Redeemed,
+                Err(e) if e.code == ErrorCode::InvalidGrant => Committed::Redeemed,
+                Err(_) => Committed::RedeemFailed,
+            };
+            Self::report(&me, key, change);
+            let _ = reply.send(result);
+        });
+    }
+
+    fn decide(
+        &mut self,
+        user_code: [u8; USER_CODE_LEN],
+        decision: Decision,
+        now: Millis,
+        reply: RpcReplyPort<Result<PendingView, CodeError>>,
+    ) {
+        let (key, rec, view) = match self.book.decide(&user_code, decision, now) {
+            Ok(found) => found,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let me = self.me.clone();
+        after(self.repo.decide(key, &rec), move |r| {
+            // The state change is queued before the person hears back, so the device's next
+            // poll already sees it.
+            let outcome = match r {
+                Ok(true) => {
+                    Self::report(&me, key, Committed::Decided(Box::new(rec)));
+                    Ok(view)
+                }
+                // Decided elsewhere first (another process sharing the database).
+                Ok(false) => {
+                    Self::report(&me, key, Committed::DecisionFailed);
+                    Err(CodeError::AlreadyUsed)
+                }
+                Err(_) => {
+                    Self::report(&me, key, Committed::DecisionFailed);
+                    Err(CodeError::Store)
+                }
+            };
+            let _ = reply.send(outcome);
+        });
+    }
+
+    fn committed(&mut self, key: Digest32, change: Committed) {
+        match change {
+            Committed::CreateFailed => self.book.forget(&key),
+            Committed::Redeemed => {
+                self.book.forget(&key);
+                log_failure(self.repo.remove(&[key]), "delete a redeemed device code");
+            }
+            Committed::Decided(rec) => self.book.decided(&key, &rec),
+            Committed::DecisionFailed => self.book.undecided(&key),
+            Committed::RedeemFailed => self.book.unredeemed(&key),
+        }
+    }
+
+    fn sweep(&mut self, now: Millis) {
+        let (expired, undecided) = self.book.sweep(now);
+        if expired.is_empty() {
+            return;
+        }
+        // Codes nobody decided on ran out of time (decided ones were counted as decided).
+        Metrics::count(&self.metrics.device_codes, "expired", undecided as u64);
+        tracing::debug!(count = expired.len(), "expired device codes swept");
+        log_failure(self.repo.remove(&expired), "delete expired device codes");
+    }
+}
+
+/// The stored user code as bytes (for the redacted log line).
+fn answer_code(rec: &DeviceRecord) -> [u8; USER_CODE_LEN] {
+    secret::normalize_user_code(&rec.user_code).unwrap_or([b'?'; USER_CODE_LEN])
+}

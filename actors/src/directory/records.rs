@@ -1,0 +1,319 @@
+//! The directory's rules for its records: what a valid username, client, scope or redirect
+//! URI is, and the errors people see.
+
+use crate::crypto::secret;
+use crate::error::OAuthError;
+use crate::store::directory::{AuthSource, ClientRecord, UserRecord};
+use crate::time::Secs;
+
+/// The device grant type (RFC 8628 §3.4).
+pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
+/// Name of the public client seeded on first start.
+pub const SEEDED_CLIENT_NAME: &str = "AuthGate CLI";
+
+impl UserRecord {
+    /// A new local user with a password hash, created at `now`.
+    pub fn local(username: String, password_hash: String, is_admin: bool, now: Secs) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            username,
+            password_hash: Some(password_hash),
+            is_admin,
+            disabled: false,
+            created_at: now,
+            auth_source: AuthSource::Local,
+            external_id: None,
+            email: None,
+            full_name: None,
+        }
+    }
+
+    pub fn view(&self) -> UserView {
+        UserView {
+            id: self.id.clone(),
+            username: self.username.clone(),
+            is_admin: self.is_admin,
+        }
+    }
+
+    /// An enabled administrator.
+    pub(super) fn admin_in_charge(&self) -> bool {
+        self.is_admin && !self.disabled
+    }
+}
+
+impl ClientRecord {
+    pub fn allows_grant(&self, grant: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant)
+    }
+
+    /// The scope to grant for a request: the client's full set when none was asked for,
+    /// otherwise the requested words (each of which the client must be allowed), in the
+    /// client's own order so equal requests yield equal strings.
+    pub fn resolve_scope(&self, requested: Option<&str>) -> Result<String, OAuthError> {
+        let Some(req) = requested.map(str::trim).filter(|r| !r.is_empty()) else {
+            return Ok(self.scopes.join(" "));
+        };
+        if let Some(w) = req.split_whitespace().find(|w| !self.scopes.iter().any(|s| s == w)) {
+            let shown: String = w.chars().take(64).collect();
+            return Err(OAuthError::invalid_scope(format!("scope {shown:?} is not allowed for this client")));
+        }
+        let granted: Vec<&str> = self
+            .scopes
+            .iter()
+            .map(String::as_str)
+            .filter(|s| req.split_whitespace().any(|w| w == *s))
+            .collect();
+        Ok(granted.join(" "))
+    }
+}
+
+/// A new client record created at `now` (and its secret, for a confidential client).
+pub fn new_client(name: &str, confidential: bool, now: Secs) -> (ClientRecord, Option<String>) {
+    let secret = confidential.then(|| secret::random_token(32));
+    let rec = ClientRecord {
+        client_id: uuid::Uuid::new_v4().to_string(),
+        name: name.to_owned(),
+        description: String::new(),
+        confidential,
+        secret_hash: secret.as_deref().map(secret::sha256_hex),
+        grant_types: vec![GRANT_DEVICE_CODE.into(), GRANT_REFRESH_TOKEN.into()],
+        scopes: vec!["read".into(), "write".into()],
+        redirect_uris: Vec::new(),
+        enabled: true,
+        created_at: now,
+    };
+    (rec, secret)
+}
+
+/// A signed-in user, as the front end needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserView {
+    pub id: String,
+    pub username: String,
+    pub is_admin: bool,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("a user named {0:?} already exists")]
+    UsernameTaken(String),
+    #[error("no user named {0:?}")]
+    UnknownUser(String),
+    #[error("{0:?} signs in through the external login API; its password is managed there")]
+    ExternalUser(String),
+    #[error("usernames are 1 to 64 visible characters with no spaces")]
+    InvalidUsername,
+    #[error("client names are 1 to 100 characters")]
+    InvalidClientName,
+    #[error("{0}")]
+    InvalidClient(String),
+    #[error("no such client")]
+    UnknownClient,
+    #[error("public clients have no secret")]
+    PublicClient,
+    #[error("no such user")]
+    UnknownUserId,
+    #[error("this would leave no enabled administrator")]
+    LastAdmin,
+    #[error("unknown grant type {0:?} (supported: device_code, refresh_token)")]
+    UnknownGrantType(String),
+    #[error("The current password is not correct.")]
+    WrongPassword,
+    #[error("The server is busy. Please try again in a moment.")]
+    Busy,
+    /// Done, but a follow-up (ending sessions, revoking tokens) could not be completed now.
+    #[error("the change was saved, but its sessions or tokens could not all be ended yet; try again")]
+    Unfinished,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// A failed sign-in; deliberately says nothing about which part was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    #[error("Invalid username or password")]
+    Invalid,
+    #[error("Too many sign-ins at once. Please try again in a moment.")]
+    Busy,
+    /// The login API's user would take the name of a different existing user; nothing is merged.
+    #[error("Username conflict with existing user. Please contact administrator.")]
+    Conflict,
+    /// The login-API provider is down or stopped mid-call.
+    #[error("The sign-in service is unavailable. Please try again in a moment.")]
+    Unavailable,
+}
+
+/// The full grant-type name for `device_code` / `refresh_token` (or the full names themselves).
+pub fn grant_type_name(short: &str) -> Result<String, DirectoryError> {
+    match short.trim() {
+        "device_code" | GRANT_DEVICE_CODE => Ok(GRANT_DEVICE_CODE.into()),
+        "refresh_token" => Ok(GRANT_REFRESH_TOKEN.into()),
+        other => Err(DirectoryError::UnknownGrantType(other.into())),
+    }
+}
+
+pub fn valid_username(u: &str) -> bool {
+    !u.is_empty() && u.chars().count() <= 64 && u.chars().all(|c| !c.is_whitespace() && !c.is_control())
+}
+
+/// A valid scope token (RFC 6749 §3.3): printable ASCII but space, `"` and `\`.
+fn valid_scope(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}
+
+/// An absolute URI with a scheme and no fragment (RFC 6749 §3.1.2).
+fn valid_redirect_uri(u: &str) -> bool {
+    let Some((scheme, rest)) = u.split_once(':') else { return false };
+    !rest.is_empty()
+        && u.len() <= 2000
+        && scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        && !u.contains('#')
+        && !u.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// What an administrator sets on a client.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSpec {
+    pub name: String,
+    pub description: String,
+    /// Only at creation.
+    pub confidential: bool,
+    /// Short (`device_code`, `refresh_token`) or full names; empty means both.
+    pub grant_types: Vec<String>,
+    /// Empty means `read write`.
+    pub scopes: Vec<String>,
+    pub redirect_uris: Vec<String>,
+}
+
+/// Each distinct item of `items`, in first-seen order.
+fn distinct(items: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for i in items {
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+impl ClientSpec {
+    pub fn new(name: &str, confidential: bool) -> Self {
+        Self {
+            name: name.to_owned(),
+            confidential,
+            ..Self::default()
+        }
+    }
+
+    /// The spec of an existing client (for its edit form).
+    pub fn of(c: &ClientRecord) -> Self {
+        Self {
+            name: c.name.clone(),
+            description: c.description.clone(),
+            confidential: c.confidential,
+            grant_types: c.grant_types.clone(),
+            scopes: c.scopes.clone(),
+            redirect_uris: c.redirect_uris.clone(),
+        }
+    }
+
+    /// Checks every field and applies them to `rec`.
+    pub(super) fn apply(&self, rec: &mut ClientRecord) -> Result<(), DirectoryError> {
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(DirectoryError::InvalidClientName);
+        }
+        if self.description.chars().count() > 500 {
+            return Err(DirectoryError::InvalidClient("descriptions are at most 500 characters".into()));
+        }
+        let grants = if self.grant_types.is_empty() {
+            vec![GRANT_DEVICE_CODE.to_owned(), GRANT_REFRESH_TOKEN.to_owned()]
+        } else {
+            distinct(self.grant_types.iter().map(|g| grant_type_name(g)).collect::<Result<Vec<_>, _>>()?)
+        };
+        let scopes = if self.scopes.is_empty() {
+            vec!["read".to_owned(), "write".to_owned()]
+        } else {
+            if self.scopes.len() > 32 {
+                return Err(DirectoryError::InvalidClient("at most 32 scopes".into()));
+            }
+            if let Some(bad) = self.scopes.iter().find(|s| !valid_scope(s)) {
+                let shown: String = bad.chars().take(64).collect();
+                return Err(DirectoryError::InvalidClient(format!("{shown:?} is not a valid scope")));
+            }
+            distinct(self.scopes.iter().cloned())
+        };
+        if self.redirect_uris.len() > 10 {
+            return Err(DirectoryError::InvalidClient("at most 10 redirect URIs".into()));
+        }
+        if let Some(bad) = self.redirect_uris.iter().find(|u| !valid_redirect_uri(u)) {
+            let shown: String = bad.chars().take(80).collect();
+            return Err(DirectoryError::InvalidClient(format!(
+                "{shown:?} is not an absolute URI without a fragment"
+            )));
+        }
+        rec.name = name.to_owned();
+        rec.description = self.description.trim().to_owned();
+        rec.grant_types = grants;
+        rec.scopes = scopes;
+        rec.redirect_uris = self.redirect_uris.clone();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_resolution() {
+        let (c, _) = new_client("x", false, 0);
+        assert_eq!(c.resolve_scope(None).unwrap(), "read write");
+        assert_eq!(c.resolve_scope(Some("  ")).unwrap(), "read write");
+        assert_eq!(c.resolve_scope(Some("write read write")).unwrap(), "read write");
+        assert_eq!(c.resolve_scope(Some("write")).unwrap(), "write");
+        assert_eq!(
+            c.resolve_scope(Some("admin")).unwrap_err().code,
+            crate::error::ErrorCode::InvalidScope
+        );
+    }
+
+    #[test]
+    fn usernames() {
+        assert!(valid_username("alice"));
+        assert!(valid_username("alice@example.com"));
+        assert!(!valid_username(""));
+        assert!(!valid_username("a b"));
+        assert!(!valid_username("a\u{0}"));
+        assert!(!valid_username(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn a_client_spec_is_checked_and_deduplicated() {
+        let (mut c, _) = new_client("x", false, 0);
+        let spec = ClientSpec {
+            grant_types: vec!["device_code".into(), GRANT_DEVICE_CODE.into()],
+            scopes: vec!["read".into(), "read".into(), "files:write".into()],
+            ..ClientSpec::new(" Living room ", false)
+        };
+        spec.apply(&mut c).unwrap();
+        assert_eq!((c.name.as_str(), c.grant_types.len(), c.scopes.len()), ("Living room", 1, 2));
+        let bad_scope = ClientSpec {
+            scopes: vec!["a\"b".into()],
+            ..ClientSpec::new("x", false)
+        };
+        assert!(matches!(bad_scope.apply(&mut c), Err(DirectoryError::InvalidClient(_))));
+        let fragment = ClientSpec {
+            redirect_uris: vec!["https://app.example/cb#x".into()],
+            ..ClientSpec::new("x", false)
+        };
+        assert!(fragment.apply(&mut c).is_err());
+        assert!(ClientSpec::new("  ", false).apply(&mut c).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! How actors are reached and run: addresses that survive restarts, calls with deadlines,
+//! mailbox depths, and the one way to wait for a commit off an actor's thread.
+//!
+//! Nothing here knows any particular actor; the actors build on it and the supervisor fills
+//! its [`Handle`]s.
+
+pub mod commit;
+pub mod counted;
+pub mod handle;
+
+pub use self::handle::{CALL_TIMEOUT, Handle};

@@ -1,0 +1,55 @@
+//! The device actor's records: one row per live device authorization (RFC 8628).
+
+use serde::{Deserialize, Serialize};
+
+use super::port::Pending;
+use crate::time::Millis;
+
+/// SHA-256 of a device code: the key of its authorization (the code itself is never stored).
+pub type DeviceKey = [u8; 32];
+
+/// The stored form of a device authorization.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub user_code: String,
+    pub client_id: String,
+    pub scope: String,
+    pub created_at_ms: Millis,
+    pub expires_at_ms: Millis,
+    pub interval_ms: u32,
+    #[serde(default)]
+    pub state: RecordState,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum RecordState {
+    #[default]
+    Pending,
+    Approved {
+        user_id: String,
+        username: String,
+        authorization_id: String,
+        decided_at_ms: Millis,
+    },
+    Denied {
+        user_id: String,
+        decided_at_ms: Millis,
+    },
+}
+
+/// The device authorizations. Owner: the device actor.
+pub trait DeviceRepo: Send + Sync {
+    /// Every stored authorization that expires at or after `keep_from`. Those that expired
+    /// before it are deleted, as are rows that cannot be read.
+    fn load(&self, keep_from: Millis) -> Pending<Vec<(DeviceKey, DeviceRecord)>>;
+    /// Stores a new, pending authorization.
+    fn insert(&self, key: DeviceKey, record: &DeviceRecord) -> Pending<()>;
+    /// Records a person's decision (`record` carries the approved or denied state). Applied
+    /// only while the stored authorization is still pending; `Ok(false)` when it was decided
+    /// already, redeemed, or is gone. So one code is decided once, whichever process decides.
+    fn decide(&self, key: DeviceKey, record: &DeviceRecord) -> Pending<bool>;
+    /// Deletes authorizations: redeemed, expired, or whose creation failed. Deleting one that
+    /// is not there is not an error.
+    fn remove(&self, keys: &[DeviceKey]) -> Pending<()>;
+}

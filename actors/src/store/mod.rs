@@ -1,0 +1,33 @@
+//! The storage port: one small repository per owner, in the owner's words.
+//!
+//! Each actor holds the repository of its own records and nothing else: the device actor a
+//! [`DeviceRepo`], the token actor a [`TokenRepo`], and so on. The front end and the CLI hold
+//! none of them (they ask the actors); [`Stores`] only carries them from the backend that opened
+//! them to the supervisor that hands each to its owner.
+//!
+//! The actors keep their state in memory and treat the store as the truth they rebuild from.
+//! Every operation below states what it promises; a backend must keep each promise with its own
+//! means (the redb backend with guards checked inside its group commit, a SQL backend with
+//! conditional statements), so the rules hold even when several processes share one database:
+//!
+//! - **Durable when answered.** A write's future resolves only after the change is committed;
+//!   a failure means nothing of that call was written.
+//! - **In call order.** Writes one owner issues one after another take effect in that order,
+//!   even if the owner awaits them elsewhere (the redb writer queues each at the call).
+//! - **Conditional writes answer `Ok(false)`** when their condition no longer holds, having
+//!   written nothing: a race lost is a domain outcome, never a storage error.
+//!
+//! Backends: [`redb`] (embedded, the default).
+
+pub mod audit;
+pub mod device;
+pub mod directory;
+pub mod port;
+pub mod redb;
+pub mod server;
+pub mod session;
+mod stores;
+pub mod token;
+
+pub use self::port::{Pending, StoreError};
+pub use self::stores::Stores;

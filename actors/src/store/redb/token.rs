@@ -1,0 +1,76 @@
+//! [`TokenRepo`] on redb: `tokens`, token id → JSON record; `authorizations`, authorization id
+//! → issued-at seconds (the mark that makes issuance happen once).
+
+use super::engine::{Engine, Guard, Op, Table, decode};
+use crate::store::port::{Pending, StoreError};
+use crate::store::token::{TokenRecord, TokenRepo, TokenStatus};
+
+pub(super) struct Tokens(pub Engine);
+
+fn puts(records: &[TokenRecord]) -> Result<Vec<Op>, StoreError> {
+    records
+        .iter()
+        .map(|r| Op::put(Table::Tokens, r.id.as_bytes().to_vec(), r))
+        .collect()
+}
+
+fn failed<T: Send + 'static>(e: StoreError) -> Pending<T> {
+    Box::pin(async move { Err(e) })
+}
+
+impl TokenRepo for Tokens {
+    fn load(&self) -> Pending<Vec<TokenRecord>> {
+        self.0.read(|r| {
+            let mut records = Vec::new();
+            r.scan(Table::Tokens, |_, v| {
+                match decode::<TokenRecord>(v) {
+                    Ok(rec) => records.push(rec),
+                    Err(e) => tracing::warn!(error = %e, "skipping an unreadable token record"),
+                }
+                Ok(())
+            })?;
+            Ok(records)
+        })
+    }
+
+    fn issue(&self, authorization_id: &str, records: &[TokenRecord]) -> Pending<bool> {
+        let issued_at = records.iter().map(|r| r.issued_at).min().unwrap_or(0);
+        let key = authorization_id.as_bytes().to_vec();
+        let ops = match (Op::put(Table::Authorizations, key.clone(), &issued_at), puts(records)) {
+            (Ok(mark), Ok(mut ops)) => {
+                ops.push(mark);
+                ops
+            }
+            (Err(e), _) | (_, Err(e)) => return failed(e),
+        };
+        self.0.submit_if(vec![Guard::absent(Table::Authorizations, key)], ops)
+    }
+
+    fn refresh(&self, old_id: &str, records: &[TokenRecord]) -> Pending<bool> {
+        let still_active = Guard {
+            table: Table::Tokens,
+            key: old_id.as_bytes().to_vec(),
+            holds: |v| {
+                v.and_then(|v| decode::<TokenRecord>(v).ok())
+                    .is_some_and(|r| r.status == TokenStatus::Active)
+            },
+        };
+        match puts(records) {
+            Ok(ops) => self.0.submit_if(vec![still_active], ops),
+            Err(e) => failed(e),
+        }
+    }
+
+    fn update(&self, records: &[TokenRecord]) -> Pending<()> {
+        self.0.submit_encoded(|| puts(records))
+    }
+
+    fn remove(&self, ids: &[String], finished: &[String]) -> Pending<()> {
+        let ops = ids
+            .iter()
+            .map(|id| Op::delete(Table::Tokens, id.as_bytes().to_vec()))
+            .chain(finished.iter().map(|a| Op::delete(Table::Authorizations, a.as_bytes().to_vec())))
+            .collect();
+        self.0.submit(ops)
+    }
+}

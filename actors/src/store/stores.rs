@@ -1,0 +1,25 @@
+//! [`Stores`]: every repository of one opened database.
+
+use std::sync::Arc;
+
+use super::{audit, device, directory, server, session, token};
+
+/// Every repository of one opened database, each to be handed to its owner.
+#[derive(Clone)]
+pub struct Stores {
+    pub(crate) device: Arc<dyn device::DeviceRepo>,
+    pub(crate) token: Arc<dyn token::TokenRepo>,
+    pub(crate) session: Arc<dyn session::SessionRepo>,
+    pub(crate) directory: Arc<dyn directory::DirectoryRepo>,
+    pub(crate) audit: Arc<dyn audit::AuditRepo>,
+    pub(crate) server: Arc<dyn server::ServerRepo>,
+}
+
+impl Stores {
+    /// Finishes the queued writes and closes the database, off the async threads. Later
+    /// operations on any repository fail with [`super::StoreError::Closed`].
+    pub async fn close(&self) {
+        let server = self.server.clone();
+        let _ = tokio::task::spawn_blocking(move || server.close()).await;
+    }
+}

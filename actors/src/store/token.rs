@@ -1,0 +1,65 @@
+//! The token actor's records: one row per access or refresh token, grouped by authorization.
+
+use serde::{Deserialize, Serialize};
+
+use super::port::Pending;
+use crate::time::Secs;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenStatus {
+    Active,
+    Revoked,
+    /// A refresh token replaced by rotation; presenting it again is reuse (RFC 9700 §4.14).
+    Retired,
+}
+
+/// The stored record of one token, keyed by its id (`jti` for access tokens).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub kind: TokenKind,
+    /// SHA-256 (hex) of a refresh token or of a token-service access token; our own access
+    /// tokens are found by `jti`.
+    #[serde(default)]
+    pub token_hash: Option<String>,
+    pub user_id: String,
+    pub username: String,
+    pub client_id: String,
+    pub scope: String,
+    pub authorization_id: String,
+    pub issued_at: Secs,
+    pub expires_at: Secs,
+    pub status: TokenStatus,
+    #[serde(default)]
+    pub last_used_at: Option<Secs>,
+}
+
+/// The token records. Owner: the token actor.
+pub trait TokenRepo: Send + Sync {
+    /// Every stored token record.
+    fn load(&self) -> Pending<Vec<TokenRecord>>;
+    /// The first tokens of an authorization (a redeemed device code). Written only if no
+    /// token of `authorization_id` was ever issued; `Ok(false)` otherwise. This is what makes
+    /// a device code redeem exactly once, whichever process redeems it.
+    fn issue(&self, authorization_id: &str, records: &[TokenRecord]) -> Pending<bool>;
+    /// A refresh: `records` (the new access token, and with rotation the new refresh token
+    /// and the old one retired) are written only if the refresh token `old_id` is still
+    /// active; `Ok(false)` when a rotation or revocation came first. So a refresh token
+    /// rotates exactly once.
+    fn refresh(&self, old_id: &str, records: &[TokenRecord]) -> Pending<bool>;
+    /// Writes records as they now are (revocations, last use). Revocation is final: the
+    /// owner never writes a revoked record back to active, and a backend shared by several
+    /// processes must refuse to.
+    fn update(&self, records: &[TokenRecord]) -> Pending<()>;
+    /// Deletes long-expired records; `finished` names the authorizations none of whose
+    /// records remain, whose issuance markers go too.
+    fn remove(&self, ids: &[String], finished: &[String]) -> Pending<()>;
+}

@@ -1,0 +1,354 @@
+//! The token book: every token record in memory with its indexes, all rules, no I/O.
+
+use std::collections::HashMap;
+
+use super::types::{AuthorizationPage, AuthorizationQuery, AuthorizationStatus, AuthorizationView, Owner, RevokeTarget, TokenInfo};
+use crate::crypto::secret::Digest32;
+use crate::store::token::{TokenKind, TokenRecord, TokenStatus};
+use crate::time::Secs;
+
+/// Records are kept this long past expiry (for session lists), then swept.
+const EXPIRED_KEEP: Secs = 24 * 3600;
+
+#[derive(Default)]
+pub struct TokenBook {
+    records: HashMap<String, TokenRecord>,
+    refresh_by_hash: HashMap<Digest32, String>,
+    /// Access tokens minted by the token service, by SHA-256.
+    access_by_hash: HashMap<Digest32, String>,
+    /// User id → their authorization ids.
+    by_user: HashMap<String, Vec<String>>,
+    by_authorization: HashMap<String, Vec<String>>,
+}
+
+fn digest_of(rec: &TokenRecord) -> Option<Digest32> {
+    rec.token_hash
+        .as_deref()
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|h| <Digest32>::try_from(h).ok())
+}
+
+impl TokenBook {
+    pub fn load(records: Vec<TokenRecord>) -> Self {
+        let mut book = Self::default();
+        for r in records {
+            book.upsert(r);
+        }
+        book
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    fn by_hash(&mut self, kind: TokenKind) -> &mut HashMap<Digest32, String> {
+        match kind {
+            TokenKind::Refresh => &mut self.refresh_by_hash,
+            TokenKind::Access => &mut self.access_by_hash,
+        }
+    }
+
+    pub fn upsert(&mut self, rec: TokenRecord) {
+        if let Some(h) = digest_of(&rec) {
+            self.by_hash(rec.kind).insert(h, rec.id.clone());
+        }
+        if !self.records.contains_key(&rec.id) {
+            let ids = self.by_authorization.entry(rec.authorization_id.clone()).or_default();
+            if ids.is_empty() {
+                self.by_user
+                    .entry(rec.user_id.clone())
+                    .or_default()
+                    .push(rec.authorization_id.clone());
+            }
+            ids.push(rec.id.clone());
+        }
+        self.records.insert(rec.id.clone(), rec);
+    }
+
+    /// Applies `records` (new or changed) in memory.
+    pub fn apply(&mut self, records: &[TokenRecord]) {
+        for r in records {
+            self.upsert(r.clone());
+        }
+    }
+
+    /// Removes a record; answers the authorization it belonged to if none of its records remain.
+    pub fn remove(&mut self, id: &str) -> Option<String> {
+        let rec = self.records.remove(id)?;
+        if let Some(h) = digest_of(&rec) {
+            let index = self.by_hash(rec.kind);
+            if index.get(&h).is_some_and(|i| *i == rec.id) {
+                index.remove(&h);
+            }
+        }
+        let ids = self.by_authorization.get_mut(&rec.authorization_id)?;
+        ids.retain(|i| i != id);
+        if !ids.is_empty() {
+            return None;
+        }
+        self.by_authorization.remove(&rec.authorization_id);
+        if let Some(auths) = self.by_user.get_mut(&rec.user_id) {
+            auths.retain(|a| *a != rec.authorization_id);
+            if auths.is_empty() {
+                self.by_user.remove(&rec.user_id);
+            }
+        }
+        Some(rec.authorization_id)
+    }
+
+    /// Whether any token of this authorization was issued (and is still kept).
+    pub fn issued(&self, authorization_id: &str) -> bool {
+        self.by_authorization.contains_key(authorization_id)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&TokenRecord> {
+        self.records.get(id)
+    }
+
+    /// The record of a refresh token, by its SHA-256.
+    pub fn refresh_token(&self, hash: &Digest32) -> Option<&TokenRecord> {
+        self.refresh_by_hash.get(hash).and_then(|id| self.records.get(id))
+    }
+
+    /// The record of a token-service access token, by its SHA-256.
+    pub fn minted_access_token(&self, hash: &Digest32) -> Option<&TokenRecord> {
+        self.access_by_hash.get(hash).and_then(|id| self.records.get(id))
+    }
+
+    /// The record a revocation or introspection names.
+    pub fn target(&self, target: &RevokeTarget) -> Option<&TokenRecord> {
+        match target {
+            RevokeTarget::AccessId(id) => self.records.get(id),
+            RevokeTarget::Hash(h) => self.refresh_token(h).or_else(|| self.minted_access_token(h)),
+        }
+    }
+
+    /// One authorization's summary, from its records.
+    pub fn authorization(&self, authorization_id: &str, now: Secs) -> Option<AuthorizationView> {
+        let recs: Vec<&TokenRecord> = self
+            .by_authorization
+            .get(authorization_id)?
+            .iter()
+            .filter_map(|id| self.records.get(id))
+            .collect();
+        let first = recs.iter().min_by_key(|r| r.issued_at)?;
+        let live = |r: &&&TokenRecord| r.status == TokenStatus::Active && r.expires_at > now;
+        let status = if recs.iter().any(|r| live(&r)) {
+            AuthorizationStatus::Active
+        } else if recs.iter().any(|r| r.status == TokenStatus::Revoked) {
+            AuthorizationStatus::Revoked
+        } else {
+            AuthorizationStatus::Expired
+        };
+        let expires_at = recs
+            .iter()
+            .filter(|r| live(r))
+            .map(|r| r.expires_at)
+            .max()
+            .or_else(|| recs.iter().map(|r| r.expires_at).max())
+            .unwrap_or(first.expires_at);
+        let last_used_at = recs
+            .iter()
+            .filter_map(|r| r.last_used_at)
+            .chain(recs.iter().map(|r| r.issued_at).filter(|t| *t > first.issued_at))
+            .max();
+        Some(AuthorizationView {
+            id: authorization_id.to_owned(),
+            user_id: first.user_id.clone(),
+            username: first.username.clone(),
+            client_id: first.client_id.clone(),
+            scope: first.scope.clone(),
+            authorized_at: first.issued_at,
+            last_used_at,
+            expires_at,
+            status,
+        })
+    }
+
+    /// The authorizations `query` selects, newest first.
+    pub fn authorizations(&self, query: &AuthorizationQuery, now: Secs) -> Vec<AuthorizationView> {
+        let ids: Vec<&String> = match &query.user_id {
+            Some(u) => self.by_user.get(u).into_iter().flatten().collect(),
+            None => self.by_authorization.keys().collect(),
+        };
+        let mut list: Vec<AuthorizationView> = ids
+            .into_iter()
+            .filter_map(|a| self.authorization(a, now))
+            .filter(|a| !query.active_only || a.status == AuthorizationStatus::Active)
+            .filter(|a| query.username.as_ref().is_none_or(|u| a.username == *u))
+            .collect();
+        list.sort_by(|a, b| b.authorized_at.cmp(&a.authorized_at).then_with(|| a.id.cmp(&b.id)));
+        list
+    }
+
+    /// Page `page` (1-based, clamped) of `per_page` of the authorizations `query` selects.
+    pub fn authorization_page(&self, query: &AuthorizationQuery, page: usize, per_page: usize, now: Secs) -> AuthorizationPage {
+        let all = self.authorizations(query, now);
+        let active = all.iter().filter(|a| a.status == AuthorizationStatus::Active).count();
+        let per_page = per_page.max(1);
+        let pages = all.len().div_ceil(per_page).max(1);
+        let page = page.clamp(1, pages);
+        let rows = all.into_iter().skip((page - 1) * per_page).take(per_page).collect();
+        AuthorizationPage { rows, page, pages, active }
+    }
+
+    /// Every token record of one user, newest first.
+    pub fn records_of(&self, user_id: &str) -> Vec<TokenRecord> {
+        let mut list: Vec<TokenRecord> = self.records.values().filter(|r| r.user_id == user_id).cloned().collect();
+        list.sort_by(|a, b| b.issued_at.cmp(&a.issued_at).then_with(|| a.id.cmp(&b.id)));
+        list
+    }
+
+    /// The authorization ids of a user or a client.
+    pub fn authorizations_of(&self, of: &Owner) -> Vec<String> {
+        match of {
+            Owner::User(u) => self.by_user.get(u).cloned().unwrap_or_default(),
+            Owner::Client(c) => self
+                .by_authorization
+                .iter()
+                .filter(|(_, recs)| recs.first().and_then(|r| self.records.get(r)).is_some_and(|r| r.client_id == *c))
+                .map(|(a, _)| a.clone())
+                .collect(),
+        }
+    }
+
+    /// The records that revoke every live token of an authorization.
+    pub fn revoke_authorization(&self, authorization_id: &str) -> Vec<TokenRecord> {
+        self.by_authorization
+            .get(authorization_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.records.get(id))
+            .filter(|r| r.status != TokenStatus::Revoked)
+            .map(|r| TokenRecord {
+                status: TokenStatus::Revoked,
+                ..r.clone()
+            })
+            .collect()
+    }
+
+    /// What `/oauth/tokeninfo` says of an active access token at `now`.
+    pub fn active_info(r: &TokenRecord, now: Secs) -> Option<TokenInfo> {
+        if r.kind != TokenKind::Access || r.status != TokenStatus::Active || r.expires_at <= now {
+            return None;
+        }
+        Some(TokenInfo {
+            active: true,
+            user_id: r.user_id.clone(),
+            username: r.username.clone(),
+            client_id: r.client_id.clone(),
+            scope: r.scope.clone(),
+            exp: r.expires_at,
+            iat: r.issued_at,
+        })
+    }
+
+    /// Removes the records long expired at `now`: their ids, and the authorizations left
+    /// without any record.
+    pub fn sweep(&mut self, now: Secs) -> (Vec<String>, Vec<String>) {
+        let old: Vec<String> = self
+            .records
+            .values()
+            .filter(|r| r.expires_at.saturating_add(EXPIRED_KEEP) <= now)
+            .map(|r| r.id.clone())
+            .collect();
+        let finished = old.iter().filter_map(|id| self.remove(id)).collect();
+        (old, finished)
+    }
+}
+
+/// Whether every word of `requested` is one of `granted`.
+pub fn scope_within(requested: &str, granted: &str) -> bool {
+    requested.split_whitespace().all(|s| granted.split_whitespace().any(|g| g == s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::secret;
+
+    #[test]
+    fn scope_narrowing_is_checked_word_by_word() {
+        assert!(scope_within("read", "read write"));
+        assert!(scope_within("write read", "read write"));
+        assert!(!scope_within("admin", "read write"));
+        assert!(!scope_within("rea", "read write"));
+    }
+
+    fn rec(id: &str, auth: &str, kind: TokenKind, issued_at: Secs) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            kind,
+            token_hash: (kind == TokenKind::Refresh).then(|| secret::sha256_hex(id)),
+            user_id: "u".into(),
+            username: "alice".into(),
+            client_id: "c".into(),
+            scope: "read".into(),
+            authorization_id: auth.into(),
+            issued_at,
+            expires_at: issued_at + 100,
+            status: TokenStatus::Active,
+            last_used_at: None,
+        }
+    }
+
+    #[test]
+    fn revoking_an_authorization_touches_only_its_tokens() {
+        let mut b = TokenBook::default();
+        b.upsert(rec("a1", "A", TokenKind::Access, 1));
+        b.upsert(rec("r1", "A", TokenKind::Refresh, 1));
+        b.upsert(rec("a2", "B", TokenKind::Access, 1));
+        let change = b.revoke_authorization("A");
+        let ids: Vec<_> = change.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids.len(), 2);
+        assert!(ids.contains(&"a1") && ids.contains(&"r1"));
+        assert!(change.iter().all(|r| r.status == TokenStatus::Revoked));
+        b.apply(&change);
+        assert_eq!(b.records["a2"].status, TokenStatus::Active);
+        assert_eq!(b.authorization("A", 50).unwrap().status, AuthorizationStatus::Revoked);
+        assert!(b.refresh_token(&secret::sha256("r1")).is_some());
+        assert_eq!(b.remove("r1"), None, "a1 is left");
+        assert!(b.refresh_token(&secret::sha256("r1")).is_none());
+        assert_eq!(b.by_authorization["A"], vec!["a1".to_string()]);
+        assert_eq!(b.remove("a1"), Some("A".to_string()), "A has no record left");
+        assert!(!b.issued("A"));
+    }
+
+    #[test]
+    fn authorizations_are_paged_newest_first_by_their_owner() {
+        let mut b = TokenBook::default();
+        for i in 0..7u64 {
+            b.upsert(rec(&format!("a{i}"), &format!("A{i}"), TokenKind::Access, 10 + i));
+        }
+        let q = AuthorizationQuery {
+            active_only: true,
+            ..Default::default()
+        };
+        let first = b.authorization_page(&q, 1, 3, 50);
+        assert_eq!((first.page, first.pages, first.active), (1, 3, 7));
+        assert_eq!(first.rows.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["A6", "A5", "A4"]);
+        let last = b.authorization_page(&q, 99, 3, 50);
+        assert_eq!((last.page, last.rows.len()), (3, 1), "a page past the end is the last one");
+        // Once they expire, none are active.
+        assert_eq!(b.authorization_page(&q, 1, 3, 1_000).rows.len(), 0);
+        let named = AuthorizationQuery {
+            username: Some("bob".into()),
+            ..Default::default()
+        };
+        assert!(b.authorizations(&named, 50).is_empty());
+    }
+
+    #[test]
+    fn a_sweep_drops_long_expired_records_and_says_which_authorizations_ended() {
+        let mut b = TokenBook::default();
+        b.upsert(rec("a1", "A", TokenKind::Access, 1));
+        b.upsert(rec("a2", "B", TokenKind::Access, 1_000_000));
+        let (gone, finished) = b.sweep(101 + EXPIRED_KEEP);
+        assert_eq!((gone, finished), (vec!["a1".to_string()], vec!["A".to_string()]));
+        assert_eq!(b.len(), 1);
+    }
+}

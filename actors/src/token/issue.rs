@@ -1,0 +1,306 @@
+//! Issuance for an approved grant, and refresh (RFC 6749 §6, rotation per RFC 9700 §4.14).
+
+use ractor::{ActorRef, RpcReplyPort};
+
+use super::TokenState;
+use super::book::scope_within;
+use super::msg::{PendingKind, TokenMsg};
+use super::types::{Grant, RefreshRequest, TokenResponse};
+use crate::audit::{AuditEvent, EventKind};
+use crate::crypto::keys::AccessClaims;
+use crate::crypto::secret;
+use crate::error::OAuthError;
+use crate::provider::token_service::MintedToken;
+use crate::runtime::commit::{after, rebuild};
+use crate::store::Pending;
+use crate::store::token::{TokenKind, TokenRecord, TokenStatus};
+use crate::time::Secs;
+
+/// The longest lifetime accepted from the token service, in seconds.
+const MAX_MINTED_TTL: Secs = 366 * 24 * 3600;
+
+fn invalid_refresh() -> OAuthError {
+    OAuthError::invalid_grant("the refresh token is invalid, expired or revoked")
+}
+
+impl TokenState {
+    /// An access token and its record: a JWT signed here, or the one the token service minted.
+    fn mint_access(
+        &self,
+        g: &Grant,
+        scope: &str,
+        now: Secs,
+        minted: Option<MintedToken>,
+    ) -> Result<(String, TokenRecord, u64), OAuthError> {
+        let record = |id: String, token_hash: Option<String>, expires_at: Secs| TokenRecord {
+            id,
+            kind: TokenKind::Access,
+            token_hash,
+            user_id: g.user_id.clone(),
+            username: g.username.clone(),
+            client_id: g.client_id.clone(),
+            scope: scope.to_owned(),
+            authorization_id: g.authorization_id.clone(),
+            issued_at: now,
+            expires_at,
+            status: TokenStatus::Active,
+            last_used_at: None,
+        };
+        let id = uuid::Uuid::new_v4().to_string();
+        if let Some(m) = minted {
+            // One record per token: a token the service hands out twice would make two records
+            // answer for one token (and revoking one leave the other).
+            if self.book.minted_access_token(&secret::sha256(&m.access_token)).is_some() {
+                tracing::error!(
+                    provider = "token_api",
+                    "the token service returned an access token it had issued before; refused"
+                );
+                return Err(OAuthError::server_error("the token service did not issue a new token"));
+            }
+            // A service's answer cannot make a token live longer than a year.
+            let ttl = m.expires_in.unwrap_or(self.config.access_ttl.as_secs()).min(MAX_MINTED_TTL);
+            let rec = record(id, Some(secret::sha256_hex(&m.access_token)), now.saturating_add(ttl));
+            return Ok((m.access_token, rec, ttl));
+        }
+        let ttl = self.config.access_ttl.as_secs();
+        let claims = AccessClaims {
+            iss: self.config.issuer.clone(),
+            sub: g.user_id.clone(),
+            aud: g.client_id.clone(),
+            client_id: g.client_id.clone(),
+            scope: scope.to_owned(),
+            iat: now,
+            exp: now + ttl,
+            jti: id.clone(),
+        };
+        let jwt = self.keys.sign(&claims)?;
+        Ok((jwt, record(id, None, now + ttl), ttl))
+    }
+
+    fn mint_refresh(&self, g: &Grant, now: Secs) -> (String, TokenRecord) {
+        let token = secret::random_token(32);
+        let rec = TokenRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: TokenKind::Refresh,
+            token_hash: Some(secret::sha256_hex(&token)),
+            user_id: g.user_id.clone(),
+            username: g.username.clone(),
+            client_id: g.client_id.clone(),
+            scope: g.scope.clone(),
+            authorization_id: g.authorization_id.clone(),
+            issued_at: now,
+            expires_at: now + self.config.refresh_ttl.as_secs(),
+            status: TokenStatus::Active,
+            last_used_at: None,
+        };
+        (token, rec)
+    }
+
+    /// Applies `records` to the book, and replies `answer` once the conditional `write`
+    /// lands. A write refused by its condition means another process got there first: the
+    /// book ran ahead, so the actor is rebuilt, and the caller hears `lost`.
+    fn commit_conditional(
+        &mut self,
+        myself: &ActorRef<TokenMsg>,
+        (records, write): (&[TokenRecord], Pending<bool>),
+        (answer, lost): (TokenResponse, OAuthError),
+        reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
+        then: Option<TokenMsg>,
+    ) {
+        self.book.apply(records);
+        let (myself, me) = (myself.clone(), self.peers.me.clone());
+        after(write, move |r| {
+            let outcome = match r {
+                Ok(true) => {
+                    if let Some(msg) = then {
+                        let _ = me.cast(msg);
+                    }
+                    Ok(answer)
+                }
+                Ok(false) => {
+                    myself.stop(Some("another process changed these tokens first; rebuilding from the store".into()));
+                    Err(lost)
+                }
+                Err(e) => {
+                    rebuild(&myself, &e);
+                    Err(e.into())
+                }
+            };
+            let _ = reply.send(outcome);
+        });
+    }
+
+    /// Issues the first tokens of an approved grant, once per authorization.
+    pub(super) fn issue(
+        &mut self,
+        myself: &ActorRef<TokenMsg>,
+        grant: Grant,
+        now: Secs,
+        reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
+        minted: Option<MintedToken>,
+    ) {
+        // One authorization yields tokens once: this holds even if the device actor restarted
+        // mid-redemption and offers the same approval again.
+        if self.issuing.contains(&grant.authorization_id) {
+            let _ = reply.send(Err(OAuthError::unavailable(
+                "tokens for this device code are being issued; poll again",
+            )));
+            return;
+        }
+        if self.book.issued(&grant.authorization_id) {
+            let _ = reply.send(Err(OAuthError::invalid_grant("the device code was already used")));
+            return;
+        }
+        // The approver was disabled or deleted, or the client disabled, since the approval.
+        if !self.peers.clients.borrow().tokens_allowed(&grant.client_id, &grant.user_id) {
+            let _ = reply.send(Err(OAuthError::invalid_grant("the authorization is no longer valid")));
+            return;
+        }
+        if let (Some((provider, timeout)), None) = (&self.peers.token_api, &minted) {
+            // The authorization counts as in flight while the service mints.
+            self.issuing.insert(grant.authorization_id.clone());
+            let (provider, timeout, scope) = (provider.clone(), *timeout, grant.scope.clone());
+            self.request_mint(provider, timeout, &grant.clone(), &scope, PendingKind::Issue { grant, now, reply });
+            return;
+        }
+        let (jwt, access, expires_in) = match self.mint_access(&grant, &grant.scope, now, minted) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let mut records = vec![access];
+        let refresh_token = self.config.refresh_enabled.then(|| {
+            let (token, rec) = self.mint_refresh(&grant, now);
+            records.push(rec);
+            token
+        });
+        let answer = TokenResponse {
+            access_token: jwt,
+            token_type: "Bearer".into(),
+            expires_in,
+            scope: grant.scope.clone(),
+            refresh_token,
+            username: grant.username.clone(),
+        };
+        tracing::info!(client_id = %grant.client_id, user_id = %grant.user_id, "tokens issued");
+        let settled = TokenMsg::Issued {
+            authorization_id: grant.authorization_id.clone(),
+        };
+        self.issuing.insert(grant.authorization_id.clone());
+        let write = self.repo.issue(&grant.authorization_id, &records);
+        let lost = OAuthError::invalid_grant("the device code was already used");
+        self.commit_conditional(myself, (&records, write), (answer, lost), reply, Some(settled));
+    }
+
+    /// `grant_type=refresh_token`: a new access token, and with rotation a new refresh token
+    /// in place of the presented one, which rotates exactly once.
+    pub(super) fn refresh(
+        &mut self,
+        myself: &ActorRef<TokenMsg>,
+        request: RefreshRequest,
+        reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
+        minted: Option<MintedToken>,
+    ) {
+        let now = request.now / 1000;
+        let Some(old) = self.book.refresh_token(&request.hash).cloned() else {
+            let _ = reply.send(Err(invalid_refresh()));
+            return;
+        };
+        if old.client_id != request.client_id || !self.owner_allowed(&old) {
+            let _ = reply.send(Err(invalid_refresh()));
+            return;
+        }
+        match old.status {
+            TokenStatus::Revoked => {
+                let _ = reply.send(Err(invalid_refresh()));
+                return;
+            }
+            TokenStatus::Retired => {
+                // RFC 9700 §4.14: a rotated-out refresh token came back; assume it was stolen
+                // and end the whole authorization.
+                tracing::warn!(client_id = %old.client_id, user_id = %old.user_id, authorization_id = %old.authorization_id, "refresh token reuse detected; revoking the authorization");
+                self.peers.audit.record(
+                    AuditEvent::new(
+                        request.now,
+                        EventKind::RefreshReuseDetected,
+                        format!("client:{}", old.client_id),
+                        false,
+                    )
+                    .subject(old.username.clone())
+                    .client(old.client_id.clone())
+                    .detail(format!("authorization {} revoked", old.authorization_id)),
+                );
+                let records = self.book.revoke_authorization(&old.authorization_id);
+                let err = Err(OAuthError::invalid_grant(
+                    "the refresh token was already used; the authorization has been revoked",
+                ));
+                self.save(myself, records, err, reply);
+                return;
+            }
+            TokenStatus::Active => {}
+        }
+        if old.expires_at <= now {
+            let _ = reply.send(Err(invalid_refresh()));
+            return;
+        }
+        let granted_scope = match request.scope.as_deref().map(str::trim) {
+            None | Some("") => old.scope.clone(),
+            Some(s) if scope_within(s, &old.scope) => s.split_whitespace().collect::<Vec<_>>().join(" "),
+            Some(_) => {
+                let _ = reply.send(Err(OAuthError::invalid_scope(
+                    "the requested scope exceeds the scope originally granted",
+                )));
+                return;
+            }
+        };
+        let grant = Grant {
+            user_id: old.user_id.clone(),
+            username: old.username.clone(),
+            client_id: old.client_id.clone(),
+            scope: old.scope.clone(),
+            authorization_id: old.authorization_id.clone(),
+        };
+        if let (Some((provider, timeout)), None) = (&self.peers.token_api, &minted) {
+            // Everything is checked again when the token comes back.
+            let (provider, timeout) = (provider.clone(), *timeout);
+            self.request_mint(provider, timeout, &grant, &granted_scope, PendingKind::Refresh { request, reply });
+            return;
+        }
+        let (jwt, access, expires_in) = match self.mint_access(&grant, &granted_scope, now, minted) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let mut records = vec![access];
+        let refresh_token = if self.config.rotation {
+            let (token, rec) = self.mint_refresh(&grant, now);
+            records.push(rec);
+            records.push(TokenRecord {
+                status: TokenStatus::Retired,
+                last_used_at: Some(now),
+                ..old.clone()
+            });
+            Some(token)
+        } else {
+            records.push(TokenRecord {
+                last_used_at: Some(now),
+                ..old.clone()
+            });
+            None
+        };
+        let answer = TokenResponse {
+            access_token: jwt,
+            token_type: "Bearer".into(),
+            expires_in,
+            scope: granted_scope,
+            refresh_token,
+            username: grant.username.clone(),
+        };
+        let write = self.repo.refresh(&old.id, &records);
+        self.commit_conditional(myself, (&records, write), (answer, invalid_refresh()), reply, None);
+    }
+}

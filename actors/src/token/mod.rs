@@ -1,0 +1,257 @@
+//! The token actor.
+//!
+//! Owns every token record (through its [`TokenRepo`]), held in a [`TokenBook`]: access tokens
+//! (JWTs signed here, each with a record so it can be listed and revoked, or, with
+//! `TOKEN_PROVIDER_MODE=http_api`, tokens minted by the external token service, whose SHA-256
+//! is stored) and refresh tokens (opaque; only their SHA-256 is stored), grouped by the
+//! authorization (the approval of one device) they came from. Every change is committed
+//! before the caller hears of it. Records stay here whatever mints the tokens, so switching
+//! modes loses nothing.
+//!
+//! - [`issue`]: issuance for an approved grant, and refresh (with rotation);
+//! - [`service`]: the calls to the token service, made off the mailbox; the issuance or
+//!   refresh finishes when the answer comes back ([`TokenMsg::Minted`]).
+
+mod book;
+mod issue;
+mod msg;
+mod service;
+mod types;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::watch;
+
+pub use self::book::TokenBook;
+pub use self::msg::{AwaitingMint, TokenMsg};
+pub use self::types::{
+    AuthorizationPage, AuthorizationQuery, AuthorizationStatus, AuthorizationView, Grant, Owner, RefreshRequest, RevokeTarget, TokenInfo,
+    TokenResponse,
+};
+use crate::audit::AuditSink;
+use crate::crypto::keys::JwtKeys;
+use crate::directory::snapshot::ClientTable;
+use crate::error::OAuthError;
+use crate::provider::token_service::TokenProviderMsg;
+use crate::runtime::Handle;
+use crate::runtime::commit::{log_failure, reply_when_durable};
+use crate::store::token::TokenRepo;
+pub use crate::store::token::{TokenKind, TokenRecord, TokenStatus};
+use crate::time::Secs;
+
+#[derive(Clone)]
+pub struct TokenConfig {
+    pub issuer: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub refresh_enabled: bool,
+    pub rotation: bool,
+}
+
+pub struct TokenActor;
+
+/// Where the token actor reaches the rest of the system.
+#[derive(Clone)]
+pub struct TokenPeers {
+    pub me: Handle<TokenMsg>,
+    /// The directory's snapshot: whose tokens may still be used.
+    pub clients: watch::Receiver<Arc<ClientTable>>,
+    pub audit: AuditSink,
+    /// The token-service provider and its timeout, when it mints access tokens, else `None`
+    /// (local JWTs).
+    pub token_api: Option<(Handle<TokenProviderMsg>, Duration)>,
+}
+
+pub struct TokenArgs {
+    pub config: TokenConfig,
+    pub keys: JwtKeys,
+    pub repo: Arc<dyn TokenRepo>,
+    pub peers: TokenPeers,
+}
+
+pub struct TokenState {
+    book: TokenBook,
+    /// Authorizations whose tokens are being committed: a second request for one of them is
+    /// told to retry (the first may yet fail), not that the code was used.
+    issuing: HashSet<String>,
+    config: TokenConfig,
+    keys: JwtKeys,
+    repo: Arc<dyn TokenRepo>,
+    peers: TokenPeers,
+}
+
+impl TokenState {
+    /// Whether the tokens of `r` may still be used: its client and its user are enabled.
+    fn owner_allowed(&self, r: &TokenRecord) -> bool {
+        self.peers.clients.borrow().tokens_allowed(&r.client_id, &r.user_id)
+    }
+
+    fn validate(&self, jti: &str, now: Secs) -> Result<TokenInfo, OAuthError> {
+        self.book
+            .get(jti)
+            .filter(|r| self.owner_allowed(r))
+            .and_then(|r| TokenBook::active_info(r, now))
+            .ok_or_else(types::invalid_token)
+    }
+
+    fn introspect(&self, target: &RevokeTarget, now: Secs) -> Option<TokenRecord> {
+        self.book
+            .target(target)
+            .filter(|r| r.status == TokenStatus::Active && r.expires_at > now && self.owner_allowed(r))
+            .cloned()
+    }
+
+    /// Applies `records` (revocations, last use) and replies `answer` once they are durable.
+    fn save<T: Send + 'static>(
+        &mut self,
+        myself: &ActorRef<TokenMsg>,
+        records: Vec<TokenRecord>,
+        answer: Result<T, OAuthError>,
+        reply: RpcReplyPort<Result<T, OAuthError>>,
+    ) {
+        self.book.apply(&records);
+        let write = self.repo.update(&records);
+        reply_when_durable(myself, write, reply, answer);
+    }
+
+    fn revoke(
+        &mut self,
+        myself: &ActorRef<TokenMsg>,
+        target: RevokeTarget,
+        client_id: Option<String>,
+        reply: RpcReplyPort<Result<Option<String>, OAuthError>>,
+    ) {
+        let Some(rec) = self.book.target(&target).cloned() else {
+            // RFC 7009 §2.2: an invalid token is not an error.
+            let _ = reply.send(Ok(None));
+            return;
+        };
+        if client_id.as_deref().is_some_and(|c| c != rec.client_id) {
+            tracing::info!(token_client = %rec.client_id, "revocation by another client ignored");
+            let _ = reply.send(Ok(None));
+            return;
+        }
+        let owner = rec.username.clone();
+        let records = match rec.kind {
+            // Revoking a refresh token ends the authorization it belongs to.
+            TokenKind::Refresh => self.book.revoke_authorization(&rec.authorization_id),
+            TokenKind::Access if rec.status == TokenStatus::Active => vec![TokenRecord {
+                status: TokenStatus::Revoked,
+                ..rec
+            }],
+            TokenKind::Access => Vec::new(),
+        };
+        let answer = (!records.is_empty()).then_some(owner);
+        self.save(myself, records, Ok(answer), reply);
+    }
+}
+
+impl Actor for TokenActor {
+    type Msg = TokenMsg;
+    type State = TokenState;
+    type Arguments = TokenArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<TokenMsg>, args: TokenArgs) -> Result<TokenState, ActorProcessingErr> {
+        let book = TokenBook::load(args.repo.load().await?);
+        tracing::info!(tokens = book.len(), "token records loaded");
+        Ok(TokenState {
+            book,
+            issuing: HashSet::new(),
+            config: args.config,
+            keys: args.keys,
+            repo: args.repo,
+            peers: args.peers,
+        })
+    }
+
+    async fn handle(&self, myself: ActorRef<TokenMsg>, msg: TokenMsg, st: &mut TokenState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            TokenMsg::IssueForGrant { grant, now, reply } => st.issue(&myself, grant, now / 1000, reply, None),
+            TokenMsg::Refresh {
+                token_hash,
+                client_id,
+                scope,
+                now,
+                reply,
+            } => {
+                let request = RefreshRequest {
+                    hash: token_hash,
+                    client_id,
+                    scope,
+                    now,
+                };
+                st.refresh(&myself, request, reply, None);
+            }
+            TokenMsg::Validate { jti, now, reply } => {
+                let _ = reply.send(st.validate(&jti, now / 1000));
+            }
+            TokenMsg::ValidateOpaque { token, now, reply } => st.validate_opaque(token, now / 1000, reply),
+            TokenMsg::Introspect { target, now, reply } => {
+                let _ = reply.send(st.introspect(&target, now / 1000));
+            }
+            TokenMsg::Minted { pending, minted } => st.minted(&myself, pending, minted),
+            TokenMsg::Revoke { target, client_id, reply } => st.revoke(&myself, target, client_id, reply),
+            TokenMsg::ListForUser { user_id, reply } => {
+                let _ = reply.send(st.book.records_of(&user_id));
+            }
+            TokenMsg::ListAuthorizations { query, now, reply } => {
+                let _ = reply.send(st.book.authorizations(&query, now / 1000));
+            }
+            TokenMsg::PageAuthorizations {
+                query,
+                page,
+                per_page,
+                now,
+                reply,
+            } => {
+                let _ = reply.send(st.book.authorization_page(&query, page, per_page, now / 1000));
+            }
+            TokenMsg::RevokeAuthorization {
+                authorization_id,
+                owner,
+                now,
+                reply,
+            } => {
+                let found = st
+                    .book
+                    .authorization(&authorization_id, now / 1000)
+                    .filter(|a| owner.as_ref().is_none_or(|o| *o == a.user_id));
+                match found {
+                    Some(view) => {
+                        let records = st.book.revoke_authorization(&authorization_id);
+                        st.save(&myself, records, Ok(Some(view)), reply);
+                    }
+                    None => {
+                        let _ = reply.send(Ok(None));
+                    }
+                }
+            }
+            TokenMsg::RevokeAll { of, now, reply } => {
+                let ids = st.book.authorizations_of(&of);
+                let live = ids
+                    .iter()
+                    .filter(|a| {
+                        st.book
+                            .authorization(a, now / 1000)
+                            .is_some_and(|v| v.status == AuthorizationStatus::Active)
+                    })
+                    .count();
+                let records = ids.iter().flat_map(|a| st.book.revoke_authorization(a)).collect();
+                st.save(&myself, records, Ok(live), reply);
+            }
+            TokenMsg::Issued { authorization_id } => {
+                st.issuing.remove(&authorization_id);
+            }
+            TokenMsg::Sweep { now } => {
+                let (old, finished) = st.book.sweep(now / 1000);
+                if !old.is_empty() {
+                    log_failure(st.repo.remove(&old, &finished), "delete expired token records");
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,123 @@
+//! The token actor's messages.
+
+use ractor::RpcReplyPort;
+
+use super::types::{
+    AuthorizationPage, AuthorizationQuery, AuthorizationView, Grant, Owner, RefreshRequest, RevokeTarget, TokenInfo, TokenResponse,
+};
+use crate::crypto::secret::Digest32;
+use crate::error::OAuthError;
+use crate::provider::CallError;
+use crate::provider::token_service::MintedToken;
+use crate::store::token::TokenRecord;
+use crate::time::{Millis, Secs};
+
+/// Messages of the token actor. Every `now` is Unix milliseconds, read at the edge.
+pub enum TokenMsg {
+    /// Mints an access (and refresh) token for an approved grant, once per authorization.
+    IssueForGrant {
+        grant: Grant,
+        now: Millis,
+        reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
+    },
+    /// `grant_type=refresh_token` (RFC 6749 §6), by SHA-256 of the presented token.
+    Refresh {
+        token_hash: Digest32,
+        client_id: String,
+        scope: Option<String>,
+        now: Millis,
+        reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
+    },
+    /// Whether an access token (by verified `jti`) is still active.
+    Validate {
+        jti: String,
+        now: Millis,
+        reply: RpcReplyPort<Result<TokenInfo, OAuthError>>,
+    },
+    /// Whether an access token that is not one of our JWTs (one the token service minted) is
+    /// still active: its record here, and the service's word when the service is configured.
+    ValidateOpaque {
+        token: String,
+        now: Millis,
+        reply: RpcReplyPort<Result<TokenInfo, OAuthError>>,
+    },
+    /// RFC 7662: the record of a token that is active now (an access token by verified
+    /// `jti`; a refresh token or token-service access token by SHA-256), else `None`.
+    Introspect {
+        target: RevokeTarget,
+        now: Millis,
+        reply: RpcReplyPort<Option<TokenRecord>>,
+    },
+    /// RFC 7009. `client_id`, when the request named one, must own the token or nothing happens.
+    /// Answers the owner's username when something was revoked.
+    Revoke {
+        target: RevokeTarget,
+        client_id: Option<String>,
+        reply: RpcReplyPort<Result<Option<String>, OAuthError>>,
+    },
+    /// Every token record of one user, newest first.
+    ListForUser {
+        user_id: String,
+        reply: RpcReplyPort<Vec<TokenRecord>>,
+    },
+    /// The authorizations `query` selects, newest first.
+    ListAuthorizations {
+        query: AuthorizationQuery,
+        now: Millis,
+        reply: RpcReplyPort<Vec<AuthorizationView>>,
+    },
+    /// One page of them.
+    PageAuthorizations {
+        query: AuthorizationQuery,
+        page: usize,
+        per_page: usize,
+        now: Millis,
+        reply: RpcReplyPort<AuthorizationPage>,
+    },
+    /// Revokes every token of one authorization; `owner`, when given, must own it. Answers
+    /// the authorization (of that owner) if there was one to revoke.
+    RevokeAuthorization {
+        authorization_id: String,
+        owner: Option<String>,
+        now: Millis,
+        reply: RpcReplyPort<Result<Option<AuthorizationView>, OAuthError>>,
+    },
+    /// Revokes every token of a user, or of a client; answers how many authorizations were live.
+    RevokeAll {
+        of: Owner,
+        now: Millis,
+        reply: RpcReplyPort<Result<usize, OAuthError>>,
+    },
+    /// Internal: the tokens of an authorization are durable (its issuance is no longer in flight).
+    Issued { authorization_id: String },
+    /// Drops records long expired at `now`.
+    Sweep { now: Millis },
+    /// Internal: the token service answered for a pending issuance or refresh.
+    Minted {
+        pending: AwaitingMint,
+        minted: Result<MintedToken, CallError>,
+    },
+}
+
+/// An issuance or refresh waiting for the token service's answer.
+pub struct AwaitingMint(pub(super) PendingKind);
+
+pub(super) enum PendingKind {
+    Issue {
+        grant: Grant,
+        now: Secs,
+        reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
+    },
+    Refresh {
+        request: RefreshRequest,
+        reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
+    },
+}
+
+impl PendingKind {
+    pub(super) fn reply(&self) -> &RpcReplyPort<Result<TokenResponse, OAuthError>> {
+        match self {
+            PendingKind::Issue { reply, .. } | PendingKind::Refresh { reply, .. } => reply,
+        }
+    }
+}
