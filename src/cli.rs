@@ -8,6 +8,7 @@ use authgate_actors::audit::{AuditEvent, AuditMsg, EventKind};
 use authgate_actors::crypto::keys;
 use authgate_actors::crypto::password::{self, NewPassword};
 use authgate_actors::directory::{AuthSource, ClientSpec, DirectoryMsg, UserChange, UserRef};
+use authgate_actors::runtime::FLOW_TIMEOUT;
 use authgate_actors::supervisor::{self, Actors};
 use authgate_actors::time::Millis;
 use clap::error::ErrorKind;
@@ -138,8 +139,7 @@ type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 fn init_logging(settings: &Settings) -> Result<(LogReload, tracing_appender::non_blocking::WorkerGuard), String> {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = EnvFilter::try_new(&settings.log_level).map_err(|e| format!("invalid value for LOG_LEVEL: {e}"))?;
-    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(log_filter(&settings.log_level)?);
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         // The queue is allocated up front (about 32 bytes a slot): 16k lines, not the default 128k.
@@ -147,10 +147,12 @@ fn init_logging(settings: &Settings) -> Result<(LogReload, tracing_appender::non
         .thread_name("authgate-log")
         .finish(std::io::stderr());
     crate::daemon::watch_log_drops(writer.error_counter());
+    // Each line names where it comes from by its target (`access`, `audit`, an actor's
+    // module such as `authgate_actors::device`), not by ractor's `Actor{id="0.2"}` spans.
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false);
+        .with_target(true);
     let registry = tracing_subscriber::registry().with(filter);
     let result = match settings.log_format {
         // One JSON object per line, fields flattened: what journald and log shippers want.
@@ -158,11 +160,20 @@ fn init_logging(settings: &Settings) -> Result<(LogReload, tracing_appender::non
         LogFormat::Text => registry.with(fmt).try_init(),
     };
     result.map_err(|e| e.to_string())?;
-    let reload: LogReload = Box::new(move |level| {
-        let filter = EnvFilter::try_new(level).map_err(|e| format!("invalid value for LOG_LEVEL: {e}"))?;
-        handle.reload(filter).map_err(|e| e.to_string())
-    });
+    let reload: LogReload = Box::new(move |level| handle.reload(log_filter(level)?).map_err(|e| e.to_string()));
     Ok((reload, guard))
+}
+
+/// The filter `LOG_LEVEL` asks for. ractor's own spans (`Actor{id="0.2"}`, one per actor) would
+/// prefix every actor's line; they are off unless `LOG_LEVEL` names `ractor` itself. (ractor
+/// logs nothing above `debug`.)
+fn log_filter(level: &str) -> Result<EnvFilter, String> {
+    let filter = EnvFilter::try_new(level).map_err(|e| format!("invalid value for LOG_LEVEL: {e}"))?;
+    if level.contains("ractor") {
+        return Ok(filter);
+    }
+    let off = "ractor=off".parse().map_err(|e| format!("log filter: {e}"))?;
+    Ok(filter.add_directive(off))
 }
 
 /// `LOG_LEVEL` as a reload sees it: from `--env-file` (re-read), else `./.env`, else the
@@ -312,8 +323,8 @@ fn command_time() -> Millis {
     authgate_actors::time::wall_clock_ms()
 }
 
-/// Runs a management command against the directory and audit actors on the database, started
-/// on their own (no sign-ins, no tokens, nothing swept).
+/// Runs a management command against the directory, session and audit actors on the
+/// database, started on their own (no sign-ins, no tokens, nothing swept).
 async fn offline(settings: &Settings, f: impl FnOnce(Actors, Millis) -> CommandFuture) -> ExitCode {
     let system = match start_system(settings, true).await {
         Ok(s) => s,
@@ -413,7 +424,7 @@ async fn user_command(actors: Actors, now: Millis, cmd: UserCommand) -> Result<(
         UserCommand::Passwd { username, password_stdin } => {
             let (password, generated) = password_from(password_stdin).await?;
             let who = UserRef::Name(username.clone());
-            dir.ask(|reply| DirectoryMsg::ChangeUser {
+            dir.ask_within(FLOW_TIMEOUT, |reply| DirectoryMsg::ChangeUser {
                 who,
                 change: UserChange::Password(password),
                 keep_session: None,

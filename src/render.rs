@@ -18,6 +18,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("account_sessions.html", include_str!("../templates/account_sessions.html")),
     ("admin_nav.html", include_str!("../templates/admin_nav.html")),
     ("pager.html", include_str!("../templates/pager.html")),
+    ("macros.html", include_str!("../templates/macros.html")),
     ("admin_clients.html", include_str!("../templates/admin_clients.html")),
     ("admin_client_form.html", include_str!("../templates/admin_client_form.html")),
     ("admin_secret.html", include_str!("../templates/admin_secret.html")),

@@ -112,6 +112,9 @@ pub fn core_config(settings: &Settings, offline: bool) -> Result<CoreConfig, Str
 pub async fn start_system(settings: &Settings, offline: bool) -> Result<System, StartError> {
     let config = core_config(settings, offline).map_err(StartError::Config)?;
     let stores = open_store(settings).await?;
+    if offline {
+        return Ok(System::start_offline(stores, config).await?);
+    }
     let secrets = Secrets {
         jwt: settings.jwt_secret.clone(),
         session: settings.session_secret.clone(),

@@ -2,8 +2,9 @@
 //! password. Each handler parses, asks an actor, and renders.
 
 use authgate_actors::audit::{AuditEvent, EventKind};
-use authgate_actors::crypto::password::{self, NewPassword, NewPasswordError};
+use authgate_actors::crypto::password::{self, NewPasswordError};
 use authgate_actors::directory::{DirectoryError, DirectoryMsg, UserRef};
+use authgate_actors::runtime::FLOW_TIMEOUT;
 use authgate_actors::time::Millis;
 use authgate_actors::token::{AuthorizationPage, AuthorizationQuery, AuthorizationStatus, AuthorizationView, Owner, TokenMsg};
 use hyper::StatusCode;
@@ -254,24 +255,20 @@ pub async fn change_password(app: &App, req: Request) -> Response {
         let message = format!("Too many wrong passwords. Try again in {secs} seconds.");
         return with_retry_after(fail(&message, StatusCode::TOO_MANY_REQUESTS), secs);
     }
-    let changed = match NewPassword::new(new).await {
-        Ok(new) => {
-            let (username, keep_session) = (v.username.clone(), v.session_id.clone());
-            app.actors
-                .directory()
-                .ask_within(app.settings.login_wait(), |reply| DirectoryMsg::ChangePassword {
-                    username,
-                    current,
-                    new,
-                    keep_session,
-                    now,
-                    reply,
-                })
-                .await
-                .unwrap_or(Err(DirectoryError::Busy))
-        }
-        Err(_) => Err(DirectoryError::Busy),
-    };
+    let (username, keep_session) = (v.username.clone(), v.session_id.clone());
+    let changed = app
+        .actors
+        .directory()
+        .ask_within(FLOW_TIMEOUT, |reply| DirectoryMsg::ChangePassword {
+            username,
+            current,
+            new,
+            keep_session,
+            now,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(DirectoryError::Busy));
     match changed {
         Ok(()) => app.guard.login_user.reset(&user_key),
         Err(DirectoryError::WrongPassword) => {

@@ -5,6 +5,7 @@
 use authgate_actors::audit::{AuditEvent, AuditFilter, AuditMsg, EventKind};
 use authgate_actors::crypto::password::{NewPassword, NewPasswordError};
 use authgate_actors::directory::{ClientRecord, ClientSpec, DirectoryError, DirectoryMsg, UserChange, UserRecord, UserRef};
+use authgate_actors::runtime::FLOW_TIMEOUT;
 use authgate_actors::time::Millis;
 use authgate_actors::token::{AuthorizationQuery, TokenMsg};
 use hyper::StatusCode;
@@ -302,7 +303,7 @@ pub async fn client_action(app: &App, req: Request, id: String, action: String) 
             .map(|r| r.map(|(c, s)| (c, Some(s), "secret rotated"))),
         // The directory deletes the client and has its tokens revoked.
         "delete" => dir
-            .ask(|reply| DirectoryMsg::DeleteClient { client_id, now, reply })
+            .ask_within(FLOW_TIMEOUT, |reply| DirectoryMsg::DeleteClient { client_id, now, reply })
             .await
             .map(|r| r.map(|c| (c, None::<String>, "deleted"))),
         _ => return not_found(app, v, "action"),
@@ -462,7 +463,7 @@ pub async fn user_action(app: &App, req: Request, id: String, action: String) ->
     let changed = app
         .actors
         .directory()
-        .ask(|reply| DirectoryMsg::ChangeUser {
+        .ask_within(FLOW_TIMEOUT, |reply| DirectoryMsg::ChangeUser {
             who,
             change,
             keep_session: None,

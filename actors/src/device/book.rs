@@ -14,7 +14,7 @@ const SLOW_DOWN_STEP_MS: u32 = 5_000;
 /// The interval never grows past this, however hard a client hammers.
 pub(super) const MAX_INTERVAL_MS: u32 = 60_000;
 /// Expired codes stay known this long, so a late poll hears `expired_token`, not `invalid_grant`.
-pub(super) const EXPIRED_GRACE_MS: Millis = 10 * 60 * 1000;
+pub const EXPIRED_GRACE_MS: Millis = 10 * 60 * 1000;
 
 /// What the person approved: who, and the authorization the tokens will belong to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,6 +26,12 @@ pub use crate::store::device::{DeviceRecord, RecordState};
 use crate::time::{Millis, millis};
 use crate::token::{Grant, TokenMsg, TokenResponse};
 
+/// How long a device code can be presented at most: its lifetime, and the grace in which an
+/// expired one is still recognised.
+pub fn presentable_for(config: &DeviceConfig) -> Duration {
+    config.code_lifetime + Duration::from_millis(EXPIRED_GRACE_MS)
+}
+
 /// Settings of the device flow.
 #[derive(Debug, Clone)]
 pub struct DeviceConfig {

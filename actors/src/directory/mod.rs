@@ -33,10 +33,10 @@ pub use self::records::{
     valid_username,
 };
 pub use self::snapshot::{ClientPublisher, ClientTable};
-use crate::crypto::password::{self, NewPassword};
+use crate::crypto::password::{self, NewPassword, NewPasswordError};
 use crate::provider::login::AuthProviderMsg;
-use crate::runtime::Handle;
 use crate::runtime::commit::{after, rebuild};
+use crate::runtime::{FLOW_TIMEOUT, Handle};
 use crate::session::SessionMsg;
 use crate::store::directory::DirectoryRepo;
 pub use crate::store::directory::{AuthSource, ClientRecord, UserRecord};
@@ -279,7 +279,7 @@ impl DirectoryState {
         &self,
         username: String,
         current: String,
-        new: NewPassword,
+        new: String,
         (keep, now): (String, Millis),
         reply: RpcReplyPort<Result<(), DirectoryError>>,
     ) {
@@ -293,9 +293,18 @@ impl DirectoryState {
             self.peers.me.clone(),
         );
         tokio::spawn(async move {
-            let outcome = match password::verify(current, hash, || !reply.is_closed()).await {
-                Ok(true) => me
-                    .ask(|r| DirectoryMsg::ChangeUser {
+            // The new password is hashed only once the current one checks out.
+            let new = match password::verify(current, hash, || !reply.is_closed()).await {
+                Ok(true) => NewPassword::new(new).await.map_err(|e| match e {
+                    NewPasswordError::Rule => DirectoryError::WeakPassword,
+                    NewPasswordError::Busy => DirectoryError::Busy,
+                }),
+                Ok(false) => Err(DirectoryError::WrongPassword),
+                Err(_) => Err(DirectoryError::Busy),
+            };
+            let outcome = match new {
+                Ok(new) => me
+                    .ask_within(FLOW_TIMEOUT, |r| DirectoryMsg::ChangeUser {
                         who: UserRef::Id(id),
                         change: UserChange::Password(new),
                         keep_session: Some(keep),
@@ -305,8 +314,7 @@ impl DirectoryState {
                     .await
                     .map_err(|_| DirectoryError::Busy)
                     .and_then(|r| r.map(|_| ())),
-                Ok(false) => Err(DirectoryError::WrongPassword),
-                Err(_) => Err(DirectoryError::Busy),
+                Err(e) => Err(e),
             };
             let _ = reply.send(outcome);
         });

@@ -21,12 +21,13 @@ pub enum DirectoryMsg {
         now: Millis,
         reply: RpcReplyPort<Result<UserView, LoginError>>,
     },
-    /// A signed-in user changes their own password: `current` is checked, then the new one
-    /// is set and every other browser session of theirs (all but `keep_session`) ends.
+    /// A signed-in user changes their own password: `current` is checked first, then `new`
+    /// (held to the password rule) is hashed and set, and every other browser session of
+    /// theirs (all but `keep_session`) ends. Answered within [`crate::runtime::FLOW_TIMEOUT`].
     ChangePassword {
         username: String,
         current: String,
-        new: NewPassword,
+        new: String,
         keep_session: String,
         now: Millis,
         reply: RpcReplyPort<Result<(), DirectoryError>>,
@@ -41,7 +42,8 @@ pub enum DirectoryMsg {
     },
     /// Changes or deletes a user, never leaving no enabled administrator. A new password, a
     /// disable or a deletion ends the user's browser sessions (but `keep_session`); a deletion
-    /// revokes their tokens. Answers the user as it now is (or was).
+    /// revokes their tokens. Answers the user as it now is (or was), within
+    /// [`crate::runtime::FLOW_TIMEOUT`].
     ChangeUser {
         who: UserRef,
         change: UserChange,
@@ -79,7 +81,7 @@ pub enum DirectoryMsg {
         client_id: String,
         reply: RpcReplyPort<Result<(ClientRecord, String), DirectoryError>>,
     },
-    /// Deletes a client and revokes every token it holds.
+    /// Deletes a client and revokes every token it holds (within [`crate::runtime::FLOW_TIMEOUT`]).
     DeleteClient {
         client_id: String,
         now: Millis,

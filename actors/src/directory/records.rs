@@ -121,6 +121,12 @@ pub enum DirectoryError {
     UnknownGrantType(String),
     #[error("The current password is not correct.")]
     WrongPassword,
+    #[error(
+        "Passwords are {} to {} characters.",
+        crate::crypto::password::MIN_CHARS,
+        crate::crypto::password::MAX_BYTES
+    )]
+    WeakPassword,
     #[error("The server is busy. Please try again in a moment.")]
     Busy,
     /// Done, but a follow-up (ending sessions, revoking tokens) could not be completed now.

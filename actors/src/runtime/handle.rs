@@ -12,6 +12,10 @@ use crate::metrics::Mailbox;
 
 /// How long a caller waits for an actor's answer before giving up with `temporarily_unavailable`.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a caller waits for a message whose actor asks up to two others in turn (a user's
+/// disable or deletion ends sessions and revokes tokens): longer than the calls inside it, so
+/// the caller never gives up on a change that was made.
+pub const FLOW_TIMEOUT: Duration = Duration::from_secs(3 * CALL_TIMEOUT.as_secs());
 
 /// The address of one kind of actor: whichever incarnation runs now (the supervisor swaps it
 /// on a restart) and the depth of its mailbox, counted at the senders here and at the

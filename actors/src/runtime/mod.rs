@@ -8,4 +8,4 @@ pub mod commit;
 pub mod counted;
 pub mod handle;
 
-pub use self::handle::{CALL_TIMEOUT, Handle};
+pub use self::handle::{CALL_TIMEOUT, FLOW_TIMEOUT, Handle};

@@ -42,10 +42,20 @@ pub struct TokenRecord {
     pub last_used_at: Option<Secs>,
 }
 
+/// Everything the token actor holds, as loaded at start.
+#[derive(Debug, Default)]
+pub struct TokenData {
+    pub records: Vec<TokenRecord>,
+    /// Authorizations whose tokens were issued, with when (the marks [`TokenRepo::issue`]
+    /// checks; kept after the records are swept, for as long as a device code could still
+    /// be redeemed).
+    pub issued: Vec<(String, Secs)>,
+}
+
 /// The token records. Owner: the token actor.
 pub trait TokenRepo: Send + Sync {
-    /// Every stored token record.
-    fn load(&self) -> Pending<Vec<TokenRecord>>;
+    /// Every stored token record and issuance mark (unreadable records are skipped).
+    fn load(&self) -> Pending<TokenData>;
     /// The first tokens of an authorization (a redeemed device code). Written only if no
     /// token of `authorization_id` was ever issued; `Ok(false)` otherwise. This is what makes
     /// a device code redeem exactly once, whichever process redeems it.
@@ -59,7 +69,7 @@ pub trait TokenRepo: Send + Sync {
     /// owner never writes a revoked record back to active, and a backend shared by several
     /// processes must refuse to.
     fn update(&self, records: &[TokenRecord]) -> Pending<()>;
-    /// Deletes long-expired records; `finished` names the authorizations none of whose
-    /// records remain, whose issuance markers go too.
-    fn remove(&self, ids: &[String], finished: &[String]) -> Pending<()>;
+    /// Deletes long-expired records, and the issuance marks of `forget` (authorizations that
+    /// can no longer be redeemed).
+    fn remove(&self, ids: &[String], forget: &[String]) -> Pending<()>;
 }

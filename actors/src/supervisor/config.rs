@@ -23,7 +23,8 @@ pub struct CoreConfig {
     /// are removed.
     pub cleanup_interval: Duration,
     pub audit_retention: Duration,
-    /// The offline CLI: only the directory and the audit trail run, nothing is swept.
+    /// The offline CLI: only the directory, the sessions and the audit trail run; nothing is
+    /// swept, nobody signs in.
     pub offline: bool,
 }
 

@@ -186,7 +186,8 @@ fn schedule_restart(myself: &ActorRef<RootMsg>, st: &mut RootState, child: Child
 /// them), the device actor last (it redeems through the token actor).
 fn children(config: &CoreConfig) -> Vec<Child> {
     if config.offline {
-        return vec![Child::Audit, Child::Directory];
+        // A password reset ends the user's sessions, so the session actor runs too.
+        return vec![Child::Audit, Child::Session, Child::Directory];
     }
     let providers = [
         config.login_api.is_some().then_some(Child::AuthProvider),
@@ -238,6 +239,7 @@ impl RootState {
             Child::Token => {
                 let args = TokenArgs {
                     config: config.token.clone(),
+                    remember_issued: crate::device::presentable_for(&config.device),
                     keys: self.args.keys.clone(),
                     repo: stores.token.clone(),
                     peers: TokenPeers {

@@ -104,6 +104,18 @@ impl System {
         started
     }
 
+    /// The offline CLI's system: the directory, session and audit actors only
+    /// (`config.offline`). It signs nothing and sets no cookie, so it touches neither the
+    /// secrets nor the keyring.
+    pub async fn start_offline(stores: Stores, config: CoreConfig) -> Result<System, StartError> {
+        let config = CoreConfig { offline: true, ..config };
+        let started = Self::start_with_keys(stores.clone(), config, JwtKeys::new(&[], "offline"), Vec::new()).await;
+        if started.is_err() {
+            stores.close().await;
+        }
+        started
+    }
+
     /// Starts the actors with keys already made (tests, and tools that sign nothing).
     pub async fn start_with_keys(stores: Stores, config: CoreConfig, keys: JwtKeys, session_secret: Vec<u8>) -> Result<System, StartError> {
         let actors = Actors::new();

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use super::types::{AuthorizationPage, AuthorizationQuery, AuthorizationStatus, AuthorizationView, Owner, RevokeTarget, TokenInfo};
 use crate::crypto::secret::Digest32;
-use crate::store::token::{TokenKind, TokenRecord, TokenStatus};
+use crate::store::token::{TokenData, TokenKind, TokenRecord, TokenStatus};
 use crate::time::Secs;
 
 /// Records are kept this long past expiry (for session lists), then swept.
@@ -19,6 +19,9 @@ pub struct TokenBook {
     /// User id → their authorization ids.
     by_user: HashMap<String, Vec<String>>,
     by_authorization: HashMap<String, Vec<String>>,
+    /// Authorization id → when its tokens were issued: remembered past its records, for as
+    /// long as its device code could still be presented.
+    issued: HashMap<String, Secs>,
 }
 
 fn digest_of(rec: &TokenRecord) -> Option<Digest32> {
@@ -29,12 +32,20 @@ fn digest_of(rec: &TokenRecord) -> Option<Digest32> {
 }
 
 impl TokenBook {
-    pub fn load(records: Vec<TokenRecord>) -> Self {
-        let mut book = Self::default();
-        for r in records {
+    pub fn load(data: TokenData) -> Self {
+        let mut book = Self {
+            issued: data.issued.into_iter().collect(),
+            ..Self::default()
+        };
+        for r in data.records {
             book.upsert(r);
         }
         book
+    }
+
+    /// Remembers that the tokens of `authorization_id` were issued at `now`.
+    pub fn mark_issued(&mut self, authorization_id: &str, now: Secs) {
+        self.issued.insert(authorization_id.to_owned(), now);
     }
 
     pub fn len(&self) -> usize {
@@ -100,9 +111,9 @@ impl TokenBook {
         Some(rec.authorization_id)
     }
 
-    /// Whether any token of this authorization was issued (and is still kept).
+    /// Whether the tokens of this authorization were ever issued (a record or a mark remains).
     pub fn issued(&self, authorization_id: &str) -> bool {
-        self.by_authorization.contains_key(authorization_id)
+        self.by_authorization.contains_key(authorization_id) || self.issued.contains_key(authorization_id)
     }
 
     pub fn get(&self, id: &str) -> Option<&TokenRecord> {
@@ -247,17 +258,29 @@ impl TokenBook {
         })
     }
 
-    /// Removes the records long expired at `now`: their ids, and the authorizations left
-    /// without any record.
-    pub fn sweep(&mut self, now: Secs) -> (Vec<String>, Vec<String>) {
+    /// Removes the records long expired at `now`, and forgets the issuance of authorizations
+    /// left without records once `remember` has passed since it (a device code can no longer
+    /// be presented then): the record ids and the authorization ids.
+    pub fn sweep(&mut self, now: Secs, remember: Secs) -> (Vec<String>, Vec<String>) {
         let old: Vec<String> = self
             .records
             .values()
             .filter(|r| r.expires_at.saturating_add(EXPIRED_KEEP) <= now)
             .map(|r| r.id.clone())
             .collect();
-        let finished = old.iter().filter_map(|id| self.remove(id)).collect();
-        (old, finished)
+        for id in &old {
+            self.remove(id);
+        }
+        let forget: Vec<String> = self
+            .issued
+            .iter()
+            .filter(|(a, at)| at.saturating_add(remember) <= now && !self.by_authorization.contains_key(*a))
+            .map(|(a, _)| a.clone())
+            .collect();
+        for a in &forget {
+            self.issued.remove(a);
+        }
+        (old, forget)
     }
 }
 
@@ -343,12 +366,19 @@ mod tests {
     }
 
     #[test]
-    fn a_sweep_drops_long_expired_records_and_says_which_authorizations_ended() {
+    fn an_issuance_is_remembered_past_its_records_until_its_code_could_no_longer_come_back() {
         let mut b = TokenBook::default();
         b.upsert(rec("a1", "A", TokenKind::Access, 1));
+        b.mark_issued("A", 1);
         b.upsert(rec("a2", "B", TokenKind::Access, 1_000_000));
-        let (gone, finished) = b.sweep(101 + EXPIRED_KEEP);
-        assert_eq!((gone, finished), (vec!["a1".to_string()], vec!["A".to_string()]));
+        b.mark_issued("B", 1_000_000);
+        let remember = 2 * EXPIRED_KEEP;
+        // The record goes a day after it expired; the mark stays.
+        assert_eq!(b.sweep(101 + EXPIRED_KEEP, remember), (vec!["a1".to_string()], vec![]));
         assert_eq!(b.len(), 1);
+        assert!(b.issued("A"), "the code of A still cannot redeem again");
+        // Once the code's lifetime has passed too, A is forgotten; B, still live, is not.
+        assert_eq!(b.sweep(1 + remember, remember), (vec![], vec!["A".to_string()]));
+        assert!(!b.issued("A") && b.issued("B"));
     }
 }

@@ -189,6 +189,7 @@ impl TokenState {
             authorization_id: grant.authorization_id.clone(),
         };
         self.issuing.insert(grant.authorization_id.clone());
+        self.book.mark_issued(&grant.authorization_id, now);
         let write = self.repo.issue(&grant.authorization_id, &records);
         let lost = OAuthError::invalid_grant("the device code was already used");
         self.commit_conditional(myself, (&records, write), (answer, lost), reply, Some(settled));

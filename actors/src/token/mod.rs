@@ -67,6 +67,9 @@ pub struct TokenPeers {
 
 pub struct TokenArgs {
     pub config: TokenConfig,
+    /// How long an authorization's issuance is remembered after its records are gone: as long
+    /// as its device code could still be presented (the code's lifetime and grace).
+    pub remember_issued: Duration,
     pub keys: JwtKeys,
     pub repo: Arc<dyn TokenRepo>,
     pub peers: TokenPeers,
@@ -78,6 +81,7 @@ pub struct TokenState {
     /// told to retry (the first may yet fail), not that the code was used.
     issuing: HashSet<String>,
     config: TokenConfig,
+    remember_issued: Secs,
     keys: JwtKeys,
     repo: Arc<dyn TokenRepo>,
     peers: TokenPeers,
@@ -161,6 +165,7 @@ impl Actor for TokenActor {
             book,
             issuing: HashSet::new(),
             config: args.config,
+            remember_issued: args.remember_issued.as_secs(),
             keys: args.keys,
             repo: args.repo,
             peers: args.peers,
@@ -246,9 +251,9 @@ impl Actor for TokenActor {
                 st.issuing.remove(&authorization_id);
             }
             TokenMsg::Sweep { now } => {
-                let (old, finished) = st.book.sweep(now / 1000);
-                if !old.is_empty() {
-                    log_failure(st.repo.remove(&old, &finished), "delete expired token records");
+                let (old, forget) = st.book.sweep(now / 1000, st.remember_issued);
+                if !old.is_empty() || !forget.is_empty() {
+                    log_failure(st.repo.remove(&old, &forget), "delete expired token records");
                 }
             }
         }

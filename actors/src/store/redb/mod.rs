@@ -11,6 +11,7 @@ mod directory;
 mod engine;
 mod server;
 mod session;
+mod table;
 mod token;
 
 use std::path::Path;

@@ -3,7 +3,7 @@
 
 use super::engine::{Engine, Guard, Op, Table, decode};
 use crate::store::port::{Pending, StoreError};
-use crate::store::token::{TokenRecord, TokenRepo, TokenStatus};
+use crate::store::token::{TokenData, TokenRecord, TokenRepo, TokenStatus};
 
 pub(super) struct Tokens(pub Engine);
 
@@ -19,17 +19,23 @@ fn failed<T: Send + 'static>(e: StoreError) -> Pending<T> {
 }
 
 impl TokenRepo for Tokens {
-    fn load(&self) -> Pending<Vec<TokenRecord>> {
+    fn load(&self) -> Pending<TokenData> {
         self.0.read(|r| {
-            let mut records = Vec::new();
+            let mut data = TokenData::default();
             r.scan(Table::Tokens, |_, v| {
                 match decode::<TokenRecord>(v) {
-                    Ok(rec) => records.push(rec),
+                    Ok(rec) => data.records.push(rec),
                     Err(e) => tracing::warn!(error = %e, "skipping an unreadable token record"),
                 }
                 Ok(())
             })?;
-            Ok(records)
+            r.scan(Table::Authorizations, |k, v| {
+                if let (Ok(id), Ok(at)) = (std::str::from_utf8(k), decode::<u64>(v)) {
+                    data.issued.push((id.to_owned(), at));
+                }
+                Ok(())
+            })?;
+            Ok(data)
         })
     }
 
@@ -65,11 +71,11 @@ impl TokenRepo for Tokens {
         self.0.submit_encoded(|| puts(records))
     }
 
-    fn remove(&self, ids: &[String], finished: &[String]) -> Pending<()> {
+    fn remove(&self, ids: &[String], forget: &[String]) -> Pending<()> {
         let ops = ids
             .iter()
             .map(|id| Op::delete(Table::Tokens, id.as_bytes().to_vec()))
-            .chain(finished.iter().map(|a| Op::delete(Table::Authorizations, a.as_bytes().to_vec())))
+            .chain(forget.iter().map(|a| Op::delete(Table::Authorizations, a.as_bytes().to_vec())))
             .collect();
         self.0.submit(ops)
     }
