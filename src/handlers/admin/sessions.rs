@@ -1,0 +1,107 @@
+//! `/admin/sessions` (everyone's active device authorizations, paged by the token actor) and
+//! `/admin/audit` (the audit trail, filtered and paged by the audit actor).
+
+use authgate_actors::audit::{AuditFilter, AuditMsg, EventKind};
+use authgate_actors::time::Millis;
+use authgate_actors::token::{AuthorizationQuery, TokenMsg};
+use hyper::StatusCode;
+use minijinja::context;
+
+use super::{admin, admin_form, event, not_found};
+use crate::app::App;
+use crate::handlers::account::{PAGE_SIZE, authorization_page, busy, flash_redirect, page_with_flash, requested_page, rows, take_flash};
+use crate::http::Request;
+use crate::http::Response;
+use crate::http::form;
+
+/// `GET /admin/sessions?user=&page=`: the active authorizations, paged by the token actor.
+pub async fn sessions(app: &App, req: Request, now: Millis) -> Response {
+    let v = match admin(app, &req, now, "/admin/sessions").await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let user_filter: String = form::query(&req).first("user").unwrap_or("").trim().chars().take(64).collect();
+    let query = AuthorizationQuery {
+        username: (!user_filter.is_empty()).then(|| user_filter.clone()),
+        active_only: true,
+        ..Default::default()
+    };
+    let Some(p) = authorization_page(app, query, requested_page(&req), now).await else {
+        return busy(app, Some(&v));
+    };
+    let ctx = context! {
+        user => v.ctx(), csrf_token => v.csrf_token.clone(), nav => "admin", section => "sessions",
+        rows => rows(app, p.rows), page => p.page, pages => p.pages, user_filter => user_filter, error => None::<String>,
+    };
+    page_with_flash(app, take_flash(app, &req), "admin_sessions.html", ctx)
+}
+
+/// `POST /admin/sessions/{id}/revoke`
+pub async fn revoke_session(app: &App, req: Request, id: String) -> Response {
+    let post = match admin_form(app, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let (authorization_id, now) = (id.chars().take(64).collect::<String>(), post.now);
+    let revoked = app
+        .actors
+        .token()
+        .ask(|reply| TokenMsg::RevokeAuthorization {
+            authorization_id,
+            owner: None,
+            now,
+            reply,
+        })
+        .await;
+    match revoked {
+        Ok(Ok(Some(a))) => {
+            app.actors.audit(
+                event(&post, EventKind::TokenRevoked)
+                    .subject(a.username.clone())
+                    .client(a.client_id.clone())
+                    .detail(format!("authorization {} revoked by an administrator", a.id)),
+            );
+            flash_redirect(app, "/admin/sessions", &format!("The authorization of {} was revoked.", a.username))
+        }
+        Ok(Ok(None)) => not_found(app, &post.v, "authorization"),
+        _ => busy(app, Some(&post.v)),
+    }
+}
+
+/// `GET /admin/audit?user=&client=&event=&before=`
+pub async fn audit(app: &App, req: Request, now: Millis) -> Response {
+    let v = match admin(app, &req, now, "/admin/audit").await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let q = form::query(&req);
+    let field = |name: &str| -> String { q.first(name).unwrap_or("").trim().chars().take(100).collect() };
+    let (user, client, event_name, before) = (field("user"), field("client"), field("event"), field("before"));
+    let filter = AuditFilter {
+        user: (!user.is_empty()).then(|| user.clone()),
+        client_id: (!client.is_empty()).then(|| client.clone()),
+        kind: EventKind::from_name(&event_name),
+    };
+    let before = (!before.is_empty() && before.bytes().all(|b| b.is_ascii_hexdigit())).then_some(before);
+    let page = match app
+        .actors
+        .audit_actor()
+        .ask(|reply| AuditMsg::Query {
+            filter,
+            before,
+            limit: PAGE_SIZE,
+            reply,
+        })
+        .await
+    {
+        Ok(Ok(p)) => p,
+        _ => return busy(app, Some(&v)),
+    };
+    let kinds: Vec<&str> = EventKind::ALL.iter().map(|k| k.name()).collect();
+    let ctx = context! {
+        user => v.ctx(), csrf_token => v.csrf_token.clone(), nav => "admin", section => "audit", error => None::<String>,
+        events => page.events, next => page.next, kinds => kinds,
+        filter => context! { user => user, client => client, event => EventKind::from_name(&event_name).map(|k| k.name()).unwrap_or("") },
+    };
+    app.pages.page(StatusCode::OK, "admin_audit.html", ctx)
+}
