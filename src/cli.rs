@@ -86,7 +86,7 @@ enum UserCommand {
     },
     /// List users
     List,
-    /// Set a user's password; prints a generated one unless --password-stdin is given
+    /// Set a user's password and end their browser sessions; prints a generated one unless --password-stdin is given
     Passwd {
         username: String,
         #[arg(long)]

@@ -245,3 +245,66 @@ async fn the_binary_serves_with_defaults_and_logs_the_seeded_credentials() {
     assert!(log.contains("JWT_SECRET is not set"), "{log}");
     assert!(dir.path().join("authgate.redb").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_password_reset_ends_the_users_sessions_and_is_audited() {
+    let s = TestServer::start(&[]).await;
+    s.create_user("dave", "dave-password-1").await;
+    let dave = Person::new();
+    dave.login(&s, "dave", "dave-password-1").await;
+    assert_eq!(dave.get(&s.url("/account")).await.0, reqwest::StatusCode::OK);
+    let dir = s.stop().await;
+    let db = db_path(dir.path());
+    let env = [("DATABASE_PATH", db.to_str().unwrap())];
+    let out = run(
+        Path::new("/"),
+        &["user", "passwd", "dave", "--password-stdin"],
+        &env,
+        Some("dave-password-2\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The rule is the server's: a short password is refused with its words, and nothing changes.
+    let out = run(
+        Path::new("/"),
+        &["user", "passwd", "dave", "--password-stdin"],
+        &env,
+        Some("short\n"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("8 to 1024"), "{}", text(&out.stderr));
+    let s = TestServer::start_in(dir, &[]).await;
+    let (status, _, location) = dave.get(&s.url("/account")).await;
+    assert_eq!(status, reqwest::StatusCode::SEE_OTHER, "the old session ended with the reset");
+    assert!(location.unwrap_or_default().starts_with("/login"));
+    assert_eq!(
+        dave.try_login(&s, "dave", "dave-password-1").await.0,
+        reqwest::StatusCode::UNAUTHORIZED
+    );
+    dave.login(&s, "dave", "dave-password-2").await;
+    let filter = authgate_actors::audit::AuditFilter {
+        user: Some("dave".into()),
+        kind: Some(authgate_actors::audit::EventKind::UserChanged),
+        ..Default::default()
+    };
+    let events = s
+        .server
+        .actors
+        .audit_actor()
+        .ask(|reply| authgate_actors::audit::AuditMsg::Query {
+            filter,
+            before: None,
+            limit: 10,
+            reply,
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .events;
+    assert_eq!(events.len(), 1, "one event for the reset, none for the refused one");
+    assert!(
+        events[0].actor.starts_with("cli") && events[0].detail == "password reset",
+        "{:?}",
+        events[0]
+    );
+    s.stop().await;
+}
