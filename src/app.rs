@@ -192,8 +192,9 @@ impl App {
         let index = found.as_ref().map_or(ROUTES.len(), |f| f.index);
         let method = method_index(req.method());
         let request_id = request_id(req.headers());
-        // Only what the access log needs, and only when it is written.
-        let logged = tracing::enabled!(target: "access", tracing::Level::INFO).then(|| (req.uri().path().to_owned(), self.addr(&req)));
+        // Only what the request line needs, and only when it is written (the URI's clone shares
+        // its bytes).
+        let logged = crate::http::access_log::enabled().then(|| (req.uri().clone(), self.addr(&req)));
         let mut r = if route == Some(Route::Health) {
             self.route(req, found).await
         } else {
@@ -209,19 +210,16 @@ impl App {
         let status = r.status().as_u16();
         let elapsed = started.elapsed();
         self.http_metrics.record(index, method, status, elapsed.as_secs_f64());
-        if let Some((path, addr)) = logged {
-            tracing::info!(
-                target: "access",
-                request_id = request_id.to_str().unwrap_or_default(),
-                method = method_name(method),
-                path,
-                route = ROUTE_NAMES.get(index).copied().unwrap_or("unmatched"),
+        if let Some((uri, client)) = logged {
+            crate::http::access_log::write(&crate::http::access_log::Line {
+                request_id: request_id.as_bytes(),
+                method: method_name(method),
+                path: uri.path(),
+                route: ROUTE_NAMES.get(index).copied().unwrap_or("unmatched"),
                 status,
-                // Integer microseconds: formatting a float costs more than the rest of the line.
-                duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-                client = addr.map(tracing::field::display),
-                "request"
-            );
+                duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                client,
+            });
         }
         r.headers_mut().insert(X_REQUEST_ID, request_id);
         r

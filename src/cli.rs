@@ -147,11 +147,13 @@ fn init_logging(settings: &Settings) -> Result<(LogReload, tracing_appender::non
         .thread_name("authgate-log")
         .finish(std::io::stderr());
     crate::daemon::watch_log_drops(writer.error_counter());
+    let ansi = std::io::stderr().is_terminal();
+    crate::http::access_log::install(writer.clone(), settings.log_format == LogFormat::Json, ansi);
     // Each line names where it comes from by its target (`access`, `audit`, an actor's
     // module such as `authgate_actors::device`), not by ractor's `Actor{id="0.2"}` spans.
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(ansi)
         .with_target(true);
     let registry = tracing_subscriber::registry().with(filter);
     let result = match settings.log_format {

@@ -1,5 +1,6 @@
 //! Request parsing and response building shared by every handler.
 
+pub mod access_log;
 pub mod cookies;
 pub mod form;
 pub mod guard;

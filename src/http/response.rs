@@ -103,13 +103,38 @@ struct ErrorBody<'a> {
     error_description: &'a str,
 }
 
+/// The body of an error whose description is fixed text, encoded once per code: a pending
+/// poll, the most frequent answer there is, costs a comparison instead of a serialisation.
+static FIXED_BODIES: [std::sync::OnceLock<(&'static str, Bytes)>; 14] = [const { std::sync::OnceLock::new() }; 14];
+
+fn error_body(e: &OAuthError) -> Result<Bytes, serde_json::Error> {
+    let encode = || {
+        serde_json::to_vec(&ErrorBody {
+            error: e.code.as_str(),
+            error_description: &e.description,
+        })
+        .map(Bytes::from)
+    };
+    let std::borrow::Cow::Borrowed(description) = e.description else {
+        return encode();
+    };
+    let Some(slot) = FIXED_BODIES.get(e.code as usize) else {
+        return encode();
+    };
+    match slot.get() {
+        Some((d, body)) if *d == description => Ok(body.clone()),
+        Some(_) => encode(),
+        None => {
+            let body = encode()?;
+            let _ = slot.set((description, body.clone()));
+            Ok(body)
+        }
+    }
+}
+
 /// RFC 6749 §5.2: `{"error", "error_description"}` with the status and headers the code needs.
 pub fn oauth_error(e: &OAuthError) -> Response {
-    let body = ErrorBody {
-        error: e.code.as_str(),
-        error_description: &e.description,
-    };
-    let mut r = match serde_json::to_vec(&body) {
+    let mut r = match error_body(e) {
         Ok(b) => no_store(bytes(status_of(e.code), JSON, b)),
         Err(_) => no_store(bytes(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -147,5 +172,29 @@ mod tests {
         let r = oauth_error(&OAuthError::invalid_client("x"));
         assert!(r.headers().contains_key(WWW_AUTHENTICATE));
         assert_eq!(r.headers()[CACHE_CONTROL], "no-store");
+    }
+
+    #[test]
+    fn fixed_error_bodies_are_reused_and_other_descriptions_are_not_mixed_up() {
+        use http_body_util::BodyExt;
+        let body = |e: &OAuthError| {
+            let r = oauth_error(e);
+            let b = block_on(r.into_body().collect()).unwrap().to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&b).unwrap()
+        };
+        let pending = OAuthError::new(ErrorCode::SlowDown, "wait longer");
+        assert_eq!(body(&pending)["error_description"], "wait longer");
+        assert_eq!(body(&pending)["error_description"], "wait longer", "the cached body");
+        let other = OAuthError::new(ErrorCode::SlowDown, "another \"quoted\" text");
+        assert_eq!(body(&other)["error_description"], "another \"quoted\" text");
+        let owned = OAuthError::new(ErrorCode::SlowDown, format!("made at {}", 42));
+        assert_eq!(body(&owned)["error_description"], "made at 42");
+        assert_eq!(body(&owned)["error"], "slow_down");
+    }
+
+    /// Polls a future that is ready at once (a collected in-memory body).
+    fn block_on<F: Future>(f: F) -> F::Output {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(f)
     }
 }

@@ -17,9 +17,12 @@
 //! - **Conditional writes answer `Ok(false)`** when their condition no longer holds, having
 //!   written nothing: a race lost is a domain outcome, never a storage error.
 //!
-//! Backends: [`redb`] (embedded, the default).
+//! Backends: [`redb`] (embedded, the default). `conformance.rs` holds these promises as tests
+//! that every backend runs.
 
 pub mod audit;
+#[cfg(test)]
+mod conformance;
 pub mod device;
 pub mod directory;
 pub mod port;
