@@ -74,31 +74,50 @@ pub fn write(line: &Line<'_>) {
     });
 }
 
+/// A field's value, written the way each format writes it.
+enum Value<'a> {
+    Text(&'a [u8]),
+    Number(u64),
+    /// An address: bare in text (like the other lines' displayed values), quoted in JSON.
+    Address(IpAddr),
+}
+
+/// Every field of the line, in order (the client's address only when known).
+fn fields<'a>(l: &'a Line<'a>) -> impl Iterator<Item = (&'static str, Value<'a>)> {
+    [
+        ("request_id", Some(Value::Text(l.request_id))),
+        ("method", Some(Value::Text(l.method.as_bytes()))),
+        ("path", Some(Value::Text(l.path.as_bytes()))),
+        ("route", Some(Value::Text(l.route.as_bytes()))),
+        ("status", Some(Value::Number(u64::from(l.status)))),
+        ("duration_us", Some(Value::Number(l.duration_us))),
+        ("client", l.client.map(Value::Address)),
+    ]
+    .into_iter()
+    .filter_map(|(name, v)| v.map(|v| (name, v)))
+}
+
 fn text_line(b: &mut Vec<u8>, micros: u64, l: &Line<'_>, ansi: bool) {
     if ansi {
         b.extend_from_slice(b"\x1b[2m");
     }
     timestamp(b, micros);
     if ansi {
-        b.extend_from_slice(b"\x1b[0m \x1b[32m INFO\x1b[0m \x1b[2maccess\x1b[0m\x1b[2m:\x1b[0m request ");
+        b.extend_from_slice(b"\x1b[0m \x1b[32m INFO\x1b[0m \x1b[2maccess\x1b[0m\x1b[2m:\x1b[0m request");
     } else {
-        b.extend_from_slice(b"  INFO access: request ");
+        b.extend_from_slice(b"  INFO access: request");
     }
-    b.extend_from_slice(b"request_id=");
-    quoted(b, l.request_id);
-    b.extend_from_slice(b" method=");
-    quoted(b, l.method.as_bytes());
-    b.extend_from_slice(b" path=");
-    quoted(b, l.path.as_bytes());
-    b.extend_from_slice(b" route=");
-    quoted(b, l.route.as_bytes());
-    b.extend_from_slice(b" status=");
-    number(b, u64::from(l.status));
-    b.extend_from_slice(b" duration_us=");
-    number(b, l.duration_us);
-    if let Some(c) = l.client {
-        b.extend_from_slice(b" client=");
-        let _ = write!(b, "{c}");
+    for (name, value) in fields(l) {
+        b.push(b' ');
+        b.extend_from_slice(name.as_bytes());
+        b.push(b'=');
+        match value {
+            Value::Text(t) => quoted(b, t),
+            Value::Number(n) => number(b, n),
+            Value::Address(a) => {
+                let _ = write!(b, "{a}");
+            }
+        }
     }
     b.push(b'\n');
 }
@@ -106,22 +125,18 @@ fn text_line(b: &mut Vec<u8>, micros: u64, l: &Line<'_>, ansi: bool) {
 fn json_line(b: &mut Vec<u8>, micros: u64, l: &Line<'_>) {
     b.extend_from_slice(b"{\"timestamp\":\"");
     timestamp(b, micros);
-    b.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\",\"request_id\":");
-    quoted(b, l.request_id);
-    b.extend_from_slice(b",\"method\":");
-    quoted(b, l.method.as_bytes());
-    b.extend_from_slice(b",\"path\":");
-    quoted(b, l.path.as_bytes());
-    b.extend_from_slice(b",\"route\":");
-    quoted(b, l.route.as_bytes());
-    b.extend_from_slice(b",\"status\":");
-    number(b, u64::from(l.status));
-    b.extend_from_slice(b",\"duration_us\":");
-    number(b, l.duration_us);
-    if let Some(c) = l.client {
-        b.extend_from_slice(b",\"client\":\"");
-        let _ = write!(b, "{c}");
-        b.push(b'"');
+    b.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\"");
+    for (name, value) in fields(l) {
+        b.extend_from_slice(b",\"");
+        b.extend_from_slice(name.as_bytes());
+        b.extend_from_slice(b"\":");
+        match value {
+            Value::Text(t) => quoted(b, t),
+            Value::Number(n) => number(b, n),
+            Value::Address(a) => {
+                let _ = write!(b, "\"{a}\"");
+            }
+        }
     }
     b.extend_from_slice(b",\"target\":\"access\"}\n");
 }
