@@ -137,18 +137,12 @@ impl Server {
     /// Opens the store, starts the actors, binds the socket and starts serving.
     pub async fn start(settings: Settings) -> Result<Server, StartError> {
         let system = start_system(&settings, false).await?;
-        let listener = match TcpListener::bind(settings.server_addr).await {
-            Ok(l) => l,
-            Err(source) => {
-                system.shutdown().await;
-                return Err(StartError::Bind {
-                    addr: settings.server_addr,
-                    source,
-                });
-            }
+        let bound = match TcpListener::bind(settings.server_addr).await {
+            Ok(l) => l.local_addr().map(|a| (l, a)),
+            Err(e) => Err(e),
         };
-        let addr = match listener.local_addr() {
-            Ok(a) => a,
+        let (listener, addr) = match bound {
+            Ok(x) => x,
             Err(source) => {
                 system.shutdown().await;
                 return Err(StartError::Bind {

@@ -107,6 +107,10 @@ pub enum KeyError {
     Rotate(String),
     #[error("the stored signing key is unusable: {0}")]
     Corrupt(String),
+    /// Someone else (another process starting or rotating) changed the keyring between this
+    /// one's read and write; nothing was written.
+    #[error("the signing keyring was changed by another process meanwhile; try again")]
+    Changed,
 }
 
 /// What the server was configured with.
@@ -398,9 +402,7 @@ async fn write_keyring(repo: &dyn ServerRepo, previous: Option<Vec<u8>>, ring: &
     if repo.save_keyring(previous, next).await? {
         Ok(())
     } else {
-        Err(KeyError::Corrupt(
-            "the keyring was changed by another process meanwhile; try again".into(),
-        ))
+        Err(KeyError::Changed)
     }
 }
 
