@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use authgate_actors::crypto::keys::{KeyOptions, SigningAlg};
-use authgate_actors::provider::retry::RetryPolicy;
+use authgate_actors::runtime::retry::RetryPolicy;
 use authgate_actors::provider::{ServiceAuth, ServiceConfig};
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, ValueEnum};

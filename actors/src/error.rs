@@ -112,6 +112,9 @@ impl OAuthError {
 impl From<crate::store::port::StoreError> for OAuthError {
     fn from(e: crate::store::port::StoreError) -> Self {
         tracing::error!(error = %e, "store failure");
+        if matches!(e, crate::store::port::StoreError::Unavailable(_)) {
+            return Self::unavailable("the database is unavailable; try again shortly");
+        }
         Self::server_error("the server could not record the change; try again")
     }
 }

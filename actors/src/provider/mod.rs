@@ -10,7 +10,6 @@
 //! actor dies its calls die with it and their callers get a clean error at once.
 
 pub mod login;
-pub mod retry;
 pub mod signature;
 pub mod token_service;
 
@@ -27,7 +26,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use retry::{Failure, RetryPolicy};
+use crate::runtime::retry::{self, Failure, RetryPolicy};
 
 /// Installs rustls' ring crypto provider for this process (idempotent). Call it before
 /// building any `reqwest` client: the build has no default provider, to stay off aws-lc.

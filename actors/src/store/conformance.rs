@@ -77,8 +77,8 @@ fn client(id: &str) -> ClientRecord {
 
 /// Runs every promise against `open()`'s stores; `open` is called again to see what survived
 /// a close.
-pub async fn check(open: impl Fn() -> Stores) {
-    let s = open();
+pub async fn check<F: Future<Output = Stores>>(open: impl Fn() -> F) {
+    let s = open().await;
     devices(&s).await;
     tokens(&s).await;
     directory(&s).await;
@@ -86,7 +86,7 @@ pub async fn check(open: impl Fn() -> Stores) {
     server(&s).await;
     s.close().await;
     // What was acknowledged is there after the database is opened again.
-    let s = open();
+    let s = open().await;
     let data = s.token.load().await.unwrap();
     assert!(data.records.iter().any(|r| r.id == "r2"), "the rotated-in token survived a close");
     assert!(data.issued.iter().any(|(a, _)| a == "auth-1"), "the issuance mark survived a close");
@@ -243,5 +243,5 @@ async fn server(s: &Stores) {
 async fn redb_keeps_the_ports_promises() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let path = dir.path().join("conformance.redb");
-    check(|| super::redb::open(&path, super::redb::StoreOptions::default()).unwrap()).await;
+    check(|| async { super::redb::open(&path, super::redb::StoreOptions::default()).unwrap() }).await;
 }

@@ -17,7 +17,7 @@
 //! - **Conditional writes answer `Ok(false)`** when their condition no longer holds, having
 //!   written nothing: a race lost is a domain outcome, never a storage error.
 //!
-//! Backends: [`redb`] (embedded, the default). `conformance.rs` holds these promises as tests
+//! Backends: [`redb`] (embedded, the default) and [`postgres`] (shared by several processes). `conformance.rs` holds these promises as tests
 //! that every backend runs.
 
 pub mod audit;
@@ -26,6 +26,7 @@ mod conformance;
 pub mod device;
 pub mod directory;
 pub mod port;
+pub mod postgres;
 pub mod redb;
 pub mod server;
 pub mod session;

@@ -19,6 +19,15 @@ pub enum StoreError {
     Decode(String),
     #[error("the store is shut down")]
     Closed,
+    /// A setting names no database this backend can use (a malformed DSN, a refused login).
+    #[error("{0}")]
+    Config(String),
+    /// The database cannot be reached now; worth retrying later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The database's schema is not one this build can use.
+    #[error("{0}")]
+    Schema(String),
 }
 
 impl StoreError {

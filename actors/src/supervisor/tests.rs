@@ -12,7 +12,7 @@ use crate::device::{DeviceConfig, DeviceMsg};
 use crate::directory::{DirectoryMsg, UserRef};
 use crate::provider::ServiceConfig;
 use crate::provider::login::AuthProviderMsg;
-use crate::provider::retry::RetryPolicy;
+use crate::runtime::retry::RetryPolicy;
 use crate::runtime::{CALL_TIMEOUT, Handle};
 use crate::store::redb::StoreOptions;
 use crate::time::wall_clock_ms as now;

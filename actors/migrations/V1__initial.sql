@@ -1,0 +1,67 @@
+-- AuthGate's schema on PostgreSQL. Each table belongs to one actor (see ARCHITECTURE.md);
+-- records are kept whole as JSON in `record`, beside the columns the conditions and indexes need.
+
+-- The device actor: live device authorizations, keyed by SHA-256 of the device code.
+CREATE TABLE device_codes (
+    key            bytea PRIMARY KEY,
+    status         text   NOT NULL,
+    expires_at_ms  bigint NOT NULL,
+    record         jsonb  NOT NULL
+);
+CREATE INDEX device_codes_expiry ON device_codes (expires_at_ms);
+
+-- The token actor: access and refresh token records, and the issuance marks that make a
+-- device code redeem once.
+CREATE TABLE tokens (
+    id                text PRIMARY KEY,
+    authorization_id  text   NOT NULL,
+    token_hash        text,
+    status            text   NOT NULL,
+    expires_at        bigint NOT NULL,
+    record            jsonb  NOT NULL
+);
+CREATE INDEX tokens_authorization ON tokens (authorization_id);
+CREATE INDEX tokens_hash ON tokens (token_hash) WHERE token_hash IS NOT NULL;
+
+CREATE TABLE authorizations (
+    id         text PRIMARY KEY,
+    issued_at  bigint NOT NULL
+);
+
+-- The session actor: signed-in browsers, keyed by SHA-256 of the session id.
+CREATE TABLE sessions (
+    key            bytea PRIMARY KEY,
+    user_id        text   NOT NULL,
+    expires_at_ms  bigint NOT NULL,
+    record         jsonb  NOT NULL
+);
+
+-- The directory actor: users (usernames unique) and clients.
+CREATE TABLE users (
+    id        text PRIMARY KEY,
+    username  text  NOT NULL UNIQUE,
+    record    jsonb NOT NULL
+);
+
+CREATE TABLE clients (
+    client_id  text PRIMARY KEY,
+    record     jsonb NOT NULL
+);
+
+-- The audit actor: the trail, newest found first through (at_ms, id).
+CREATE TABLE audit (
+    id         bigserial PRIMARY KEY,
+    at_ms      bigint NOT NULL,
+    kind       text   NOT NULL,
+    actor      text   NOT NULL,
+    subject    text   NOT NULL,
+    client_id  text,
+    event      jsonb  NOT NULL
+);
+CREATE INDEX audit_time ON audit (at_ms, id);
+
+-- Server-wide values: generated secrets, the signing keyring, the seed mark, the health probe.
+CREATE TABLE meta (
+    name   text PRIMARY KEY,
+    value  bytea NOT NULL
+);

@@ -1,0 +1,193 @@
+//! The PostgreSQL backend: a pool of connections, embedded migrations, and one writer task
+//! that commits concurrent writes together.
+//!
+//! [`open`] parses the DSN, waits for the database (retrying with back-off up to the connect
+//! timeout), migrates the schema under an advisory lock so instances starting together do not
+//! race, refuses a schema newer than this build knows, and builds one repository per owner.
+//!
+//! Reads go straight to the pool. Writes go through the [`writer`], which keeps the port's
+//! promises: each is answered after its commit, in call order, and the conditional ones are
+//! single SQL statements whose condition PostgreSQL checks under the row lock, so they hold
+//! across processes.
+
+mod audit;
+mod device;
+mod directory;
+mod server;
+mod session;
+mod token;
+mod writer;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Timeouts};
+use tokio_postgres::NoTls;
+
+use self::writer::Writer;
+use super::port::StoreError;
+use super::stores::Stores;
+use crate::runtime::retry::{self, Failure, RetryPolicy};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// An arbitrary, fixed key for the advisory lock migrations run under.
+const MIGRATION_LOCK: i64 = 0x4175_7468_4761_7465; // "AuthGate"
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// `host=... user=... dbname=...` or a `postgres://` URL.
+    pub dsn: String,
+    /// Most connections this process holds.
+    pub pool_size: usize,
+    /// How long start-up waits for an unreachable database.
+    pub connect_timeout: Duration,
+    /// Most writes one commit carries (group commit); 1 commits each write alone.
+    pub max_batch: usize,
+}
+
+/// Checks a DSN without connecting: the error names what is wrong.
+pub fn parse_dsn(dsn: &str) -> Result<tokio_postgres::Config, StoreError> {
+    let config = tokio_postgres::Config::from_str(dsn).map_err(|e| StoreError::Config(e.to_string()))?;
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(StoreError::Config(
+            "sslmode=require: this build connects without TLS; use a Unix socket, a private network or a TLS-terminating proxy, with sslmode=disable or prefer".into(),
+        ));
+    }
+    Ok(config)
+}
+
+/// Connects (waiting up to the connect timeout), migrates, and starts the writer.
+pub async fn open(options: PgOptions) -> Result<Stores, StoreError> {
+    let mut config = parse_dsn(&options.dsn)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("authgate");
+    }
+    migrate(&config, options.connect_timeout).await?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(options.pool_size.max(2))
+        .timeouts(Timeouts {
+            wait: Some(Duration::from_secs(5)),
+            create: Some(Duration::from_secs(5)),
+            recycle: Some(Duration::from_secs(5)),
+        })
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Config(e.to_string()))?;
+    let writer = Writer::start(pool.clone(), options.max_batch.max(1));
+    let db = Db { pool, writer };
+    Ok(Stores {
+        device: Arc::new(device::Devices(db.clone())),
+        token: Arc::new(token::Tokens(db.clone())),
+        session: Arc::new(session::Sessions(db.clone())),
+        directory: Arc::new(directory::Directory(db.clone())),
+        audit: Arc::new(audit::Audit(db.clone())),
+        server: Arc::new(server::Server(db)),
+    })
+}
+
+/// Waits for the database, then applies the embedded migrations under an advisory lock.
+async fn migrate(config: &tokio_postgres::Config, wait: Duration) -> Result<(), StoreError> {
+    let policy = RetryPolicy {
+        max_retries: u32::MAX,
+        initial_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(2),
+    };
+    let connecting = retry::run(
+        policy,
+        || async {
+            config
+                .connect(NoTls)
+                .await
+                .map_err(|e| match e.as_db_error() {
+                    // The server answered and said no (a wrong password, no such database).
+                    Some(db) => Failure::Fail(StoreError::Config(db.message().to_owned())),
+                    None => Failure::Retry {
+                        error: StoreError::Unavailable(e.to_string()),
+                        after: None,
+                    },
+                })
+        },
+        |e, wait| tracing::warn!(error = %e, retry_in = ?wait, "the database is not reachable yet"),
+    );
+    let (mut client, connection) = match tokio::time::timeout(wait, connecting).await {
+        Ok(connected) => connected?,
+        Err(_) => {
+            return Err(StoreError::Unavailable(format!(
+                "no answer within {}s (DATABASE_CONNECT_TIMEOUT)",
+                wait.as_secs()
+            )));
+        }
+    };
+    let task = tokio::spawn(connection);
+    let result = async {
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(StoreError::storage)?;
+        let report = embedded::migrations::runner()
+            .set_abort_missing(true)
+            .set_abort_divergent(true)
+            .run_async(&mut client)
+            .await;
+        let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+        let report = report.map_err(|e| match e.kind() {
+            refinery::error::Kind::MissingVersion(m) => StoreError::Schema(format!(
+                "the database's schema has migration {m}, which this build does not know: it was written by a newer AuthGate; run that version or newer"
+            )),
+            _ => StoreError::Schema(e.to_string()),
+        })?;
+        for m in report.applied_migrations() {
+            tracing::info!(migration = %m, "applied a database migration");
+        }
+        Ok(())
+    }
+    .await;
+    drop(client);
+    let _ = task.await;
+    result
+}
+
+/// The pool and the writer, shared by every repository of one database.
+#[derive(Clone)]
+pub(super) struct Db {
+    pool: Pool,
+    writer: Writer,
+}
+
+impl Db {
+    /// A pooled connection, for reads.
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(writer::pool_error)
+    }
+}
+
+/// Millisecond and second timestamps as PostgreSQL `bigint`s (clamped; they fit for ages).
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Encode(e.to_string()))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,62 @@
+//! [`SessionRepo`] on PostgreSQL: `sessions`, keyed by SHA-256 of the session id.
+
+use super::writer::{Stmt, db_error};
+use super::{Db, decode, int, json};
+use crate::store::port::Pending;
+use crate::store::session::{SessionKey, SessionRecord, SessionRepo};
+use crate::time::Millis;
+
+pub(super) struct Sessions(pub Db);
+
+impl SessionRepo for Sessions {
+    fn load(&self, now: Millis) -> Pending<Vec<(SessionKey, SessionRecord)>> {
+        let db = self.0.clone();
+        Box::pin(async move {
+            db.writer
+                .submit(vec![Stmt::exec(
+                    "DELETE FROM sessions WHERE expires_at_ms <= $1",
+                    vec![Box::new(int(now))],
+                )])
+                .await?;
+            let client = db.client().await?;
+            let rows = client
+                .query("SELECT key, record::text FROM sessions", &[])
+                .await
+                .map_err(db_error)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let (key, record): (&[u8], &str) = (row.get(0), row.get(1));
+                match (SessionKey::try_from(key), decode::<SessionRecord>(record)) {
+                    (Ok(k), Ok(r)) => out.push((k, r)),
+                    _ => tracing::warn!("skipping an unreadable session"),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn insert(&self, key: SessionKey, record: &SessionRecord) -> Pending<()> {
+        let write = json(record).map(|r| {
+            self.0.writer.submit(vec![Stmt::exec(
+                "INSERT INTO sessions (key, user_id, expires_at_ms, record) VALUES ($1, $2, $3, $4::text::jsonb) \
+                 ON CONFLICT (key) DO UPDATE SET user_id = excluded.user_id, expires_at_ms = excluded.expires_at_ms, record = excluded.record",
+                vec![
+                    Box::new(key.to_vec()),
+                    Box::new(record.user_id.clone()),
+                    Box::new(int(record.expires_at_ms)),
+                    Box::new(r),
+                ],
+            )])
+        });
+        Box::pin(async move { write?.await.map(|_| ()) })
+    }
+
+    fn remove(&self, keys: &[SessionKey]) -> Pending<()> {
+        let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+        let write = self
+            .0
+            .writer
+            .submit(vec![Stmt::exec("DELETE FROM sessions WHERE key = ANY($1)", vec![Box::new(keys)])]);
+        Box::pin(async move { write.await.map(|_| ()) })
+    }
+}

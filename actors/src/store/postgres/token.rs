@@ -1,0 +1,121 @@
+//! [`TokenRepo`] on PostgreSQL: `tokens` and the issuance marks in `authorizations`.
+//!
+//! Issuance and rotation are single statements: the mark is inserted (or the old refresh token
+//! locked while still active) in a common table expression, and the token rows are written
+//! only if that step succeeded. PostgreSQL re-checks the condition under the row lock, so two
+//! processes racing for one code or one refresh token cannot both win.
+
+use super::writer::{Stmt, db_error};
+use super::{Db, decode, int, json};
+use crate::store::port::{Pending, StoreError};
+use crate::store::token::{TokenData, TokenRecord, TokenRepo};
+
+pub(super) struct Tokens(pub Db);
+
+/// Writes `tokens` rows from a JSON array of records (`$1`).
+macro_rules! upsert {
+    () => {
+        "INSERT INTO tokens (id, authorization_id, token_hash, status, expires_at, record) \
+         SELECT r->>'id', r->>'authorization_id', r->>'token_hash', r->>'status', (r->>'expires_at')::bigint, r \
+         FROM jsonb_array_elements($1::text::jsonb) r"
+    };
+}
+
+/// Revocation is final across processes: a revoked (or retired) row is never written back to
+/// active, whatever an instance with an older copy sends.
+macro_rules! only_forward {
+    () => {
+        " ON CONFLICT (id) DO UPDATE SET status = excluded.status, expires_at = excluded.expires_at, \
+         record = excluded.record WHERE tokens.status = 'active' OR excluded.status = 'revoked'"
+    };
+}
+
+fn failed<T: Send + 'static>(e: StoreError) -> Pending<T> {
+    Box::pin(async move { Err(e) })
+}
+
+impl TokenRepo for Tokens {
+    fn load(&self) -> Pending<TokenData> {
+        let db = self.0.clone();
+        Box::pin(async move {
+            let client = db.client().await?;
+            let mut data = TokenData::default();
+            for row in client.query("SELECT record::text FROM tokens", &[]).await.map_err(db_error)? {
+                match decode::<TokenRecord>(row.get(0)) {
+                    Ok(rec) => data.records.push(rec),
+                    Err(e) => tracing::warn!(error = %e, "skipping an unreadable token record"),
+                }
+            }
+            for row in client
+                .query("SELECT id, issued_at FROM authorizations", &[])
+                .await
+                .map_err(db_error)?
+            {
+                let (id, at): (String, i64) = (row.get(0), row.get(1));
+                data.issued.push((id, u64::try_from(at).unwrap_or(0)));
+            }
+            Ok(data)
+        })
+    }
+
+    fn issue(&self, authorization_id: &str, records: &[TokenRecord]) -> Pending<bool> {
+        const SQL: &str = concat!(
+            "WITH mark AS (INSERT INTO authorizations (id, issued_at) VALUES ($2, $3) ON CONFLICT DO NOTHING RETURNING 1), \
+             rows AS (",
+            upsert!(),
+            " WHERE EXISTS (SELECT 1 FROM mark)",
+            only_forward!(),
+            " RETURNING 1) SELECT EXISTS (SELECT 1 FROM mark)"
+        );
+        let issued_at = records.iter().map(|r| r.issued_at).min().unwrap_or(0);
+        match json(&records) {
+            Ok(rows) => self.0.writer.submit(vec![Stmt::check(
+                SQL,
+                vec![Box::new(rows), Box::new(authorization_id.to_owned()), Box::new(int(issued_at))],
+            )]),
+            Err(e) => failed(e),
+        }
+    }
+
+    fn refresh(&self, old_id: &str, records: &[TokenRecord]) -> Pending<bool> {
+        // FOR UPDATE: a second refresh of the same token waits for the first to commit, then
+        // sees it retired and writes nothing.
+        const SQL: &str = concat!(
+            "WITH old AS (SELECT 1 FROM tokens WHERE id = $2 AND status = 'active' FOR UPDATE), \
+             rows AS (",
+            upsert!(),
+            " WHERE EXISTS (SELECT 1 FROM old)",
+            " ON CONFLICT (id) DO UPDATE SET status = excluded.status, expires_at = excluded.expires_at, record = excluded.record",
+            " RETURNING 1) SELECT EXISTS (SELECT 1 FROM old)"
+        );
+        match json(&records) {
+            Ok(rows) => self
+                .0
+                .writer
+                .submit(vec![Stmt::check(SQL, vec![Box::new(rows), Box::new(old_id.to_owned())])]),
+            Err(e) => failed(e),
+        }
+    }
+
+    fn update(&self, records: &[TokenRecord]) -> Pending<()> {
+        const SQL: &str = concat!(upsert!(), only_forward!());
+        if records.is_empty() {
+            return Box::pin(async { Ok(()) });
+        }
+        match json(&records) {
+            Ok(rows) => {
+                let write = self.0.writer.submit(vec![Stmt::exec(SQL, vec![Box::new(rows)])]);
+                Box::pin(async move { write.await.map(|_| ()) })
+            }
+            Err(e) => failed(e),
+        }
+    }
+
+    fn remove(&self, ids: &[String], forget: &[String]) -> Pending<()> {
+        let write = self.0.writer.submit(vec![
+            Stmt::exec("DELETE FROM tokens WHERE id = ANY($1)", vec![Box::new(ids.to_vec())]),
+            Stmt::exec("DELETE FROM authorizations WHERE id = ANY($1)", vec![Box::new(forget.to_vec())]),
+        ]);
+        Box::pin(async move { write.await.map(|_| ()) })
+    }
+}

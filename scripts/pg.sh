@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL cluster for tests and trying things out, from Debian's `postgresql`
+# package: initdb in a temporary directory (as the `postgres` user when run as root, since
+# initdb refuses root), listening only on a Unix socket there, fsync off.
+#
+#   scripts/pg.sh start DIR   creates and starts a cluster in DIR; prints the socket directory
+#   scripts/pg.sh stop DIR    stops it (fast shutdown)
+#
+# Installs the package first if the binaries are missing (needs root or sudo).
+set -euo pipefail
+
+cmd=${1:?usage: pg.sh start|stop DIR}
+dir=${2:?usage: pg.sh start|stop DIR}
+
+bindir() {
+    local d
+    d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+    if [ -z "$d" ]; then
+        echo "Installing PostgreSQL (Debian package postgresql)..." >&2
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+        d=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+    fi
+    echo "$d"
+}
+
+as_owner() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+case "$cmd" in
+start)
+    bin=$(bindir)
+    mkdir -p "$dir"
+    [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
+    as_owner "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o \
+        "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=off -c full_page_writes=off -c max_connections=400" \
+        start >/dev/null
+    echo "$dir"
+    ;;
+stop)
+    bin=$(bindir)
+    [ -d "$dir/data" ] && as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true
+    ;;
+*)
+    echo "usage: pg.sh start|stop DIR" >&2
+    exit 2
+    ;;
+esac
