@@ -272,7 +272,7 @@ async fn run(cli: Cli, reload: LogReload) -> ExitCode {
 async fn rotate_keys(settings: &Settings) -> ExitCode {
     let stores = match open_store(settings).await {
         Ok(s) => s,
-        Err(e) => return fail(2, format!("DATABASE_PATH: {e}")),
+        Err(e) => return fail(2, format!("{}: {e}", crate::server::store_setting(&e))),
     };
     let result = supervisor::rotate_keys(&stores, &settings.key_options(Vec::new()), command_time()).await;
     stores.close().await;

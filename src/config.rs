@@ -17,6 +17,14 @@ use hyper::header::{HeaderName, HeaderValue};
 pub const MIN_SECRET_LEN: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DatabaseDriver {
+    /// One embedded redb file: no set-up, one process.
+    Redb,
+    /// A PostgreSQL database.
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -69,9 +77,25 @@ pub struct Settings {
     #[arg(long, env = "SESSION_SECRET", hide_env_values = true, value_parser = parse_secret, global = true)]
     pub session_secret: Option<String>,
 
-    /// The database file (created if missing)
+    /// Storage: redb (one embedded file, DATABASE_PATH) or postgres (DATABASE_DSN)
+    #[arg(long, env = "DATABASE_DRIVER", default_value = "redb", value_enum, global = true)]
+    pub database_driver: DatabaseDriver,
+
+    /// The database file (created if missing), with DATABASE_DRIVER=redb
     #[arg(long, env = "DATABASE_PATH", default_value = "authgate.redb", global = true)]
     pub database_path: PathBuf,
+
+    /// PostgreSQL to use with DATABASE_DRIVER=postgres: "host=... user=... dbname=..." or postgres://user:pass@host/db (sslmode=disable or prefer)
+    #[arg(long, env = "DATABASE_DSN", hide_env_values = true, global = true)]
+    pub database_dsn: Option<String>,
+
+    /// Most PostgreSQL connections this process holds
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value = "16", value_parser = clap::value_parser!(u32).range(2..=1000), global = true)]
+    pub database_pool_size: u32,
+
+    /// How long start-up waits for an unreachable PostgreSQL before giving up (exit status 2)
+    #[arg(long, env = "DATABASE_CONNECT_TIMEOUT", default_value = "30s", value_parser = parse_duration, global = true)]
+    pub database_connect_timeout: Duration,
 
     /// Lifetime of a device code
     #[arg(long, env = "DEVICE_CODE_EXPIRATION", default_value = "30m", value_parser = parse_duration, global = true)]
@@ -309,8 +333,12 @@ impl Settings {
         .map(Some)
     }
 
-    /// Where a generated admin password is written on first start: beside the database file.
+    /// Where a generated admin password is written on first start: beside the database file
+    /// (redb), or `authgate.admin-password` in the working directory (PostgreSQL).
     pub fn admin_password_file(&self) -> std::path::PathBuf {
+        if self.database_driver == DatabaseDriver::Postgres {
+            return std::path::PathBuf::from("authgate.admin-password");
+        }
         let mut name = self.database_path.file_name().unwrap_or_default().to_os_string();
         name.push(".admin-password");
         self.database_path.with_file_name(name)

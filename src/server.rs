@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use authgate_actors::crypto::keys::KeyError;
 use authgate_actors::device::DeviceConfig;
+use authgate_actors::store::postgres::PgOptions;
 use authgate_actors::store::redb::StoreOptions;
 use authgate_actors::store::{StoreError, Stores};
 use authgate_actors::supervisor::{Actors, CoreConfig, Secrets, System};
@@ -21,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::{App, AppError};
-use crate::config::Settings;
+use crate::config::{DatabaseDriver, Settings};
 use crate::http::cookies::CookieKeys;
 
 /// A client gets this long to send its request headers (slowloris guard).
@@ -31,7 +32,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("DATABASE_PATH: {0}")]
+    #[error("{setting}: {0}", setting = store_setting(.0))]
     Store(#[from] StoreError),
     #[error("SERVER_ADDR: cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
@@ -60,7 +61,13 @@ impl StartError {
     /// Exit status: 2 for a bad setting, 1 for anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            StartError::Store(StoreError::Open { .. } | StoreError::Locked { .. })
+            StartError::Store(
+                StoreError::Open { .. }
+                | StoreError::Locked { .. }
+                | StoreError::Config(_)
+                | StoreError::Unavailable(_)
+                | StoreError::Schema(_),
+            )
             | StartError::Bind { .. }
             | StartError::Config(_)
             | StartError::Keys(KeyError::File { .. } | KeyError::FileWithHmac) => 2,
@@ -71,13 +78,38 @@ impl StartError {
 
 /// Opens the database off the async threads: every owner's repository, none held here.
 pub async fn open_store(settings: &Settings) -> Result<Stores, StoreError> {
-    let path = settings.database_path.clone();
-    let options = StoreOptions {
-        max_batch: settings.store_max_batch as usize,
-    };
-    tokio::task::spawn_blocking(move || authgate_actors::store::redb::open(&path, options))
-        .await
-        .map_err(|e| StoreError::Storage(e.to_string()))?
+    match settings.database_driver {
+        DatabaseDriver::Redb => {
+            let path = settings.database_path.clone();
+            let options = StoreOptions {
+                max_batch: settings.store_max_batch as usize,
+            };
+            tokio::task::spawn_blocking(move || authgate_actors::store::redb::open(&path, options))
+                .await
+                .map_err(|e| StoreError::Storage(e.to_string()))?
+        }
+        DatabaseDriver::Postgres => {
+            let Some(dsn) = settings.database_dsn.clone() else {
+                return Err(StoreError::Config("required with DATABASE_DRIVER=postgres".into()));
+            };
+            authgate_actors::store::postgres::open(PgOptions {
+                dsn,
+                pool_size: settings.database_pool_size as usize,
+                connect_timeout: settings.database_connect_timeout,
+                max_batch: settings.store_max_batch as usize,
+            })
+            .await
+        }
+    }
+}
+
+/// The setting a storage error is about, for the one line start-up prints.
+pub fn store_setting(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Locked { .. } | StoreError::Open { .. } => "DATABASE_PATH",
+        StoreError::Config(_) | StoreError::Unavailable(_) | StoreError::Schema(_) => "DATABASE_DSN",
+        _ => "database",
+    }
 }
 
 /// What the actors start with, from the settings; `offline` for the management commands.

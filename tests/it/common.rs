@@ -32,15 +32,14 @@ impl TestServer {
         Self::start_in(dir, extra).await
     }
 
-    /// A server on the database in `dir` (to restart on the same file).
+    /// A server on the database of `dir` (to restart on the same one).
     pub async fn start_in(dir: Arc<tempfile::TempDir>, extra: &[&str]) -> TestServer {
-        let db = db_path(dir.path());
-        let mut args = vec![
-            "authgate".to_owned(),
-            "--server-addr".into(),
-            "127.0.0.1:0".into(),
-            "--database-path".into(),
-            db.display().to_string(),
+        let mut args = vec!["authgate".to_owned(), "--server-addr".into(), "127.0.0.1:0".into()];
+        for (name, value) in database_env(dir.path()).await {
+            args.push(format!("--{}", name.to_ascii_lowercase().replace('_', "-")));
+            args.push(value);
+        }
+        args.extend([
             "--admin-password".into(),
             ADMIN_PASSWORD.into(),
             "--polling-interval".into(),
@@ -54,7 +53,7 @@ impl TestServer {
             "1000".into(),
             "--user-code-global-failure-limit".into(),
             "1000000".into(),
-        ];
+        ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let settings = Settings::try_from_args(args).expect("settings");
         let server = Server::start(settings).await.expect("server starts");
@@ -149,6 +148,40 @@ impl TestServer {
 
 pub fn db_path(dir: &Path) -> PathBuf {
     dir.join("authgate.redb")
+}
+
+/// The PostgreSQL server the suite runs on, if any: with `AUTHGATE_TEST_BACKEND=postgres`,
+/// the one whose `postgres` database `AUTHGATE_TEST_PG` names (`scripts/test.sh` starts a
+/// throwaway cluster and runs the suite once on each backend). Otherwise the suite runs on redb.
+pub fn test_postgres() -> Option<String> {
+    if std::env::var("AUTHGATE_TEST_BACKEND").as_deref() != Ok("postgres") {
+        return None;
+    }
+    let dsn = std::env::var("AUTHGATE_TEST_PG").expect("AUTHGATE_TEST_BACKEND=postgres needs AUTHGATE_TEST_PG");
+    Some(dsn)
+}
+
+/// The settings (environment names and values) that put a server or a command on the test
+/// database of `dir`: its redb file, or on PostgreSQL a database of its own, named after `dir`
+/// (so a restart in the same `dir` finds the same data) and created on first use.
+pub async fn database_env(dir: &Path) -> Vec<(&'static str, String)> {
+    let Some(admin) = test_postgres() else {
+        return vec![("DATABASE_PATH", db_path(dir).display().to_string())];
+    };
+    use sha2::Digest;
+    let name = format!("it_{}", &hex::encode(sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes()))[..24]);
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("the test PostgreSQL server");
+    tokio::spawn(conn);
+    if let Err(e) = client.execute(&format!("CREATE DATABASE {name}"), &[]).await {
+        // 42P04: it exists already (a restart in the same directory).
+        assert_eq!(e.code().map(|c| c.code()), Some("42P04"), "{e}");
+    }
+    vec![
+        ("DATABASE_DRIVER", "postgres".to_owned()),
+        ("DATABASE_DSN", format!("{admin} dbname={name}")),
+    ]
 }
 
 fn plain_client() -> reqwest::Client {

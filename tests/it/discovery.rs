@@ -108,7 +108,7 @@ async fn es256_and_eddsa_tokens_verify_by_the_jwks_and_survive_rotation() {
         let out = Command::new(env!("CARGO_BIN_EXE_authgate"))
             .args(["keys", "rotate"])
             .env_clear()
-            .env("DATABASE_PATH", db_path(dir.path()))
+            .envs(database_env(dir.path()).await)
             .env("JWT_SIGNING_ALGORITHM", alg)
             .output()
             .unwrap();

@@ -1,5 +1,5 @@
 //! [`AuditRepo`] on PostgreSQL: `audit`, one row per event, paged newest first by
-//! `(at_ms, id)`; the cursor is that pair.
+//! `(at_ms, id)`; the cursor is that pair, as hex of two big-endian integers.
 
 use super::writer::{Stmt, db_error};
 use super::{Db, decode, int, json};
@@ -14,11 +14,18 @@ pub(super) struct Audit(pub Db);
 
 fn cursor(before: Option<String>) -> (i64, i64) {
     before
+        .and_then(|b| hex::decode(b).ok())
         .and_then(|b| {
-            let (at, id) = b.split_once('.')?;
-            Some((at.parse().ok()?, id.parse().ok()?))
+            let (at, id) = b.split_at_checked(8)?;
+            Some((i64::from_be_bytes(at.try_into().ok()?), i64::from_be_bytes(id.try_into().ok()?)))
         })
         .unwrap_or((i64::MAX, i64::MAX))
+}
+
+fn cursor_of(at: i64, id: i64) -> String {
+    let mut b = at.to_be_bytes().to_vec();
+    b.extend_from_slice(&id.to_be_bytes());
+    hex::encode(b)
 }
 
 impl AuditRepo for Audit {
@@ -71,7 +78,7 @@ impl AuditRepo for Audit {
                     Ok(e) => page.events.push(e),
                     Err(e) => tracing::warn!(error = %e, "skipping an unreadable audit event"),
                 }
-                last = Some(format!("{at}.{id}"));
+                last = Some(cursor_of(at, id));
             }
             Ok(page)
         })

@@ -52,7 +52,9 @@ pub struct PgOptions {
 
 /// Checks a DSN without connecting: the error names what is wrong.
 pub fn parse_dsn(dsn: &str) -> Result<tokio_postgres::Config, StoreError> {
-    let config = tokio_postgres::Config::from_str(dsn).map_err(|e| StoreError::Config(e.to_string()))?;
+    // The message never repeats the DSN: it may carry a password.
+    let config = tokio_postgres::Config::from_str(dsn)
+        .map_err(|e| StoreError::Config(format!("not a PostgreSQL connection string ({})", writer::with_cause(&e))))?;
     if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
         return Err(StoreError::Config(
             "sslmode=require: this build connects without TLS; use a Unix socket, a private network or a TLS-terminating proxy, with sslmode=disable or prefer".into(),
@@ -117,7 +119,7 @@ async fn migrate(config: &tokio_postgres::Config, wait: Duration) -> Result<(), 
                     // The server answered and said no (a wrong password, no such database).
                     Some(db) => Failure::Fail(StoreError::Config(db.message().to_owned())),
                     None => Failure::Retry {
-                        error: StoreError::Unavailable(e.to_string()),
+                        error: StoreError::Unavailable(writer::with_cause(&e)),
                         after: None,
                     },
                 })

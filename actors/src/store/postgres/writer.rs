@@ -78,7 +78,15 @@ pub(super) fn db_error(e: tokio_postgres::Error) -> StoreError {
             StoreError::Unavailable(format!("{} {}", db.code().code(), db.message()))
         }
         Some(db) => StoreError::Storage(format!("{} {}", db.code().code(), db.message())),
-        None => StoreError::Unavailable(e.to_string()),
+        None => StoreError::Unavailable(with_cause(&e)),
+    }
+}
+
+/// An error and what caused it, on one line (tokio-postgres keeps the cause apart).
+pub(super) fn with_cause(e: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
     }
 }
 
