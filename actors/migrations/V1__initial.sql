@@ -4,11 +4,13 @@
 -- The device actor: live device authorizations, keyed by SHA-256 of the device code.
 CREATE TABLE device_codes (
     key            bytea PRIMARY KEY,
+    user_code      text   NOT NULL,
     status         text   NOT NULL,
     expires_at_ms  bigint NOT NULL,
     record         jsonb  NOT NULL
 );
 CREATE INDEX device_codes_expiry ON device_codes (expires_at_ms);
+CREATE INDEX device_codes_user_code ON device_codes (user_code);
 
 -- The token actor: access and refresh token records, and the issuance marks that make a
 -- device code redeem once.

@@ -52,4 +52,8 @@ pub trait DeviceRepo: Send + Sync {
     /// Deletes authorizations: redeemed, expired, or whose creation failed. Deleting one that
     /// is not there is not an error.
     fn remove(&self, keys: &[DeviceKey]) -> Pending<()>;
+    /// One authorization as stored now (another process may have created or decided it).
+    fn get(&self, key: DeviceKey) -> Pending<Option<DeviceRecord>>;
+    /// The authorization a user code stands for, as stored now.
+    fn by_user_code(&self, user_code: &str) -> Pending<Option<(DeviceKey, DeviceRecord)>>;
 }

@@ -82,4 +82,8 @@ pub trait DirectoryRepo: Send + Sync {
     /// Creates or replaces a client.
     fn save_client(&self, client: &ClientRecord) -> Pending<()>;
     fn remove_client(&self, client_id: &str) -> Pending<()>;
+    /// One user as stored now.
+    fn user(&self, id: &str) -> Pending<Option<UserRecord>>;
+    /// One client as stored now.
+    fn client(&self, client_id: &str) -> Pending<Option<ClientRecord>>;
 }

@@ -16,11 +16,16 @@
 //!   even if the owner awaits them elsewhere (the redb writer queues each at the call).
 //! - **Conditional writes answer `Ok(false)`** when their condition no longer holds, having
 //!   written nothing: a race lost is a domain outcome, never a storage error.
+//! - **Shared databases announce.** A backend several processes share gives [`Stores`] a
+//!   [`change`] feed naming what the others changed; the single-record reads (`get`,
+//!   `authorization`, ...) let an owner refresh its cache from it. A backend one process owns
+//!   has no feed, and its owners' memory is complete.
 //!
 //! Backends: [`redb`] (embedded, the default) and [`postgres`] (shared by several processes). `conformance.rs` holds these promises as tests
 //! that every backend runs.
 
 pub mod audit;
+pub mod change;
 #[cfg(test)]
 mod conformance;
 pub mod device;

@@ -26,4 +26,6 @@ pub trait SessionRepo: Send + Sync {
     fn insert(&self, key: SessionKey, record: &SessionRecord) -> Pending<()>;
     /// Ends sessions; ending one that is not there is not an error.
     fn remove(&self, keys: &[SessionKey]) -> Pending<()>;
+    /// One session as stored now (another process may have started or ended it).
+    fn get(&self, key: SessionKey) -> Pending<Option<SessionRecord>>;
 }

@@ -1,7 +1,10 @@
 //! [`Stores`]: every repository of one opened database.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use tokio::sync::mpsc;
+
+use super::change::FeedEvent;
 use super::{audit, device, directory, server, session, token};
 
 /// Every repository of one opened database, each to be handed to its owner.
@@ -13,9 +16,17 @@ pub struct Stores {
     pub(crate) directory: Arc<dyn directory::DirectoryRepo>,
     pub(crate) audit: Arc<dyn audit::AuditRepo>,
     pub(crate) server: Arc<dyn server::ServerRepo>,
+    /// What other processes change, for a database several share; taken once by the
+    /// supervisor. `None` for a database one process owns.
+    pub(crate) feed: Arc<Mutex<Option<mpsc::UnboundedReceiver<FeedEvent>>>>,
 }
 
 impl Stores {
+    /// The change feed, if this database has one and nobody took it yet.
+    pub(crate) fn take_feed(&self) -> Option<mpsc::UnboundedReceiver<FeedEvent>> {
+        self.feed.lock().ok()?.take()
+    }
+
     /// Finishes the queued writes and closes the database, off the async threads. Later
     /// operations on any repository fail with [`super::StoreError::Closed`].
     pub async fn close(&self) {

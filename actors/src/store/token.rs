@@ -42,6 +42,13 @@ pub struct TokenRecord {
     pub last_used_at: Option<Secs>,
 }
 
+/// A token as a lookup names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenRef {
+    Id(String),
+    Hash(String),
+}
+
 /// Everything the token actor holds, as loaded at start.
 #[derive(Debug, Default)]
 pub struct TokenData {
@@ -72,4 +79,9 @@ pub trait TokenRepo: Send + Sync {
     /// Deletes long-expired records, and the issuance marks of `forget` (authorizations that
     /// can no longer be redeemed).
     fn remove(&self, ids: &[String], forget: &[String]) -> Pending<()>;
+    /// Every record of one authorization, as stored now.
+    fn authorization(&self, authorization_id: &str) -> Pending<Vec<TokenRecord>>;
+    /// Every record of the authorization that holds the token with this id (`jti`) or this
+    /// hash, as stored now; empty when there is no such token.
+    fn holding(&self, token: TokenRef) -> Pending<Vec<TokenRecord>>;
 }

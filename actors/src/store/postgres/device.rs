@@ -3,6 +3,7 @@
 
 use super::writer::Stmt;
 use super::writer::db_error;
+use crate::store::change::Change;
 use super::{Db, decode, int, json};
 use crate::store::device::{DeviceKey, DeviceRecord, DeviceRepo, RecordState};
 use crate::store::port::Pending;
@@ -51,9 +52,15 @@ impl DeviceRepo for Devices {
     fn insert(&self, key: DeviceKey, record: &DeviceRecord) -> Pending<()> {
         let write = json(record).map(|r| {
             self.0.writer.submit(vec![Stmt::exec(
-                "INSERT INTO device_codes (key, status, expires_at_ms, record) VALUES ($1, $2, $3, $4::text::jsonb) \
+                "INSERT INTO device_codes (key, user_code, status, expires_at_ms, record) VALUES ($1, $5, $2, $3, $4::text::jsonb) \
                  ON CONFLICT (key) DO UPDATE SET status = excluded.status, expires_at_ms = excluded.expires_at_ms, record = excluded.record",
-                vec![Box::new(key.to_vec()), Box::new(status(record)), Box::new(int(record.expires_at_ms)), Box::new(r)],
+                vec![
+                    Box::new(key.to_vec()),
+                    Box::new(status(record)),
+                    Box::new(int(record.expires_at_ms)),
+                    Box::new(r),
+                    Box::new(record.user_code.clone()),
+                ],
             )])
         });
         Box::pin(async move { write?.await.map(|_| ()) })
@@ -65,17 +72,47 @@ impl DeviceRepo for Devices {
                 "WITH d AS (UPDATE device_codes SET status = $2, record = $3::text::jsonb \
                  WHERE key = $1 AND status = 'pending' RETURNING 1) SELECT EXISTS (SELECT 1 FROM d)",
                 vec![Box::new(key.to_vec()), Box::new(status(record)), Box::new(r)],
-            )])
+            ),
+            self.0.announce(&[Change::Device(key)]),
+            ])
         });
         Box::pin(async move { write?.await })
     }
 
+    fn get(&self, key: DeviceKey) -> Pending<Option<DeviceRecord>> {
+        let db = self.0.clone();
+        Box::pin(async move {
+            let client = db.client().await?;
+            let row = client
+                .query_opt("SELECT record::text FROM device_codes WHERE key = $1", &[&&key[..]])
+                .await
+                .map_err(db_error)?;
+            row.map(|r| decode(r.get(0))).transpose()
+        })
+    }
+
+    fn by_user_code(&self, user_code: &str) -> Pending<Option<(DeviceKey, DeviceRecord)>> {
+        let (db, user_code) = (self.0.clone(), user_code.to_owned());
+        Box::pin(async move {
+            let client = db.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT key, record::text FROM device_codes WHERE user_code = $1",
+                    &[&user_code],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(row.and_then(|r| Some((key_of(r.get(0))?, decode(r.get(1)).ok()?))))
+        })
+    }
+
     fn remove(&self, keys: &[DeviceKey]) -> Pending<()> {
         let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
-        let write = self.0.writer.submit(vec![Stmt::exec(
-            "DELETE FROM device_codes WHERE key = ANY($1)",
-            vec![Box::new(keys)],
-        )]);
+        let changes: Vec<Change> = keys.iter().filter_map(|k| k.as_slice().try_into().ok()).map(Change::Device).collect();
+        let write = self.0.writer.submit(vec![
+            Stmt::exec("DELETE FROM device_codes WHERE key = ANY($1)", vec![Box::new(keys)]),
+            self.0.announce(&changes),
+        ]);
         Box::pin(async move { write.await.map(|_| ()) })
     }
 }

@@ -3,6 +3,7 @@
 
 use super::writer::{Stmt, db_error};
 use super::{Db, decode, json};
+use crate::store::change::Change;
 use crate::store::directory::{ClientRecord, DirectoryData, DirectoryRepo, UserRecord};
 use crate::store::port::{Pending, StoreError};
 
@@ -48,7 +49,8 @@ impl DirectoryRepo for Directory {
         let (Ok(a), Ok(c)) = (json(admin), json(client)) else {
             return failed(StoreError::Encode("the first start's records".into()));
         };
-        self.0.writer.submit(vec![Stmt::check(
+        self.0.writer.submit(vec![
+            Stmt::check(
             "WITH mark AS (INSERT INTO meta (name, value) VALUES ('seeded', 'true') ON CONFLICT DO NOTHING RETURNING 1), \
              u AS (INSERT INTO users (id, username, record) SELECT $1, $2, $3::text::jsonb WHERE EXISTS (SELECT 1 FROM mark) \
                    ON CONFLICT DO NOTHING), \
@@ -62,15 +64,20 @@ impl DirectoryRepo for Directory {
                 Box::new(client.client_id.clone()),
                 Box::new(c),
             ],
-        )])
+            ),
+            self.0.announce(&[Change::User(admin.id.clone()), Change::Client(client.client_id.clone())]),
+        ])
     }
 
     fn save_user(&self, user: &UserRecord) -> Pending<bool> {
         match json(user) {
-            Ok(u) => self.0.writer.submit_unique(vec![Stmt::exec(
-                SAVE_USER,
-                vec![Box::new(user.id.clone()), Box::new(user.username.clone()), Box::new(u)],
-            )]),
+            Ok(u) => self.0.writer.submit_unique(vec![
+                Stmt::exec(
+                    SAVE_USER,
+                    vec![Box::new(user.id.clone()), Box::new(user.username.clone()), Box::new(u)],
+                ),
+                self.0.announce(&[Change::User(user.id.clone())]),
+            ]),
             Err(e) => failed(e),
         }
     }
@@ -79,28 +86,55 @@ impl DirectoryRepo for Directory {
         let write = self
             .0
             .writer
-            .submit(vec![Stmt::exec("DELETE FROM users WHERE id = $1", vec![Box::new(id.to_owned())])]);
+            .submit(vec![
+                Stmt::exec("DELETE FROM users WHERE id = $1", vec![Box::new(id.to_owned())]),
+                self.0.announce(&[Change::User(id.to_owned())]),
+            ]);
         Box::pin(async move { write.await.map(|_| ()) })
     }
 
     fn save_client(&self, client: &ClientRecord) -> Pending<()> {
         match json(client) {
             Ok(c) => {
-                let write = self.0.writer.submit(vec![Stmt::exec(
-                    SAVE_CLIENT,
-                    vec![Box::new(client.client_id.clone()), Box::new(c)],
-                )]);
+                let write = self.0.writer.submit(vec![
+                    Stmt::exec(SAVE_CLIENT, vec![Box::new(client.client_id.clone()), Box::new(c)]),
+                    self.0.announce(&[Change::Client(client.client_id.clone())]),
+                ]);
                 Box::pin(async move { write.await.map(|_| ()) })
             }
             Err(e) => failed(e),
         }
     }
 
+    fn user(&self, id: &str) -> Pending<Option<UserRecord>> {
+        let (db, id) = (self.0.clone(), id.to_owned());
+        Box::pin(async move {
+            let client = db.client().await?;
+            let row = client
+                .query_opt("SELECT record::text FROM users WHERE id = $1", &[&id])
+                .await
+                .map_err(db_error)?;
+            row.map(|r| decode(r.get(0))).transpose()
+        })
+    }
+
+    fn client(&self, client_id: &str) -> Pending<Option<ClientRecord>> {
+        let (db, id) = (self.0.clone(), client_id.to_owned());
+        Box::pin(async move {
+            let client = db.client().await?;
+            let row = client
+                .query_opt("SELECT record::text FROM clients WHERE client_id = $1", &[&id])
+                .await
+                .map_err(db_error)?;
+            row.map(|r| decode(r.get(0))).transpose()
+        })
+    }
+
     fn remove_client(&self, client_id: &str) -> Pending<()> {
-        let write = self.0.writer.submit(vec![Stmt::exec(
-            "DELETE FROM clients WHERE client_id = $1",
-            vec![Box::new(client_id.to_owned())],
-        )]);
+        let write = self.0.writer.submit(vec![
+            Stmt::exec("DELETE FROM clients WHERE client_id = $1", vec![Box::new(client_id.to_owned())]),
+            self.0.announce(&[Change::Client(client_id.to_owned())]),
+        ]);
         Box::pin(async move { write.await.map(|_| ()) })
     }
 }

@@ -13,6 +13,7 @@
 mod audit;
 mod device;
 mod directory;
+mod feed;
 mod server;
 mod session;
 mod token;
@@ -26,6 +27,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Timeouts}
 use tokio_postgres::NoTls;
 
 use self::writer::Writer;
+use super::change::Change;
 use super::port::StoreError;
 use super::stores::Stores;
 use crate::runtime::retry::{self, Failure, RetryPolicy};
@@ -73,6 +75,12 @@ pub async fn open(options: PgOptions) -> Result<Stores, StoreError> {
         config.application_name("authgate");
     }
     migrate(&config, options.connect_timeout).await?;
+    // Listen before anyone loads: a change committed after an owner's load is then announced.
+    let instance = uuid::Uuid::new_v4().simple().to_string();
+    let (events, feed) = tokio::sync::mpsc::unbounded_channel();
+    let (ready, listening) = tokio::sync::oneshot::channel();
+    let listener = tokio::spawn(feed::listen(config.clone(), instance.clone(), events, ready));
+    listening.await.unwrap_or(Err(StoreError::Closed))?;
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -91,7 +99,12 @@ pub async fn open(options: PgOptions) -> Result<Stores, StoreError> {
         .build()
         .map_err(|e| StoreError::Config(e.to_string()))?;
     let writer = Writer::start(pool.clone(), options.max_batch.max(1));
-    let db = Db { pool, writer };
+    let db = Db {
+        pool,
+        writer,
+        instance: instance.into(),
+        listener: listener.abort_handle(),
+    };
     Ok(Stores {
         device: Arc::new(device::Devices(db.clone())),
         token: Arc::new(token::Tokens(db.clone())),
@@ -99,6 +112,7 @@ pub async fn open(options: PgOptions) -> Result<Stores, StoreError> {
         directory: Arc::new(directory::Directory(db.clone())),
         audit: Arc::new(audit::Audit(db.clone())),
         server: Arc::new(server::Server(db)),
+        feed: Arc::new(std::sync::Mutex::new(Some(feed))),
     })
 }
 
@@ -169,9 +183,22 @@ async fn migrate(config: &tokio_postgres::Config, wait: Duration) -> Result<(), 
 pub(super) struct Db {
     pool: Pool,
     writer: Writer,
+    /// This process's id in change announcements.
+    instance: Arc<str>,
+    listener: tokio::task::AbortHandle,
 }
 
 impl Db {
+    /// A statement announcing `changes` to the other processes, sent with the write it joins
+    /// (and so only if that write commits).
+    fn announce(&self, changes: &[Change]) -> writer::Stmt {
+        let payloads: Vec<String> = changes.iter().map(|c| feed::payload(&self.instance, c)).collect();
+        writer::Stmt::exec(
+            "SELECT pg_notify('authgate', p) FROM unnest($1::text[]) AS p",
+            vec![Box::new(payloads)],
+        )
+    }
+
     /// A pooled connection, for reads.
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(writer::pool_error)

@@ -93,6 +93,7 @@ impl ServerRepo for Server {
 
     fn close(&self) {
         self.0.writer.close();
+        self.0.listener.abort();
         self.0.pool.close();
     }
 }

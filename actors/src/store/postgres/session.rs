@@ -2,6 +2,7 @@
 
 use super::writer::{Stmt, db_error};
 use super::{Db, decode, int, json};
+use crate::store::change::Change;
 use crate::store::port::Pending;
 use crate::store::session::{SessionKey, SessionRecord, SessionRepo};
 use crate::time::Millis;
@@ -51,12 +52,25 @@ impl SessionRepo for Sessions {
         Box::pin(async move { write?.await.map(|_| ()) })
     }
 
+    fn get(&self, key: SessionKey) -> Pending<Option<SessionRecord>> {
+        let db = self.0.clone();
+        Box::pin(async move {
+            let client = db.client().await?;
+            let row = client
+                .query_opt("SELECT record::text FROM sessions WHERE key = $1", &[&&key[..]])
+                .await
+                .map_err(db_error)?;
+            row.map(|r| decode(r.get(0))).transpose()
+        })
+    }
+
     fn remove(&self, keys: &[SessionKey]) -> Pending<()> {
         let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
-        let write = self
-            .0
-            .writer
-            .submit(vec![Stmt::exec("DELETE FROM sessions WHERE key = ANY($1)", vec![Box::new(keys)])]);
+        let changes: Vec<Change> = keys.iter().filter_map(|k| k.as_slice().try_into().ok()).map(Change::Session).collect();
+        let write = self.0.writer.submit(vec![
+            Stmt::exec("DELETE FROM sessions WHERE key = ANY($1)", vec![Box::new(keys)]),
+            self.0.announce(&changes),
+        ]);
         Box::pin(async move { write.await.map(|_| ()) })
     }
 }

@@ -8,7 +8,8 @@
 use super::writer::{Stmt, db_error};
 use super::{Db, decode, int, json};
 use crate::store::port::{Pending, StoreError};
-use crate::store::token::{TokenData, TokenRecord, TokenRepo};
+use crate::store::change::Change;
+use crate::store::token::{TokenData, TokenRecord, TokenRef, TokenRepo};
 
 pub(super) struct Tokens(pub Db);
 
@@ -28,6 +29,26 @@ macro_rules! only_forward {
         " ON CONFLICT (id) DO UPDATE SET status = excluded.status, expires_at = excluded.expires_at, \
          record = excluded.record WHERE tokens.status = 'active' OR excluded.status = 'revoked'"
     };
+}
+
+/// The authorizations `records` belong to, each once.
+fn authorizations(records: &[TokenRecord]) -> Vec<Change> {
+    let mut ids: Vec<&str> = records.iter().map(|r| r.authorization_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter().map(|a| Change::Authorization(a.to_owned())).collect()
+}
+
+async fn rows(db: &Db, sql: &str, key: &str) -> Result<Vec<TokenRecord>, StoreError> {
+    let client = db.client().await?;
+    let mut out = Vec::new();
+    for row in client.query(sql, &[&key]).await.map_err(db_error)? {
+        match decode::<TokenRecord>(row.get(0)) {
+            Ok(rec) => out.push(rec),
+            Err(e) => tracing::warn!(error = %e, "skipping an unreadable token record"),
+        }
+    }
+    Ok(out)
 }
 
 fn failed<T: Send + 'static>(e: StoreError) -> Pending<T> {
@@ -69,10 +90,13 @@ impl TokenRepo for Tokens {
         );
         let issued_at = records.iter().map(|r| r.issued_at).min().unwrap_or(0);
         match json(&records) {
-            Ok(rows) => self.0.writer.submit(vec![Stmt::check(
-                SQL,
-                vec![Box::new(rows), Box::new(authorization_id.to_owned()), Box::new(int(issued_at))],
-            )]),
+            Ok(rows) => self.0.writer.submit(vec![
+                Stmt::check(
+                    SQL,
+                    vec![Box::new(rows), Box::new(authorization_id.to_owned()), Box::new(int(issued_at))],
+                ),
+                self.0.announce(&[Change::Authorization(authorization_id.to_owned())]),
+            ]),
             Err(e) => failed(e),
         }
     }
@@ -89,10 +113,10 @@ impl TokenRepo for Tokens {
             " RETURNING 1) SELECT EXISTS (SELECT 1 FROM old)"
         );
         match json(&records) {
-            Ok(rows) => self
-                .0
-                .writer
-                .submit(vec![Stmt::check(SQL, vec![Box::new(rows), Box::new(old_id.to_owned())])]),
+            Ok(rows) => self.0.writer.submit(vec![
+                Stmt::check(SQL, vec![Box::new(rows), Box::new(old_id.to_owned())]),
+                self.0.announce(&authorizations(records)),
+            ]),
             Err(e) => failed(e),
         }
     }
@@ -104,11 +128,44 @@ impl TokenRepo for Tokens {
         }
         match json(&records) {
             Ok(rows) => {
-                let write = self.0.writer.submit(vec![Stmt::exec(SQL, vec![Box::new(rows)])]);
+                let write = self
+                    .0
+                    .writer
+                    .submit(vec![Stmt::exec(SQL, vec![Box::new(rows)]), self.0.announce(&authorizations(records))]);
                 Box::pin(async move { write.await.map(|_| ()) })
             }
             Err(e) => failed(e),
         }
+    }
+
+    fn authorization(&self, authorization_id: &str) -> Pending<Vec<TokenRecord>> {
+        let (db, id) = (self.0.clone(), authorization_id.to_owned());
+        Box::pin(async move { rows(&db, "SELECT record::text FROM tokens WHERE authorization_id = $1", &id).await })
+    }
+
+    fn holding(&self, token: TokenRef) -> Pending<Vec<TokenRecord>> {
+        let db = self.0.clone();
+        Box::pin(async move {
+            match token {
+                TokenRef::Id(id) => {
+                    rows(
+                        &db,
+                        "SELECT record::text FROM tokens WHERE authorization_id = (SELECT authorization_id FROM tokens WHERE id = $1)",
+                        &id,
+                    )
+                    .await
+                }
+                TokenRef::Hash(h) => {
+                    rows(
+                        &db,
+                        "SELECT record::text FROM tokens WHERE authorization_id = \
+                         (SELECT authorization_id FROM tokens WHERE token_hash = $1 LIMIT 1)",
+                        &h,
+                    )
+                    .await
+                }
+            }
+        })
     }
 
     fn remove(&self, ids: &[String], forget: &[String]) -> Pending<()> {

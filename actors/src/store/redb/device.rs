@@ -33,6 +33,27 @@ impl DeviceRepo for Devices {
         }
     }
 
+    fn get(&self, key: DeviceKey) -> Pending<Option<DeviceRecord>> {
+        self.0.read(move |r| r.get(Table::DeviceCodes, &key[..])?.map(|v| decode(&v)).transpose())
+    }
+
+    fn by_user_code(&self, user_code: &str) -> Pending<Option<(DeviceKey, DeviceRecord)>> {
+        let user_code = user_code.to_owned();
+        self.0.read(move |r| {
+            let mut found = None;
+            r.scan(Table::DeviceCodes, |k, v| {
+                if found.is_none()
+                    && let (Ok(key), Ok(rec)) = (DeviceKey::try_from(k), decode::<DeviceRecord>(v))
+                    && rec.user_code == user_code
+                {
+                    found = Some((key, rec));
+                }
+                Ok(())
+            })?;
+            Ok(found)
+        })
+    }
+
     fn remove(&self, keys: &[DeviceKey]) -> Pending<()> {
         self.0
             .submit(keys.iter().map(|k| Op::delete(Table::DeviceCodes, k.to_vec())).collect())

@@ -63,6 +63,16 @@ impl DirectoryRepo for Directory {
             .submit_encoded(|| Ok(vec![Op::put(Table::Clients, client.client_id.as_bytes().to_vec(), client)?]))
     }
 
+    fn user(&self, id: &str) -> Pending<Option<UserRecord>> {
+        let key = id.as_bytes().to_vec();
+        self.0.read(move |r| r.get(Table::Users, &key)?.map(|v| decode(&v)).transpose())
+    }
+
+    fn client(&self, client_id: &str) -> Pending<Option<ClientRecord>> {
+        let key = client_id.as_bytes().to_vec();
+        self.0.read(move |r| r.get(Table::Clients, &key)?.map(|v| decode(&v)).transpose())
+    }
+
     fn remove_client(&self, client_id: &str) -> Pending<()> {
         self.0.submit(vec![Op::delete(Table::Clients, client_id.as_bytes().to_vec())])
     }

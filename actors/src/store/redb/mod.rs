@@ -34,5 +34,6 @@ pub fn open(path: &Path, options: StoreOptions) -> Result<Stores, StoreError> {
         directory: Arc::new(directory::Directory(engine.clone())),
         audit: Arc::new(audit::Audit::new(engine.clone())),
         server: Arc::new(server::Server(engine)),
+        feed: Default::default(),
     })
 }

@@ -3,7 +3,7 @@
 
 use super::engine::{Engine, Guard, Op, Table, decode};
 use crate::store::port::{Pending, StoreError};
-use crate::store::token::{TokenData, TokenRecord, TokenRepo, TokenStatus};
+use crate::store::token::{TokenData, TokenRecord, TokenRef, TokenRepo, TokenStatus};
 
 pub(super) struct Tokens(pub Engine);
 
@@ -69,6 +69,50 @@ impl TokenRepo for Tokens {
 
     fn update(&self, records: &[TokenRecord]) -> Pending<()> {
         self.0.submit_encoded(|| puts(records))
+    }
+
+    fn authorization(&self, authorization_id: &str) -> Pending<Vec<TokenRecord>> {
+        let id = authorization_id.to_owned();
+        self.0.read(move |r| {
+            let mut rows = Vec::new();
+            r.scan(Table::Tokens, |_, v| {
+                if let Ok(rec) = decode::<TokenRecord>(v)
+                    && rec.authorization_id == id
+                {
+                    rows.push(rec);
+                }
+                Ok(())
+            })?;
+            Ok(rows)
+        })
+    }
+
+    fn holding(&self, token: TokenRef) -> Pending<Vec<TokenRecord>> {
+        let engine = self.0.clone();
+        Box::pin(async move {
+            let found = engine
+                .read(move |r| {
+                    let mut found = None;
+                    r.scan(Table::Tokens, |_, v| {
+                        if let Ok(rec) = decode::<TokenRecord>(v) {
+                            let hit = match &token {
+                                TokenRef::Id(id) => rec.id == *id,
+                                TokenRef::Hash(h) => rec.token_hash.as_deref() == Some(h.as_str()),
+                            };
+                            if hit {
+                                found = Some(rec.authorization_id);
+                            }
+                        }
+                        Ok(())
+                    })?;
+                    Ok(found)
+                })
+                .await?;
+            match found {
+                Some(a) => Tokens(engine).authorization(&a).await,
+                None => Ok(Vec::new()),
+            }
+        })
     }
 
     fn remove(&self, ids: &[String], forget: &[String]) -> Pending<()> {
