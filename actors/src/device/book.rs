@@ -267,6 +267,44 @@ impl DeviceBook {
         Ok((key, view))
     }
 
+    /// Whether the authorization stored under `key` is held.
+    pub fn holds(&self, key: &Digest32) -> bool {
+        self.by_hash.contains_key(key)
+    }
+
+    /// Whether a live authorization has this user code.
+    pub fn holds_code(&self, user_code: &[u8; USER_CODE_LEN]) -> bool {
+        self.by_user_code.contains_key(user_code)
+    }
+
+    /// An authorization as the store has it now (another process created, decided, redeemed
+    /// or swept it). A decision or redemption this process has in flight is left to finish;
+    /// the poll timing kept here stays.
+    pub fn stored(&mut self, key: Digest32, rec: Option<&DeviceRecord>) {
+        let in_flight = |e: &Entry| matches!(e.state, State::Deciding | State::Redeeming(_));
+        match (self.by_hash.get_mut(&key), rec) {
+            (Some(e), Some(rec)) if !in_flight(e) => e.state = State::of(&rec.state),
+            (Some(e), None) if !in_flight(e) => self.remove(&key),
+            (None, Some(rec)) => {
+                self.insert(key, rec);
+            }
+            _ => {}
+        }
+    }
+
+    /// Everything as the store has it now: held authorizations it no longer has are gone
+    /// (unless in flight here), the others take its state.
+    pub fn reload(&mut self, records: Vec<(Digest32, DeviceRecord)>) {
+        let stored: HashMap<Digest32, DeviceRecord> = records.into_iter().collect();
+        let gone: Vec<Digest32> = self.by_hash.keys().filter(|k| !stored.contains_key(*k)).copied().collect();
+        for k in gone {
+            self.stored(k, None);
+        }
+        for (k, rec) in &stored {
+            self.stored(*k, Some(rec));
+        }
+    }
+
     /// Loads stored authorizations; answers the keys of those that cannot be held (an
     /// unreadable user code), to be deleted.
     pub fn load(records: Vec<(Digest32, DeviceRecord)>) -> (DeviceBook, Vec<Digest32>) {

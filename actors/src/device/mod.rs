@@ -21,6 +21,7 @@ use crate::error::{ErrorCode, OAuthError};
 use crate::metrics::Metrics;
 use crate::runtime::Handle;
 use crate::runtime::commit::{after, log_failure};
+use crate::store::change::Cache;
 use crate::store::device::DeviceRepo;
 pub use crate::store::device::{DeviceRecord, RecordState};
 use crate::time::{Millis, millis};
@@ -78,6 +79,18 @@ pub enum DeviceMsg {
     Committed { key: Digest32, change: Committed },
     /// Removes the codes expired (past their grace) at `now`.
     Sweep { now: Millis },
+    /// Another process decided or removed this authorization: read it again if held.
+    Changed { key: Digest32 },
+    /// The change feed came back after being down: read everything again.
+    Reload { now: Millis },
+    /// Internal: an authorization read from the store (`None` when the lookup found nothing;
+    /// a key with `None` when that key is not stored), then the request that needed it.
+    Fetched {
+        found: Option<(Digest32, Option<DeviceRecord>)>,
+        then: Option<Box<DeviceMsg>>,
+    },
+    /// Internal: every live authorization, read after the feed came back.
+    Reloaded { records: Vec<(Digest32, DeviceRecord)> },
 }
 
 /// Internal follow-ups, sent by the task that awaited a commit or a redemption.
@@ -99,6 +112,7 @@ pub struct DeviceArgs {
     pub metrics: Arc<Metrics>,
     /// When loading: codes expired (past their grace) by then are dropped.
     pub now: Millis,
+    pub cache: Cache,
 }
 
 pub struct DeviceState {
@@ -108,6 +122,7 @@ pub struct DeviceState {
     me: Handle<DeviceMsg>,
     token: Handle<TokenMsg>,
     metrics: Arc<Metrics>,
+    cache: Cache,
 }
 
 impl Actor for DeviceActor {
@@ -129,10 +144,27 @@ impl Actor for DeviceActor {
             me: args.me,
             token: args.token,
             metrics: args.metrics,
+            cache: args.cache,
         })
     }
 
     async fn handle(&self, _myself: ActorRef<DeviceMsg>, msg: DeviceMsg, st: &mut DeviceState) -> Result<(), ActorProcessingErr> {
+        let msg = match msg {
+            DeviceMsg::Fetched { found, then } => {
+                if let Some((key, rec)) = found {
+                    st.book.stored(key, rec.as_ref());
+                }
+                match then {
+                    Some(then) => *then,
+                    None => return Ok(()),
+                }
+            }
+            msg if st.cache.shared => match st.read_through(msg) {
+                Some(msg) => msg,
+                None => return Ok(()),
+            },
+            msg => msg,
+        };
         match msg {
             DeviceMsg::Create {
                 client_id,
@@ -172,12 +204,75 @@ impl Actor for DeviceActor {
             }
             DeviceMsg::Committed { key, change } => st.committed(key, change),
             DeviceMsg::Sweep { now } => st.sweep(now),
+            DeviceMsg::Changed { key } => {
+                if st.book.holds(&key) {
+                    st.fetch(st.repo.get(key), move |rec| Some((key, rec)), None);
+                }
+            }
+            DeviceMsg::Reload { now } => {
+                let (load, me) = (st.repo.load(now.saturating_sub(EXPIRED_GRACE_MS)), st.me.clone());
+                tokio::spawn(async move {
+                    match load.await {
+                        Ok(records) => {
+                            let _ = me.cast(DeviceMsg::Reloaded { records });
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot reload device authorizations"),
+                    }
+                });
+            }
+            DeviceMsg::Reloaded { records } => st.book.reload(records),
+            // Handled above.
+            DeviceMsg::Fetched { .. } => {}
         }
         Ok(())
     }
 }
 
 impl DeviceState {
+    /// On a shared database, a code another process issued is read from the store on first
+    /// use here; if so the read is started and `None` returned. (Pending polls of held codes
+    /// are answered from memory even while the feed is down: a decision missed then arrives
+    /// with the reload that follows.)
+    fn read_through(&self, msg: DeviceMsg) -> Option<DeviceMsg> {
+        match &msg {
+            DeviceMsg::Poll { device_code_hash, .. } if !self.book.holds(device_code_hash) => {
+                let key = *device_code_hash;
+                self.fetch(self.repo.get(key), move |rec| Some((key, rec)), Some(msg));
+                None
+            }
+            DeviceMsg::Lookup { user_code, .. } | DeviceMsg::Decide { user_code, .. } if !self.book.holds_code(user_code) => {
+                let read = self.repo.by_user_code(&String::from_utf8_lossy(user_code));
+                self.fetch(read, |found| found.map(|(key, rec)| (key, Some(rec))), Some(msg));
+                None
+            }
+            _ => Some(msg),
+        }
+    }
+
+    /// Reads from the store off the mailbox, then applies what it found and handles `then`.
+    /// If the read fails, `then` is handled with what memory holds.
+    fn fetch<T: Send + 'static>(
+        &self,
+        read: crate::store::Pending<T>,
+        found: impl FnOnce(T) -> Option<(Digest32, Option<DeviceRecord>)> + Send + 'static,
+        then: Option<DeviceMsg>,
+    ) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            let found = match read.await {
+                Ok(v) => found(v),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read a device authorization from the database");
+                    None
+                }
+            };
+            let _ = me.cast(DeviceMsg::Fetched {
+                found,
+                then: then.map(Box::new),
+            });
+        });
+    }
+
     /// Tells this actor how a write or redemption it started ended.
     fn report(me: &Handle<DeviceMsg>, key: Digest32, change: Committed) {
         let _ = me.cast(DeviceMsg::Committed { key, change });

@@ -228,6 +228,34 @@ impl DirectoryBook {
         Ok((user, changed))
     }
 
+    /// A user as the store has it now (another process created, changed or deleted it).
+    pub fn stored_user(&mut self, id: &str, user: Option<UserRecord>) {
+        match user {
+            Some(u) => {
+                // Another user may have held this name until it was renamed or deleted.
+                if let Some(other) = self.by_username.get(&u.username).filter(|o| **o != u.id).cloned() {
+                    self.remove_user(&other);
+                }
+                self.insert_user(u);
+            }
+            None => {
+                self.remove_user(id);
+            }
+        }
+    }
+
+    /// A client as the store has it now.
+    pub fn stored_client(&mut self, client_id: &str, client: Option<ClientRecord>) {
+        match client {
+            Some(c) => {
+                self.put_client(c);
+            }
+            None => {
+                self.clients.remove(client_id);
+            }
+        }
+    }
+
     /// Seeds the first administrator and client.
     pub fn seed(&mut self, admin: UserRecord, client: ClientRecord) {
         self.insert_user(admin);

@@ -38,7 +38,8 @@ use crate::provider::login::AuthProviderMsg;
 use crate::runtime::commit::{after, rebuild};
 use crate::runtime::{FLOW_TIMEOUT, Handle};
 use crate::session::SessionMsg;
-use crate::store::directory::DirectoryRepo;
+use crate::store::change::Change;
+use crate::store::directory::{DirectoryData, DirectoryRepo};
 pub use crate::store::directory::{AuthSource, ClientRecord, UserRecord};
 use crate::store::{Pending, StoreError};
 use crate::time::Millis;
@@ -76,6 +77,8 @@ pub struct DirectoryState {
     dummy_hash: String,
     repo: Arc<dyn DirectoryRepo>,
     peers: DirectoryPeers,
+    /// A reload is under way, and whether another was asked for meanwhile.
+    reloading: Option<bool>,
 }
 
 impl Actor for DirectoryActor {
@@ -103,6 +106,7 @@ impl Actor for DirectoryActor {
             dummy_hash: password::hash(password::random_password(24)).await?,
             repo: args.repo,
             peers: args.peers,
+            reloading: None,
         };
         st.publish();
         Ok(st)
@@ -110,6 +114,75 @@ impl Actor for DirectoryActor {
 
     async fn handle(&self, myself: ActorRef<DirectoryMsg>, msg: DirectoryMsg, st: &mut DirectoryState) -> Result<(), ActorProcessingErr> {
         match msg {
+            DirectoryMsg::Reload => match st.reloading {
+                Some(_) => st.reloading = Some(true),
+                None => {
+                    st.reloading = Some(false);
+                    let (load, me) = (st.repo.load(), myself.clone());
+                    tokio::spawn(async move {
+                        match load.await {
+                            Ok(data) => {
+                                let _ = me.cast(DirectoryMsg::Reloaded { data });
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot reload users and clients");
+                                let _ = me.cast(DirectoryMsg::Reloaded {
+                                    data: DirectoryData::default(),
+                                });
+                            }
+                        }
+                    });
+                }
+            },
+            DirectoryMsg::Changed { change } => {
+                let me = myself.clone();
+                let (user, client) = match &change {
+                    Change::User(id) => (Some(st.repo.user(id)), None),
+                    Change::Client(id) => (None, Some(st.repo.client(id))),
+                    _ => return Ok(()),
+                };
+                tokio::spawn(async move {
+                    let read = async {
+                        let user = match user {
+                            Some(read) => read.await?,
+                            None => None,
+                        };
+                        let client = match client {
+                            Some(read) => read.await?,
+                            None => None,
+                        };
+                        Ok::<_, StoreError>((user, client))
+                    };
+                    match read.await {
+                        Ok((user, client)) => {
+                            let _ = me.cast(DirectoryMsg::Fetched { change, user, client });
+                        }
+                        // The feed is working, the database is not: read everything later.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read a user or client another process changed");
+                            let _ = me.cast(DirectoryMsg::Reload);
+                        }
+                    }
+                });
+            }
+            DirectoryMsg::Fetched { change, user, client } => {
+                match change {
+                    Change::User(id) => st.book.stored_user(&id, user),
+                    Change::Client(id) => st.book.stored_client(&id, client),
+                    _ => {}
+                }
+                st.publish();
+            }
+            DirectoryMsg::Reloaded { data } => {
+                // A failed read (no seed mark) keeps what is held.
+                if data.seeded {
+                    st.book = DirectoryBook::load(data);
+                    st.publish();
+                }
+                if st.reloading.take() == Some(true) {
+                    let _ = myself.cast(DirectoryMsg::Reload);
+                }
+            }
             DirectoryMsg::Authenticate {
                 username,
                 password,

@@ -4,6 +4,9 @@ use std::sync::Arc;
 
 use ractor::RpcReplyPort;
 
+use crate::store::change::Change;
+use crate::store::directory::DirectoryData;
+
 use super::book::{UserChange, UserRef};
 use super::records::{ClientSpec, DirectoryError, LoginError, UserView};
 use crate::crypto::password::NewPassword;
@@ -89,6 +92,19 @@ pub enum DirectoryMsg {
     },
     ListClients {
         reply: RpcReplyPort<Vec<Arc<ClientRecord>>>,
+    },
+    /// Another process changed this user or client: read it again.
+    Changed { change: Change },
+    /// The change feed is down (this comes every second meanwhile) or just came back: read
+    /// every user and client again.
+    Reload,
+    /// Internal: every user and client, as read for a reload.
+    Reloaded { data: DirectoryData },
+    /// Internal: one user (`Change::User`) or client as read for a change.
+    Fetched {
+        change: Change,
+        user: Option<UserRecord>,
+        client: Option<ClientRecord>,
     },
     /// Internal: the login API accepted `username`; link or create the local record.
     ExternalLogin {

@@ -61,6 +61,19 @@ impl SessionBook {
         (key, rec, new)
     }
 
+    /// Whether the session stored under `key` is held.
+    pub fn holds(&self, key: &Digest32) -> bool {
+        self.sessions.contains_key(key)
+    }
+
+    /// A session as the store has it now (`None`: ended elsewhere).
+    pub fn stored(&mut self, key: Digest32, rec: Option<SessionRecord>) {
+        match rec {
+            Some(rec) => self.sessions.insert(key, rec),
+            None => self.sessions.remove(&key),
+        };
+    }
+
     /// The live session behind a cookie's id.
     pub fn get(&self, id: &str, now: Millis) -> Option<SessionView> {
         self.sessions

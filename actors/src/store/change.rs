@@ -36,6 +36,29 @@ pub enum FeedEvent {
     Resync,
 }
 
+/// How far an owner may trust its memory of the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cache {
+    /// Other processes share the database: what is not in memory may still exist.
+    pub shared: bool,
+    /// The change feed is up: what is in memory is current (within the feed's delay).
+    pub trusted: bool,
+}
+
+impl Cache {
+    /// One process owns the database: memory is the whole truth.
+    pub const ALONE: Cache = Cache {
+        shared: false,
+        trusted: true,
+    };
+
+    /// Whether an answer must be read from the database first: memory missed (`hit` false)
+    /// on a shared database, or the feed is down.
+    pub fn read_through(&self, hit: bool) -> bool {
+        self.shared && (!hit || !self.trusted)
+    }
+}
+
 impl Change {
     /// The wire form: a one-letter kind, then the key (hex for digests).
     pub fn encode(&self) -> String {

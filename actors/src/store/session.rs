@@ -26,6 +26,8 @@ pub trait SessionRepo: Send + Sync {
     fn insert(&self, key: SessionKey, record: &SessionRecord) -> Pending<()>;
     /// Ends sessions; ending one that is not there is not an error.
     fn remove(&self, keys: &[SessionKey]) -> Pending<()>;
+    /// Ends every session of `user_id` but `keep`, wherever it was started; answers how many.
+    fn remove_for_user(&self, user_id: &str, keep: Option<SessionKey>) -> Pending<usize>;
     /// One session as stored now (another process may have started or ended it).
     fn get(&self, key: SessionKey) -> Pending<Option<SessionRecord>>;
 }

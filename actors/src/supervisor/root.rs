@@ -15,7 +15,9 @@ use crate::directory::{DirectoryActor, DirectoryArgs, DirectoryPeers};
 use crate::provider::login::AuthProviderActor;
 use crate::provider::token_service::TokenProviderActor;
 use crate::session::{SessionActor, SessionArgs, SessionMsg};
+use crate::directory::DirectoryMsg;
 use crate::store::Stores;
+use crate::store::change::{Cache, Change, FeedEvent};
 use crate::time::{Millis, millis};
 use crate::token::{TokenActor, TokenArgs, TokenMsg, TokenPeers};
 
@@ -23,6 +25,9 @@ use crate::token::{TokenActor, TokenArgs, TokenMsg, TokenPeers};
 pub const MAX_RESTARTS: usize = 5;
 /// How long a child that used up its restarts stays down before one more try.
 pub const COOL_DOWN: Duration = Duration::from_secs(15);
+/// While a shared database's change feed is down, the directory reloads this often, so a
+/// disabled user or client is refused within it.
+const DEGRADED_RELOAD: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Child {
@@ -60,6 +65,10 @@ pub enum RootMsg {
     ShuttingDown(RpcReplyPort<()>),
     /// Internal: time for the periodic cleanup.
     Cleanup,
+    /// Internal: what the shared database's change feed says, for the owners.
+    Feed(FeedEvent),
+    /// Internal: while the feed is down, the directory reloads every second.
+    ReloadDirectory,
 }
 
 /// Opaque name of a child, carried by [`RootMsg::Restart`].
@@ -76,6 +85,11 @@ pub(super) struct RootArgs {
 
 pub(super) struct RootState {
     args: RootArgs,
+    /// Whether the database is shared, and whether its feed is up now (children started
+    /// later start with it).
+    cache: Cache,
+    /// The directory's reload timer while the feed is down.
+    degraded: Option<ractor::concurrency::JoinHandle<()>>,
     children: HashMap<ActorId, Child>,
     restarts: Restarts<Child>,
     stopping: bool,
@@ -93,8 +107,29 @@ impl Actor for Root {
     type Arguments = RootArgs;
 
     async fn pre_start(&self, myself: ActorRef<RootMsg>, args: RootArgs) -> Result<RootState, ActorProcessingErr> {
+        let feed = if args.config.offline { None } else { args.stores.take_feed() };
+        let cache = if feed.is_some() {
+            Cache {
+                shared: true,
+                trusted: true,
+            }
+        } else {
+            Cache::ALONE
+        };
+        if let Some(mut feed) = feed {
+            let me = myself.clone();
+            tokio::spawn(async move {
+                while let Some(event) = feed.recv().await {
+                    if me.send_message(RootMsg::Feed(event)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         let mut st = RootState {
             args,
+            cache,
+            degraded: None,
             children: HashMap::new(),
             restarts: Restarts::new(MAX_RESTARTS, COOL_DOWN),
             stopping: false,
@@ -134,6 +169,10 @@ impl Actor for Root {
                 let _ = actors.session().cast(SessionMsg::Sweep { now });
                 let before_ms = now.saturating_sub(millis(st.args.config.audit_retention));
                 let _ = actors.audit_actor().cast(AuditMsg::Prune { before_ms });
+            }
+            RootMsg::Feed(event) => st.feed(&myself, event),
+            RootMsg::ReloadDirectory => {
+                let _ = st.args.actors.directory().cast(DirectoryMsg::Reload);
             }
             RootMsg::ShuttingDown(reply) => {
                 st.stopping = true;
@@ -201,6 +240,46 @@ fn children(config: &CoreConfig) -> Vec<Child> {
 }
 
 impl RootState {
+    /// Hands a change to its owner; on the feed going down or up, tells every owner.
+    fn feed(&mut self, myself: &ActorRef<RootMsg>, event: FeedEvent) {
+        let (a, now) = (&self.args.actors, clock());
+        match event {
+            FeedEvent::Changed(Change::Device(key)) => {
+                let _ = a.device().cast(DeviceMsg::Changed { key });
+            }
+            FeedEvent::Changed(Change::Authorization(authorization_id)) => {
+                let _ = a.token().cast(TokenMsg::Changed {
+                    authorization_id,
+                    forget: Vec::new(),
+                });
+            }
+            FeedEvent::Changed(Change::Session(key)) => {
+                let _ = a.session().cast(SessionMsg::Ended { key });
+            }
+            FeedEvent::Changed(change @ (Change::User(_) | Change::Client(_))) => {
+                let _ = a.directory().cast(DirectoryMsg::Changed { change });
+            }
+            FeedEvent::Lost => {
+                self.cache.trusted = false;
+                let _ = a.session().cast(SessionMsg::Feed { up: false, now });
+                let _ = a.token().cast(TokenMsg::Feed { up: false, now });
+                if self.degraded.is_none() {
+                    self.degraded = Some(myself.send_interval(DEGRADED_RELOAD, || RootMsg::ReloadDirectory));
+                }
+            }
+            FeedEvent::Resync => {
+                self.cache.trusted = true;
+                if let Some(timer) = self.degraded.take() {
+                    timer.abort();
+                }
+                let _ = a.session().cast(SessionMsg::Feed { up: true, now });
+                let _ = a.token().cast(TokenMsg::Feed { up: true, now });
+                let _ = a.device().cast(DeviceMsg::Reload { now });
+                let _ = a.directory().cast(DirectoryMsg::Reload);
+            }
+        }
+    }
+
     /// Starts `child` with its repository and peers, as its current incarnation.
     async fn spawn(&mut self, child: Child, me: ActorCell) -> Result<(), ActorProcessingErr> {
         let (a, config, stores, now) = (&self.args.actors, &self.args.config, &self.args.stores, clock());
@@ -233,6 +312,7 @@ impl RootState {
                     max_age: config.session_max_age,
                     repo: stores.session.clone(),
                     now,
+                    cache: self.cache,
                 };
                 a.session().spawn_linked(SessionActor, args, me).await?
             }
@@ -248,6 +328,7 @@ impl RootState {
                         audit: a.audit_sink(),
                         token_api: config.token_api.as_ref().map(|c| (a.token_api().clone(), c.timeout)),
                     },
+                    cache: self.cache,
                 };
                 a.token().spawn_linked(TokenActor, args, me).await?
             }
@@ -259,6 +340,7 @@ impl RootState {
                     token: a.token().clone(),
                     metrics: a.shared_metrics(),
                     now,
+                    cache: self.cache,
                 };
                 a.device().spawn_linked(DeviceActor, args, me).await?
             }

@@ -80,6 +80,21 @@ impl TokenBook {
         self.records.insert(rec.id.clone(), rec);
     }
 
+    /// Records as the store has them now, merged in: new ones added, changed ones replaced, but
+    /// a token revoked or retired here stays so (revocation is final; a read may predate a
+    /// revocation of ours still being committed).
+    pub fn merge(&mut self, records: Vec<TokenRecord>) {
+        for mut r in records {
+            if let Some(held) = self.records.get(&r.id)
+                && held.status != TokenStatus::Active
+                && r.status == TokenStatus::Active
+            {
+                r.status = held.status;
+            }
+            self.upsert(r);
+        }
+    }
+
     /// Applies `records` (new or changed) in memory.
     pub fn apply(&mut self, records: &[TokenRecord]) {
         for r in records {

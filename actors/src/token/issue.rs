@@ -108,7 +108,9 @@ impl TokenState {
         then: Option<TokenMsg>,
     ) {
         self.book.apply(records);
-        let (myself, me) = (myself.clone(), self.peers.me.clone());
+        let (myself, me, shared) = (myself.clone(), self.peers.me.clone(), self.cache.shared);
+        let authorization_id = records.first().map(|r| r.authorization_id.clone());
+        let forget: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
         after(write, move |r| {
             let outcome = match r {
                 Ok(true) => {
@@ -117,8 +119,15 @@ impl TokenState {
                     }
                     Ok(answer)
                 }
+                // Another process got there first: the book ran ahead. On a shared database
+                // only that authorization is read again; otherwise the actor is rebuilt.
                 Ok(false) => {
-                    myself.stop(Some("another process changed these tokens first; rebuilding from the store".into()));
+                    match (shared, authorization_id) {
+                        (true, Some(authorization_id)) => {
+                            let _ = me.cast(TokenMsg::Changed { authorization_id, forget });
+                        }
+                        _ => myself.stop(Some("another process changed these tokens first; rebuilding from the store".into())),
+                    }
                     Err(lost)
                 }
                 Err(e) => {

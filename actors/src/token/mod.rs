@@ -38,6 +38,7 @@ use crate::error::OAuthError;
 use crate::provider::token_service::TokenProviderMsg;
 use crate::runtime::Handle;
 use crate::runtime::commit::{log_failure, reply_when_durable};
+use crate::store::change::Cache;
 use crate::store::token::TokenRepo;
 pub use crate::store::token::{TokenKind, TokenRecord, TokenStatus};
 use crate::time::Secs;
@@ -73,6 +74,7 @@ pub struct TokenArgs {
     pub keys: JwtKeys,
     pub repo: Arc<dyn TokenRepo>,
     pub peers: TokenPeers,
+    pub cache: Cache,
 }
 
 pub struct TokenState {
@@ -85,9 +87,54 @@ pub struct TokenState {
     keys: JwtKeys,
     repo: Arc<dyn TokenRepo>,
     peers: TokenPeers,
+    cache: Cache,
+    /// Counts the feed's ups and downs, so a reload overtaken by another change is not trusted.
+    epoch: u64,
 }
 
 impl TokenState {
+    /// On a shared database: whether `msg` needs its token read from the store first (not
+    /// held here, or the feed is down); if so the read is started and `None` returned.
+    fn read_through(&self, msg: TokenMsg) -> Option<TokenMsg> {
+        let Some((token, hit)) = msg.names(&self.book) else {
+            return Some(msg);
+        };
+        if !self.cache.read_through(hit) {
+            return Some(msg);
+        }
+        let (read, me) = (self.repo.holding(token), self.peers.me.clone());
+        tokio::spawn(async move {
+            match read.await {
+                Ok(records) => {
+                    if let Err(Some(TokenMsg::Fetched { then: Some(msg), .. })) = me.cast(TokenMsg::Fetched {
+                        records,
+                        then: Some(Box::new(msg)),
+                    }) {
+                        msg.unavailable();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot check a token against the database");
+                    msg.unavailable();
+                }
+            }
+        });
+        None
+    }
+
+    /// Starts reading every record of `authorization_id` again.
+    fn refetch(&self, authorization_id: &str) {
+        let (read, me) = (self.repo.authorization(authorization_id), self.peers.me.clone());
+        tokio::spawn(async move {
+            match read.await {
+                Ok(records) => {
+                    let _ = me.cast(TokenMsg::Fetched { records, then: None });
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read an authorization another process changed"),
+            }
+        });
+    }
+
     /// Whether the tokens of `r` may still be used: its client and its user are enabled.
     fn owner_allowed(&self, r: &TokenRecord) -> bool {
         self.peers.clients.borrow().tokens_allowed(&r.client_id, &r.user_id)
@@ -169,10 +216,26 @@ impl Actor for TokenActor {
             keys: args.keys,
             repo: args.repo,
             peers: args.peers,
+            cache: args.cache,
+            epoch: 0,
         })
     }
 
     async fn handle(&self, myself: ActorRef<TokenMsg>, msg: TokenMsg, st: &mut TokenState) -> Result<(), ActorProcessingErr> {
+        let msg = match msg {
+            TokenMsg::Fetched { records, then } => {
+                st.book.merge(records);
+                match then {
+                    Some(then) => *then,
+                    None => return Ok(()),
+                }
+            }
+            msg if st.cache.shared => match st.read_through(msg) {
+                Some(msg) => msg,
+                None => return Ok(()),
+            },
+            msg => msg,
+        };
         match msg {
             TokenMsg::IssueForGrant { grant, now, reply } => st.issue(&myself, grant, now / 1000, reply, None),
             TokenMsg::Refresh {
@@ -256,6 +319,39 @@ impl Actor for TokenActor {
                     log_failure(st.repo.remove(&old, &forget), "delete expired token records");
                 }
             }
+            TokenMsg::Changed { authorization_id, forget } => {
+                for id in &forget {
+                    st.book.remove(id);
+                }
+                st.refetch(&authorization_id);
+            }
+            TokenMsg::Feed { up: false, .. } => {
+                st.epoch += 1;
+                st.cache.trusted = false;
+            }
+            TokenMsg::Feed { up: true, .. } => {
+                st.epoch += 1;
+                let (load, me, epoch) = (st.repo.load(), st.peers.me.clone(), st.epoch);
+                tokio::spawn(async move {
+                    match load.await {
+                        Ok(data) => {
+                            let _ = me.cast(TokenMsg::Reloaded { data, epoch });
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot reload tokens; still reading each through"),
+                    }
+                });
+            }
+            TokenMsg::Reloaded { data, epoch } => {
+                if epoch == st.epoch {
+                    for (authorization_id, at) in data.issued {
+                        st.book.mark_issued(&authorization_id, at);
+                    }
+                    st.book.merge(data.records);
+                    st.cache.trusted = true;
+                }
+            }
+            // Handled above.
+            TokenMsg::Fetched { .. } => {}
         }
         Ok(())
     }

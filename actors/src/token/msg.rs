@@ -9,7 +9,7 @@ use crate::crypto::secret::Digest32;
 use crate::error::OAuthError;
 use crate::provider::CallError;
 use crate::provider::token_service::MintedToken;
-use crate::store::token::TokenRecord;
+use crate::store::token::{TokenData, TokenRecord, TokenRef};
 use crate::time::{Millis, Secs};
 
 /// Messages of the token actor. Every `now` is Unix milliseconds, read at the edge.
@@ -92,11 +92,74 @@ pub enum TokenMsg {
     Issued { authorization_id: String },
     /// Drops records long expired at `now`.
     Sweep { now: Millis },
+    /// Another process issued, refreshed or revoked tokens of this authorization: it is
+    /// read again, after the records `forget` (ones this process wrote ahead and lost a race
+    /// with) are dropped.
+    Changed {
+        authorization_id: String,
+        forget: Vec<String>,
+    },
+    /// The change feed went down (`up` false: read every answer through from the database)
+    /// or came back (reload, then trust memory again).
+    Feed { up: bool, now: Millis },
+    /// Internal: records read from the store (those of one authorization), applied before
+    /// `then` is handled.
+    Fetched {
+        records: Vec<TokenRecord>,
+        then: Option<Box<TokenMsg>>,
+    },
+    /// Internal: everything, read after the feed came back (at feed change `epoch`).
+    Reloaded { data: TokenData, epoch: u64 },
     /// Internal: the token service answered for a pending issuance or refresh.
     Minted {
         pending: AwaitingMint,
         minted: Result<MintedToken, CallError>,
     },
+}
+
+impl TokenMsg {
+    /// The token a request names, and whether `book` holds it: what a read-through fetches.
+    pub(super) fn names(&self, book: &super::TokenBook) -> Option<(TokenRef, bool)> {
+        use super::types::RevokeTarget;
+        let by_hash = |h: &Digest32| TokenRef::Hash(hex::encode(h));
+        match self {
+            TokenMsg::Refresh { token_hash, .. } => Some((by_hash(token_hash), book.refresh_token(token_hash).is_some())),
+            TokenMsg::Validate { jti, .. } => Some((TokenRef::Id(jti.clone()), book.get(jti).is_some())),
+            TokenMsg::ValidateOpaque { token, .. } => {
+                let h = crate::crypto::secret::sha256(token);
+                Some((by_hash(&h), book.minted_access_token(&h).is_some()))
+            }
+            TokenMsg::Introspect { target, .. } | TokenMsg::Revoke { target, .. } => {
+                let r = match target {
+                    RevokeTarget::AccessId(id) => TokenRef::Id(id.clone()),
+                    RevokeTarget::Hash(h) => by_hash(h),
+                };
+                Some((r, book.target(target).is_some()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Answers a request whose token could not be checked against the database: refused, as
+    /// the database is unavailable (introspection says inactive).
+    pub(super) fn unavailable(self) {
+        let err = || OAuthError::unavailable("the database is unavailable; try again shortly");
+        match self {
+            TokenMsg::Refresh { reply, .. } => {
+                let _ = reply.send(Err(err()));
+            }
+            TokenMsg::Validate { reply, .. } | TokenMsg::ValidateOpaque { reply, .. } => {
+                let _ = reply.send(Err(err()));
+            }
+            TokenMsg::Introspect { reply, .. } => {
+                let _ = reply.send(None);
+            }
+            TokenMsg::Revoke { reply, .. } => {
+                let _ = reply.send(Err(err()));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// An issuance or refresh waiting for the token service's answer.

@@ -26,7 +26,12 @@ const LIVENESS_WITHIN: Duration = Duration::from_secs(2);
 
 /// The payload announcing `change` from process `instance`.
 pub(super) fn payload(instance: &str, change: &Change) -> String {
-    format!("{instance}|{}", change.encode())
+    format!("{}{}", prefix(instance), change.encode())
+}
+
+/// What every announcement of process `instance` starts with.
+pub(super) fn prefix(instance: &str) -> String {
+    format!("{instance}|")
 }
 
 /// Listens until the receiver is dropped. `ready` hears once the first `LISTEN` is in place
@@ -105,20 +110,21 @@ async fn session(
         }
     }
     let mut liveness = tokio::time::interval(LIVENESS_EVERY);
-    let own = format!("{instance}|");
+    let own = prefix(instance);
     loop {
         tokio::select! {
             note = notes.recv() => {
                 let Some(note) = note else {
                     break;
                 };
-                if note.starts_with(&own) {
-                    continue;
-                }
                 let Some(change) = note.split_once('|').and_then(|(_, c)| Change::decode(c)) else {
                     tracing::warn!(payload = %note, "ignoring an unreadable change announcement");
                     continue;
                 };
+                // A process's own changes are in its memory already.
+                if note.starts_with(&own) {
+                    continue;
+                }
                 if events.send(FeedEvent::Changed(change)).is_err() {
                     return Ended::ReceiverGone;
                 }

@@ -189,6 +189,11 @@ pub(super) struct Db {
 }
 
 impl Db {
+    /// The prefix of this process's announcements (for statements that build their own).
+    fn announcer(&self) -> String {
+        feed::prefix(&self.instance)
+    }
+
     /// A statement announcing `changes` to the other processes, sent with the write it joins
     /// (and so only if that write commits).
     fn announce(&self, changes: &[Change]) -> writer::Stmt {

@@ -52,6 +52,21 @@ impl SessionRepo for Sessions {
         Box::pin(async move { write?.await.map(|_| ()) })
     }
 
+    fn remove_for_user(&self, user_id: &str, keep: Option<SessionKey>) -> Pending<usize> {
+        // One statement deletes and announces each session it deleted, so a session started
+        // elsewhere up to the commit goes too.
+        let write = self.0.writer.submit_counted(vec![Stmt::exec(
+            "WITH gone AS (DELETE FROM sessions WHERE user_id = $1 AND key <> $2 RETURNING key) \
+             SELECT pg_notify('authgate', $3 || 's' || encode(key, 'hex')) FROM gone",
+            vec![
+                Box::new(user_id.to_owned()),
+                Box::new(keep.map(|k| k.to_vec()).unwrap_or_default()),
+                Box::new(self.0.announcer()),
+            ],
+        )]);
+        Box::pin(async move { Ok(usize::try_from(write.await?).unwrap_or(usize::MAX)) })
+    }
+
     fn get(&self, key: SessionKey) -> Pending<Option<SessionRecord>> {
         let db = self.0.clone();
         Box::pin(async move {

@@ -40,12 +40,20 @@ impl Stmt {
     }
 }
 
-/// A write: its statements, applied together; answers whether every condition held.
+/// A write: its statements, applied together.
 struct Job {
     stmts: Vec<Stmt>,
-    /// A unique index refusing this write is a lost race (`Ok(false)`), not an error.
+    /// A unique index refusing this write is a lost race ([`Outcome::Refused`]), not an error.
     unique_is_false: bool,
-    reply: oneshot::Sender<Result<bool, StoreError>>,
+    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+/// How a committed write went.
+enum Outcome {
+    /// Per statement: a condition's 1 (held) or 0, else the rows it affected.
+    Done(Vec<u64>),
+    /// A unique index refused it; nothing was written.
+    Refused,
 }
 
 #[derive(Clone)]
@@ -98,17 +106,40 @@ impl Writer {
         Writer { tx, stats }
     }
 
-    /// Queues a write now (so writes keep call order); the future answers after its commit.
+    /// Queues a write now (so writes keep call order); the future answers after its commit,
+    /// whether every condition held.
     pub fn submit(&self, stmts: Vec<Stmt>) -> Pending<bool> {
-        self.queue(stmts, false)
+        self.held(stmts, false)
     }
 
     /// As [`Writer::submit`], with a unique-index refusal answered `Ok(false)`.
     pub fn submit_unique(&self, stmts: Vec<Stmt>) -> Pending<bool> {
-        self.queue(stmts, true)
+        self.held(stmts, true)
     }
 
-    fn queue(&self, stmts: Vec<Stmt>, unique_is_false: bool) -> Pending<bool> {
+    /// As [`Writer::submit`], answering how many rows the first statement affected.
+    pub fn submit_counted(&self, stmts: Vec<Stmt>) -> Pending<u64> {
+        let done = self.queue(stmts, false);
+        Box::pin(async move {
+            match done.await? {
+                Outcome::Done(counts) => Ok(counts.first().copied().unwrap_or(0)),
+                Outcome::Refused => Ok(0),
+            }
+        })
+    }
+
+    fn held(&self, stmts: Vec<Stmt>, unique_is_false: bool) -> Pending<bool> {
+        let checks: Vec<bool> = stmts.iter().map(|s| s.check).collect();
+        let done = self.queue(stmts, unique_is_false);
+        Box::pin(async move {
+            match done.await? {
+                Outcome::Done(counts) => Ok(counts.iter().zip(checks).all(|(n, check)| !check || *n > 0)),
+                Outcome::Refused => Ok(false),
+            }
+        })
+    }
+
+    fn queue(&self, stmts: Vec<Stmt>, unique_is_false: bool) -> Pending<Outcome> {
         let (reply, answer) = oneshot::channel();
         let sent = if self.stats.closed.load(Ordering::Acquire) {
             false
@@ -165,8 +196,8 @@ async fn commit(pool: &Pool, jobs: &mut Vec<Job>) -> bool {
             Ok(outcomes) => {
                 let mut outcomes = outcomes.into_iter();
                 for job in jobs.drain(..) {
-                    let held = outcomes.by_ref().take(job.stmts.len()).all(|held| held);
-                    let _ = job.reply.send(Ok(held));
+                    let counts = outcomes.by_ref().take(job.stmts.len()).collect();
+                    let _ = job.reply.send(Ok(Outcome::Done(counts)));
                 }
                 return true;
             }
@@ -183,8 +214,8 @@ async fn commit(pool: &Pool, jobs: &mut Vec<Job>) -> bool {
     let mut took = true;
     for job in std::mem::take(jobs) {
         let answer = match apply(pool, &[job.stmts.as_slice()]).await {
-            Ok(outcomes) => Ok(outcomes.into_iter().all(|held| held)),
-            Err(StoreError::Storage(m)) if job.unique_is_false && m.starts_with(UNIQUE_VIOLATION) => Ok(false),
+            Ok(counts) => Ok(Outcome::Done(counts)),
+            Err(StoreError::Storage(m)) if job.unique_is_false && m.starts_with(UNIQUE_VIOLATION) => Ok(Outcome::Refused),
             Err(e) => {
                 took &= !matches!(e, StoreError::Unavailable(_));
                 Err(e)
@@ -196,7 +227,7 @@ async fn commit(pool: &Pool, jobs: &mut Vec<Job>) -> bool {
 }
 
 /// Runs the statements in one transaction, pipelined; each statement's outcome in order.
-async fn apply(pool: &Pool, jobs: &[&[Stmt]]) -> Result<Vec<bool>, StoreError> {
+async fn apply(pool: &Pool, jobs: &[&[Stmt]]) -> Result<Vec<u64>, StoreError> {
     let mut client = pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.map_err(db_error)?;
     // Prepare each distinct statement once (cached per connection), then send them all.
@@ -214,11 +245,11 @@ async fn apply(pool: &Pool, jobs: &[&[Stmt]]) -> Result<Vec<bool>, StoreError> {
     Ok(outcomes)
 }
 
-async fn run_one(tx: &deadpool_postgres::Transaction<'_>, p: &tokio_postgres::Statement, stmt: &Stmt) -> Result<bool, tokio_postgres::Error> {
+async fn run_one(tx: &deadpool_postgres::Transaction<'_>, p: &tokio_postgres::Statement, stmt: &Stmt) -> Result<u64, tokio_postgres::Error> {
     let params: Vec<&(dyn ToSql + Sync)> = stmt.params.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
     if stmt.check {
-        tx.query_one(p, &params).await?.try_get::<_, bool>(0)
+        Ok(u64::from(tx.query_one(p, &params).await?.try_get::<_, bool>(0)?))
     } else {
-        tx.execute(p, &params).await.map(|_| true)
+        tx.execute(p, &params).await
     }
 }

@@ -17,6 +17,34 @@ impl SessionRepo for Sessions {
         self.0.submit_encoded(|| Ok(vec![Op::put(Table::Sessions, key.to_vec(), record)?]))
     }
 
+    fn remove_for_user(&self, user_id: &str, keep: Option<SessionKey>) -> Pending<usize> {
+        let (engine, user_id) = (self.0.clone(), user_id.to_owned());
+        Box::pin(async move {
+            // One process writes this file, so nothing starts a session between the two steps
+            // that the owner's book does not already know of.
+            let keys = engine
+                .read(move |r| {
+                    let mut keys = Vec::new();
+                    r.scan(Table::Sessions, |k, v| {
+                        if let (Ok(key), Ok(rec)) = (SessionKey::try_from(k), decode::<SessionRecord>(v))
+                            && rec.user_id == user_id
+                            && Some(key) != keep
+                        {
+                            keys.push(key);
+                        }
+                        Ok(())
+                    })?;
+                    Ok(keys)
+                })
+                .await?;
+            let n = keys.len();
+            engine
+                .submit(keys.iter().map(|k| Op::delete(Table::Sessions, k.to_vec())).collect())
+                .await?;
+            Ok(n)
+        })
+    }
+
     fn get(&self, key: SessionKey) -> Pending<Option<SessionRecord>> {
         self.0.read(move |r| r.get(Table::Sessions, &key[..])?.map(|v| decode(&v)).transpose())
     }
