@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use authgate_actors::crypto::keys::{KeyOptions, SigningAlg};
-use authgate_actors::runtime::retry::RetryPolicy;
 use authgate_actors::provider::{ServiceAuth, ServiceConfig};
+use authgate_actors::runtime::retry::RetryPolicy;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, ValueEnum};
 use hyper::header::{HeaderName, HeaderValue};

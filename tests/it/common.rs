@@ -161,6 +161,15 @@ pub fn test_postgres() -> Option<String> {
     Some(dsn)
 }
 
+/// The name of the PostgreSQL database of test directory `dir`.
+pub fn database_name(dir: &Path) -> String {
+    use sha2::Digest;
+    format!(
+        "it_{}",
+        &hex::encode(sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes()))[..24]
+    )
+}
+
 /// The settings (environment names and values) that put a server or a command on the test
 /// database of `dir`: its redb file, or on PostgreSQL a database of its own, named after `dir`
 /// (so a restart in the same `dir` finds the same data) and created on first use.
@@ -168,8 +177,7 @@ pub async fn database_env(dir: &Path) -> Vec<(&'static str, String)> {
     let Some(admin) = test_postgres() else {
         return vec![("DATABASE_PATH", db_path(dir).display().to_string())];
     };
-    use sha2::Digest;
-    let name = format!("it_{}", &hex::encode(sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes()))[..24]);
+    let name = database_name(dir);
     let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
         .await
         .expect("the test PostgreSQL server");

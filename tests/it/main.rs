@@ -7,6 +7,7 @@
 
 mod browser;
 mod cli;
+mod cluster;
 mod common;
 mod daemon;
 mod demo_client;

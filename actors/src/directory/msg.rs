@@ -94,12 +94,16 @@ pub enum DirectoryMsg {
         reply: RpcReplyPort<Vec<Arc<ClientRecord>>>,
     },
     /// Another process changed this user or client: read it again.
-    Changed { change: Change },
+    Changed {
+        change: Change,
+    },
     /// The change feed is down (this comes every second meanwhile) or just came back: read
     /// every user and client again.
     Reload,
     /// Internal: every user and client, as read for a reload.
-    Reloaded { data: DirectoryData },
+    Reloaded {
+        data: DirectoryData,
+    },
     /// Internal: one user (`Change::User`) or client as read for a change.
     Fetched {
         change: Change,

@@ -17,9 +17,9 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 pub use self::book::{NewSession, SessionBook, SessionView};
+use crate::crypto::secret::{self, Digest32};
 use crate::error::OAuthError;
 use crate::runtime::commit::{log_failure, reply_when_durable};
-use crate::crypto::secret::{self, Digest32};
 use crate::store::change::Cache;
 use crate::store::session::{SessionRecord, SessionRepo};
 use crate::time::{Millis, millis};

@@ -124,6 +124,10 @@ impl TokenState {
                 Ok(false) => {
                     match (shared, authorization_id) {
                         (true, Some(authorization_id)) => {
+                            // Settled all the same (an issuance no longer in flight).
+                            if let Some(msg) = then {
+                                let _ = me.cast(msg);
+                            }
                             let _ = me.cast(TokenMsg::Changed { authorization_id, forget });
                         }
                         _ => myself.stop(Some("another process changed these tokens first; rebuilding from the store".into())),

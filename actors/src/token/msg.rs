@@ -95,10 +95,7 @@ pub enum TokenMsg {
     /// Another process issued, refreshed or revoked tokens of this authorization: it is
     /// read again, after the records `forget` (ones this process wrote ahead and lost a race
     /// with) are dropped.
-    Changed {
-        authorization_id: String,
-        forget: Vec<String>,
-    },
+    Changed { authorization_id: String, forget: Vec<String> },
     /// The change feed went down (`up` false: read every answer through from the database)
     /// or came back (reload, then trust memory again).
     Feed { up: bool, now: Millis },

@@ -3,8 +3,8 @@
 
 use super::writer::Stmt;
 use super::writer::db_error;
-use crate::store::change::Change;
 use super::{Db, decode, int, json};
+use crate::store::change::Change;
 use crate::store::device::{DeviceKey, DeviceRecord, DeviceRepo, RecordState};
 use crate::store::port::Pending;
 use crate::time::Millis;
@@ -68,12 +68,13 @@ impl DeviceRepo for Devices {
 
     fn decide(&self, key: DeviceKey, record: &DeviceRecord) -> Pending<bool> {
         let write = json(record).map(|r| {
-            self.0.writer.submit(vec![Stmt::check(
-                "WITH d AS (UPDATE device_codes SET status = $2, record = $3::text::jsonb \
+            self.0.writer.submit(vec![
+                Stmt::check(
+                    "WITH d AS (UPDATE device_codes SET status = $2, record = $3::text::jsonb \
                  WHERE key = $1 AND status = 'pending' RETURNING 1) SELECT EXISTS (SELECT 1 FROM d)",
-                vec![Box::new(key.to_vec()), Box::new(status(record)), Box::new(r)],
-            ),
-            self.0.announce(&[Change::Device(key)]),
+                    vec![Box::new(key.to_vec()), Box::new(status(record)), Box::new(r)],
+                ),
+                self.0.announce(&[Change::Device(key)]),
             ])
         });
         Box::pin(async move { write?.await })
@@ -96,10 +97,7 @@ impl DeviceRepo for Devices {
         Box::pin(async move {
             let client = db.client().await?;
             let row = client
-                .query_opt(
-                    "SELECT key, record::text FROM device_codes WHERE user_code = $1",
-                    &[&user_code],
-                )
+                .query_opt("SELECT key, record::text FROM device_codes WHERE user_code = $1", &[&user_code])
                 .await
                 .map_err(db_error)?;
             Ok(row.and_then(|r| Some((key_of(r.get(0))?, decode(r.get(1)).ok()?))))
@@ -108,7 +106,11 @@ impl DeviceRepo for Devices {
 
     fn remove(&self, keys: &[DeviceKey]) -> Pending<()> {
         let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
-        let changes: Vec<Change> = keys.iter().filter_map(|k| k.as_slice().try_into().ok()).map(Change::Device).collect();
+        let changes: Vec<Change> = keys
+            .iter()
+            .filter_map(|k| k.as_slice().try_into().ok())
+            .map(Change::Device)
+            .collect();
         let write = self.0.writer.submit(vec![
             Stmt::exec("DELETE FROM device_codes WHERE key = ANY($1)", vec![Box::new(keys)]),
             self.0.announce(&changes),

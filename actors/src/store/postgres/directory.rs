@@ -51,21 +51,22 @@ impl DirectoryRepo for Directory {
         };
         self.0.writer.submit(vec![
             Stmt::check(
-            "WITH mark AS (INSERT INTO meta (name, value) VALUES ('seeded', 'true') ON CONFLICT DO NOTHING RETURNING 1), \
+                "WITH mark AS (INSERT INTO meta (name, value) VALUES ('seeded', 'true') ON CONFLICT DO NOTHING RETURNING 1), \
              u AS (INSERT INTO users (id, username, record) SELECT $1, $2, $3::text::jsonb WHERE EXISTS (SELECT 1 FROM mark) \
                    ON CONFLICT DO NOTHING), \
              c AS (INSERT INTO clients (client_id, record) SELECT $4, $5::text::jsonb WHERE EXISTS (SELECT 1 FROM mark) \
                    ON CONFLICT DO NOTHING) \
              SELECT EXISTS (SELECT 1 FROM mark)",
-            vec![
-                Box::new(admin.id.clone()),
-                Box::new(admin.username.clone()),
-                Box::new(a),
-                Box::new(client.client_id.clone()),
-                Box::new(c),
-            ],
+                vec![
+                    Box::new(admin.id.clone()),
+                    Box::new(admin.username.clone()),
+                    Box::new(a),
+                    Box::new(client.client_id.clone()),
+                    Box::new(c),
+                ],
             ),
-            self.0.announce(&[Change::User(admin.id.clone()), Change::Client(client.client_id.clone())]),
+            self.0
+                .announce(&[Change::User(admin.id.clone()), Change::Client(client.client_id.clone())]),
         ])
     }
 
@@ -83,13 +84,10 @@ impl DirectoryRepo for Directory {
     }
 
     fn remove_user(&self, id: &str) -> Pending<()> {
-        let write = self
-            .0
-            .writer
-            .submit(vec![
-                Stmt::exec("DELETE FROM users WHERE id = $1", vec![Box::new(id.to_owned())]),
-                self.0.announce(&[Change::User(id.to_owned())]),
-            ]);
+        let write = self.0.writer.submit(vec![
+            Stmt::exec("DELETE FROM users WHERE id = $1", vec![Box::new(id.to_owned())]),
+            self.0.announce(&[Change::User(id.to_owned())]),
+        ]);
         Box::pin(async move { write.await.map(|_| ()) })
     }
 

@@ -17,6 +17,8 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use crate::store::change::{Change, FeedEvent};
 use crate::store::port::StoreError;
 
+/// How the listening connections show in `pg_stat_activity`.
+pub(super) const APPLICATION_NAME: &str = "authgate-feed";
 /// The channel every AuthGate process of one database listens on.
 pub(super) const CHANNEL: &str = "authgate";
 /// How often the listening connection is asked to prove it is alive.

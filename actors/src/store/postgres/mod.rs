@@ -79,7 +79,9 @@ pub async fn open(options: PgOptions) -> Result<Stores, StoreError> {
     let instance = uuid::Uuid::new_v4().simple().to_string();
     let (events, feed) = tokio::sync::mpsc::unbounded_channel();
     let (ready, listening) = tokio::sync::oneshot::channel();
-    let listener = tokio::spawn(feed::listen(config.clone(), instance.clone(), events, ready));
+    let mut feed_config = config.clone();
+    feed_config.application_name(feed::APPLICATION_NAME);
+    let listener = tokio::spawn(feed::listen(feed_config, instance.clone(), events, ready));
     listening.await.unwrap_or(Err(StoreError::Closed))?;
     let manager = Manager::from_config(
         config,
@@ -126,17 +128,14 @@ async fn migrate(config: &tokio_postgres::Config, wait: Duration) -> Result<(), 
     let connecting = retry::run(
         policy,
         || async {
-            config
-                .connect(NoTls)
-                .await
-                .map_err(|e| match e.as_db_error() {
-                    // The server answered and said no (a wrong password, no such database).
-                    Some(db) => Failure::Fail(StoreError::Config(db.message().to_owned())),
-                    None => Failure::Retry {
-                        error: StoreError::Unavailable(writer::with_cause(&e)),
-                        after: None,
-                    },
-                })
+            config.connect(NoTls).await.map_err(|e| match e.as_db_error() {
+                // The server answered and said no (a wrong password, no such database).
+                Some(db) => Failure::Fail(StoreError::Config(db.message().to_owned())),
+                None => Failure::Retry {
+                    error: StoreError::Unavailable(writer::with_cause(&e)),
+                    after: None,
+                },
+            })
         },
         |e, wait| tracing::warn!(error = %e, retry_in = ?wait, "the database is not reachable yet"),
     );

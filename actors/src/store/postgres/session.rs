@@ -81,7 +81,11 @@ impl SessionRepo for Sessions {
 
     fn remove(&self, keys: &[SessionKey]) -> Pending<()> {
         let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
-        let changes: Vec<Change> = keys.iter().filter_map(|k| k.as_slice().try_into().ok()).map(Change::Session).collect();
+        let changes: Vec<Change> = keys
+            .iter()
+            .filter_map(|k| k.as_slice().try_into().ok())
+            .map(Change::Session)
+            .collect();
         let write = self.0.writer.submit(vec![
             Stmt::exec("DELETE FROM sessions WHERE key = ANY($1)", vec![Box::new(keys)]),
             self.0.announce(&changes),

@@ -22,7 +22,10 @@ pub(crate) async fn fresh_database(tag: &str) -> Option<String> {
     let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("test server");
     tokio::spawn(conn);
     let name = format!("t_{tag}_{}", uuid::Uuid::new_v4().simple());
-    client.execute(&format!("CREATE DATABASE {name}"), &[]).await.expect("create database");
+    client
+        .execute(&format!("CREATE DATABASE {name}"), &[])
+        .await
+        .expect("create database");
     Some(format!("{admin} dbname={name}"))
 }
 
@@ -95,7 +98,11 @@ async fn racing_processes_win_once() {
     });
     let won: Vec<bool> = join_all(rotations).await;
     assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
-    assert_eq!(a.token.load().await.unwrap().records.len(), 3, "the winner's two tokens and the retired one");
+    assert_eq!(
+        a.token.load().await.unwrap().records.len(),
+        3,
+        "the winner's two tokens and the retired one"
+    );
 
     // Revocation is final: a stale copy written as active does not bring a token back.
     let revoked = token("a0x", TokenKind::Access, TokenStatus::Revoked);
@@ -105,7 +112,10 @@ async fn racing_processes_win_once() {
         .await
         .unwrap();
     let stored = a.token.load().await.unwrap();
-    assert_eq!(stored.records.iter().find(|r| r.id == "a0x").map(|r| r.status), Some(TokenStatus::Revoked));
+    assert_eq!(
+        stored.records.iter().find(|r| r.id == "a0x").map(|r| r.status),
+        Some(TokenStatus::Revoked)
+    );
 
     let key = [3u8; 32];
     let pending = DeviceRecord {
@@ -169,7 +179,10 @@ async fn a_taken_username_is_refused_and_spoils_no_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_schema_and_a_bad_dsn_are_refused() {
     assert!(matches!(super::parse_dsn("host=/tmp port=notanumber"), Err(StoreError::Config(_))));
-    assert!(matches!(super::parse_dsn("postgres://u@h/db?sslmode=bogus"), Err(StoreError::Config(_))));
+    assert!(matches!(
+        super::parse_dsn("postgres://u@h/db?sslmode=bogus"),
+        Err(StoreError::Config(_))
+    ));
     let Some(dsn) = fresh_database("newer").await else { return };
     open_on(&dsn).await.close().await;
     let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await.unwrap();

@@ -7,8 +7,8 @@
 
 use super::writer::{Stmt, db_error};
 use super::{Db, decode, int, json};
-use crate::store::port::{Pending, StoreError};
 use crate::store::change::Change;
+use crate::store::port::{Pending, StoreError};
 use crate::store::token::{TokenData, TokenRecord, TokenRef, TokenRepo};
 
 pub(super) struct Tokens(pub Db);
@@ -128,10 +128,10 @@ impl TokenRepo for Tokens {
         }
         match json(&records) {
             Ok(rows) => {
-                let write = self
-                    .0
-                    .writer
-                    .submit(vec![Stmt::exec(SQL, vec![Box::new(rows)]), self.0.announce(&authorizations(records))]);
+                let write = self.0.writer.submit(vec![
+                    Stmt::exec(SQL, vec![Box::new(rows)]),
+                    self.0.announce(&authorizations(records)),
+                ]);
                 Box::pin(async move { write.await.map(|_| ()) })
             }
             Err(e) => failed(e),

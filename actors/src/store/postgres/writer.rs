@@ -245,7 +245,11 @@ async fn apply(pool: &Pool, jobs: &[&[Stmt]]) -> Result<Vec<u64>, StoreError> {
     Ok(outcomes)
 }
 
-async fn run_one(tx: &deadpool_postgres::Transaction<'_>, p: &tokio_postgres::Statement, stmt: &Stmt) -> Result<u64, tokio_postgres::Error> {
+async fn run_one(
+    tx: &deadpool_postgres::Transaction<'_>,
+    p: &tokio_postgres::Statement,
+    stmt: &Stmt,
+) -> Result<u64, tokio_postgres::Error> {
     let params: Vec<&(dyn ToSql + Sync)> = stmt.params.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
     if stmt.check {
         Ok(u64::from(tx.query_one(p, &params).await?.try_get::<_, bool>(0)?))

@@ -34,7 +34,8 @@ impl DeviceRepo for Devices {
     }
 
     fn get(&self, key: DeviceKey) -> Pending<Option<DeviceRecord>> {
-        self.0.read(move |r| r.get(Table::DeviceCodes, &key[..])?.map(|v| decode(&v)).transpose())
+        self.0
+            .read(move |r| r.get(Table::DeviceCodes, &key[..])?.map(|v| decode(&v)).transpose())
     }
 
     fn by_user_code(&self, user_code: &str) -> Pending<Option<(DeviceKey, DeviceRecord)>> {

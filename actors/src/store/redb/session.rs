@@ -46,7 +46,8 @@ impl SessionRepo for Sessions {
     }
 
     fn get(&self, key: SessionKey) -> Pending<Option<SessionRecord>> {
-        self.0.read(move |r| r.get(Table::Sessions, &key[..])?.map(|v| decode(&v)).transpose())
+        self.0
+            .read(move |r| r.get(Table::Sessions, &key[..])?.map(|v| decode(&v)).transpose())
     }
 
     fn remove(&self, keys: &[SessionKey]) -> Pending<()> {

@@ -1,0 +1,330 @@
+//! Several AuthGate instances on one PostgreSQL database, each a real server on loopback,
+//! spoken to over HTTP: what one instance does, the others see (at once or within a second),
+//! and what must happen once happens once across all of them.
+//!
+//! These need the suite's PostgreSQL (`AUTHGATE_TEST_BACKEND=postgres`, as `scripts/test.sh`
+//! runs it); in the redb pass they say so and stop, since one redb file has one process.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::common::*;
+
+/// `n` instances on one new database (the first one seeds it), with `extra` settings each.
+async fn cluster(n: usize, extra: &[&str]) -> Option<Vec<TestServer>> {
+    if test_postgres().is_none() {
+        eprintln!("cluster tests need PostgreSQL (AUTHGATE_TEST_BACKEND=postgres); skipped on redb");
+        return None;
+    }
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        nodes.push(TestServer::start_in(dir.clone(), extra).await);
+    }
+    Some(nodes)
+}
+
+async fn stop(nodes: Vec<TestServer>) {
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// Polls `check` every 20 ms until it holds or `within` passes; whether it held, and when.
+async fn eventually<F, Fut>(within: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return Some(started.elapsed());
+        }
+        if started.elapsed() > within {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn tokeninfo(s: &TestServer, access: &str) -> StatusCode {
+    get_json(&s.url("/oauth/tokeninfo"), Some(access)).await.0
+}
+
+async fn refresh(s: &TestServer, refresh_token: &str) -> (StatusCode, Value) {
+    post_form(
+        &s.url("/oauth/token"),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", &s.client_id),
+        ],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_code_from_a_is_approved_on_b_and_redeemed_on_c() {
+    let Some(nodes) = cluster(3, &[]).await else { return };
+    let [a, b, c] = [&nodes[0], &nodes[1], &nodes[2]];
+    let dc = a.device_code(&a.client_id).await;
+    let (device_code, user_code) = (dc["device_code"].as_str().unwrap(), dc["user_code"].as_str().unwrap());
+    // Pending on every instance, including those that never saw the code.
+    for n in &nodes {
+        let (status, body) = n.poll(&n.client_id, device_code).await;
+        assert_eq!(body["error"], "authorization_pending", "{status} {body}");
+    }
+    let person = Person::new();
+    person.login(b, "admin", ADMIN_PASSWORD).await;
+    let (status, page) = person.decide(b, user_code, true).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    // Redeemed on C (the poll interval is 1 s; wait it out).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, tokens) = c.poll(&c.client_id, device_code).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap();
+    // The code is spent everywhere, and the token is known everywhere.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for n in [a, b] {
+        let (status, body) = n.poll(&n.client_id, device_code).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"], "invalid_grant", "{body}");
+        assert_eq!(tokeninfo(n, access).await, StatusCode::OK);
+    }
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_redemptions_over_three_instances_succeed_once() {
+    let Some(nodes) = cluster(3, &[]).await else { return };
+    let a = &nodes[0];
+    let dc = a.device_code(&a.client_id).await;
+    let device_code = dc["device_code"].as_str().unwrap().to_owned();
+    let person = Person::new();
+    person.login(a, "admin", ADMIN_PASSWORD).await;
+    let (status, _) = person.decide(a, dc["user_code"].as_str().unwrap(), true).await;
+    assert_eq!(status, StatusCode::OK);
+    // Let every instance hear of the approval, so each can try to redeem.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let polls: Vec<_> = (0..20)
+        .map(|i| {
+            let (url, client_id, code) = (nodes[i % 3].url("/oauth/token"), a.client_id.clone(), device_code.clone());
+            tokio::spawn(async move {
+                post_form(
+                    &url,
+                    &[("grant_type", DEVICE_GRANT), ("device_code", &code), ("client_id", &client_id)],
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for p in polls {
+        answers.push(p.await.unwrap());
+    }
+    let won = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    assert_eq!(won, 1, "{answers:?}");
+    for (status, body) in &answers {
+        assert!(status.is_success() || status.is_client_error(), "{status} {body}");
+    }
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotation_race_over_two_instances_wins_once_and_reuse_revokes_everywhere() {
+    let Some(nodes) = cluster(3, &["--enable-token-rotation", "true"]).await else {
+        return;
+    };
+    let [a, b, c] = [&nodes[0], &nodes[1], &nodes[2]];
+    let tokens = a.tokens_for(&a.client_id).await;
+    let old = tokens["refresh_token"].as_str().unwrap().to_owned();
+    // B and C hear of the new tokens.
+    let access = tokens["access_token"].as_str().unwrap();
+    assert!(
+        eventually(Duration::from_secs(1), || async { tokeninfo(b, access).await == StatusCode::OK })
+            .await
+            .is_some()
+    );
+
+    let (ra, rb) = tokio::join!(refresh(a, &old), refresh(b, &old));
+    let winners: Vec<&Value> = [&ra, &rb]
+        .into_iter()
+        .filter(|(s, _)| *s == StatusCode::OK)
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(winners.len(), 1, "{ra:?} {rb:?}");
+    let new_refresh = winners[0]["refresh_token"].as_str().unwrap().to_owned();
+    let new_access = winners[0]["access_token"].as_str().unwrap().to_owned();
+    for (status, body) in [&ra, &rb] {
+        assert!(*status == StatusCode::OK || body["error"] == "invalid_grant", "{status} {body}");
+    }
+
+    // The replaced token presented again (on C): the whole authorization is revoked, on every
+    // instance, within a second.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = refresh(c, &old).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    for n in [a, b, c] {
+        let dead = eventually(Duration::from_secs(1), || async {
+            tokeninfo(n, &new_access).await == StatusCode::UNAUTHORIZED
+        })
+        .await;
+        assert!(dead.is_some(), "the new access token still works on {}", n.base);
+    }
+    for n in [a, b] {
+        let (status, body) = refresh(n, &new_refresh).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_on_a_reaches_b_and_c_within_a_second() {
+    let Some(nodes) = cluster(3, &[]).await else { return };
+    let [a, b, c] = [&nodes[0], &nodes[1], &nodes[2]];
+    let tokens = a.tokens_for(&a.client_id).await;
+    let (access, refresh_token) = (tokens["access_token"].as_str().unwrap(), tokens["refresh_token"].as_str().unwrap());
+    for n in [b, c] {
+        assert_eq!(tokeninfo(n, access).await, StatusCode::OK);
+        let (status, body) = post_form(&n.url("/oauth/introspect"), &[("token", access), ("client_id", &n.client_id)]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, _) = post_form(&a.url("/oauth/revoke"), &[("token", refresh_token), ("client_id", &a.client_id)]).await;
+    assert_eq!(status, StatusCode::OK);
+    for n in [b, c] {
+        let seen = eventually(Duration::from_secs(1), || async {
+            let info = tokeninfo(n, access).await == StatusCode::UNAUTHORIZED;
+            let (_, body) = post_form(&n.url("/oauth/introspect"), &[("token", access), ("client_id", &n.client_id)]).await;
+            info && body["active"] == false
+        })
+        .await;
+        assert!(seen.is_some(), "{} still accepts a revoked token after 1 s", n.base);
+        let (status, _) = refresh(n, refresh_token).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sign_out_on_a_ends_the_session_on_b_and_a_user_disabled_on_a_cannot_sign_in_on_c() {
+    let Some(nodes) = cluster(3, &[]).await else { return };
+    let [a, b, c] = [&nodes[0], &nodes[1], &nodes[2]];
+    // One browser, one cookie, any instance.
+    let person = Person::new();
+    person.login(a, "admin", ADMIN_PASSWORD).await;
+    let (status, page, _) = person.get(&b.url("/device")).await;
+    assert_eq!(status, StatusCode::OK, "the session started on A works on B");
+    let csrf = csrf_of(&page);
+    let (status, _, _) = person.post(&a.url("/logout"), &[("csrf_token", &csrf)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let out = eventually(Duration::from_secs(1), || async {
+        person.get(&b.url("/device")).await.0 == StatusCode::SEE_OTHER
+    })
+    .await;
+    assert!(out.is_some(), "the cookie still works on B after signing out on A");
+
+    // A user created and disabled on A, by an administrator there.
+    a.create_user("erin", "erin-password-1").await;
+    let erin = Person::new();
+    erin.login(c, "erin", "erin-password-1").await;
+    let admin = Person::new();
+    admin.login(a, "admin", ADMIN_PASSWORD).await;
+    let (_, page, _) = admin.get(&a.url("/admin/users?q=erin")).await;
+    let id_at = page.find("/admin/users/").expect("a user row");
+    let erin_id: String = page[id_at + "/admin/users/".len()..].chars().take_while(|ch| *ch != '/').collect();
+    let (status, _, _) = admin
+        .post(
+            &a.url(&format!("/admin/users/{erin_id}/disable")),
+            &[("csrf_token", &csrf_of(&page))],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let refused = eventually(Duration::from_secs(1), || async {
+        Person::new().try_login(c, "erin", "erin-password-1").await.0 == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(refused.is_some(), "a user disabled on A still signs in on C");
+    let (status, _, _) = erin.get(&c.url("/device")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "and the session started on C ended");
+    stop(nodes).await;
+}
+
+/// Kills every change-feed connection of the database again and again (so each instance's
+/// feed is down nearly all the time, reconnecting and resyncing in between), while A revokes
+/// tokens B has just answered for from memory: B's very next answer is already the truth,
+/// every time. Then the feed is let be, and changes arrive through it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_off_change_feed_reads_through_then_resyncs() {
+    let Some(nodes) = cluster(2, &[]).await else { return };
+    let [a, b] = [&nodes[0], &nodes[1]];
+    let stop_killing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let (stop_killing, dsn, db) = (stop_killing.clone(), test_postgres().unwrap(), database_name(a.dir.path()));
+        tokio::spawn(async move {
+            let (pg, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            let mut killed = 0;
+            while !stop_killing.load(std::sync::atomic::Ordering::Relaxed) {
+                killed += pg
+                    .query(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'authgate-feed' AND datname = $1",
+                        &[&db],
+                    )
+                    .await
+                    .unwrap()
+                    .len();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            killed
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for round in 0..5 {
+        let tokens = a.tokens_for(&a.client_id).await;
+        let access = tokens["access_token"].as_str().unwrap();
+        assert_eq!(tokeninfo(b, access).await, StatusCode::OK, "round {round}: B knows the token");
+        let (status, _) = post_form(
+            &a.url("/oauth/revoke"),
+            &[("token", tokens["refresh_token"].as_str().unwrap()), ("client_id", &a.client_id)],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            tokeninfo(b, access).await,
+            StatusCode::UNAUTHORIZED,
+            "round {round}: B answered from a stale memory while its feed was down"
+        );
+    }
+    stop_killing.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(killer.await.unwrap() >= 10, "the feeds were cut, again and again");
+
+    // The feed is back: a revocation reaches B through it, and B answers for a live token
+    // from memory again.
+    let fresh = a.tokens_for(&a.client_id).await;
+    let fresh_access = fresh["access_token"].as_str().unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            tokeninfo(b, fresh_access).await == StatusCode::OK
+        })
+        .await
+        .is_some()
+    );
+    let (status, _) = post_form(
+        &a.url("/oauth/revoke"),
+        &[("token", fresh["refresh_token"].as_str().unwrap()), ("client_id", &a.client_id)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            tokeninfo(b, fresh_access).await == StatusCode::UNAUTHORIZED
+        })
+        .await
+        .is_some()
+    );
+    stop(nodes).await;
+}
