@@ -155,7 +155,11 @@ impl Actor for DirectoryActor {
                     };
                     match read.await {
                         Ok((user, client)) => {
-                            let _ = me.cast(DirectoryMsg::Fetched { change, user, client });
+                            let _ = me.cast(DirectoryMsg::Fetched {
+                                change,
+                                user: user.map(Box::new),
+                                client: client.map(Box::new),
+                            });
                         }
                         // The feed is working, the database is not: read everything later.
                         Err(e) => {
@@ -167,8 +171,8 @@ impl Actor for DirectoryActor {
             }
             DirectoryMsg::Fetched { change, user, client } => {
                 match change {
-                    Change::User(id) => st.book.stored_user(&id, user),
-                    Change::Client(id) => st.book.stored_client(&id, client),
+                    Change::User(id) => st.book.stored_user(&id, user.map(|u| *u)),
+                    Change::Client(id) => st.book.stored_client(&id, client.map(|c| *c)),
                     _ => {}
                 }
                 st.publish();

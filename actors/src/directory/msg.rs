@@ -107,8 +107,8 @@ pub enum DirectoryMsg {
     /// Internal: one user (`Change::User`) or client as read for a change.
     Fetched {
         change: Change,
-        user: Option<UserRecord>,
-        client: Option<ClientRecord>,
+        user: Option<Box<UserRecord>>,
+        client: Option<Box<ClientRecord>>,
     },
     /// Internal: the login API accepted `username`; link or create the local record.
     ExternalLogin {

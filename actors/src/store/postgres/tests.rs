@@ -70,7 +70,7 @@ fn token(id: &str, kind: TokenKind, status: TokenStatus) -> TokenRecord {
 async fn racing_processes_win_once() {
     let Some(dsn) = fresh_database("races").await else { return };
     let (a, b) = (open_on(&dsn).await, open_on(&dsn).await);
-    let pick = |i: usize| if i % 2 == 0 { &a } else { &b };
+    let pick = |i: usize| if i.is_multiple_of(2) { &a } else { &b };
 
     let issues = (0..20).map(|i| {
         let rows = [
