@@ -55,6 +55,16 @@ enum Command {
     /// Manage the JWT signing keys (offline: the server must not be running on the same database)
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Copy a stopped redb deployment (users, clients, keys, secrets, live tokens and sessions,
+    /// the audit trail) into an empty PostgreSQL database, and check the counts
+    Migrate {
+        /// The redb database file to copy from (the server on it must be stopped)
+        #[arg(long, value_name = "PATH")]
+        from_redb: PathBuf,
+        /// The empty PostgreSQL database to copy into (as DATABASE_DSN)
+        #[arg(long, value_name = "DSN")]
+        to_postgres: String,
+    },
     /// Ask the server on SERVER_ADDR (loopback if it is 0.0.0.0 or ::) for /health; exit 0 when it answers 200
     Healthcheck {
         /// Give up after this long
@@ -264,6 +274,7 @@ async fn run(cli: Cli, reload: LogReload) -> ExitCode {
         }
         Command::Keys(KeysCommand::Rotate) => rotate_keys(&cli.settings).await,
         Command::Healthcheck { timeout } => healthcheck(&cli.settings, timeout).await,
+        Command::Migrate { from_redb, to_postgres } => migrate(&cli.settings, from_redb, to_postgres).await,
         Command::User(cmd) => offline(&cli.settings, |actors, now| Box::pin(user_command(actors, now, cmd))).await,
         Command::Client(cmd) => offline(&cli.settings, |actors, now| Box::pin(client_command(actors, now, cmd))).await,
     }
@@ -286,6 +297,45 @@ async fn rotate_keys(settings: &Settings) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e @ keys::KeyError::Rotate(_)) => fail(2, e),
+        Err(e) => fail(1, e),
+    }
+}
+
+/// `authgate migrate --from-redb PATH --to-postgres DSN`.
+async fn migrate(settings: &Settings, from: PathBuf, dsn: String) -> ExitCode {
+    let redb = Settings {
+        database_driver: crate::config::DatabaseDriver::Redb,
+        database_path: from,
+        ..settings.clone()
+    };
+    let postgres = Settings {
+        database_driver: crate::config::DatabaseDriver::Postgres,
+        database_dsn: Some(dsn),
+        ..settings.clone()
+    };
+    if !redb.database_path.exists() {
+        return fail(2, format!("--from-redb: {} does not exist", redb.database_path.display()));
+    }
+    let from = match open_store(&redb).await {
+        Ok(s) => s,
+        Err(e) => return fail(2, format!("--from-redb: {e}")),
+    };
+    let to = match open_store(&postgres).await {
+        Ok(s) => s,
+        Err(e) => {
+            from.close().await;
+            return fail(2, format!("--to-postgres: {e}"));
+        }
+    };
+    let copied = authgate_actors::store::copy::copy(&from, &to, command_time()).await;
+    from.close().await;
+    to.close().await;
+    match copied {
+        Ok(copied) => {
+            println!("copied and verified: {copied}");
+            ExitCode::SUCCESS
+        }
+        Err(e @ authgate_actors::store::StoreError::Config(_)) => fail(2, format!("--to-postgres: {e}")),
         Err(e) => fail(1, e),
     }
 }

@@ -328,3 +328,54 @@ async fn a_cut_off_change_feed_reads_through_then_resyncs() {
     );
     stop(nodes).await;
 }
+
+/// A redb deployment moved to PostgreSQL with `authgate migrate` (the real binary): an
+/// instance on the new database accepts the old access and refresh tokens and the users'
+/// passwords, and a second run into the now-populated database is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redb_deployment_migrates_to_postgres() {
+    if test_postgres().is_none() {
+        eprintln!("the migration test needs PostgreSQL (AUTHGATE_TEST_BACKEND=postgres); skipped on redb");
+        return;
+    }
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let redb = vec![("DATABASE_PATH", db_path(dir.path()).display().to_string())];
+    let old = TestServer::start_on(dir.clone(), redb, &["--enable-token-rotation", "true"]).await;
+    let tokens = old.tokens_for(&old.client_id).await;
+    old.create_user("frank", "frank-password-1").await;
+    let client_id = old.client_id.clone();
+    old.stop().await;
+
+    let target = database_env(dir.path()).await;
+    let dsn = target.iter().find(|(k, _)| *k == "DATABASE_DSN").unwrap().1.clone();
+    let migrate = |dsn: String| {
+        let path = db_path(dir.path());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+                .args(["migrate", "--from-redb"])
+                .arg(path)
+                .args(["--to-postgres", &dsn])
+                .env_clear()
+                .env("LOG_LEVEL", "warn")
+                .output()
+                .unwrap()
+        })
+    };
+    let out = migrate(dsn.clone()).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("copied and verified: 2 users, 1 clients, 2 token records"), "{said}");
+
+    let new = TestServer::start_on(dir.clone(), target, &["--enable-token-rotation", "true"]).await;
+    assert_eq!(new.client_id, client_id, "the same clients, and no second seeding");
+    assert_eq!(tokeninfo(&new, tokens["access_token"].as_str().unwrap()).await, StatusCode::OK);
+    let (status, body) = refresh(&new, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    Person::new().login(&new, "frank", "frank-password-1").await;
+    Person::new().login(&new, "admin", ADMIN_PASSWORD).await;
+    new.stop().await;
+
+    let again = migrate(dsn).await.unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+}

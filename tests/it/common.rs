@@ -34,8 +34,14 @@ impl TestServer {
 
     /// A server on the database of `dir` (to restart on the same one).
     pub async fn start_in(dir: Arc<tempfile::TempDir>, extra: &[&str]) -> TestServer {
+        let database = database_env(dir.path()).await;
+        Self::start_on(dir, database, extra).await
+    }
+
+    /// A server on the database the settings `database` name (environment names and values).
+    pub async fn start_on(dir: Arc<tempfile::TempDir>, database: Vec<(&'static str, String)>, extra: &[&str]) -> TestServer {
         let mut args = vec!["authgate".to_owned(), "--server-addr".into(), "127.0.0.1:0".into()];
-        for (name, value) in database_env(dir.path()).await {
+        for (name, value) in database {
             args.push(format!("--{}", name.to_ascii_lowercase().replace('_', "-")));
             args.push(value);
         }

@@ -28,6 +28,7 @@ pub mod audit;
 pub mod change;
 #[cfg(test)]
 mod conformance;
+pub mod copy;
 pub mod device;
 pub mod directory;
 pub mod port;

@@ -223,4 +223,4 @@ fn decode<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
