@@ -19,8 +19,10 @@ if [ ! -x "$BIN" ]; then
     echo "Building $BIN..." >&2
     cargo build --release --locked --bin authgate
 fi
+BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 
 dir=$(mktemp -d /tmp/authgate-cluster.XXXXXX)
+chmod 755 "$dir" # the postgres user reaches its data directory through it
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
