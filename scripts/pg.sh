@@ -3,8 +3,9 @@
 # package: initdb in a temporary directory (as the `postgres` user when run as root, since
 # initdb refuses root), listening only on a Unix socket there, fsync off.
 #
-#   scripts/pg.sh start DIR   creates and starts a cluster in DIR; prints the socket directory
-#   scripts/pg.sh stop DIR    stops it (fast shutdown)
+#   scripts/pg.sh start DIR   creates (unless DIR has one) and starts a cluster in DIR; prints
+#                             the socket directory
+#   scripts/pg.sh stop DIR    stops it (fast shutdown); `start` starts it again, data kept
 #
 # Installs the package first if the binaries are missing (needs root or sudo).
 set -euo pipefail
@@ -39,7 +40,7 @@ start)
     bin=$(bindir)
     mkdir -p "$dir"
     [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
-    as_owner "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
+    [ -d "$dir/data" ] || as_owner "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o \
         "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=off -c full_page_writes=off -c max_connections=400" \
         start >/dev/null

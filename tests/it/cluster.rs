@@ -379,3 +379,159 @@ async fn a_redb_deployment_migrates_to_postgres() {
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
 }
+
+/// A PostgreSQL cluster of this test's own (the suite's is shared by every other test), in a
+/// temporary directory, through `scripts/pg.sh`; stopped when dropped.
+struct OwnPostgres {
+    dir: tempfile::TempDir,
+}
+
+impl OwnPostgres {
+    fn script(cmd: &str, dir: &std::path::Path) {
+        let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh"))
+            .arg(cmd)
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg.sh {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn start() -> OwnPostgres {
+        let dir = tempfile::Builder::new().prefix("authgate-own-pg").tempdir_in("/tmp").unwrap();
+        Self::script("start", dir.path());
+        OwnPostgres { dir }
+    }
+
+    fn dsn(&self) -> String {
+        format!("host={} user=postgres dbname=postgres", self.dir.path().display())
+    }
+
+    fn stop(&self) {
+        Self::script("stop", self.dir.path());
+    }
+
+    fn resume(&self) {
+        Self::script("start", self.dir.path());
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// PostgreSQL stopped for 5 seconds under a load of new codes, polls and token checks on two
+/// instances: while it is down, answers are clean (a pending poll still from memory; `/health`
+/// 503; nothing hangs or fails with 500); when it is back, both instances recover without a
+/// restart, and every code and token acknowledged before, during or after is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_down_for_five_seconds_under_load_loses_nothing_acknowledged() {
+    if test_postgres().is_none() {
+        eprintln!("the outage test needs PostgreSQL (AUTHGATE_TEST_BACKEND=postgres); skipped on redb");
+        return;
+    }
+    let pg = tokio::task::spawn_blocking(OwnPostgres::start).await.unwrap();
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let db = vec![("DATABASE_DRIVER", "postgres".to_owned()), ("DATABASE_DSN", pg.dsn())];
+    let a = TestServer::start_on(dir.clone(), db.clone(), &[]).await;
+    let b = TestServer::start_on(dir.clone(), db, &[]).await;
+    let tokens = a.tokens_for(&a.client_id).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let held = a.device_code(&a.client_id).await["device_code"].as_str().unwrap().to_owned();
+
+    // The load: new codes on both instances, polls of a held code, token checks.
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let load = |base: String, client_id: String| {
+        let (running, access, held) = (running.clone(), access.clone(), held.clone());
+        tokio::spawn(async move {
+            let http = http().timeout(Duration::from_secs(15)).build().unwrap();
+            let (mut acknowledged, mut statuses) = (Vec::new(), Vec::new());
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = http
+                    .post(format!("{base}/oauth/device/code"))
+                    .form(&[("client_id", &client_id)])
+                    .send()
+                    .await;
+                let r = r.expect("an answer, never a hang");
+                statuses.push(r.status());
+                if r.status() == StatusCode::OK {
+                    let v: Value = r.json().await.unwrap();
+                    acknowledged.push(v["device_code"].as_str().unwrap().to_owned());
+                }
+                let poll = http
+                    .post(format!("{base}/oauth/token"))
+                    .form(&[("grant_type", DEVICE_GRANT), ("device_code", &held), ("client_id", &client_id)])
+                    .send()
+                    .await
+                    .expect("an answer");
+                statuses.push(poll.status());
+                let info = http
+                    .get(format!("{base}/oauth/tokeninfo"))
+                    .bearer_auth(&access)
+                    .send()
+                    .await
+                    .expect("an answer");
+                statuses.push(info.status());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (acknowledged, statuses)
+        })
+    };
+    let loads = [load(a.base.clone(), a.client_id.clone()), load(b.base.clone(), b.client_id.clone())];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let pg_ref = &pg;
+    tokio::task::block_in_place(|| pg_ref.stop());
+    let down = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = get_json(&a.url("/health"), None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    // A pending poll is still answered from memory, and errors are clean.
+    let (status, body) = a.poll(&a.client_id, &held).await;
+    assert!(
+        body["error"] == "authorization_pending" || body["error"] == "slow_down",
+        "{status} {body}"
+    );
+    let (status, body) = post_form(&b.url("/oauth/device/code"), &[("client_id", &b.client_id)]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "temporarily_unavailable");
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(down.elapsed())).await;
+    tokio::task::block_in_place(|| pg_ref.resume());
+
+    // Both recover by themselves.
+    for n in [&a, &b] {
+        let back = eventually(Duration::from_secs(40), || async {
+            get_json(&n.url("/health"), None).await.0 == StatusCode::OK
+                && post_form(&n.url("/oauth/device/code"), &[("client_id", &n.client_id)]).await.0 == StatusCode::OK
+                && tokeninfo(n, &access).await == StatusCode::OK
+        })
+        .await;
+        assert!(back.is_some(), "{} did not recover", n.base);
+    }
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    for l in loads {
+        let (acked, statuses) = l.await.unwrap();
+        for s in &statuses {
+            assert!(
+                !s.is_server_error() || *s == StatusCode::SERVICE_UNAVAILABLE,
+                "a 5xx other than 503 during the outage: {s}"
+            );
+        }
+        acknowledged.extend(acked);
+    }
+    assert!(acknowledged.len() > 10);
+    // Every acknowledged code is there, on both instances.
+    for (i, code) in acknowledged.iter().enumerate() {
+        let n = if i % 2 == 0 { &a } else { &b };
+        let (status, body) = n.poll(&n.client_id, code).await;
+        assert!(
+            body["error"] == "authorization_pending" || body["error"] == "slow_down",
+            "acknowledged code {i} lost: {status} {body}"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+    drop(pg);
+}
