@@ -111,27 +111,33 @@ async fn a_full_disk_fails_writes_cleanly_and_recovers_without_a_restart() {
 
 /// What clients were told, across crashes.
 #[derive(Default)]
-struct Ledger {
+pub(crate) struct Ledger {
     /// Tokens received and never revoked: (access, refresh).
-    live: Vec<(String, String)>,
+    pub live: Vec<(String, String)>,
     /// Access tokens whose revocation was acknowledged.
-    revoked: Vec<String>,
+    pub revoked: Vec<String>,
     /// Device codes whose approval was acknowledged and whose tokens were not yet received.
-    approved: Vec<String>,
+    pub approved: Vec<String>,
     /// Device codes whose tokens were received.
-    redeemed: Vec<String>,
+    pub redeemed: Vec<String>,
 }
 
-struct Daemon(Child);
+pub(crate) struct Daemon(pub Child);
 
 impl Daemon {
     fn start(db: &std::path::Path, addr: &str) -> Daemon {
+        Self::start_on(&[("DATABASE_PATH", db.display().to_string())], addr)
+    }
+
+    /// The real binary on the database `settings` name (environment names and values; they
+    /// may also set BASE_URL, which is otherwise the instance's own address).
+    pub fn start_on(settings: &[(&str, String)], addr: &str) -> Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_authgate"))
             .arg("server")
             .env_clear()
             .env("SERVER_ADDR", addr)
             .env("BASE_URL", format!("http://{addr}"))
-            .env("DATABASE_PATH", db)
+            .envs(settings.iter().map(|(k, v)| (k, v)))
             .env("ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("POLLING_INTERVAL", "1s")
             .env("JWT_EXPIRATION", "24h")
@@ -144,7 +150,7 @@ impl Daemon {
         Daemon(child)
     }
 
-    fn kill9(mut self) {
+    pub fn kill9(mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -157,7 +163,7 @@ impl Drop for Daemon {
     }
 }
 
-async fn wait_up(base: &str) {
+pub(crate) async fn wait_up(base: &str) {
     let http = crate::common::http().build().unwrap();
     for _ in 0..300 {
         if http.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status() == 200) {
@@ -169,7 +175,7 @@ async fn wait_up(base: &str) {
 }
 
 /// The seeded public client's id, from the admin console's clients page.
-async fn cli_client_id(base: &str, person: &Person) -> String {
+pub(crate) async fn cli_client_id(base: &str, person: &Person) -> String {
     let (_, page, _) = person.get(&format!("{base}/admin/clients")).await;
     let at = page.find("<strong>AuthGate CLI</strong>").expect("seeded client");
     let before = &page[..at];
@@ -178,7 +184,7 @@ async fn cli_client_id(base: &str, person: &Person) -> String {
 }
 
 /// Signs in as admin; `None` if the server went away meanwhile.
-async fn sign_in(base: &str) -> Option<Person> {
+pub(crate) async fn sign_in(base: &str) -> Option<Person> {
     let p = Person::new();
     let page = p.http.get(format!("{base}/login")).send().await.ok()?.text().await.ok()?;
     if !page.contains("csrf_token") {
@@ -197,7 +203,7 @@ async fn sign_in(base: &str) -> Option<Person> {
 
 /// One worker's endless round: new code, approve, redeem, sometimes revoke. Every step that the
 /// server acknowledged goes into the ledger; a step cut short by the kill does not.
-async fn worker(base: String, client_id: String, ledger: Arc<Mutex<Ledger>>, n: u64) {
+pub(crate) async fn worker(base: String, client_id: String, ledger: Arc<Mutex<Ledger>>, n: u64) {
     let http = crate::common::http().timeout(Duration::from_secs(5)).build().unwrap();
     let Some(person) = sign_in(&base).await else { return };
     let mut round = 0u64;
@@ -290,7 +296,7 @@ enum Found {
 
 /// Checks every promise in the ledger against the restarted server, 64 requests at a time;
 /// returns what was lost (live tokens, revocations, approvals, double redemptions).
-async fn audit_ledger(base: &str, client_id: &str, ledger: &Mutex<Ledger>) -> [usize; 4] {
+pub(crate) async fn audit_ledger(base: &str, client_id: &str, ledger: &Mutex<Ledger>) -> [usize; 4] {
     let (live, revoked, approved, redeemed) = {
         let l = ledger.lock().unwrap();
         (l.live.clone(), l.revoked.clone(), l.approved.clone(), l.redeemed.clone())
