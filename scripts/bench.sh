@@ -9,7 +9,9 @@
 #                                    any error, never on a timing
 #   options: --devices N (fleet size, default 10000), --duration S (per load, default 10),
 #            --codes N (pending set, default 100000; it must be large enough that wrk's
-#            rate never polls one code faster than the 1 s interval), --no-peer, --no-million
+#            rate never polls one code faster than the 1 s interval), --no-peer, --no-million,
+#            --no-postgres (skip the PostgreSQL backend's rows; they start a throwaway
+#            PostgreSQL with fsync on through scripts/pg.sh)
 #
 # Ratios compare figures of this run only. Server CPU comes from /proc/PID/stat over the
 # load; the load generator's CPU from its own user+system time.
@@ -17,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-QUICK=0 DEVICES=10000 DUR=10 CODES=100000 PEER=1 MILLION=1
+QUICK=0 DEVICES=10000 DUR=10 CODES=100000 PEER=1 MILLION=1 POSTGRES=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 DEVICES=300 DUR=2 PEER=0 MILLION=0 ;;
@@ -26,16 +28,19 @@ while [ $# -gt 0 ]; do
         --codes) CODES=$2; shift ;;
         --no-peer) PEER=0 ;;
         --no-million) MILLION=0 ;;
+        --no-postgres) POSTGRES=0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
 
 WORK=$(mktemp -d /tmp/authgate-bench.XXXXXX)
+chmod 755 "$WORK" # the postgres user reaches its data directory through it
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    if [ -d "$WORK/pg" ]; then "$ROOT/scripts/pg.sh" stop "$WORK/pg"; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -180,6 +185,30 @@ LOGIN_OK=$(sed -n 's/.* pending=\([^ ]*\).*/\1/p' <<<"$LOGIN_RES")
 LOGIN_P99=$(sed -n 's/.* p99_us=\([^ ]*\).*/\1/p' <<<"$LOGIN_RES")
 printf 'logins (alongside)\tauthgate\t16\t%s\t-\t%s\t-\t-\t-\t-\tok(303)=%s\n' "$LOGIN_RPS" "$LOGIN_P99" "$LOGIN_OK" >>"$ROWS"
 [ -n "$LOGIN_OK" ] && [ "$LOGIN_OK" -gt 0 ] || fail "no successful logins under load"
+
+# ---------------------------------------------------------------- PostgreSQL: pending polls
+PG_DIR=$WORK/pg
+pgdsn() { echo "host=$PG_DIR user=postgres dbname=$1"; }
+pgdb() { psql -q -h "$PG_DIR" -U postgres -c "CREATE DATABASE $1" postgres; }
+if [ $POSTGRES = 1 ]; then
+    echo "starting PostgreSQL (fsync on)..." >&2
+    PG_FSYNC=on "$ROOT/scripts/pg.sh" start "$PG_DIR" >/dev/null
+    pgdb pgpoll
+    start_authgate pg-poll DATABASE_DRIVER=postgres DATABASE_DSN="$(pgdsn pgpoll)"
+    PGPOLL_PID=$AG_PID PGPOLL_URL=$AG_URL PGPOLL_CLIENT=$AG_CLIENT
+    echo "creating $CODES pending device codes on PostgreSQL..." >&2
+    "$BENCH" codes --server "$PGPOLL_URL" --client-id "$PGPOLL_CLIENT" --count "$CODES" --concurrency 256 --out "$WORK/pg-codes.txt" >"$WORK/pg-codes.out"
+    note "seeding (postgres): $(cat "$WORK/pg-codes.out")"
+    # Side by side: redb, then PostgreSQL, at 256 connections.
+    sleep 1.5
+    wrk_run "pending poll (redb, again)" "authgate" "$POLL_PID" "$POLL_URL" 256 poll.lua CODES_FILE="$WORK/codes.txt" CLIENT_ID="$POLL_CLIENT"
+    REDB_AGAIN_RPS=$RPS
+    sleep 1.5
+    wrk_run "pending poll (postgres)" "authgate" "$PGPOLL_PID" "$PGPOLL_URL" 256 poll.lua CODES_FILE="$WORK/pg-codes.txt" CLIENT_ID="$PGPOLL_CLIENT"
+    PG_POLL_RPS=$RPS
+    [ "$MIX_OTHER$MIX_5XX$MIX_SOCK$MIX_SLOW" = "0000" ] && [ "$MIX_OK" -gt 0 ] || fail "pending poll (postgres): not every answer was authorization_pending"
+    stop_pid "$PGPOLL_PID"
+fi
 stop_pid "$POLL_PID"
 
 # ---------------------------------------------------------------- durable writes
@@ -198,6 +227,25 @@ for mode in group single; do
     stop_pid "$AG_PID"
     WPC[$mode]=$(sed -n 's/.*writes_per_commit=\([0-9.]*\).*/\1/p' "$WORK/writes-$mode.log" | tail -1)
 done
+
+# ---------------------------------------------------------------- PostgreSQL: durable writes
+declare -A PG_ISSUE_RPS PG_REDEEM_RATE
+if [ $POSTGRES = 1 ]; then
+    for mode in group single; do
+        batch=1024; [ $mode = single ] && batch=1
+        pgdb "pgwrites_$mode"
+        start_authgate "pg-writes-$mode" STORE_MAX_BATCH=$batch DATABASE_DRIVER=postgres DATABASE_DSN="$(pgdsn "pgwrites_$mode")"
+        wrk_run "code issuance (postgres, $mode commit)" "authgate" "$AG_PID" "$AG_URL" 256 count.lua \
+            METHOD=POST REQ_PATH=/oauth/device/code CONTENT_TYPE=application/x-www-form-urlencoded BODY="client_id=$AG_CLIENT"
+        PG_ISSUE_RPS[$mode]=$RPS
+        [ "$MIX_OTHER$MIX_5XX$MIX_SOCK" = "000" ] || fail "code issuance (postgres, $mode): errors"
+        n=$([ $QUICK = 1 ] && echo 500 || echo 5000)
+        out=$("$BENCH" redeem --server "$AG_URL" --client-id "$AG_CLIENT" --password "$PW" --count "$n" --concurrency 256) || fail "redeem (postgres, $mode): $out"
+        PG_REDEEM_RATE[$mode]=$(sed -n 's/.* rate=\([^ ]*\).*/\1/p' <<<"$out")
+        printf 'token redemption (postgres, %s commit)\tauthgate\t256\t%s\t-\t-\t-\t-\t-\t-\t%s\n' "$mode" "${PG_REDEEM_RATE[$mode]}" "$out" >>"$ROWS"
+        stop_pid "$AG_PID"
+    done
+fi
 
 # ---------------------------------------------------------------- fleet
 start_authgate fleet DEVICE_CODE_EXPIRATION=2m
@@ -229,6 +277,53 @@ start_authgate memory
 STARTUP=$AG_STARTUP
 RSS_RESTART=$(rss_kb "$AG_PID")
 stop_pid "$AG_PID"
+
+# ---------------------------------------------------------------- PostgreSQL: two instances, and many tokens
+if [ $POSTGRES = 1 ]; then
+    pgdb pgfleet
+    start_authgate pg-fleet-a DEVICE_CODE_EXPIRATION=2m DATABASE_DRIVER=postgres DATABASE_DSN="$(pgdsn pgfleet)"
+    FA_PID=$AG_PID FA_URL=$AG_URL FA_CLIENT=$AG_CLIENT
+    start_authgate pg-fleet-b DEVICE_CODE_EXPIRATION=2m DATABASE_DRIVER=postgres DATABASE_DSN="$(pgdsn pgfleet)"
+    FB_PID=$AG_PID FB_URL=$AG_URL
+    echo "fleet of $DEVICES devices over two instances on PostgreSQL..." >&2
+    if "$BENCH" fleet --server "$FA_URL,$FB_URL" --client-id "$FA_CLIENT" --password "$PW" --devices "$DEVICES" >"$WORK/pg-fleet.out" 2>"$WORK/pg-fleet.err"; then :; else
+        fail "fleet on two instances: $(tail -3 "$WORK/pg-fleet.err")"
+    fi
+    PG_FLEET_HWM="$(($(hwm_kb "$FA_PID") / 1024)) / $(($(hwm_kb "$FB_PID") / 1024))"
+    stop_pid "$FA_PID"; stop_pid "$FB_PID"
+
+    # Live token records written straight into the database (the rows the token actor
+    # loads), then an instance started on it: its start-up time and memory.
+    TOKENS=$([ $QUICK = 1 ] && echo 20000 || echo 1000000)
+    pgdb pgtokens
+    start_authgate pg-tokens DATABASE_DRIVER=postgres DATABASE_DSN="$(pgdsn pgtokens)"
+    PG_TOKENS_CLIENT=$AG_CLIENT
+    stop_pid "$AG_PID"
+    start_authgate pg-tokens DATABASE_DRIVER=postgres DATABASE_DSN="$(pgdsn pgtokens)"
+    PG_RSS0=$(rss_kb "$AG_PID")
+    stop_pid "$AG_PID"
+    echo "writing $TOKENS token records into PostgreSQL..." >&2
+    psql -q -h "$PG_DIR" -U postgres -v n="$TOKENS" -v client="$PG_TOKENS_CLIENT" pgtokens <<'SQL'
+INSERT INTO tokens (id, authorization_id, token_hash, status, expires_at, record)
+SELECT r->>'id', r->>'authorization_id', r->>'token_hash', 'active', 4102444800, r
+FROM (
+    SELECT jsonb_build_object(
+        'id', 'bench-' || g,
+        'kind', CASE WHEN g % 2 = 0 THEN 'refresh' ELSE 'access' END,
+        'token_hash', CASE WHEN g % 2 = 0 THEN md5(g::text) || md5((-g)::text) END,
+        'user_id', 'bench-user-' || (g % 1000), 'username', 'user' || (g % 1000),
+        'client_id', :'client', 'scope', 'read write',
+        'authorization_id', 'bench-auth-' || (g / 2),
+        'issued_at', 1700000000, 'expires_at', 4102444800, 'status', 'active') AS r
+    FROM generate_series(1, :n) AS g
+) AS rows;
+SQL
+    start_authgate pg-tokens DATABASE_DRIVER=postgres DATABASE_DSN="$(pgdsn pgtokens)"
+    PG_TOKENS_STARTUP=$AG_STARTUP
+    sleep 1
+    PG_TOKENS_RSS=$(rss_kb "$AG_PID")
+    stop_pid "$AG_PID"
+fi
 
 # ---------------------------------------------------------------- the peer: node-oidc-provider
 PEER_RPS=""
@@ -293,6 +388,11 @@ echo "| poll p99 with logins / without (64 conns) | $(ratio "$LOADED_P99" "$BASE
 echo "| code issuance, group / single commit (256 conns) | $(ratio "${ISSUE_RPS[group]}" "${ISSUE_RPS[single]}") | ≥ 5 |"
 echo "| token redemption, group / single commit | $(ratio "${REDEEM_RATE[group]}" "${REDEEM_RATE[single]}") | |"
 echo "| writes per commit, group / single | ${WPC[group]:-?} / ${WPC[single]:-?} | |"
+if [ $POSTGRES = 1 ]; then
+    echo "| pending poll, postgres / redb, req/s at 256 | $(ratio "$PG_POLL_RPS" "$REDB_AGAIN_RPS") | ≥ 0.9 |"
+    echo "| code issuance on postgres, group / single commit (256 conns) | $(ratio "${PG_ISSUE_RPS[group]}" "${PG_ISSUE_RPS[single]}") | ≥ 5 |"
+    echo "| token redemption on postgres, group / single commit | $(ratio "${PG_REDEEM_RATE[group]}" "${PG_REDEEM_RATE[single]}") | ≥ 5 |"
+fi
 echo
 echo "Fleet ($DEVICES devices over 5 s, poll interval 1s, 32 people approving after 0-6 s):"
 echo
@@ -311,6 +411,16 @@ last=${MEM_STEPS##* }
 echo "| after restart with $last codes | $((RSS_RESTART / 1024)) | $(awk -v a="$RSS_RESTART" -v b="$RSS0" -v n="$last" 'BEGIN{printf "%.0f", (a-b)*1024/n}') |"
 echo
 echo "Start-up with $last pending codes in the database: ${STARTUP}s (until /health answers)."
+if [ $POSTGRES = 1 ]; then
+    echo
+    echo "Two instances on one PostgreSQL database, $DEVICES devices each polling both in turn (peak RSS per instance: $PG_FLEET_HWM MiB):"
+    echo
+    echo '```'
+    cat "$WORK/pg-fleet.out"
+    echo '```'
+    echo
+    echo "PostgreSQL with $TOKENS live token records: an instance starts in ${PG_TOKENS_STARTUP}s and holds $((PG_TOKENS_RSS / 1024)) MiB ($((PG_RSS0 / 1024)) MiB with none; $(awk -v a="$PG_TOKENS_RSS" -v b="$PG_RSS0" -v n="$TOKENS" 'BEGIN{printf "%.0f", (a-b)*1024/n}') bytes per token)."
+fi
 echo
 if [ -s "$NOTES" ]; then echo "Notes:"; sed 's/^/- /' "$NOTES"; fi
 exit $FAIL

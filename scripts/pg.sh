@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL cluster for tests and trying things out, from Debian's `postgresql`
 # package: initdb in a temporary directory (as the `postgres` user when run as root, since
-# initdb refuses root), listening only on a Unix socket there, fsync off.
+# initdb refuses root), listening only on a Unix socket there, fsync off (PG_FSYNC=on keeps it,
+# for benchmarks of durable writes).
 #
 #   scripts/pg.sh start DIR   creates (unless DIR has one) and starts a cluster in DIR; prints
 #                             the socket directory
@@ -41,8 +42,9 @@ start)
     mkdir -p "$dir"
     [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
     [ -d "$dir/data" ] || as_owner "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
+    fsync=${PG_FSYNC:-off}
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o \
-        "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=off -c full_page_writes=off -c max_connections=400" \
+        "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=$fsync -c full_page_writes=$fsync -c max_connections=400" \
         start >/dev/null
     echo "$dir"
     ;;

@@ -124,8 +124,10 @@ impl Person {
 
 #[derive(clap::Args)]
 pub struct FleetArgs {
-    #[arg(long)]
-    server: String,
+    /// The server, or several instances of one cluster, comma-separated: device i asks the
+    /// i-th for its code and polls them in turn; person j signs in on the j-th
+    #[arg(long, value_delimiter = ',', required = true)]
+    server: Vec<String>,
     #[arg(long)]
     client_id: String,
     #[arg(long, default_value_t = 10_000)]
@@ -190,8 +192,9 @@ async fn device(
 ) -> Result<(), String> {
     let started = Instant::now();
     let t = Instant::now();
+    let servers = &a.server;
     let r = http
-        .post(format!("{}/oauth/device/code", a.server))
+        .post(format!("{}/oauth/device/code", servers[i % servers.len()]))
         .form(&[("client_id", a.client_id.as_str())])
         .send()
         .await
@@ -210,11 +213,13 @@ async fn device(
         tokio::time::sleep(think).await;
         let _ = approvals.send(user_code).await;
     });
-    let token_url = format!("{}/oauth/token", a.server);
+    let token_url = |n: usize| format!("{}/oauth/token", servers[(i + n) % servers.len()]);
+    let mut polls = 0;
     let tokens = loop {
         tokio::time::sleep(interval).await;
         let t = Instant::now();
-        let (ok, v) = poll_once(&http, &token_url, &a.client_id, &device_code).await?;
+        polls += 1;
+        let (ok, v) = poll_once(&http, &token_url(polls), &a.client_id, &device_code).await?;
         stats.poll.add(t).await;
         if ok {
             break v;
@@ -233,7 +238,7 @@ async fn device(
     stats.flow.add(started).await;
     let t = Instant::now();
     let r = http
-        .post(&token_url)
+        .post(token_url(polls + 1))
         .form(&[
             ("grant_type", "refresh_token"),
             ("refresh_token", tokens["refresh_token"].as_str().unwrap_or_default()),
@@ -257,8 +262,8 @@ pub async fn run(a: FleetArgs) -> Result<(), String> {
     let rx = Arc::new(Mutex::new(rx));
     let mut people = Vec::new();
     let login_started = Instant::now();
-    for _ in 0..a.people.max(1) {
-        people.push(Person::login(&a.server, &a.username, &a.password).await?);
+    for j in 0..a.people.max(1) {
+        people.push(Person::login(&a.server[j % a.server.len()], &a.username, &a.password).await?);
     }
     let login_ms = login_started.elapsed().as_secs_f64() * 1000.0 / a.people.max(1) as f64;
     let started = Instant::now();
