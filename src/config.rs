@@ -85,7 +85,7 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_PATH", default_value = "authgate.redb", global = true)]
     pub database_path: PathBuf,
 
-    /// PostgreSQL to use with DATABASE_DRIVER=postgres: "host=... user=... dbname=..." or postgres://user:pass@host/db (sslmode=disable or prefer)
+    /// PostgreSQL to use with DATABASE_DRIVER=postgres: "host=... user=... dbname=..." or postgres://user:pass@host/db; sslmode=require: TLS with the server's certificate verified against the system's trust store (SSL_CERT_FILE adds a CA); prefer (default) and disable: no TLS
     #[arg(long, env = "DATABASE_DSN", hide_env_values = true, global = true)]
     pub database_dsn: Option<String>,
 

@@ -613,3 +613,168 @@ async fn kill_9_one_of_three_instances_ten_times_loses_nothing() {
     assert!(l.redeemed.len() >= 30, "the load did real work: {} redemptions", l.redeemed.len());
     assert_eq!(total_lost, [0; 4], "nothing acknowledged may be lost");
 }
+
+/// `sslmode=require` over TCP to a PostgreSQL that offers TLS with a certificate from a test
+/// CA (made here with openssl): with the CA trusted (`SSL_CERT_FILE`), the server starts and
+/// its connections are encrypted; without it, start-up stops at once with a certificate error
+/// and exit status 2; and a server without TLS is refused under `sslmode=require`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_require_verifies_the_server_certificate() {
+    use std::process::{Command, Stdio};
+    if test_postgres().is_none() {
+        eprintln!("the TLS test needs PostgreSQL (AUTHGATE_TEST_BACKEND=postgres); skipped on redb");
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let c = certs.path();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(c).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=AuthGate test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        c.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let pg_dir = tempfile::Builder::new().prefix("authgate-tls-pg").tempdir_in("/tmp").unwrap();
+    let pg = |cmd: &str, tls: bool| {
+        let mut command = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh"));
+        command.arg(cmd).arg(pg_dir.path()).env("PG_TCP_PORT", port.to_string());
+        if tls {
+            command
+                .env("PG_SSL_CERT", c.join("server.pem"))
+                .env("PG_SSL_KEY", c.join("server.key"));
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "pg.sh {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    pg("start", true);
+    let admin = format!("host={} port={port} user=postgres dbname=postgres", pg_dir.path().display());
+    let (pg_client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    pg_client.execute("CREATE DATABASE tls", &[]).await.unwrap();
+
+    let dsn = format!("postgres://postgres@localhost:{port}/tls?sslmode=require");
+    let addr = format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    );
+    let run = |trust: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_authgate"));
+        cmd.arg("server")
+            .env_clear()
+            .env("DATABASE_DRIVER", "postgres")
+            .env("DATABASE_DSN", &dsn)
+            .env("DATABASE_CONNECT_TIMEOUT", "20s")
+            .env("SERVER_ADDR", &addr)
+            .env("ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("LOG_LEVEL", "warn")
+            .current_dir(c)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if trust {
+            cmd.env("SSL_CERT_FILE", c.join("ca.pem"));
+        }
+        cmd.spawn().unwrap().wait_with_output().unwrap()
+    };
+
+    // Not trusted: refused at once (no 20 s of retries), exit 2, the reason named.
+    let started = Instant::now();
+    let refused = tokio::task::block_in_place(|| run(false));
+    assert_eq!(refused.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("DATABASE_DSN") && said.contains("certificate"), "{said}");
+    assert!(!said.contains("postgres://"), "the DSN is never repeated: {said}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // Trusted: it starts, and its connections are encrypted.
+    let mut server = Command::new(env!("CARGO_BIN_EXE_authgate"));
+    server
+        .arg("server")
+        .env_clear()
+        .env("DATABASE_DRIVER", "postgres")
+        .env("DATABASE_DSN", &dsn)
+        .env("SERVER_ADDR", &addr)
+        .env("ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("LOG_LEVEL", "warn")
+        .env("SSL_CERT_FILE", c.join("ca.pem"))
+        .current_dir(c)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = server.spawn().unwrap();
+    crate::durability::wait_up(&format!("http://{addr}")).await;
+    let encrypted: i64 = pg_client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE ssl AND datname = 'tls'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let plain: i64 = pg_client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE NOT ssl AND datname = 'tls'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted >= 2 && plain == 0, "encrypted {encrypted}, plain {plain}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A server without TLS: refused under sslmode=require.
+    pg("stop", false);
+    pg("start", false);
+    let refused = tokio::task::block_in_place(|| run(true));
+    assert_eq!(refused.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("TLS"), "{said}");
+    pg("stop", false);
+}

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::store::change::{Change, FeedEvent};
 use crate::store::port::StoreError;
@@ -40,6 +41,7 @@ pub(super) fn prefix(instance: &str) -> String {
 /// (or why it could not be).
 pub(super) async fn listen(
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     instance: String,
     events: mpsc::UnboundedSender<FeedEvent>,
     ready: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
@@ -47,7 +49,7 @@ pub(super) async fn listen(
     let mut ready = Some(ready);
     let mut delay = Duration::from_millis(100);
     loop {
-        match session(&config, &instance, &events, &mut ready).await {
+        match session(&config, &tls, &instance, &events, &mut ready).await {
             Ended::ReceiverGone => return,
             Ended::Broken(e) => {
                 if let Some(r) = ready.take() {
@@ -72,11 +74,12 @@ enum Ended {
 
 async fn session(
     config: &tokio_postgres::Config,
+    tls: &MakeRustlsConnect,
     instance: &str,
     events: &mpsc::UnboundedSender<FeedEvent>,
     ready: &mut Option<tokio::sync::oneshot::Sender<Result<(), StoreError>>>,
 ) -> Ended {
-    let (client, mut connection) = match config.connect(NoTls).await {
+    let (client, mut connection) = match config.connect(tls.clone()).await {
         Ok(c) => c,
         Err(e) => return Ended::Broken(StoreError::Unavailable(super::writer::with_cause(&e))),
     };

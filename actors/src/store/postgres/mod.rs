@@ -24,7 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Timeouts};
-use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use self::writer::Writer;
 use super::change::Change;
@@ -53,16 +54,33 @@ pub struct PgOptions {
 }
 
 /// Checks a DSN without connecting: the error names what is wrong.
+///
+/// `sslmode=require` means TLS with the server's certificate verified against the system's
+/// trust store and its name checked (what libpq calls `verify-full`); `prefer` (the default)
+/// and `disable` connect without TLS, as over a Unix socket or a private network. No mode
+/// accepts an unverified certificate.
 pub fn parse_dsn(dsn: &str) -> Result<tokio_postgres::Config, StoreError> {
     // The message never repeats the DSN: it may carry a password.
-    let config = tokio_postgres::Config::from_str(dsn)
+    let mut config = tokio_postgres::Config::from_str(dsn)
         .map_err(|e| StoreError::Config(format!("not a PostgreSQL connection string ({})", writer::with_cause(&e))))?;
-    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err(StoreError::Config(
-            "sslmode=require: this build connects without TLS; use a Unix socket, a private network or a TLS-terminating proxy, with sslmode=disable or prefer".into(),
-        ));
+    if config.get_ssl_mode() != SslMode::Require {
+        config.ssl_mode(SslMode::Disable);
     }
     Ok(config)
+}
+
+/// The TLS connector: verifies the server against the platform's trust store. Used only with
+/// `sslmode=require` (other modes never start TLS).
+fn tls() -> Result<MakeRustlsConnect, StoreError> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Config(format!("TLS: {e}")))?
+        .with_platform_verifier()
+        .map_err(|e| StoreError::Config(format!("TLS: the system's trust store: {e}")))?
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
 }
 
 /// Connects (waiting up to the connect timeout), migrates, and starts the writer.
@@ -74,18 +92,19 @@ pub async fn open(options: PgOptions) -> Result<Stores, StoreError> {
     if config.get_application_name().is_none() {
         config.application_name("authgate");
     }
-    migrate(&config, options.connect_timeout).await?;
+    let tls = tls()?;
+    migrate(&config, &tls, options.connect_timeout).await?;
     // Listen before anyone loads: a change committed after an owner's load is then announced.
     let instance = uuid::Uuid::new_v4().simple().to_string();
     let (events, feed) = tokio::sync::mpsc::unbounded_channel();
     let (ready, listening) = tokio::sync::oneshot::channel();
     let mut feed_config = config.clone();
     feed_config.application_name(feed::APPLICATION_NAME);
-    let listener = tokio::spawn(feed::listen(feed_config, instance.clone(), events, ready));
+    let listener = tokio::spawn(feed::listen(feed_config, tls.clone(), instance.clone(), events, ready));
     listening.await.unwrap_or(Err(StoreError::Closed))?;
     let manager = Manager::from_config(
         config,
-        NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -119,7 +138,7 @@ pub async fn open(options: PgOptions) -> Result<Stores, StoreError> {
 }
 
 /// Waits for the database, then applies the embedded migrations under an advisory lock.
-async fn migrate(config: &tokio_postgres::Config, wait: Duration) -> Result<(), StoreError> {
+async fn migrate(config: &tokio_postgres::Config, tls: &MakeRustlsConnect, wait: Duration) -> Result<(), StoreError> {
     let policy = RetryPolicy {
         max_retries: u32::MAX,
         initial_delay: Duration::from_millis(100),
@@ -128,13 +147,19 @@ async fn migrate(config: &tokio_postgres::Config, wait: Duration) -> Result<(), 
     let connecting = retry::run(
         policy,
         || async {
-            config.connect(NoTls).await.map_err(|e| match e.as_db_error() {
-                // The server answered and said no (a wrong password, no such database).
-                Some(db) => Failure::Fail(StoreError::Config(db.message().to_owned())),
-                None => Failure::Retry {
-                    error: StoreError::Unavailable(writer::with_cause(&e)),
-                    after: None,
-                },
+            config.connect(tls.clone()).await.map_err(|e| {
+                let said = writer::with_cause(&e);
+                match e.as_db_error() {
+                    // The server answered and said no (a wrong password, no such database).
+                    Some(db) => Failure::Fail(StoreError::Config(db.message().to_owned())),
+                    // A certificate that does not verify, or no TLS where it is required:
+                    // waiting does not change that.
+                    None if said.contains("TLS") || said.contains("certificate") => Failure::Fail(StoreError::Config(said)),
+                    None => Failure::Retry {
+                        error: StoreError::Unavailable(said),
+                        after: None,
+                    },
+                }
             })
         },
         |e, wait| tracing::warn!(error = %e, retry_in = ?wait, "the database is not reachable yet"),
