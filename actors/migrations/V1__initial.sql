@@ -62,6 +62,14 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_time ON audit (at_ms, id);
 
+-- The limits actor: failed attempts per key (a username, an address, a browser session) in
+-- fixed windows, counted across every instance.
+CREATE TABLE throttle (
+    key              text PRIMARY KEY,
+    window_start_ms  bigint  NOT NULL,
+    count            integer NOT NULL
+);
+
 -- Server-wide values: generated secrets, the signing keyring, the seed mark, the health probe.
 CREATE TABLE meta (
     name   text PRIMARY KEY,

@@ -19,6 +19,7 @@ pub mod crypto;
 pub mod device;
 pub mod directory;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod provider;
 pub mod runtime;

@@ -139,10 +139,15 @@ pub async fn login(app: &App, req: Request) -> Response {
     let user_key = username.to_lowercase();
     let ip_key = throttle_key(ip.as_deref().unwrap_or_default());
     let g = &app.guard;
-    let counted = g
-        .login_user
-        .hit(&user_key, now)
-        .and_then(|()| g.login_ip.hit(&ip_key, now).inspect_err(|_| g.login_user.forgive(&user_key, now)));
+    let actors = &app.actors;
+    let counted = match g.login_user.hit_everywhere(actors, LOGIN_USER, &user_key, now).await {
+        Ok(()) => g
+            .login_ip
+            .hit_everywhere(actors, LOGIN_IP, &ip_key, now)
+            .await
+            .inspect_err(|_| g.login_user.forgive_everywhere(actors, LOGIN_USER, &user_key, now)),
+        Err(wait) => Err(wait),
+    };
     if let Err(wait) = counted {
         tracing::info!(username = %username, "sign-in refused: locked out after repeated failures");
         let secs = retry_after_secs(wait);
@@ -166,8 +171,8 @@ pub async fn login(app: &App, req: Request) -> Response {
             tracing::info!(username = %username, reason = ?e, "sign-in failed");
             if matches!(e, LoginError::Busy | LoginError::Unavailable) {
                 // Not the person's fault: the attempt does not count.
-                g.login_user.forgive(&user_key, now);
-                g.login_ip.forgive(&ip_key, now);
+                g.login_user.forgive_everywhere(actors, LOGIN_USER, &user_key, now);
+                g.login_ip.forgive_everywhere(actors, LOGIN_IP, &ip_key, now);
             }
             app.actors.audit(
                 AuditEvent::new(now, EventKind::LoginFailed, username.clone(), false)
@@ -182,13 +187,13 @@ pub async fn login(app: &App, req: Request) -> Response {
             return failed(app, &e.to_string(), status);
         }
         Err(_) => {
-            g.login_user.forgive(&user_key, now);
-            g.login_ip.forgive(&ip_key, now);
+            g.login_user.forgive_everywhere(actors, LOGIN_USER, &user_key, now);
+            g.login_ip.forgive_everywhere(actors, LOGIN_IP, &ip_key, now);
             return failed(app, "The server is busy. Please try again.", StatusCode::SERVICE_UNAVAILABLE);
         }
     };
-    g.login_user.reset(&user_key);
-    g.login_ip.forgive(&ip_key, now);
+    g.login_user.reset_everywhere(actors, LOGIN_USER, &user_key);
+    g.login_ip.forgive_everywhere(actors, LOGIN_IP, &ip_key, now);
     let sessions = app.actors.session();
     // A fresh session id at every sign-in (no fixation); the old session ends.
     if let Some(old) = old_session {
@@ -318,11 +323,11 @@ pub async fn verify(app: &App, req: Request) -> Response {
     };
     let typed = form.first("user_code").unwrap_or("");
     let shown = if typed.chars().count() <= 32 { typed } else { "" };
-    if let Some(refused) = code_entry_refused(app, &s, ip.as_deref(), now, shown) {
+    if let Some(refused) = code_entry_refused(app, &s, ip.as_deref(), now, shown).await {
         return refused;
     }
     let Some(code) = secret::normalize_user_code(typed) else {
-        code_entry_failed(app, now);
+        code_entry_failed(app, now).await;
         return device_form(app, StatusCode::BAD_REQUEST, &s, shown, Some(&CodeError::Unknown.to_string()));
     };
     let looked_up = app
@@ -351,7 +356,7 @@ pub async fn verify(app: &App, req: Request) -> Response {
         }
         Err(e) => {
             if matches!(e, CodeError::Unknown) {
-                code_entry_failed(app, now);
+                code_entry_failed(app, now).await;
             } else {
                 code_entry_succeeded(app, &s, ip.as_deref(), now);
             }
@@ -364,18 +369,20 @@ pub async fn verify(app: &App, req: Request) -> Response {
 /// before the lookup, so concurrent guesses cannot slip past a lockout; a right code is taken
 /// back), and wrong codes from everyone together per minute; guessing a live code within its
 /// lifetime is hopeless.
-fn code_entry_refused(app: &App, s: &Viewer, ip: Option<&str>, now: Millis, shown: &str) -> Option<Response> {
-    let g = &app.guard;
+async fn code_entry_refused(app: &App, s: &Viewer, ip: Option<&str>, now: Millis, shown: &str) -> Option<Response> {
+    let (g, actors) = (&app.guard, &app.actors);
     let ip_key = throttle_key(ip.unwrap_or_default());
-    let counted = g
-        .code_global
-        .check("all", now)
-        .and_then(|()| g.code_session.hit(&s.session_id, now))
-        .and_then(|()| {
-            g.code_ip
-                .hit(&ip_key, now)
-                .inspect_err(|_| g.code_session.forgive(&s.session_id, now))
-        });
+    let counted = match g.code_global.check("all", now) {
+        Ok(()) => match g.code_session.hit_everywhere(actors, CODE_SESSION, &s.session_id, now).await {
+            Ok(()) => g
+                .code_ip
+                .hit_everywhere(actors, CODE_IP, &ip_key, now)
+                .await
+                .inspect_err(|_| g.code_session.forgive_everywhere(actors, CODE_SESSION, &s.session_id, now)),
+            Err(wait) => Err(wait),
+        },
+        Err(wait) => Err(wait),
+    };
     let wait = counted.err()?;
     let secs = retry_after_secs(wait);
     let message = format!("Too many wrong codes. Try again in {secs} seconds.");
@@ -386,15 +393,24 @@ fn code_entry_refused(app: &App, s: &Viewer, ip: Option<&str>, now: Millis, show
 }
 
 /// A wrong code: it counts toward the global limit (the session and address counted it already).
-fn code_entry_failed(app: &App, now: Millis) {
-    let _ = app.guard.code_global.hit("all", now);
+async fn code_entry_failed(app: &App, now: Millis) {
+    let _ = app.guard.code_global.hit_everywhere(&app.actors, CODE_GLOBAL, "all", now).await;
 }
 
 /// A right code: the session's and address's count of it is taken back.
 fn code_entry_succeeded(app: &App, s: &Viewer, ip: Option<&str>, now: Millis) {
-    app.guard.code_session.forgive(&s.session_id, now);
-    app.guard.code_ip.forgive(&throttle_key(ip.unwrap_or_default()), now);
+    let (g, actors) = (&app.guard, &app.actors);
+    g.code_session.forgive_everywhere(actors, CODE_SESSION, &s.session_id, now);
+    g.code_ip
+        .forgive_everywhere(actors, CODE_IP, &throttle_key(ip.unwrap_or_default()), now);
 }
+
+/// The names of the throttles whose counts a cluster shares (see `Throttle::hit_everywhere`).
+const LOGIN_USER: &str = "login-user";
+const LOGIN_IP: &str = "login-ip";
+const CODE_SESSION: &str = "code-session";
+const CODE_IP: &str = "code-ip";
+const CODE_GLOBAL: &str = "code-global";
 
 /// `POST /device/approve` with `action=approve|deny`.
 pub async fn decide(app: &App, req: Request) -> Response {

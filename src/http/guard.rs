@@ -15,6 +15,9 @@ use std::time::Duration;
 use hyper::header::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
+use authgate_actors::limits::LimitMsg;
+use authgate_actors::supervisor::Actors;
+
 use super::Response;
 
 /// The client's address: the socket's peer, or, when that peer is a trusted proxy, the
@@ -201,6 +204,75 @@ impl Throttle {
             e.window_start = now;
         }
         Ok(())
+    }
+
+    /// Locks `key` from `now`, as its `max`-th event would (when other instances counted the
+    /// others); answers for how long.
+    pub fn lock(&self, key: &str, now: u64) -> Duration {
+        let r = self.rule;
+        let mut shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
+        let e = shard.entries.entry(key.to_owned()).or_insert(Entry {
+            count: 0,
+            window_start: now,
+            strikes: 0,
+            locked_until: 0,
+        });
+        if e.locked_until > now {
+            return Duration::from_millis(e.locked_until - now);
+        }
+        e.strikes = e.strikes.saturating_add(1);
+        let lock = r.lockout.saturating_mul(1u32 << (e.strikes - 1).min(16)).min(r.max_lockout);
+        e.locked_until = now.saturating_add(Self::ms(lock));
+        e.count = 0;
+        e.window_start = now;
+        lock
+    }
+
+    /// Counts one event for `key` here and, on a cluster, across every instance (`name` keeps
+    /// this throttle's keys apart from the others'): `Err(wait)` when either count says the
+    /// key is locked out. If the cluster-wide count cannot be had (the database is down), the
+    /// count here decides.
+    pub async fn hit_everywhere(&self, actors: &Actors, name: &str, key: &str, now: u64) -> Result<(), Duration> {
+        self.hit(key, now)?;
+        let Some(limits) = actors.limits() else { return Ok(()) };
+        let (shared, window_ms) = (format!("{name}:{key}"), Self::ms(self.rule.window));
+        let counted = limits
+            .ask(|reply| LimitMsg::Hit {
+                key: shared,
+                window_ms,
+                now,
+                reply,
+            })
+            .await;
+        match counted {
+            Ok(Ok(n)) if n > self.rule.max => Err(self.lock(key, now)),
+            Ok(Ok(n)) if n == self.rule.max => {
+                // The last attempt allowed, as here: it locks the key.
+                self.lock(key, now);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Throttle::forgive`] here and, on a cluster, in the shared count.
+    pub fn forgive_everywhere(&self, actors: &Actors, name: &str, key: &str, now: u64) {
+        self.forgive(key, now);
+        if let Some(limits) = actors.limits() {
+            let _ = limits.cast(LimitMsg::Forgive {
+                key: format!("{name}:{key}"),
+            });
+        }
+    }
+
+    /// [`Throttle::reset`] here and, on a cluster, in the shared count.
+    pub fn reset_everywhere(&self, actors: &Actors, name: &str, key: &str) {
+        self.reset(key);
+        if let Some(limits) = actors.limits() {
+            let _ = limits.cast(LimitMsg::Reset {
+                key: format!("{name}:{key}"),
+            });
+        }
     }
 
     /// Forgets `key` (a success ends a run of failures).

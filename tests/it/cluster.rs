@@ -778,3 +778,28 @@ async fn sslmode_require_verifies_the_server_certificate() {
     assert!(said.contains("TLS"), "{said}");
     pg("stop", false);
 }
+
+/// Failed sign-ins for one username are counted across the cluster: with a limit of 4,
+/// guesses spread over three instances lock the name out after 4 in all (not 4 on each), on
+/// every instance it is tried next; a right password on another name still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_sign_ins_are_counted_across_the_cluster() {
+    let Some(nodes) = cluster(3, &["--login-failure-limit", "4"]).await else {
+        return;
+    };
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let n = &nodes[i % 3];
+        statuses.push(Person::new().try_login(n, "admin", "wrong-password").await.0);
+    }
+    assert_eq!(&statuses[..4], [StatusCode::UNAUTHORIZED; 4], "{statuses:?}");
+    assert_eq!(&statuses[4..], [StatusCode::TOO_MANY_REQUESTS; 2], "{statuses:?}");
+    // Locked out everywhere, even with the right password, until the lockout ends.
+    for n in &nodes {
+        let (status, _, _) = Person::new().try_login(n, "admin", ADMIN_PASSWORD).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{}", n.base);
+    }
+    nodes[0].create_user("grace", "grace-password-1").await;
+    Person::new().login(&nodes[2], "grace", "grace-password-1").await;
+    stop(nodes).await;
+}

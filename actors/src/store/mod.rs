@@ -31,6 +31,7 @@ mod conformance;
 pub mod copy;
 pub mod device;
 pub mod directory;
+pub mod limits;
 pub mod port;
 pub mod postgres;
 pub mod redb;

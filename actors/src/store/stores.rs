@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use super::change::FeedEvent;
-use super::{audit, device, directory, server, session, token};
+use super::{audit, device, directory, limits, server, session, token};
 
 /// Every repository of one opened database, each to be handed to its owner.
 #[derive(Clone)]
@@ -16,6 +16,9 @@ pub struct Stores {
     pub(crate) directory: Arc<dyn directory::DirectoryRepo>,
     pub(crate) audit: Arc<dyn audit::AuditRepo>,
     pub(crate) server: Arc<dyn server::ServerRepo>,
+    /// Failure counters shared by the processes of a cluster; `None` for a database one
+    /// process owns (its throttles count in memory).
+    pub(crate) limits: Option<Arc<dyn limits::LimitRepo>>,
     /// What other processes change, for a database several share; taken once by the
     /// supervisor. `None` for a database one process owns.
     pub(crate) feed: Arc<Mutex<Option<mpsc::UnboundedReceiver<FeedEvent>>>>,

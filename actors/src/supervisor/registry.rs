@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use crate::audit::{AuditEvent, AuditMsg, AuditSink, Backlog};
 use crate::device::DeviceMsg;
 use crate::directory::{ClientPublisher, ClientTable, DirectoryMsg};
+use crate::limits::LimitMsg;
 use crate::metrics::{Mailbox, Metrics};
 use crate::provider::login::AuthProviderMsg;
 use crate::provider::token_service::TokenProviderMsg;
@@ -53,6 +54,9 @@ struct Registry {
     audit_actor: Handle<AuditMsg>,
     login_api: Handle<AuthProviderMsg>,
     token_api: Handle<TokenProviderMsg>,
+    limits: Handle<LimitMsg>,
+    /// Whether this system shares its database with other processes (the limits actor runs).
+    cluster: std::sync::atomic::AtomicBool,
     /// The directory's published client snapshots.
     clients: ClientPublisher,
     audit: AuditSink,
@@ -79,6 +83,8 @@ impl Actors {
                 audit_actor,
                 login_api: Handle::new("auth_provider"),
                 token_api: Handle::new("token_provider"),
+                limits: Handle::new("limits"),
+                cluster: std::sync::atomic::AtomicBool::new(false),
                 clients: Arc::new(clients),
                 backlog,
                 components: Mutex::new(BTreeMap::new()),
@@ -109,6 +115,23 @@ impl Actors {
     /// The token-service provider (only running when `TOKEN_PROVIDER_MODE=http_api`).
     pub fn token_api(&self) -> &Handle<TokenProviderMsg> {
         &self.inner.token_api
+    }
+
+    /// The cluster-wide failure counters, when the database is shared with other processes;
+    /// `None` when this process alone counts (in the front end's memory).
+    pub fn limits(&self) -> Option<&Handle<LimitMsg>> {
+        self.inner
+            .cluster
+            .load(std::sync::atomic::Ordering::Acquire)
+            .then_some(&self.inner.limits)
+    }
+
+    pub(super) fn limits_handle(&self) -> &Handle<LimitMsg> {
+        &self.inner.limits
+    }
+
+    pub(super) fn set_cluster(&self) {
+        self.inner.cluster.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// This system's counters (see [`crate::metrics`]).
@@ -143,7 +166,7 @@ impl Actors {
     }
 
     /// Every counted mailbox, for `/metrics`.
-    pub fn mailboxes(&self) -> [&Mailbox; 7] {
+    pub fn mailboxes(&self) -> [&Mailbox; 8] {
         let r = &self.inner;
         [
             r.device.mailbox(),
@@ -153,6 +176,7 @@ impl Actors {
             r.audit_actor.mailbox(),
             r.login_api.mailbox(),
             r.token_api.mailbox(),
+            r.limits.mailbox(),
         ]
     }
 

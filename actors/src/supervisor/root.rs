@@ -13,6 +13,7 @@ use crate::crypto::keys::JwtKeys;
 use crate::device::{DeviceActor, DeviceArgs, DeviceMsg};
 use crate::directory::DirectoryMsg;
 use crate::directory::{DirectoryActor, DirectoryArgs, DirectoryPeers};
+use crate::limits::{LimitActor, LimitArgs, LimitMsg};
 use crate::provider::login::AuthProviderActor;
 use crate::provider::token_service::TokenProviderActor;
 use crate::session::{SessionActor, SessionArgs, SessionMsg};
@@ -38,6 +39,7 @@ pub(super) enum Child {
     Device,
     AuthProvider,
     TokenProvider,
+    Limits,
 }
 
 impl Child {
@@ -50,6 +52,7 @@ impl Child {
             Child::Device => "device",
             Child::AuthProvider => "login_api",
             Child::TokenProvider => "token_api",
+            Child::Limits => "limits",
         }
     }
     fn is_provider(self) -> bool {
@@ -134,7 +137,10 @@ impl Actor for Root {
             restarts: Restarts::new(MAX_RESTARTS, COOL_DOWN),
             stopping: false,
         };
-        for child in children(&st.args.config) {
+        if st.cache.shared {
+            st.args.actors.set_cluster();
+        }
+        for child in children(&st.args.config, st.cache.shared) {
             st.spawn(child, myself.get_cell()).await?;
             st.args
                 .actors
@@ -169,6 +175,11 @@ impl Actor for Root {
                 let _ = actors.session().cast(SessionMsg::Sweep { now });
                 let before_ms = now.saturating_sub(millis(st.args.config.audit_retention));
                 let _ = actors.audit_actor().cast(AuditMsg::Prune { before_ms });
+                if let Some(limits) = actors.limits() {
+                    // Every throttle window is shorter than a day.
+                    let before = now.saturating_sub(24 * 3600 * 1000);
+                    let _ = limits.cast(LimitMsg::Sweep { before });
+                }
             }
             RootMsg::Feed(event) => st.feed(&myself, event),
             RootMsg::ReloadDirectory => {
@@ -223,7 +234,7 @@ fn schedule_restart(myself: &ActorRef<RootMsg>, st: &mut RootState, child: Child
 
 /// The children to start, in order: providers and the audit trail first (others use
 /// them), the device actor last (it redeems through the token actor).
-fn children(config: &CoreConfig) -> Vec<Child> {
+fn children(config: &CoreConfig, shared: bool) -> Vec<Child> {
     if config.offline {
         // A password reset ends the user's sessions, so the session actor runs too.
         return vec![Child::Audit, Child::Session, Child::Directory];
@@ -236,6 +247,7 @@ fn children(config: &CoreConfig) -> Vec<Child> {
         .into_iter()
         .flatten()
         .chain([Child::Audit, Child::Directory, Child::Session, Child::Token, Child::Device])
+        .chain(shared.then_some(Child::Limits))
         .collect()
 }
 
@@ -348,6 +360,10 @@ impl RootState {
                 let Some(service) = config.login_api.clone() else { return Ok(()) };
                 let counters = a.metrics().provider.clone();
                 a.login_api().spawn_linked(AuthProviderActor, (service, counters), me).await?
+            }
+            Child::Limits => {
+                let Some(repo) = stores.limits.clone() else { return Ok(()) };
+                a.limits_handle().spawn_linked(LimitActor, LimitArgs { repo }, me).await?
             }
             Child::TokenProvider => {
                 let Some(service) = config.token_api.clone() else { return Ok(()) };

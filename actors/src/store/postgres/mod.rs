@@ -14,6 +14,7 @@ mod audit;
 mod device;
 mod directory;
 mod feed;
+mod limits;
 mod server;
 mod session;
 mod token;
@@ -132,6 +133,7 @@ pub async fn open(options: PgOptions) -> Result<Stores, StoreError> {
         session: Arc::new(session::Sessions(db.clone())),
         directory: Arc::new(directory::Directory(db.clone())),
         audit: Arc::new(audit::Audit(db.clone())),
+        limits: Some(Arc::new(limits::Limits(db.clone()))),
         server: Arc::new(server::Server(db)),
         feed: Arc::new(std::sync::Mutex::new(Some(feed))),
     })

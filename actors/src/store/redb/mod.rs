@@ -35,5 +35,6 @@ pub fn open(path: &Path, options: StoreOptions) -> Result<Stores, StoreError> {
         audit: Arc::new(audit::Audit::new(engine.clone())),
         server: Arc::new(server::Server(engine)),
         feed: Default::default(),
+        limits: None,
     })
 }
