@@ -77,8 +77,9 @@ pub enum DeviceMsg {
     CountPending { now: Millis, reply: RpcReplyPort<usize> },
     /// Internal: a write this actor applied in memory has committed (or failed).
     Committed { key: Digest32, change: Committed },
-    /// Removes the codes expired (past their grace) at `now`.
-    Sweep { now: Millis },
+    /// Removes the codes expired (past their grace) at `now` from memory, and from the store
+    /// if `store` (on a shared database one process at a time deletes).
+    Sweep { now: Millis, store: bool },
     /// Another process decided or removed this authorization: read it again if held.
     Changed { key: Digest32 },
     /// The change feed came back after being down: read everything again.
@@ -203,7 +204,7 @@ impl Actor for DeviceActor {
                 let _ = reply.send(st.book.pending(now));
             }
             DeviceMsg::Committed { key, change } => st.committed(key, change),
-            DeviceMsg::Sweep { now } => st.sweep(now),
+            DeviceMsg::Sweep { now, store } => st.sweep(now, store),
             DeviceMsg::Changed { key } => {
                 if st.book.holds(&key) {
                     st.fetch(st.repo.get(key), move |rec| Some((key, rec)), None);
@@ -384,7 +385,7 @@ impl DeviceState {
         }
     }
 
-    fn sweep(&mut self, now: Millis) {
+    fn sweep(&mut self, now: Millis, store: bool) {
         let (expired, undecided) = self.book.sweep(now);
         if expired.is_empty() {
             return;
@@ -392,7 +393,9 @@ impl DeviceState {
         // Codes nobody decided on ran out of time (decided ones were counted as decided).
         Metrics::count(&self.metrics.device_codes, "expired", undecided as u64);
         tracing::debug!(count = expired.len(), "expired device codes swept");
-        log_failure(self.repo.remove(&expired), "delete expired device codes");
+        if store {
+            log_failure(self.repo.remove(&expired), "delete expired device codes");
+        }
     }
 }
 

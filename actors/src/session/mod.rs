@@ -51,8 +51,9 @@ pub enum SessionMsg {
         keep: Option<String>,
         reply: RpcReplyPort<Result<usize, OAuthError>>,
     },
-    /// Drops the sessions expired at `now`.
-    Sweep { now: Millis },
+    /// Drops the sessions expired at `now`, and deletes them from the store if `store` (see
+    /// `DeviceMsg::Sweep`).
+    Sweep { now: Millis, store: bool },
     /// Another process ended this session.
     Ended { key: Digest32 },
     /// The change feed went down (`up` false: check every cookie against the database) or
@@ -177,9 +178,9 @@ impl SessionState {
                 let ended = st.book.destroy_for_user(&user_id, keep.as_deref());
                 reply_when_durable(myself, st.repo.remove(&ended), reply, Ok(ended.len()));
             }
-            SessionMsg::Sweep { now } => {
+            SessionMsg::Sweep { now, store } => {
                 let expired = st.book.sweep(now);
-                if !expired.is_empty() {
+                if store && !expired.is_empty() {
                     log_failure(st.repo.remove(&expired), "delete expired sessions");
                 }
             }

@@ -233,6 +233,9 @@ async fn server(s: &Stores) {
             .unwrap()
     );
     assert_eq!(s.server.keyring().await.unwrap(), Some(b"{\"v\":3}".to_vec()));
+    // A lease is one holder's until it expires or is renewed.
+    assert!(s.server.lease("cleanup", "a", T0, 1_000).await.unwrap());
+    assert!(s.server.lease("cleanup", "a", T0 + 500, 1_000).await.unwrap(), "renewed");
     s.server.ping().await.unwrap();
     s.server.probe(T0).await.unwrap();
     assert!(!s.server.failing());

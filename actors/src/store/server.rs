@@ -15,6 +15,10 @@ pub trait ServerRepo: Send + Sync {
     /// Replaces the keyring, only if the stored one is still `previous` (`None`: none yet);
     /// `Ok(false)` when someone else changed it first.
     fn save_keyring(&self, previous: Option<Vec<u8>>, next: Vec<u8>) -> Pending<bool>;
+    /// Takes or renews the lease `name` for `holder` until `now + ttl_ms`: `Ok(true)` if
+    /// `holder` has it now (it was free, expired or already `holder`'s). So periodic work
+    /// that several processes would repeat is done by one at a time.
+    fn lease(&self, name: &str, holder: &str, now: Millis, ttl_ms: Millis) -> Pending<bool>;
     /// Answers once the database answers a read (it is up and not wedged).
     fn ping(&self) -> Pending<()>;
     /// Writes and commits a small record, proving the database takes writes now.

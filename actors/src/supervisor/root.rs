@@ -68,6 +68,9 @@ pub enum RootMsg {
     ShuttingDown(RpcReplyPort<()>),
     /// Internal: time for the periodic cleanup.
     Cleanup,
+    /// Internal: the cleanup, deleting from the store too if `store` (this process holds the
+    /// cleanup lease).
+    Sweep { now: Millis, store: bool },
     /// Internal: what the shared database's change feed says, for the owners.
     Feed(FeedEvent),
     /// Internal: while the feed is down, the directory reloads every second.
@@ -93,6 +96,8 @@ pub(super) struct RootState {
     cache: Cache,
     /// The directory's reload timer while the feed is down.
     degraded: Option<ractor::concurrency::JoinHandle<()>>,
+    /// This process's name as a lease holder.
+    instance: String,
     children: HashMap<ActorId, Child>,
     restarts: Restarts<Child>,
     stopping: bool,
@@ -133,6 +138,7 @@ impl Actor for Root {
             args,
             cache,
             degraded: None,
+            instance: uuid::Uuid::new_v4().to_string(),
             children: HashMap::new(),
             restarts: Restarts::new(MAX_RESTARTS, COOL_DOWN),
             stopping: false,
@@ -168,17 +174,30 @@ impl Actor for Root {
             }
             RootMsg::Restart(_) => {}
             RootMsg::Cleanup => {
+                // Deleting from the database is one process's job at a time: the holder of
+                // the cleanup lease (on a database one process owns, always that one).
+                let now = clock();
+                let ttl = millis(st.args.config.cleanup_interval) * 2;
+                let (lease, me) = (st.args.stores.server.lease("cleanup", &st.instance, now, ttl), myself.clone());
+                tokio::spawn(async move {
+                    let store = lease.await.unwrap_or(false);
+                    let _ = me.send_message(RootMsg::Sweep { now, store });
+                });
+            }
+            RootMsg::Sweep { now, store } => {
                 // Each actor removes what has expired in its own state, off the request path.
-                let (actors, now) = (&st.args.actors, clock());
-                let _ = actors.device().cast(DeviceMsg::Sweep { now });
-                let _ = actors.token().cast(TokenMsg::Sweep { now });
-                let _ = actors.session().cast(SessionMsg::Sweep { now });
-                let before_ms = now.saturating_sub(millis(st.args.config.audit_retention));
-                let _ = actors.audit_actor().cast(AuditMsg::Prune { before_ms });
-                if let Some(limits) = actors.limits() {
-                    // Every throttle window is shorter than a day.
-                    let before = now.saturating_sub(24 * 3600 * 1000);
-                    let _ = limits.cast(LimitMsg::Sweep { before });
+                let actors = &st.args.actors;
+                let _ = actors.device().cast(DeviceMsg::Sweep { now, store });
+                let _ = actors.token().cast(TokenMsg::Sweep { now, store });
+                let _ = actors.session().cast(SessionMsg::Sweep { now, store });
+                if store {
+                    let before_ms = now.saturating_sub(millis(st.args.config.audit_retention));
+                    let _ = actors.audit_actor().cast(AuditMsg::Prune { before_ms });
+                    if let Some(limits) = actors.limits() {
+                        // Every throttle window is shorter than a day.
+                        let before = now.saturating_sub(24 * 3600 * 1000);
+                        let _ = limits.cast(LimitMsg::Sweep { before });
+                    }
                 }
             }
             RootMsg::Feed(event) => st.feed(&myself, event),

@@ -90,8 +90,9 @@ pub enum TokenMsg {
     },
     /// Internal: the tokens of an authorization are durable (its issuance is no longer in flight).
     Issued { authorization_id: String },
-    /// Drops records long expired at `now`.
-    Sweep { now: Millis },
+    /// Drops records long expired at `now` from memory, and from the store if `store` (see
+    /// `DeviceMsg::Sweep`).
+    Sweep { now: Millis, store: bool },
     /// Another process issued, refreshed or revoked tokens of this authorization: it is
     /// read again, after the records `forget` (ones this process wrote ahead and lost a race
     /// with) are dropped.

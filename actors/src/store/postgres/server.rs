@@ -62,6 +62,23 @@ impl ServerRepo for Server {
         self.0.writer.submit(vec![stmt])
     }
 
+    fn lease(&self, name: &str, holder: &str, now: Millis, ttl_ms: Millis) -> Pending<bool> {
+        // The value is "holder|until_ms"; taken when free, expired, or already the holder's.
+        self.0.writer.submit(vec![Stmt::check(
+            "WITH w AS (INSERT INTO meta (name, value) VALUES ($1, convert_to($2 || '|' || $3::bigint::text, 'UTF8')) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value \
+             WHERE split_part(convert_from(meta.value, 'UTF8'), '|', 2)::bigint < $4 \
+                OR split_part(convert_from(meta.value, 'UTF8'), '|', 1) = $2 \
+             RETURNING 1) SELECT EXISTS (SELECT 1 FROM w)",
+            vec![
+                Box::new(format!("lease:{name}")),
+                Box::new(holder.to_owned()),
+                Box::new(int(now.saturating_add(ttl_ms))),
+                Box::new(int(now)),
+            ],
+        )])
+    }
+
     fn ping(&self) -> Pending<()> {
         let db = self.0.clone();
         Box::pin(async move {

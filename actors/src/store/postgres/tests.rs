@@ -223,3 +223,16 @@ async fn an_unreachable_database_times_out() {
     assert!(matches!(refused, Err(StoreError::Unavailable(_))));
     assert!(started.elapsed() >= std::time::Duration::from_millis(700));
 }
+
+/// The cleanup lease is one process's at a time, until it expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_has_one_holder_until_it_expires() {
+    let Some(dsn) = fresh_database("lease").await else { return };
+    let (a, b) = (open_on(&dsn).await, open_on(&dsn).await);
+    assert!(a.server.lease("cleanup", "a", 1_000, 500).await.unwrap());
+    assert!(!b.server.lease("cleanup", "b", 1_200, 500).await.unwrap(), "held by a");
+    assert!(a.server.lease("cleanup", "a", 1_400, 500).await.unwrap(), "a renews");
+    assert!(!b.server.lease("cleanup", "b", 1_800, 500).await.unwrap(), "still a's");
+    assert!(b.server.lease("cleanup", "b", 1_901, 500).await.unwrap(), "expired: b takes it");
+    assert!(!a.server.lease("cleanup", "a", 2_000, 500).await.unwrap());
+}
