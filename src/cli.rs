@@ -46,13 +46,13 @@ pub struct Cli {
 enum Command {
     /// Run the authorization server
     Server,
-    /// Manage users (offline: the server must not be running on the same database)
+    /// Manage users (redb: with the server stopped; PostgreSQL: at any time)
     #[command(subcommand)]
     User(UserCommand),
-    /// Manage OAuth clients (offline: the server must not be running on the same database)
+    /// Manage OAuth clients (redb: with the server stopped; PostgreSQL: at any time)
     #[command(subcommand)]
     Client(ClientCommand),
-    /// Manage the JWT signing keys (offline: the server must not be running on the same database)
+    /// Manage the JWT signing keys (redb: with the server stopped; PostgreSQL: at any time, then restart every instance)
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Copy a stopped redb deployment (users, clients, keys, secrets, live tokens and sessions,

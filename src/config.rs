@@ -85,11 +85,11 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_PATH", default_value = "authgate.redb", global = true)]
     pub database_path: PathBuf,
 
-    /// PostgreSQL to use with DATABASE_DRIVER=postgres: "host=... user=... dbname=..." or postgres://user:pass@host/db; sslmode=require: TLS with the server's certificate verified against the system's trust store (SSL_CERT_FILE adds a CA); prefer (default) and disable: no TLS
+    /// PostgreSQL to use with DATABASE_DRIVER=postgres: "host=... user=... dbname=..." or postgres://user:pass@host/db; sslmode=require: TLS with the server's certificate verified against the system's trust store (SSL_CERT_FILE=bundle.pem replaces that store for the whole process); prefer (default) and disable: no TLS
     #[arg(long, env = "DATABASE_DSN", hide_env_values = true, global = true)]
     pub database_dsn: Option<String>,
 
-    /// Most PostgreSQL connections this process holds
+    /// Most PostgreSQL connections for reads this process holds (plus 2 for writes and 1 listening for other instances' changes)
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value = "16", value_parser = clap::value_parser!(u32).range(2..=1000), global = true)]
     pub database_pool_size: u32,
 

@@ -10,7 +10,8 @@ CREATE TABLE device_codes (
     record         jsonb  NOT NULL
 );
 CREATE INDEX device_codes_expiry ON device_codes (expires_at_ms);
-CREATE INDEX device_codes_user_code ON device_codes (user_code);
+-- Unique across every instance: a typed code names one device.
+CREATE UNIQUE INDEX device_codes_user_code ON device_codes (user_code);
 
 -- The token actor: access and refresh token records, and the issuance marks that make a
 -- device code redeem once.
@@ -24,6 +25,8 @@ CREATE TABLE tokens (
 );
 CREATE INDEX tokens_authorization ON tokens (authorization_id);
 CREATE INDEX tokens_hash ON tokens (token_hash) WHERE token_hash IS NOT NULL;
+CREATE INDEX tokens_user ON tokens ((record->>'user_id'));
+CREATE INDEX tokens_client ON tokens ((record->>'client_id'));
 
 CREATE TABLE authorizations (
     id         text PRIMARY KEY,

@@ -13,6 +13,8 @@ use crate::time::Millis;
 const SLOW_DOWN_STEP_MS: u32 = 5_000;
 /// The interval never grows past this, however hard a client hammers.
 pub(super) const MAX_INTERVAL_MS: u32 = 60_000;
+/// Most codes remembered as gone (see `DeviceBook::gone`).
+const MAX_GONE: usize = 100_000;
 /// Expired codes stay known this long, so a late poll hears `expired_token`, not `invalid_grant`.
 pub const EXPIRED_GRACE_MS: Millis = 10 * 60 * 1000;
 
@@ -133,6 +135,10 @@ pub enum CodeError {
 pub struct DeviceBook {
     by_hash: HashMap<Digest32, Entry>,
     by_user_code: HashMap<[u8; USER_CODE_LEN], Digest32>,
+    /// Codes held here and then read from a shared store as gone (redeemed or swept
+    /// elsewhere), so a late read cannot bring one back; emptied at each sweep (by then every
+    /// such read has finished), or when it holds [`MAX_GONE`].
+    gone: std::collections::HashSet<Digest32>,
     /// Client ids and scope strings are shared by very many codes: store each once.
     interned: HashMap<String, Arc<str>>,
 }
@@ -277,14 +283,28 @@ impl DeviceBook {
         self.by_user_code.contains_key(user_code)
     }
 
-    /// An authorization as the store has it now (another process created, decided, redeemed
-    /// or swept it). A decision or redemption this process has in flight is left to finish;
-    /// the poll timing kept here stays.
+    /// An authorization as the store had it when read (another process created, decided,
+    /// redeemed or swept it). Stored states only move forward (pending, then decided, then
+    /// gone), so of two reads that finish out of order the newer wins: a pending record never
+    /// undoes a decision held here, and a code seen gone never comes back. A decision or
+    /// redemption this process has in flight is left to finish; the poll timing kept here stays.
     pub fn stored(&mut self, key: Digest32, rec: Option<&DeviceRecord>) {
+        if self.gone.contains(&key) {
+            return;
+        }
         let in_flight = |e: &Entry| matches!(e.state, State::Deciding | State::Redeeming(_));
         match (self.by_hash.get_mut(&key), rec) {
-            (Some(e), Some(rec)) if !in_flight(e) => e.state = State::of(&rec.state),
-            (Some(e), None) if !in_flight(e) => self.remove(&key),
+            // A pending read never undoes a decision held here.
+            (Some(e), Some(rec)) if !in_flight(e) && (rec.state != RecordState::Pending || e.state == State::Pending) => {
+                e.state = State::of(&rec.state);
+            }
+            (Some(e), None) if !in_flight(e) => {
+                self.remove(&key);
+                if self.gone.len() >= MAX_GONE {
+                    self.gone.clear();
+                }
+                self.gone.insert(key);
+            }
             (None, Some(rec)) => {
                 self.insert(key, rec);
             }
@@ -292,15 +312,12 @@ impl DeviceBook {
         }
     }
 
-    /// Everything as the store has it now: held authorizations it no longer has are gone
-    /// (unless in flight here), the others take its state.
+    /// Everything as the store had it at a reload, applied record by record as
+    /// [`DeviceBook::stored`] does. A held code the snapshot lacks stays (it may be newer than
+    /// the snapshot): if it was redeemed elsewhere, its next redemption here is refused by the
+    /// token store, which spends it; otherwise it expires.
     pub fn reload(&mut self, records: Vec<(Digest32, DeviceRecord)>) {
-        let stored: HashMap<Digest32, DeviceRecord> = records.into_iter().collect();
-        let gone: Vec<Digest32> = self.by_hash.keys().filter(|k| !stored.contains_key(*k)).copied().collect();
-        for k in gone {
-            self.stored(k, None);
-        }
-        for (k, rec) in &stored {
+        for (k, rec) in &records {
             self.stored(*k, Some(rec));
         }
     }
@@ -406,6 +423,7 @@ impl DeviceBook {
     /// Removes the codes expired past their grace period at `now`: their keys, and how many of
     /// them nobody had decided on.
     pub fn sweep(&mut self, now: Millis) -> (Vec<Digest32>, usize) {
+        self.gone.clear();
         let expired: Vec<Digest32> = self
             .by_hash
             .iter()
@@ -461,6 +479,40 @@ mod tests {
             PollOutcome::Error(c, _) => Some(*c),
             PollOutcome::Redeem { .. } => None,
         }
+    }
+
+    /// Reads of a shared store that finish out of order: the newest state wins.
+    #[test]
+    fn stored_states_only_move_forward() {
+        let (mut b, key) = book_with(RecordState::Pending);
+        let rec = |state| DeviceRecord {
+            user_code: "BCDFGHJK".into(),
+            client_id: "cli".into(),
+            scope: "read".into(),
+            created_at_ms: T0,
+            expires_at_ms: T0 + 30 * 60_000,
+            interval_ms: 5_000,
+            state,
+        };
+        let approved = rec(RecordState::Approved {
+            user_id: "u".into(),
+            username: "alice".into(),
+            authorization_id: "a".into(),
+            decided_at_ms: T0,
+        });
+        b.stored(key, Some(&approved));
+        b.stored(key, Some(&rec(RecordState::Pending)));
+        assert!(
+            matches!(b.poll(&key, "cli", T0), PollOutcome::Redeem { .. }),
+            "a late pending read undoes no approval"
+        );
+        b.unredeemed(&key);
+        b.stored(key, None);
+        assert!(!b.holds(&key));
+        b.stored(key, Some(&approved));
+        assert!(!b.holds(&key), "a late read brings no redeemed code back");
+        b.reload(vec![(key, approved)]);
+        assert!(!b.holds(&key));
     }
 
     #[test]

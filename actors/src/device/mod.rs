@@ -205,11 +205,9 @@ impl Actor for DeviceActor {
             }
             DeviceMsg::Committed { key, change } => st.committed(key, change),
             DeviceMsg::Sweep { now, store } => st.sweep(now, store),
-            DeviceMsg::Changed { key } => {
-                if st.book.holds(&key) {
-                    st.fetch(st.repo.get(key), move |rec| Some((key, rec)), None);
-                }
-            }
+            // Read even when not held: a first read of it may be under way, and must not be
+            // the last word (`DeviceBook::stored` keeps the newest of the two).
+            DeviceMsg::Changed { key } => st.fetch(st.repo.get(key), move |rec| Some((key, rec)), None),
             DeviceMsg::Reload { now } => {
                 let (load, me) = (st.repo.load(now.saturating_sub(EXPIRED_GRACE_MS)), st.me.clone());
                 tokio::spawn(async move {
@@ -217,7 +215,11 @@ impl Actor for DeviceActor {
                         Ok(records) => {
                             let _ = me.cast(DeviceMsg::Reloaded { records });
                         }
-                        Err(e) => tracing::warn!(error = %e, "cannot reload device authorizations"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot reload device authorizations; trying again in 1 s");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            let _ = me.cast(DeviceMsg::Reload { now: now + 1000 });
+                        }
                     }
                 });
             }
@@ -251,7 +253,7 @@ impl DeviceState {
     }
 
     /// Reads from the store off the mailbox, then applies what it found and handles `then`.
-    /// If the read fails, `then` is handled with what memory holds.
+    /// If the read fails, `then` is answered that the database is unavailable.
     fn fetch<T: Send + 'static>(
         &self,
         read: crate::store::Pending<T>,
@@ -264,7 +266,10 @@ impl DeviceState {
                 Ok(v) => found(v),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read a device authorization from the database");
-                    None
+                    if let Some(msg) = then {
+                        unavailable(msg);
+                    }
+                    return;
                 }
             };
             let _ = me.cast(DeviceMsg::Fetched {
@@ -290,9 +295,22 @@ impl DeviceState {
         };
         tracing::debug!(user_code = %secret::redact_user_code(&answer_code(&rec)), client_id = %rec.client_id, "device code issued");
         let me = self.me.clone();
+        let (client_id, scope) = (rec.client_id.clone(), rec.scope.clone());
         after(self.repo.insert(key, &rec), move |r| match r {
-            Ok(()) => {
+            Ok(true) => {
                 let _ = reply.send(Ok(answer));
+            }
+            // Another process holds this user code (a shared database): try a fresh one.
+            Ok(false) => {
+                Self::report(&me, key, Committed::CreateFailed);
+                if let Err(Some(DeviceMsg::Create { reply, .. })) = me.cast(DeviceMsg::Create {
+                    client_id,
+                    scope,
+                    now,
+                    reply,
+                }) {
+                    let _ = reply.send(Err(OAuthError::unavailable("no free user code; try again")));
+                }
             }
             Err(e) => {
                 Self::report(&me, key, Committed::CreateFailed);
@@ -361,6 +379,8 @@ impl DeviceState {
                 // Decided elsewhere first (another process sharing the database).
                 Ok(false) => {
                     Self::report(&me, key, Committed::DecisionFailed);
+                    // What the other process decided: read it.
+                    let _ = me.cast(DeviceMsg::Changed { key });
                     Err(CodeError::AlreadyUsed)
                 }
                 Err(_) => {
@@ -386,6 +406,11 @@ impl DeviceState {
     }
 
     fn sweep(&mut self, now: Millis, store: bool) {
+        if store && self.cache.shared {
+            // Every process's expired codes, not only those held here.
+            let before = now.saturating_sub(EXPIRED_GRACE_MS);
+            log_failure(self.repo.prune(before), "delete expired device codes");
+        }
         let (expired, undecided) = self.book.sweep(now);
         if expired.is_empty() {
             return;
@@ -393,9 +418,22 @@ impl DeviceState {
         // Codes nobody decided on ran out of time (decided ones were counted as decided).
         Metrics::count(&self.metrics.device_codes, "expired", undecided as u64);
         tracing::debug!(count = expired.len(), "expired device codes swept");
-        if store {
+        if store && !self.cache.shared {
             log_failure(self.repo.remove(&expired), "delete expired device codes");
         }
+    }
+}
+
+/// Answers a request that needed the database when it could not be read.
+fn unavailable(msg: DeviceMsg) {
+    match msg {
+        DeviceMsg::Poll { reply, .. } => {
+            let _ = reply.send(Err(OAuthError::unavailable("the database is unavailable; poll again")));
+        }
+        DeviceMsg::Lookup { reply, .. } | DeviceMsg::Decide { reply, .. } => {
+            let _ = reply.send(Err(CodeError::Store));
+        }
+        _ => {}
     }
 }
 

@@ -79,6 +79,13 @@ pub struct DirectoryState {
     peers: DirectoryPeers,
     /// A reload is under way, and whether another was asked for meanwhile.
     reloading: Option<bool>,
+    /// Users and clients changed while a reload was under way (read again after it), and
+    /// whether this process changed any itself meanwhile (then it reloads once more, later).
+    touched: Vec<Change>,
+    wrote_during_reload: std::cell::Cell<bool>,
+    /// Records being read for a change, and whether another change of it came meanwhile (it
+    /// is read again then, so the last read is newer than the last change).
+    reading: std::collections::HashMap<String, bool>,
 }
 
 impl Actor for DirectoryActor {
@@ -107,6 +114,9 @@ impl Actor for DirectoryActor {
             repo: args.repo,
             peers: args.peers,
             reloading: None,
+            touched: Vec::new(),
+            wrote_during_reload: std::cell::Cell::new(false),
+            reading: std::collections::HashMap::new(),
         };
         st.publish();
         Ok(st)
@@ -125,16 +135,26 @@ impl Actor for DirectoryActor {
                                 let _ = me.cast(DirectoryMsg::Reloaded { data });
                             }
                             Err(e) => {
-                                tracing::warn!(error = %e, "cannot reload users and clients");
+                                tracing::warn!(error = %e, "cannot reload users and clients; trying again in 1 s");
                                 let _ = me.cast(DirectoryMsg::Reloaded {
                                     data: DirectoryData::default(),
                                 });
+                                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                                let _ = me.cast(DirectoryMsg::Reload);
                             }
                         }
                     });
                 }
             },
             DirectoryMsg::Changed { change } => {
+                if st.reloading.is_some() {
+                    st.touched.push(change.clone());
+                }
+                if let Some(again) = st.reading.get_mut(&change.encode()) {
+                    *again = true;
+                    return Ok(());
+                }
+                st.reading.insert(change.encode(), false);
                 let me = myself.clone();
                 let (user, client) = match &change {
                     Change::User(id) => (Some(st.repo.user(id)), None),
@@ -164,26 +184,50 @@ impl Actor for DirectoryActor {
                         // The feed is working, the database is not: read everything later.
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot read a user or client another process changed");
+                            let _ = me.cast(DirectoryMsg::Fetched {
+                                change: Change::User(String::new()),
+                                user: None,
+                                client: None,
+                            });
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                             let _ = me.cast(DirectoryMsg::Reload);
                         }
                     }
                 });
             }
             DirectoryMsg::Fetched { change, user, client } => {
-                match change {
-                    Change::User(id) => st.book.stored_user(&id, user.map(|u| *u)),
-                    Change::Client(id) => st.book.stored_client(&id, client.map(|c| *c)),
+                match &change {
+                    // A failed read: nothing to apply (a reload follows).
+                    Change::User(id) if id.is_empty() => {}
+                    Change::User(id) => st.book.stored_user(id, user.map(|u| *u)),
+                    Change::Client(id) => st.book.stored_client(id, client.map(|c| *c)),
                     _ => {}
                 }
                 st.publish();
+                if st.reading.remove(&change.encode()) == Some(true) {
+                    let _ = myself.cast(DirectoryMsg::Changed { change });
+                }
             }
             DirectoryMsg::Reloaded { data } => {
+                let again = st.reloading.take() == Some(true);
                 // A failed read (no seed mark) keeps what is held.
                 if data.seeded {
                     st.book = DirectoryBook::load(data);
                     st.publish();
                 }
-                if st.reloading.take() == Some(true) {
+                // What changed during the reload may be older in the snapshot: read it again.
+                for change in std::mem::take(&mut st.touched) {
+                    let _ = myself.cast(DirectoryMsg::Changed { change });
+                }
+                if st.wrote_during_reload.replace(false) {
+                    // A write of this process may have committed after the snapshot was read.
+                    let me = myself.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        let _ = me.cast(DirectoryMsg::Reload);
+                    });
+                }
+                if again {
                     let _ = myself.cast(DirectoryMsg::Reload);
                 }
             }
@@ -293,6 +337,9 @@ fn saved_user(write: Pending<bool>) -> Pending<()> {
 impl DirectoryState {
     /// Publishes the current clients and enabled users as a fresh immutable snapshot.
     fn publish(&self) {
+        if self.reloading.is_some() {
+            self.wrote_during_reload.set(true);
+        }
         self.published.send_replace(Arc::new(self.book.snapshot()));
     }
 

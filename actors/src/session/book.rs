@@ -24,13 +24,34 @@ pub struct NewSession {
 #[derive(Default)]
 pub struct SessionBook {
     sessions: HashMap<Digest32, SessionRecord>,
+    /// Sessions ended (here or, on a shared database, elsewhere) since the last sweep: a
+    /// session never comes back, so a read or reload that started before the end cannot
+    /// bring it back either.
+    ended: std::collections::HashSet<Digest32>,
 }
+
+/// Most ended sessions remembered between sweeps.
+const MAX_ENDED: usize = 100_000;
 
 impl SessionBook {
     pub fn load(records: Vec<(Digest32, SessionRecord)>) -> Self {
         Self {
             sessions: records.into_iter().collect(),
+            ended: Default::default(),
         }
+    }
+
+    /// Everything a shared store held at a reload, but the sessions ended since.
+    pub fn reload(&mut self, records: Vec<(Digest32, SessionRecord)>) {
+        self.sessions = records.into_iter().filter(|(k, _)| !self.ended.contains(k)).collect();
+    }
+
+    fn end(&mut self, key: Digest32) {
+        self.sessions.remove(&key);
+        if self.ended.len() >= MAX_ENDED {
+            self.ended.clear();
+        }
+        self.ended.insert(key);
     }
 
     pub fn len(&self) -> usize {
@@ -66,12 +87,16 @@ impl SessionBook {
         self.sessions.contains_key(key)
     }
 
-    /// A session as the store has it now (`None`: ended elsewhere).
+    /// A session as a shared store had it when read (`None`: ended elsewhere). An ended
+    /// session stays ended.
     pub fn stored(&mut self, key: Digest32, rec: Option<SessionRecord>) {
         match rec {
-            Some(rec) => self.sessions.insert(key, rec),
-            None => self.sessions.remove(&key),
-        };
+            Some(rec) if !self.ended.contains(&key) => {
+                self.sessions.insert(key, rec);
+            }
+            Some(_) => {}
+            None => self.end(key),
+        }
     }
 
     /// The live session behind a cookie's id.
@@ -89,7 +114,9 @@ impl SessionBook {
     /// Ends the session behind `id`; its key, if there was one.
     pub fn destroy(&mut self, id: &str) -> Option<Digest32> {
         let key = secret::sha256(id);
-        self.sessions.remove(&key).map(|_| key)
+        let held = self.sessions.contains_key(&key);
+        self.end(key);
+        held.then_some(key)
     }
 
     /// Ends every session of `user_id` except the one behind `keep`; their keys.
@@ -100,13 +127,23 @@ impl SessionBook {
 
     /// Removes the sessions expired at `now`; their keys.
     pub fn sweep(&mut self, now: Millis) -> Vec<Digest32> {
-        self.remove_where(|_, r| r.expires_at_ms <= now)
+        self.ended.clear();
+        let gone: Vec<Digest32> = self
+            .sessions
+            .iter()
+            .filter(|(_, r)| r.expires_at_ms <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &gone {
+            self.sessions.remove(k);
+        }
+        gone
     }
 
     fn remove_where(&mut self, f: impl Fn(&Digest32, &SessionRecord) -> bool) -> Vec<Digest32> {
         let gone: Vec<Digest32> = self.sessions.iter().filter(|(k, r)| f(k, r)).map(|(k, _)| *k).collect();
         for k in &gone {
-            self.sessions.remove(k);
+            self.end(*k);
         }
         gone
     }

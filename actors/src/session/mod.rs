@@ -72,6 +72,9 @@ pub enum SessionMsg {
     },
 }
 
+/// How long a failed reload waits before the next try.
+const RELOAD_RETRY: Duration = Duration::from_secs(1);
+
 pub struct SessionActor;
 
 pub struct SessionArgs {
@@ -178,6 +181,13 @@ impl SessionState {
                 let ended = st.book.destroy_for_user(&user_id, keep.as_deref());
                 reply_when_durable(myself, st.repo.remove(&ended), reply, Ok(ended.len()));
             }
+            SessionMsg::Sweep { now, store } if st.cache.shared => {
+                st.book.sweep(now);
+                if store {
+                    // Every process's expired sessions, not only those held here.
+                    log_failure(st.repo.prune(now), "delete expired sessions");
+                }
+            }
             SessionMsg::Sweep { now, store } => {
                 let expired = st.book.sweep(now);
                 if store && !expired.is_empty() {
@@ -197,13 +207,18 @@ impl SessionState {
                         Ok(sessions) => {
                             let _ = me.cast(SessionMsg::Reloaded { sessions, epoch });
                         }
-                        Err(e) => tracing::warn!(error = %e, "cannot reload sessions; still checking each against the database"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot reload sessions; still checking each against the database, trying again in 1 s");
+                            tokio::time::sleep(RELOAD_RETRY).await;
+                            let now = now + millis(RELOAD_RETRY);
+                            let _ = me.cast(SessionMsg::Feed { up: true, now });
+                        }
                     }
                 });
             }
             SessionMsg::Reloaded { sessions, epoch } => {
                 if epoch == st.epoch {
-                    st.book = SessionBook::load(sessions);
+                    st.book.reload(sessions);
                     st.cache.trusted = true;
                 }
             }

@@ -12,7 +12,7 @@ use super::audit::{AuditEvent, AuditFilter, EventKind};
 use super::device::{DeviceRecord, RecordState};
 use super::directory::{AuthSource, ClientRecord, UserRecord};
 use super::session::SessionRecord;
-use super::token::{TokenKind, TokenRecord, TokenStatus};
+use super::token::{RevokeScope, TokenKind, TokenRecord, TokenRef, TokenStatus};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -97,7 +97,7 @@ pub async fn check<F: Future<Output = Stores>>(open: impl Fn() -> F) {
 
 async fn devices(s: &Stores) {
     let key = [7u8; 32];
-    s.device.insert(key, &device(RecordState::Pending)).await.unwrap();
+    assert!(s.device.insert(key, &device(RecordState::Pending)).await.unwrap());
     let approved = device(RecordState::Approved {
         user_id: "u1".into(),
         username: "alice".into(),
@@ -121,6 +121,12 @@ async fn devices(s: &Stores) {
     assert!(s.device.load(T0 + 700_000).await.unwrap().is_empty());
     assert!(s.device.load(T0).await.unwrap().is_empty(), "an expired row is deleted by the load");
     s.device.remove(&[key, [9u8; 32]]).await.unwrap();
+    // Reads of one, and pruning by time whoever created it.
+    assert!(s.device.insert(key, &device(RecordState::Pending)).await.unwrap());
+    assert_eq!(s.device.get(key).await.unwrap(), Some(device(RecordState::Pending)));
+    assert_eq!(s.device.by_user_code("BCDFGHJK").await.unwrap().map(|(k, _)| k), Some(key));
+    s.device.prune(T0 + 600_001).await.unwrap();
+    assert_eq!(s.device.get(key).await.unwrap(), None);
 }
 
 async fn tokens(s: &Stores) {
@@ -165,6 +171,29 @@ async fn tokens(s: &Stores) {
     s.token.remove(&["a1".into()], &[]).await.unwrap();
     assert!(!s.token.issue("auth-1", &[again]).await.unwrap(), "the mark outlives the records");
     s.token.remove(&[], &["auth-0".into()]).await.unwrap();
+    // Reads of one authorization, by the authorization or by one of its tokens.
+    assert_eq!(s.token.authorization("auth-1").await.unwrap().len(), 2);
+    assert_eq!(s.token.holding(TokenRef::Id("r2".into())).await.unwrap().len(), 2);
+    assert_eq!(s.token.holding(TokenRef::Hash(format!("{:0>64}", "r1"))).await.unwrap().len(), 2);
+    assert!(s.token.holding(TokenRef::Id("nope".into())).await.unwrap().is_empty());
+    // A revocation by scope reaches every record of it, whoever wrote them.
+    assert_eq!(
+        s.token.revoke(RevokeScope::User("u1".into())).await.unwrap(),
+        2,
+        "r1 (retired) and r2"
+    );
+    let all = s.token.authorization("auth-1").await.unwrap();
+    assert!(all.iter().any(|r| r.id == "r2" && r.status == TokenStatus::Revoked));
+    // Pruning by time: expired records, then marks left without records.
+    let short = TokenRecord {
+        expires_at: T0 / 1000 + 10,
+        ..token("p1", "auth-p", TokenKind::Access, TokenStatus::Active)
+    };
+    assert!(s.token.issue("auth-p", std::slice::from_ref(&short)).await.unwrap());
+    s.token.prune(T0 / 1000 + 11, T0 / 1000 + 1).await.unwrap();
+    assert!(s.token.authorization("auth-p").await.unwrap().is_empty());
+    assert!(s.token.issue("auth-p", &[short]).await.unwrap(), "its mark went with its records");
+    assert_eq!(s.token.authorization("auth-1").await.unwrap().len(), 2, "the others stay");
 }
 
 async fn directory(s: &Stores) {
@@ -200,6 +229,15 @@ async fn sessions_and_audit(s: &Stores) {
     assert_eq!(s.session.load(T0 + 10).await.unwrap().len(), 1, "expired at load time: dropped");
     s.session.remove(&[[2u8; 32]]).await.unwrap();
     assert!(s.session.load(T0).await.unwrap().is_empty(), "the expired one was deleted too");
+    // Ending a user's sessions but one; reads of one; pruning by time.
+    for k in 1..=3u8 {
+        s.session.insert([k; 32], &rec(T0 + 1_000)).await.unwrap();
+    }
+    assert_eq!(s.session.remove_for_user("u1", Some([1u8; 32])).await.unwrap(), 2);
+    assert!(s.session.get([1u8; 32]).await.unwrap().is_some());
+    assert!(s.session.get([2u8; 32]).await.unwrap().is_none());
+    s.session.prune(T0 + 1_000).await.unwrap();
+    assert!(s.session.get([1u8; 32]).await.unwrap().is_none());
 
     // Two events of the same millisecond both stay; pages run newest first.
     let events: Vec<AuditEvent> = (0..5u64)

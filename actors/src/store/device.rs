@@ -43,8 +43,10 @@ pub trait DeviceRepo: Send + Sync {
     /// Every stored authorization that expires at or after `keep_from`. Those that expired
     /// before it are deleted, as are rows that cannot be read.
     fn load(&self, keep_from: Millis) -> Pending<Vec<(DeviceKey, DeviceRecord)>>;
-    /// Stores a new, pending authorization.
-    fn insert(&self, key: DeviceKey, record: &DeviceRecord) -> Pending<()>;
+    /// Stores a new, pending authorization. User codes are unique among stored
+    /// authorizations: `Ok(false)`, with nothing written, when another has this one (in one
+    /// process the owner's book picks a free one first; a shared database enforces it).
+    fn insert(&self, key: DeviceKey, record: &DeviceRecord) -> Pending<bool>;
     /// Records a person's decision (`record` carries the approved or denied state). Applied
     /// only while the stored authorization is still pending; `Ok(false)` when it was decided
     /// already, redeemed, or is gone. So one code is decided once, whichever process decides.
@@ -52,6 +54,9 @@ pub trait DeviceRepo: Send + Sync {
     /// Deletes authorizations: redeemed, expired, or whose creation failed. Deleting one that
     /// is not there is not an error.
     fn remove(&self, keys: &[DeviceKey]) -> Pending<()>;
+    /// Deletes every stored authorization that expired before `before`, whichever process
+    /// created it (the periodic cleanup of a shared database).
+    fn prune(&self, before: Millis) -> Pending<()>;
     /// One authorization as stored now (another process may have created or decided it).
     fn get(&self, key: DeviceKey) -> Pending<Option<DeviceRecord>>;
     /// The authorization a user code stands for, as stored now.

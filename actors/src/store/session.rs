@@ -28,6 +28,8 @@ pub trait SessionRepo: Send + Sync {
     fn remove(&self, keys: &[SessionKey]) -> Pending<()>;
     /// Ends every session of `user_id` but `keep`, wherever it was started; answers how many.
     fn remove_for_user(&self, user_id: &str, keep: Option<SessionKey>) -> Pending<usize>;
+    /// Deletes every stored session expired at `now`, whichever process started it.
+    fn prune(&self, now: Millis) -> Pending<()>;
     /// One session as stored now (another process may have started or ended it).
     fn get(&self, key: SessionKey) -> Pending<Option<SessionRecord>>;
 }

@@ -47,6 +47,16 @@ pub struct TokenRecord {
 pub enum TokenRef {
     Id(String),
     Hash(String),
+    /// Any token of this authorization.
+    Authorization(String),
+}
+
+/// Whose tokens a revocation ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeScope {
+    Authorization(String),
+    User(String),
+    Client(String),
 }
 
 /// Everything the token actor holds, as loaded at start.
@@ -79,6 +89,14 @@ pub trait TokenRepo: Send + Sync {
     /// Deletes long-expired records, and the issuance marks of `forget` (authorizations that
     /// can no longer be redeemed).
     fn remove(&self, ids: &[String], forget: &[String]) -> Pending<()>;
+    /// Revokes every token of `scope` as stored, whichever process issued or rotated it; a
+    /// rotation under way for the same authorization either finishes first (and its tokens
+    /// are revoked too) or finds its refresh token revoked. Answers how many records changed.
+    fn revoke(&self, scope: RevokeScope) -> Pending<u64>;
+    /// Deletes every stored record that expired before `expired_before`, and the issuance
+    /// marks made before `marks_before` whose records are all gone, whichever process wrote
+    /// them.
+    fn prune(&self, expired_before: Secs, marks_before: Secs) -> Pending<()>;
     /// Every record of one authorization, as stored now.
     fn authorization(&self, authorization_id: &str) -> Pending<Vec<TokenRecord>>;
     /// Every record of the authorization that holds the token with this id (`jti`) or this

@@ -94,7 +94,13 @@ impl System {
             let repo = &*stores.server;
             let jwt = server_secret(repo, "jwt", "JWT_SECRET", secrets.jwt.as_deref()).await?;
             let session_secret = server_secret(repo, "session", "SESSION_SECRET", secrets.session.as_deref()).await?;
-            let keys = JwtKeys::load(repo, key_options(jwt), now / 1000).await?;
+            let options = key_options(jwt);
+            let keys = match JwtKeys::load(repo, options.clone(), now / 1000).await {
+                // Another process sharing the database wrote the keyring between our read and
+                // our write (instances starting together): read theirs.
+                Err(KeyError::Changed) => JwtKeys::load(repo, options, now / 1000).await?,
+                loaded => loaded?,
+            };
             Self::start_with_keys(stores.clone(), config, keys, session_secret).await
         }
         .await;

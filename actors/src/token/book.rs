@@ -8,7 +8,7 @@ use crate::store::token::{TokenData, TokenKind, TokenRecord, TokenStatus};
 use crate::time::Secs;
 
 /// Records are kept this long past expiry (for session lists), then swept.
-const EXPIRED_KEEP: Secs = 24 * 3600;
+pub(super) const EXPIRED_KEEP: Secs = 24 * 3600;
 
 #[derive(Default)]
 pub struct TokenBook {
@@ -124,6 +124,11 @@ impl TokenBook {
             }
         }
         Some(rec.authorization_id)
+    }
+
+    /// Whether any record of this authorization is held.
+    pub fn has_authorization(&self, authorization_id: &str) -> bool {
+        self.by_authorization.contains_key(authorization_id)
     }
 
     /// Whether the tokens of this authorization were ever issued (a record or a mark remains).

@@ -13,7 +13,7 @@ use crate::error::OAuthError;
 use crate::provider::token_service::MintedToken;
 use crate::runtime::commit::{after, rebuild};
 use crate::store::Pending;
-use crate::store::token::{TokenKind, TokenRecord, TokenStatus};
+use crate::store::token::{RevokeScope, TokenKind, TokenRecord, TokenStatus};
 use crate::time::Secs;
 
 /// The longest lifetime accepted from the token service, in seconds.
@@ -250,7 +250,8 @@ impl TokenState {
                 let err = Err(OAuthError::invalid_grant(
                     "the refresh token was already used; the authorization has been revoked",
                 ));
-                self.save(myself, records, err, reply);
+                let scope = RevokeScope::Authorization(old.authorization_id.clone());
+                self.revoke_scope(myself, (scope, records), err, reply);
                 return;
             }
             TokenStatus::Active => {}

@@ -39,7 +39,7 @@ use crate::provider::token_service::TokenProviderMsg;
 use crate::runtime::Handle;
 use crate::runtime::commit::{log_failure, reply_when_durable};
 use crate::store::change::Cache;
-use crate::store::token::TokenRepo;
+use crate::store::token::{RevokeScope, TokenRepo};
 pub use crate::store::token::{TokenKind, TokenRecord, TokenStatus};
 use crate::time::Secs;
 
@@ -168,6 +168,24 @@ impl TokenState {
         reply_when_durable(myself, write, reply, answer);
     }
 
+    /// Revokes every token of `scope`: `records` are the revocations this book knows of; on a
+    /// shared database the store revokes by `scope` instead, which also reaches tokens other
+    /// processes issued or rotated that this one has not heard of yet.
+    fn revoke_scope<T: Send + 'static>(
+        &mut self,
+        myself: &ActorRef<TokenMsg>,
+        (scope, records): (RevokeScope, Vec<TokenRecord>),
+        answer: Result<T, OAuthError>,
+        reply: RpcReplyPort<Result<T, OAuthError>>,
+    ) {
+        if !self.cache.shared {
+            return self.save(myself, records, answer, reply);
+        }
+        self.book.apply(&records);
+        let write = self.repo.revoke(scope);
+        reply_when_durable(myself, Box::pin(async move { write.await.map(|_| ()) }), reply, answer);
+    }
+
     fn revoke(
         &mut self,
         myself: &ActorRef<TokenMsg>,
@@ -186,14 +204,19 @@ impl TokenState {
             return;
         }
         let owner = rec.username.clone();
-        let records = match rec.kind {
+        if rec.kind == TokenKind::Refresh {
             // Revoking a refresh token ends the authorization it belongs to.
-            TokenKind::Refresh => self.book.revoke_authorization(&rec.authorization_id),
-            TokenKind::Access if rec.status == TokenStatus::Active => vec![TokenRecord {
+            let records = self.book.revoke_authorization(&rec.authorization_id);
+            let answer = (!records.is_empty() || self.cache.shared).then_some(owner);
+            let scope = RevokeScope::Authorization(rec.authorization_id);
+            return self.revoke_scope(myself, (scope, records), Ok(answer), reply);
+        }
+        let records = match rec.status {
+            TokenStatus::Active => vec![TokenRecord {
                 status: TokenStatus::Revoked,
                 ..rec
             }],
-            TokenKind::Access => Vec::new(),
+            _ => Vec::new(),
         };
         let answer = (!records.is_empty()).then_some(owner);
         self.save(myself, records, Ok(answer), reply);
@@ -290,7 +313,8 @@ impl Actor for TokenActor {
                 match found {
                     Some(view) => {
                         let records = st.book.revoke_authorization(&authorization_id);
-                        st.save(&myself, records, Ok(Some(view)), reply);
+                        let scope = RevokeScope::Authorization(authorization_id);
+                        st.revoke_scope(&myself, (scope, records), Ok(Some(view)), reply);
                     }
                     None => {
                         let _ = reply.send(Ok(None));
@@ -308,10 +332,25 @@ impl Actor for TokenActor {
                     })
                     .count();
                 let records = ids.iter().flat_map(|a| st.book.revoke_authorization(a)).collect();
-                st.save(&myself, records, Ok(live), reply);
+                let scope = match of {
+                    Owner::User(u) => RevokeScope::User(u),
+                    Owner::Client(c) => RevokeScope::Client(c),
+                };
+                st.revoke_scope(&myself, (scope, records), Ok(live), reply);
             }
             TokenMsg::Issued { authorization_id } => {
                 st.issuing.remove(&authorization_id);
+            }
+            TokenMsg::Sweep { now, store } if st.cache.shared => {
+                st.book.sweep(now / 1000, st.remember_issued);
+                if store {
+                    // Every process's records and marks, not only those held here.
+                    let now = now / 1000;
+                    let write = st
+                        .repo
+                        .prune(now.saturating_sub(book::EXPIRED_KEEP), now.saturating_sub(st.remember_issued));
+                    log_failure(write, "delete expired token records");
+                }
             }
             TokenMsg::Sweep { now, store } => {
                 let (old, forget) = st.book.sweep(now / 1000, st.remember_issued);
@@ -329,7 +368,7 @@ impl Actor for TokenActor {
                 st.epoch += 1;
                 st.cache.trusted = false;
             }
-            TokenMsg::Feed { up: true, .. } => {
+            TokenMsg::Feed { up: true, now } => {
                 st.epoch += 1;
                 let (load, me, epoch) = (st.repo.load(), st.peers.me.clone(), st.epoch);
                 tokio::spawn(async move {
@@ -337,7 +376,11 @@ impl Actor for TokenActor {
                         Ok(data) => {
                             let _ = me.cast(TokenMsg::Reloaded { data, epoch });
                         }
-                        Err(e) => tracing::warn!(error = %e, "cannot reload tokens; still reading each through"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot reload tokens; still reading each through, trying again in 1 s");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            let _ = me.cast(TokenMsg::Feed { up: true, now: now + 1000 });
+                        }
                     }
                 });
             }

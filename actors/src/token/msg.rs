@@ -127,6 +127,10 @@ impl TokenMsg {
                 let h = crate::crypto::secret::sha256(token);
                 Some((by_hash(&h), book.minted_access_token(&h).is_some()))
             }
+            TokenMsg::RevokeAuthorization { authorization_id, .. } => Some((
+                TokenRef::Authorization(authorization_id.clone()),
+                book.has_authorization(authorization_id),
+            )),
             TokenMsg::Introspect { target, .. } | TokenMsg::Revoke { target, .. } => {
                 let r = match target {
                     RevokeTarget::AccessId(id) => TokenRef::Id(id.clone()),
@@ -153,6 +157,9 @@ impl TokenMsg {
                 let _ = reply.send(None);
             }
             TokenMsg::Revoke { reply, .. } => {
+                let _ = reply.send(Err(err()));
+            }
+            TokenMsg::RevokeAuthorization { reply, .. } => {
                 let _ = reply.send(Err(err()));
             }
             _ => {}

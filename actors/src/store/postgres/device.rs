@@ -49,9 +49,9 @@ impl DeviceRepo for Devices {
         })
     }
 
-    fn insert(&self, key: DeviceKey, record: &DeviceRecord) -> Pending<()> {
+    fn insert(&self, key: DeviceKey, record: &DeviceRecord) -> Pending<bool> {
         let write = json(record).map(|r| {
-            self.0.writer.submit(vec![Stmt::exec(
+            self.0.writer.submit_unique(vec![Stmt::exec(
                 "INSERT INTO device_codes (key, user_code, status, expires_at_ms, record) VALUES ($1, $5, $2, $3, $4::text::jsonb) \
                  ON CONFLICT (key) DO UPDATE SET status = excluded.status, expires_at_ms = excluded.expires_at_ms, record = excluded.record",
                 vec![
@@ -63,7 +63,7 @@ impl DeviceRepo for Devices {
                 ],
             )])
         });
-        Box::pin(async move { write?.await.map(|_| ()) })
+        Box::pin(async move { write?.await })
     }
 
     fn decide(&self, key: DeviceKey, record: &DeviceRecord) -> Pending<bool> {
@@ -78,6 +78,14 @@ impl DeviceRepo for Devices {
             ])
         });
         Box::pin(async move { write?.await })
+    }
+
+    fn prune(&self, before: Millis) -> Pending<()> {
+        let write = self.0.writer.submit(vec![Stmt::exec(
+            "DELETE FROM device_codes WHERE expires_at_ms < $1",
+            vec![Box::new(int(before))],
+        )]);
+        Box::pin(async move { write.await.map(|_| ()) })
     }
 
     fn get(&self, key: DeviceKey) -> Pending<Option<DeviceRecord>> {

@@ -70,17 +70,24 @@ pub fn parse_dsn(dsn: &str) -> Result<tokio_postgres::Config, StoreError> {
     Ok(config)
 }
 
-/// The TLS connector: verifies the server against the platform's trust store. Used only with
-/// `sslmode=require` (other modes never start TLS).
-fn tls() -> Result<MakeRustlsConnect, StoreError> {
+/// The TLS connector: with `sslmode=require`, one that verifies the server against the
+/// platform's trust store; otherwise one that is never used (those modes never start TLS), so
+/// a host without a trust store needs none.
+fn tls(mode: SslMode) -> Result<MakeRustlsConnect, StoreError> {
     use rustls_platform_verifier::BuilderVerifierExt;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| StoreError::Config(format!("TLS: {e}")))?
-        .with_platform_verifier()
-        .map_err(|e| StoreError::Config(format!("TLS: the system's trust store: {e}")))?
-        .with_no_client_auth();
+        .map_err(|e| StoreError::Config(format!("TLS: {e}")))?;
+    let config = if mode == SslMode::Require {
+        builder
+            .with_platform_verifier()
+            .map_err(|e| StoreError::Config(format!("TLS: the system's trust store: {e}")))?
+            .with_no_client_auth()
+    } else {
+        // Trusts nothing: any handshake would fail, and none is started.
+        builder.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth()
+    };
     Ok(MakeRustlsConnect::new(config))
 }
 
@@ -93,7 +100,12 @@ pub async fn open(options: PgOptions) -> Result<Stores, StoreError> {
     if config.get_application_name().is_none() {
         config.application_name("authgate");
     }
-    let tls = tls()?;
+    // A connection whose peer vanished (a cut network, a host gone) is found dead within
+    // seconds rather than the kernel's default quarter of an hour.
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(30));
+    config.tcp_user_timeout(Duration::from_secs(15));
+    let tls = tls(config.get_ssl_mode())?;
     migrate(&config, &tls, options.connect_timeout).await?;
     // Listen before anyone loads: a change committed after an owner's load is then announced.
     let instance = uuid::Uuid::new_v4().simple().to_string();
@@ -103,24 +115,29 @@ pub async fn open(options: PgOptions) -> Result<Stores, StoreError> {
     feed_config.application_name(feed::APPLICATION_NAME);
     let listener = tokio::spawn(feed::listen(feed_config, tls.clone(), instance.clone(), events, ready));
     listening.await.unwrap_or(Err(StoreError::Closed))?;
-    let manager = Manager::from_config(
-        config,
-        tls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    let pool = Pool::builder(manager)
-        .max_size(options.pool_size.max(2))
-        .timeouts(Timeouts {
-            wait: Some(Duration::from_secs(5)),
-            create: Some(Duration::from_secs(5)),
-            recycle: Some(Duration::from_secs(5)),
-        })
-        .runtime(deadpool_postgres::Runtime::Tokio1)
-        .build()
-        .map_err(|e| StoreError::Config(e.to_string()))?;
-    let writer = Writer::start(pool.clone(), options.max_batch.max(1));
+    let pool = |size: usize| {
+        let manager = Manager::from_config(
+            config.clone(),
+            tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        Pool::builder(manager)
+            .max_size(size)
+            .timeouts(Timeouts {
+                wait: Some(Duration::from_secs(5)),
+                create: Some(Duration::from_secs(5)),
+                recycle: Some(Duration::from_secs(5)),
+            })
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))
+    };
+    // Reads share a pool; the writer has connections of its own, so a burst of reads (every
+    // request reading through while the feed is down) never starves the commits.
+    let writer = Writer::start(pool(2)?, options.max_batch.max(1));
+    let pool = pool(options.pool_size.max(2))?;
     let db = Db {
         pool,
         writer,

@@ -67,6 +67,14 @@ impl SessionRepo for Sessions {
         Box::pin(async move { Ok(usize::try_from(write.await?).unwrap_or(usize::MAX)) })
     }
 
+    fn prune(&self, now: Millis) -> Pending<()> {
+        let write = self.0.writer.submit(vec![Stmt::exec(
+            "DELETE FROM sessions WHERE expires_at_ms <= $1",
+            vec![Box::new(int(now))],
+        )]);
+        Box::pin(async move { write.await.map(|_| ()) })
+    }
+
     fn get(&self, key: SessionKey) -> Pending<Option<SessionRecord>> {
         let db = self.0.clone();
         Box::pin(async move {

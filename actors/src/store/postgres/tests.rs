@@ -10,7 +10,7 @@ use super::{PgOptions, open};
 use crate::store::audit::{AuditEvent, AuditFilter, EventKind};
 use crate::store::device::{DeviceRecord, RecordState};
 use crate::store::directory::{AuthSource, UserRecord};
-use crate::store::token::{TokenKind, TokenRecord, TokenStatus};
+use crate::store::token::{RevokeScope, TokenKind, TokenRecord, TokenStatus};
 use crate::store::{StoreError, Stores};
 
 /// A new, empty database on the test server; its DSN.
@@ -103,6 +103,11 @@ async fn racing_processes_win_once() {
         3,
         "the winner's two tokens and the retired one"
     );
+    // A revocation by authorization from one process reaches the tokens another rotated in.
+    a.token.revoke(RevokeScope::Authorization("auth".into())).await.unwrap();
+    let after = b.token.authorization("auth").await.unwrap();
+    assert_eq!(after.len(), 3);
+    assert!(after.iter().all(|r| r.status == TokenStatus::Revoked), "{after:?}");
 
     // Revocation is final: a stale copy written as active does not bring a token back.
     let revoked = token("a0x", TokenKind::Access, TokenStatus::Revoked);

@@ -9,7 +9,8 @@ use super::writer::{Stmt, db_error};
 use super::{Db, decode, int, json};
 use crate::store::change::Change;
 use crate::store::port::{Pending, StoreError};
-use crate::store::token::{TokenData, TokenRecord, TokenRef, TokenRepo};
+use crate::store::token::{RevokeScope, TokenData, TokenRecord, TokenRef, TokenRepo};
+use crate::time::Secs;
 
 pub(super) struct Tokens(pub Db);
 
@@ -113,10 +114,18 @@ impl TokenRepo for Tokens {
             " RETURNING 1) SELECT EXISTS (SELECT 1 FROM old)"
         );
         match json(&records) {
-            Ok(rows) => self.0.writer.submit(vec![
-                Stmt::check(SQL, vec![Box::new(rows), Box::new(old_id.to_owned())]),
-                self.0.announce(&authorizations(records)),
-            ]),
+            Ok(rows) => {
+                // The authorization's mark first: a revocation of it waits, or is waited for.
+                let authorization = records.first().map(|r| r.authorization_id.clone()).unwrap_or_default();
+                self.0.writer.submit(vec![
+                    Stmt::exec(
+                        "SELECT 1 FROM authorizations WHERE id = $1 FOR UPDATE",
+                        vec![Box::new(authorization)],
+                    ),
+                    Stmt::check(SQL, vec![Box::new(rows), Box::new(old_id.to_owned())]),
+                    self.0.announce(&authorizations(records)),
+                ])
+            }
             Err(e) => failed(e),
         }
     }
@@ -138,6 +147,52 @@ impl TokenRepo for Tokens {
         }
     }
 
+    fn prune(&self, expired_before: Secs, marks_before: Secs) -> Pending<()> {
+        let write = self.0.writer.submit(vec![
+            Stmt::exec("DELETE FROM tokens WHERE expires_at < $1", vec![Box::new(int(expired_before))]),
+            Stmt::exec(
+                "DELETE FROM authorizations a WHERE issued_at < $1 AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.authorization_id = a.id)",
+                vec![Box::new(int(marks_before))],
+            ),
+        ]);
+        Box::pin(async move { write.await.map(|_| ()) })
+    }
+
+    fn revoke(&self, scope: RevokeScope) -> Pending<u64> {
+        // First the authorizations' marks are locked (a rotation locks its mark too), then,
+        // in a statement that starts after the lock is had and so sees every token committed
+        // before, the tokens are revoked and their authorizations announced (one row per
+        // record revoked; PostgreSQL sends a repeated payload once).
+        let (lock, revoke, key): (&'static str, &'static str, String) = match scope {
+            RevokeScope::Authorization(a) => (
+                "SELECT 1 FROM authorizations WHERE id = $1 FOR UPDATE",
+                "WITH r AS (UPDATE tokens SET status = 'revoked', record = jsonb_set(record, '{status}', '\"revoked\"') \
+                 WHERE authorization_id = $1 AND status <> 'revoked' RETURNING authorization_id) \
+                 SELECT pg_notify('authgate', $2 || 'a' || authorization_id) FROM r",
+                a,
+            ),
+            RevokeScope::User(u) => (
+                "SELECT 1 FROM authorizations WHERE id IN (SELECT authorization_id FROM tokens WHERE record->>'user_id' = $1) FOR UPDATE",
+                "WITH r AS (UPDATE tokens SET status = 'revoked', record = jsonb_set(record, '{status}', '\"revoked\"') \
+                 WHERE record->>'user_id' = $1 AND status <> 'revoked' RETURNING authorization_id) \
+                 SELECT pg_notify('authgate', $2 || 'a' || authorization_id) FROM r",
+                u,
+            ),
+            RevokeScope::Client(c) => (
+                "SELECT 1 FROM authorizations WHERE id IN (SELECT authorization_id FROM tokens WHERE record->>'client_id' = $1) FOR UPDATE",
+                "WITH r AS (UPDATE tokens SET status = 'revoked', record = jsonb_set(record, '{status}', '\"revoked\"') \
+                 WHERE record->>'client_id' = $1 AND status <> 'revoked' RETURNING authorization_id) \
+                 SELECT pg_notify('authgate', $2 || 'a' || authorization_id) FROM r",
+                c,
+            ),
+        };
+        let write = self.0.writer.submit_counted(vec![
+            Stmt::exec(lock, vec![Box::new(key.clone())]),
+            Stmt::exec(revoke, vec![Box::new(key), Box::new(self.0.announcer())]),
+        ]);
+        Box::pin(write)
+    }
+
     fn authorization(&self, authorization_id: &str) -> Pending<Vec<TokenRecord>> {
         let (db, id) = (self.0.clone(), authorization_id.to_owned());
         Box::pin(async move { rows(&db, "SELECT record::text FROM tokens WHERE authorization_id = $1", &id).await })
@@ -155,6 +210,7 @@ impl TokenRepo for Tokens {
                     )
                     .await
                 }
+                TokenRef::Authorization(a) => rows(&db, "SELECT record::text FROM tokens WHERE authorization_id = $1", &a).await,
                 TokenRef::Hash(h) => {
                     rows(
                         &db,

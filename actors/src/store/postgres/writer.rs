@@ -76,6 +76,12 @@ pub(super) fn pool_error(e: PoolError) -> StoreError {
 
 /// SQLSTATE of a unique index refusing a row.
 const UNIQUE_VIOLATION: &str = "23505";
+/// SQLSTATEs of a transaction that lost to another and may simply be tried again.
+const DEADLOCK: &str = "40P01";
+const SERIALIZATION: &str = "40001";
+/// The longest one commit may take before it is given up as failed (a half-open connection
+/// must not hold every write up).
+const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// A lost connection, or a server shutting down or not accepting connections (SQLSTATE
 /// classes 08 and 57), is [`StoreError::Unavailable`]; another error the server raised carries
@@ -117,12 +123,12 @@ impl Writer {
         self.held(stmts, true)
     }
 
-    /// As [`Writer::submit`], answering how many rows the first statement affected.
+    /// As [`Writer::submit`], answering how many rows the last statement affected.
     pub fn submit_counted(&self, stmts: Vec<Stmt>) -> Pending<u64> {
         let done = self.queue(stmts, false);
         Box::pin(async move {
             match done.await? {
-                Outcome::Done(counts) => Ok(counts.first().copied().unwrap_or(0)),
+                Outcome::Done(counts) => Ok(counts.last().copied().unwrap_or(0)),
                 Outcome::Refused => Ok(0),
             }
         })
@@ -213,7 +219,18 @@ async fn commit(pool: &Pool, jobs: &mut Vec<Job>) -> bool {
     }
     let mut took = true;
     for job in std::mem::take(jobs) {
-        let answer = match apply(pool, &[job.stmts.as_slice()]).await {
+        let mut answer = apply(pool, &[job.stmts.as_slice()]).await;
+        // A deadlock with, or a serialization failure against, another process's transaction:
+        // nothing was written, so the write is simply tried again.
+        for _ in 0..3 {
+            match &answer {
+                Err(StoreError::Storage(m)) if m.starts_with(DEADLOCK) || m.starts_with(SERIALIZATION) => {
+                    answer = apply(pool, &[job.stmts.as_slice()]).await;
+                }
+                _ => break,
+            }
+        }
+        let answer = match answer {
             Ok(counts) => Ok(Outcome::Done(counts)),
             Err(StoreError::Storage(m)) if job.unique_is_false && m.starts_with(UNIQUE_VIOLATION) => Ok(Outcome::Refused),
             Err(e) => {
@@ -227,7 +244,15 @@ async fn commit(pool: &Pool, jobs: &mut Vec<Job>) -> bool {
 }
 
 /// Runs the statements in one transaction, pipelined; each statement's outcome in order.
+/// Given up after [`COMMIT_TIMEOUT`] (the connection is then dropped, which rolls back).
 async fn apply(pool: &Pool, jobs: &[&[Stmt]]) -> Result<Vec<u64>, StoreError> {
+    match tokio::time::timeout(COMMIT_TIMEOUT, apply_now(pool, jobs)).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Unavailable("the database did not answer a commit in time".into())),
+    }
+}
+
+async fn apply_now(pool: &Pool, jobs: &[&[Stmt]]) -> Result<Vec<u64>, StoreError> {
     let mut client = pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.map_err(db_error)?;
     // Prepare each distinct statement once (cached per connection), then send them all.

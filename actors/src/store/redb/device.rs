@@ -13,9 +13,13 @@ impl DeviceRepo for Devices {
             .load_live(Table::DeviceCodes, move |rec: &DeviceRecord| rec.expires_at_ms >= keep_from)
     }
 
-    fn insert(&self, key: DeviceKey, record: &DeviceRecord) -> Pending<()> {
-        self.0
-            .submit_encoded(|| Ok(vec![Op::put(Table::DeviceCodes, key.to_vec(), record)?]))
+    fn insert(&self, key: DeviceKey, record: &DeviceRecord) -> Pending<bool> {
+        // One process writes this file, and its book picked a user code no live
+        // authorization has.
+        let write = self
+            .0
+            .submit_encoded(|| Ok(vec![Op::put(Table::DeviceCodes, key.to_vec(), record)?]));
+        Box::pin(async move { write.await.map(|()| true) })
     }
 
     fn decide(&self, key: DeviceKey, record: &DeviceRecord) -> Pending<bool> {
@@ -31,6 +35,11 @@ impl DeviceRepo for Devices {
             Ok(op) => self.0.submit_if(vec![still_pending], vec![op]),
             Err(e) => Box::pin(async move { Err(e) }),
         }
+    }
+
+    fn prune(&self, before: Millis) -> Pending<()> {
+        let load = self.load(before);
+        Box::pin(async move { load.await.map(|_| ()) })
     }
 
     fn get(&self, key: DeviceKey) -> Pending<Option<DeviceRecord>> {

@@ -45,6 +45,11 @@ impl SessionRepo for Sessions {
         })
     }
 
+    fn prune(&self, now: Millis) -> Pending<()> {
+        let load = self.load(now);
+        Box::pin(async move { load.await.map(|_| ()) })
+    }
+
     fn get(&self, key: SessionKey) -> Pending<Option<SessionRecord>> {
         self.0
             .read(move |r| r.get(Table::Sessions, &key[..])?.map(|v| decode(&v)).transpose())

@@ -3,7 +3,8 @@
 
 use super::engine::{Engine, Guard, Op, Table, decode};
 use crate::store::port::{Pending, StoreError};
-use crate::store::token::{TokenData, TokenRecord, TokenRef, TokenRepo, TokenStatus};
+use crate::store::token::{RevokeScope, TokenData, TokenRecord, TokenRef, TokenRepo, TokenStatus};
+use crate::time::Secs;
 
 pub(super) struct Tokens(pub Engine);
 
@@ -71,6 +72,65 @@ impl TokenRepo for Tokens {
         self.0.submit_encoded(|| puts(records))
     }
 
+    fn prune(&self, expired_before: Secs, marks_before: Secs) -> Pending<()> {
+        let engine = self.0.clone();
+        Box::pin(async move {
+            let data = Tokens(engine.clone()).load().await?;
+            let old: Vec<String> = data
+                .records
+                .iter()
+                .filter(|r| r.expires_at < expired_before)
+                .map(|r| r.id.clone())
+                .collect();
+            let live: std::collections::HashSet<&str> = data
+                .records
+                .iter()
+                .filter(|r| r.expires_at >= expired_before)
+                .map(|r| r.authorization_id.as_str())
+                .collect();
+            let forget: Vec<String> = data
+                .issued
+                .iter()
+                .filter(|(a, at)| *at < marks_before && !live.contains(a.as_str()))
+                .map(|(a, _)| a.clone())
+                .collect();
+            Tokens(engine).remove(&old, &forget).await
+        })
+    }
+
+    fn revoke(&self, scope: RevokeScope) -> Pending<u64> {
+        let engine = self.0.clone();
+        Box::pin(async move {
+            // One process writes this file: nothing changes between the read and the write
+            // that its owner's book does not already know.
+            let revoked = engine
+                .read(move |r| {
+                    let mut revoked = Vec::new();
+                    r.scan(Table::Tokens, |_, v| {
+                        if let Ok(rec) = decode::<TokenRecord>(v) {
+                            let hit = match &scope {
+                                RevokeScope::Authorization(a) => rec.authorization_id == *a,
+                                RevokeScope::User(u) => rec.user_id == *u,
+                                RevokeScope::Client(c) => rec.client_id == *c,
+                            };
+                            if hit && rec.status != TokenStatus::Revoked {
+                                revoked.push(TokenRecord {
+                                    status: TokenStatus::Revoked,
+                                    ..rec
+                                });
+                            }
+                        }
+                        Ok(())
+                    })?;
+                    Ok(revoked)
+                })
+                .await?;
+            let n = revoked.len() as u64;
+            engine.submit_encoded(|| puts(&revoked)).await?;
+            Ok(n)
+        })
+    }
+
     fn authorization(&self, authorization_id: &str) -> Pending<Vec<TokenRecord>> {
         let id = authorization_id.to_owned();
         self.0.read(move |r| {
@@ -98,6 +158,7 @@ impl TokenRepo for Tokens {
                             let hit = match &token {
                                 TokenRef::Id(id) => rec.id == *id,
                                 TokenRef::Hash(h) => rec.token_hash.as_deref() == Some(h.as_str()),
+                                TokenRef::Authorization(a) => rec.authorization_id == *a,
                             };
                             if hit {
                                 found = Some(rec.authorization_id);
