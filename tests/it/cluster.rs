@@ -803,3 +803,54 @@ async fn failed_sign_ins_are_counted_across_the_cluster() {
     Person::new().login(&nodes[2], "grace", "grace-password-1").await;
     stop(nodes).await;
 }
+
+/// The management commands run against PostgreSQL while instances serve it (on redb they
+/// need the server stopped): a user added with `authgate user add` signs in on a running
+/// instance within a second, and `user passwd` ends that user's session there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_works_beside_running_instances() {
+    let Some(nodes) = cluster(2, &[]).await else { return };
+    let db = database_env(nodes[0].dir.path()).await;
+    let cli = |args: &'static [&'static str], password: &'static str| {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+                .args(args)
+                .env_clear()
+                .envs(db.iter().map(|(k, v)| (*k, v.as_str())))
+                .env("LOG_LEVEL", "warn")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+            child.wait_with_output().unwrap()
+        })
+    };
+    let out = cli(&["user", "add", "--username", "heidi", "--password-stdin"], "heidi-password-1")
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let heidi = Person::new();
+    let signed_in = eventually(Duration::from_secs(1), || async {
+        heidi.try_login(&nodes[1], "heidi", "heidi-password-1").await.0 == StatusCode::SEE_OTHER
+    })
+    .await;
+    assert!(signed_in.is_some(), "a user added by the CLI cannot sign in on a running instance");
+    let out = cli(&["user", "passwd", "heidi", "--password-stdin"], "heidi-password-2")
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ended = eventually(Duration::from_secs(1), || async {
+        heidi.get(&nodes[1].url("/device")).await.0 == StatusCode::SEE_OTHER
+    })
+    .await;
+    assert!(
+        ended.is_some(),
+        "the password change did not end the session on the running instance"
+    );
+    Person::new().login(&nodes[0], "heidi", "heidi-password-2").await;
+    stop(nodes).await;
+}
