@@ -12,7 +12,7 @@ use super::audit::{AuditEvent, AuditFilter, EventKind};
 use super::device::{DeviceRecord, RecordState};
 use super::directory::{AuthSource, ClientRecord, UserRecord};
 use super::session::SessionRecord;
-use super::token::{RevokeScope, TokenKind, TokenRecord, TokenRef, TokenStatus};
+use super::token::{PageFilter, RevokeScope, StoredPage, TokenKind, TokenRecord, TokenRef, TokenStatus};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -194,6 +194,48 @@ async fn tokens(s: &Stores) {
     assert!(s.token.authorization("auth-p").await.unwrap().is_empty());
     assert!(s.token.issue("auth-p", &[short]).await.unwrap(), "its mark went with its records");
     assert_eq!(s.token.authorization("auth-1").await.unwrap().len(), 2, "the others stay");
+    // Reads for the lists: by owner, by page (newest first, then by id), by authorizations.
+    assert_eq!(s.token.owned_by(RevokeScope::User("u1".into())).await.unwrap().len(), 3);
+    assert!(s.token.owned_by(RevokeScope::Client("other".into())).await.unwrap().is_empty());
+    let all = PageFilter {
+        username: None,
+        active_only: false,
+        now: T0 / 1000,
+    };
+    let page = s.token.page(all.clone(), 0, 10).await.unwrap();
+    assert_eq!(
+        (page.ids.as_slice(), page.total, page.active),
+        (&["auth-1".to_owned(), "auth-p".to_owned()][..], 2, 1)
+    );
+    let second = s.token.page(all.clone(), 1, 1).await.unwrap();
+    assert_eq!(second.ids, ["auth-p"]);
+    let live = s
+        .token
+        .page(
+            PageFilter {
+                active_only: true,
+                ..all.clone()
+            },
+            0,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!((live.ids.len(), live.total), (1, 1));
+    let nobody = s
+        .token
+        .page(
+            PageFilter {
+                username: Some("zed".into()),
+                ..all
+            },
+            0,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(nobody, StoredPage::default());
+    assert_eq!(s.token.authorizations(&["auth-p".into()]).await.unwrap().len(), 1);
 }
 
 async fn directory(s: &Stores) {

@@ -51,12 +51,31 @@ pub enum TokenRef {
     Authorization(String),
 }
 
-/// Whose tokens a revocation ends.
+/// Whose tokens: a revocation's, or a read's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevokeScope {
     Authorization(String),
     User(String),
     Client(String),
+}
+
+/// Which authorizations a page of them selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageFilter {
+    /// Only this username's (as its first token names it).
+    pub username: Option<String>,
+    /// Only those with a token active at `now`.
+    pub active_only: bool,
+    pub now: Secs,
+}
+
+/// One page of authorizations as stored: their ids, newest first (by first issue, then id),
+/// how many the filter selects in all, and how many of those are active.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredPage {
+    pub ids: Vec<String>,
+    pub total: usize,
+    pub active: usize,
 }
 
 /// Everything the token actor holds, as loaded at start.
@@ -97,6 +116,12 @@ pub trait TokenRepo: Send + Sync {
     /// marks made before `marks_before` whose records are all gone, whichever process wrote
     /// them.
     fn prune(&self, expired_before: Secs, marks_before: Secs) -> Pending<()>;
+    /// Every record of the tokens `owner` selects, as stored now.
+    fn owned_by(&self, owner: RevokeScope) -> Pending<Vec<TokenRecord>>;
+    /// One page of the authorizations `filter` selects, as stored now.
+    fn page(&self, filter: PageFilter, offset: usize, limit: usize) -> Pending<StoredPage>;
+    /// Every record of these authorizations, as stored now.
+    fn authorizations(&self, ids: &[String]) -> Pending<Vec<TokenRecord>>;
     /// Every record of one authorization, as stored now.
     fn authorization(&self, authorization_id: &str) -> Pending<Vec<TokenRecord>>;
     /// Every record of the authorization that holds the token with this id (`jti`) or this

@@ -16,6 +16,7 @@ mod book;
 mod issue;
 mod msg;
 mod service;
+mod shared;
 mod types;
 
 use std::collections::HashSet;
@@ -88,8 +89,6 @@ pub struct TokenState {
     repo: Arc<dyn TokenRepo>,
     peers: TokenPeers,
     cache: Cache,
-    /// Counts the feed's ups and downs, so a reload overtaken by another change is not trusted.
-    epoch: u64,
 }
 
 impl TokenState {
@@ -229,8 +228,15 @@ impl Actor for TokenActor {
     type Arguments = TokenArgs;
 
     async fn pre_start(&self, _myself: ActorRef<TokenMsg>, args: TokenArgs) -> Result<TokenState, ActorProcessingErr> {
-        let book = TokenBook::load(args.repo.load().await?);
-        tracing::info!(tokens = book.len(), "token records loaded");
+        let book = if args.cache.shared {
+            // Read on demand: see `shared.rs`.
+            tracing::info!("token records are read from the shared database as they are used");
+            TokenBook::default()
+        } else {
+            let book = TokenBook::load(args.repo.load().await?);
+            tracing::info!(tokens = book.len(), "token records loaded");
+            book
+        };
         Ok(TokenState {
             book,
             issuing: HashSet::new(),
@@ -240,7 +246,6 @@ impl Actor for TokenActor {
             repo: args.repo,
             peers: args.peers,
             cache: args.cache,
-            epoch: 0,
         })
     }
 
@@ -285,12 +290,21 @@ impl Actor for TokenActor {
             }
             TokenMsg::Minted { pending, minted } => st.minted(&myself, pending, minted),
             TokenMsg::Revoke { target, client_id, reply } => st.revoke(&myself, target, client_id, reply),
+            TokenMsg::ListForUser { user_id, reply } if st.cache.shared => st.records_from_store(user_id, reply),
             TokenMsg::ListForUser { user_id, reply } => {
                 let _ = reply.send(st.book.records_of(&user_id));
             }
+            TokenMsg::ListAuthorizations { query, now, reply } if st.cache.shared => st.list_from_store(query, now, reply),
             TokenMsg::ListAuthorizations { query, now, reply } => {
                 let _ = reply.send(st.book.authorizations(&query, now / 1000));
             }
+            TokenMsg::PageAuthorizations {
+                query,
+                page,
+                per_page,
+                now,
+                reply,
+            } if st.cache.shared => st.page_from_store(query, (page, per_page), now, reply),
             TokenMsg::PageAuthorizations {
                 query,
                 page,
@@ -321,6 +335,7 @@ impl Actor for TokenActor {
                     }
                 }
             }
+            TokenMsg::RevokeAll { of, now, reply } if st.cache.shared => st.revoke_all_in_store(of, now, reply),
             TokenMsg::RevokeAll { of, now, reply } => {
                 let ids = st.book.authorizations_of(&of);
                 let live = ids
@@ -362,36 +377,17 @@ impl Actor for TokenActor {
                 for id in &forget {
                     st.book.remove(id);
                 }
-                st.refetch(&authorization_id);
-            }
-            TokenMsg::Feed { up: false, .. } => {
-                st.epoch += 1;
-                st.cache.trusted = false;
-            }
-            TokenMsg::Feed { up: true, now } => {
-                st.epoch += 1;
-                let (load, me, epoch) = (st.repo.load(), st.peers.me.clone(), st.epoch);
-                tokio::spawn(async move {
-                    match load.await {
-                        Ok(data) => {
-                            let _ = me.cast(TokenMsg::Reloaded { data, epoch });
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot reload tokens; still reading each through, trying again in 1 s");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            let _ = me.cast(TokenMsg::Feed { up: true, now: now + 1000 });
-                        }
-                    }
-                });
-            }
-            TokenMsg::Reloaded { data, epoch } => {
-                if epoch == st.epoch {
-                    for (authorization_id, at) in data.issued {
-                        st.book.mark_issued(&authorization_id, at);
-                    }
-                    st.book.merge(data.records);
-                    st.cache.trusted = true;
+                // Only what is held is kept current; the rest is read when it is used.
+                if !forget.is_empty() || st.book.has_authorization(&authorization_id) {
+                    st.refetch(&authorization_id);
                 }
+            }
+            TokenMsg::Feed { up: false, .. } => st.cache.trusted = false,
+            // Back from an outage: what is held may have missed changes, and everything is
+            // read on demand anyway, so nothing is kept.
+            TokenMsg::Feed { up: true, .. } => {
+                st.book = TokenBook::default();
+                st.cache.trusted = true;
             }
             // Handled above.
             TokenMsg::Fetched { .. } => {}

@@ -9,7 +9,7 @@ use crate::crypto::secret::Digest32;
 use crate::error::OAuthError;
 use crate::provider::CallError;
 use crate::provider::token_service::MintedToken;
-use crate::store::token::{TokenData, TokenRecord, TokenRef};
+use crate::store::token::{TokenRecord, TokenRef};
 use crate::time::{Millis, Secs};
 
 /// Messages of the token actor. Every `now` is Unix milliseconds, read at the edge.
@@ -98,7 +98,7 @@ pub enum TokenMsg {
     /// with) are dropped.
     Changed { authorization_id: String, forget: Vec<String> },
     /// The change feed went down (`up` false: read every answer through from the database)
-    /// or came back (reload, then trust memory again).
+    /// or came back (forget what is held, then trust what is read again).
     Feed { up: bool, now: Millis },
     /// Internal: records read from the store (those of one authorization), applied before
     /// `then` is handled.
@@ -106,8 +106,6 @@ pub enum TokenMsg {
         records: Vec<TokenRecord>,
         then: Option<Box<TokenMsg>>,
     },
-    /// Internal: everything, read after the feed came back (at feed change `epoch`).
-    Reloaded { data: TokenData, epoch: u64 },
     /// Internal: the token service answered for a pending issuance or refresh.
     Minted {
         pending: AwaitingMint,

@@ -9,7 +9,7 @@ use super::writer::{Stmt, db_error};
 use super::{Db, decode, int, json};
 use crate::store::change::Change;
 use crate::store::port::{Pending, StoreError};
-use crate::store::token::{RevokeScope, TokenData, TokenRecord, TokenRef, TokenRepo};
+use crate::store::token::{PageFilter, RevokeScope, StoredPage, TokenData, TokenRecord, TokenRef, TokenRepo};
 use crate::time::Secs;
 
 pub(super) struct Tokens(pub Db);
@@ -156,6 +156,65 @@ impl TokenRepo for Tokens {
             ),
         ]);
         Box::pin(async move { write.await.map(|_| ()) })
+    }
+
+    fn owned_by(&self, owner: RevokeScope) -> Pending<Vec<TokenRecord>> {
+        let db = self.0.clone();
+        Box::pin(async move {
+            match owner {
+                RevokeScope::Authorization(a) => rows(&db, "SELECT record::text FROM tokens WHERE authorization_id = $1", &a).await,
+                RevokeScope::User(u) => rows(&db, "SELECT record::text FROM tokens WHERE record->>'user_id' = $1", &u).await,
+                RevokeScope::Client(c) => rows(&db, "SELECT record::text FROM tokens WHERE record->>'client_id' = $1", &c).await,
+            }
+        })
+    }
+
+    fn page(&self, filter: PageFilter, offset: usize, limit: usize) -> Pending<StoredPage> {
+        let db = self.0.clone();
+        Box::pin(async move {
+            let client = db.client().await?;
+            let (offset, limit) = (i64::try_from(offset).unwrap_or(i64::MAX), i64::try_from(limit).unwrap_or(i64::MAX));
+            let rows = client
+                .query(
+                    "WITH a AS (SELECT authorization_id AS id, min((record->>'issued_at')::bigint) AS at, \
+                                (array_agg(record->>'username' ORDER BY (record->>'issued_at')::bigint))[1] AS username, \
+                                bool_or(status = 'active' AND expires_at > $1) AS live \
+                         FROM tokens GROUP BY authorization_id), \
+                     f AS (SELECT * FROM a WHERE ($2::text IS NULL OR username = $2) AND (NOT $3 OR live)) \
+                     SELECT (SELECT count(*) FROM f), (SELECT count(*) FROM f WHERE live), \
+                            coalesce((SELECT array_agg(id ORDER BY at DESC, id) FROM \
+                                     (SELECT id, at FROM f ORDER BY at DESC, id LIMIT $5 OFFSET $4) p), '{}')",
+                    &[&int(filter.now), &filter.username, &filter.active_only, &offset, &limit],
+                )
+                .await
+                .map_err(db_error)?;
+            let row = rows.first().ok_or_else(|| StoreError::Storage("no page".into()))?;
+            let (total, active, ids): (i64, i64, Vec<String>) = (row.get(0), row.get(1), row.get(2));
+            Ok(StoredPage {
+                ids,
+                total: usize::try_from(total).unwrap_or(0),
+                active: usize::try_from(active).unwrap_or(0),
+            })
+        })
+    }
+
+    fn authorizations(&self, ids: &[String]) -> Pending<Vec<TokenRecord>> {
+        let (db, ids) = (self.0.clone(), ids.to_vec());
+        Box::pin(async move {
+            let client = db.client().await?;
+            let mut out = Vec::new();
+            for row in client
+                .query("SELECT record::text FROM tokens WHERE authorization_id = ANY($1)", &[&ids])
+                .await
+                .map_err(db_error)?
+            {
+                match decode::<TokenRecord>(row.get(0)) {
+                    Ok(rec) => out.push(rec),
+                    Err(e) => tracing::warn!(error = %e, "skipping an unreadable token record"),
+                }
+            }
+            Ok(out)
+        })
     }
 
     fn revoke(&self, scope: RevokeScope) -> Pending<u64> {

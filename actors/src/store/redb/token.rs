@@ -3,7 +3,7 @@
 
 use super::engine::{Engine, Guard, Op, Table, decode};
 use crate::store::port::{Pending, StoreError};
-use crate::store::token::{RevokeScope, TokenData, TokenRecord, TokenRef, TokenRepo, TokenStatus};
+use crate::store::token::{PageFilter, RevokeScope, StoredPage, TokenData, TokenRecord, TokenRef, TokenRepo, TokenStatus};
 use crate::time::Secs;
 
 pub(super) struct Tokens(pub Engine);
@@ -95,6 +95,71 @@ impl TokenRepo for Tokens {
                 .map(|(a, _)| a.clone())
                 .collect();
             Tokens(engine).remove(&old, &forget).await
+        })
+    }
+
+    fn owned_by(&self, owner: RevokeScope) -> Pending<Vec<TokenRecord>> {
+        self.0.read(move |r| {
+            let mut rows = Vec::new();
+            r.scan(Table::Tokens, |_, v| {
+                if let Ok(rec) = decode::<TokenRecord>(v) {
+                    let hit = match &owner {
+                        RevokeScope::Authorization(a) => rec.authorization_id == *a,
+                        RevokeScope::User(u) => rec.user_id == *u,
+                        RevokeScope::Client(c) => rec.client_id == *c,
+                    };
+                    if hit {
+                        rows.push(rec);
+                    }
+                }
+                Ok(())
+            })?;
+            Ok(rows)
+        })
+    }
+
+    fn page(&self, filter: PageFilter, offset: usize, limit: usize) -> Pending<StoredPage> {
+        let load = self.load();
+        Box::pin(async move {
+            // (first issue, username of the first token, active?) per authorization.
+            let mut by_id: std::collections::HashMap<String, (Secs, String, bool)> = Default::default();
+            for r in load.await?.records {
+                let live = r.status == TokenStatus::Active && r.expires_at > filter.now;
+                let e = by_id
+                    .entry(r.authorization_id.clone())
+                    .or_insert((r.issued_at, r.username.clone(), false));
+                if r.issued_at < e.0 {
+                    (e.0, e.1) = (r.issued_at, r.username.clone());
+                }
+                e.2 |= live;
+            }
+            let mut list: Vec<(String, Secs, bool)> = by_id
+                .into_iter()
+                .filter(|(_, (_, name, live))| filter.username.as_ref().is_none_or(|u| u == name) && (!filter.active_only || *live))
+                .map(|(id, (at, _, live))| (id, at, live))
+                .collect();
+            list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            Ok(StoredPage {
+                total: list.len(),
+                active: list.iter().filter(|a| a.2).count(),
+                ids: list.into_iter().skip(offset).take(limit).map(|a| a.0).collect(),
+            })
+        })
+    }
+
+    fn authorizations(&self, ids: &[String]) -> Pending<Vec<TokenRecord>> {
+        let ids: std::collections::HashSet<String> = ids.iter().cloned().collect();
+        self.0.read(move |r| {
+            let mut rows = Vec::new();
+            r.scan(Table::Tokens, |_, v| {
+                if let Ok(rec) = decode::<TokenRecord>(v)
+                    && ids.contains(&rec.authorization_id)
+                {
+                    rows.push(rec);
+                }
+                Ok(())
+            })?;
+            Ok(rows)
         })
     }
 
