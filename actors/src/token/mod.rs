@@ -27,6 +27,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::watch;
 
 pub use self::book::TokenBook;
+use self::msg::Reading;
 pub use self::msg::{AwaitingMint, TokenMsg};
 pub use self::types::{
     AuthorizationPage, AuthorizationQuery, AuthorizationStatus, AuthorizationView, Grant, Owner, RefreshRequest, RevokeTarget, TokenInfo,
@@ -40,7 +41,7 @@ use crate::provider::token_service::TokenProviderMsg;
 use crate::runtime::Handle;
 use crate::runtime::commit::{log_failure, reply_when_durable};
 use crate::store::change::Cache;
-use crate::store::token::{RevokeScope, TokenRepo};
+use crate::store::token::{RevokeScope, TokenRef, TokenRepo};
 pub use crate::store::token::{TokenKind, TokenRecord, TokenStatus};
 use crate::time::Secs;
 
@@ -89,7 +90,18 @@ pub struct TokenState {
     repo: Arc<dyn TokenRepo>,
     peers: TokenPeers,
     cache: Cache,
+    /// Counts the events that can make a read under way out of date (see `outdated`).
+    changes: u64,
+    /// The count at the last event that outdates every read.
+    outdated_all: u64,
+    /// Recent announced changes: the count at each, and its authorization.
+    recent: std::collections::VecDeque<(u64, String)>,
 }
+
+/// Most recent changes remembered (far more than arrive while one read is under way).
+const MAX_RECENT: usize = 4096;
+/// A read found out of date is made again at most this often before it is kept.
+const MAX_REREADS: u8 = 3;
 
 impl TokenState {
     /// On a shared database: whether `msg` needs its token read from the store first (not
@@ -101,37 +113,72 @@ impl TokenState {
         if !self.cache.read_through(hit) {
             return Some(msg);
         }
-        let (read, me) = (self.repo.holding(token), self.peers.me.clone());
-        tokio::spawn(async move {
-            match read.await {
-                Ok(records) => {
-                    if let Err(Some(TokenMsg::Fetched { then: Some(msg), .. })) = me.cast(TokenMsg::Fetched {
-                        records,
-                        then: Some(Box::new(msg)),
-                    }) {
-                        msg.unavailable();
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot check a token against the database");
-                    msg.unavailable();
-                }
-            }
-        });
+        self.read(token, Some(msg), 0);
         None
     }
 
     /// Starts reading every record of `authorization_id` again.
     fn refetch(&self, authorization_id: &str) {
-        let (read, me) = (self.repo.authorization(authorization_id), self.peers.me.clone());
+        self.read(TokenRef::Authorization(authorization_id.to_owned()), None, 0);
+    }
+
+    /// Reads the authorization `what` names off the mailbox; `Fetched` brings the records
+    /// back, with the change count as of now. If the read fails, `then` is answered that the
+    /// database is unavailable.
+    fn read(&self, what: TokenRef, then: Option<TokenMsg>, attempt: u8) {
+        let (read, me, since) = (self.repo.holding(what.clone()), self.peers.me.clone(), self.changes);
         tokio::spawn(async move {
             match read.await {
                 Ok(records) => {
-                    let _ = me.cast(TokenMsg::Fetched { records, then: None });
+                    let fetched = TokenMsg::Fetched {
+                        records,
+                        then: then.map(Box::new),
+                        read: Reading { what, since, attempt },
+                    };
+                    if let Err(Some(TokenMsg::Fetched { then: Some(msg), .. })) = me.cast(fetched) {
+                        msg.unavailable();
+                    }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot read an authorization another process changed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read tokens from the database");
+                    if let Some(msg) = then {
+                        msg.unavailable();
+                    }
+                }
             }
         });
+    }
+
+    /// Whether records read since change count `since` may be older than what this process
+    /// has heard of since: a change of one of their authorizations was announced, the feed
+    /// went down or came back, or a revocation by scope made here committed. Such a read is
+    /// made again rather than kept.
+    fn outdated(&self, since: u64, records: &[TokenRecord], what: &TokenRef) -> bool {
+        if self.outdated_all > since {
+            return true;
+        }
+        // Changes dropped from the list of recent ones are unknown: assume the worst.
+        if self.recent.front().is_some_and(|(n, _)| *n > since + 1) {
+            return true;
+        }
+        self.recent.iter().any(|(n, a)| {
+            *n > since && (records.iter().any(|r| r.authorization_id == *a) || matches!(what, TokenRef::Authorization(x) if x == a))
+        })
+    }
+
+    /// Counts a change of `authorization_id` announced by another process.
+    fn heard_of(&mut self, authorization_id: &str) {
+        self.changes += 1;
+        if self.recent.len() == MAX_RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((self.changes, authorization_id.to_owned()));
+    }
+
+    /// Counts an event that makes every read under way out of date.
+    fn outdate_all(&mut self) {
+        self.changes += 1;
+        self.outdated_all = self.changes;
     }
 
     /// Whether the tokens of `r` may still be used: its client and its user are enabled.
@@ -181,8 +228,15 @@ impl TokenState {
             return self.save(myself, records, answer, reply);
         }
         self.book.apply(&records);
-        let write = self.repo.revoke(scope);
-        reply_when_durable(myself, Box::pin(async move { write.await.map(|_| ()) }), reply, answer);
+        self.outdate_all();
+        let (write, me) = (self.repo.revoke(scope), self.peers.me.clone());
+        let write = Box::pin(async move {
+            let done = write.await.map(|_| ());
+            // Reads that started before the commit may predate the revocation.
+            let _ = me.cast(TokenMsg::Outdated);
+            done
+        });
+        reply_when_durable(myself, write, reply, answer);
     }
 
     fn revoke(
@@ -246,12 +300,19 @@ impl Actor for TokenActor {
             repo: args.repo,
             peers: args.peers,
             cache: args.cache,
+            changes: 0,
+            outdated_all: 0,
+            recent: std::collections::VecDeque::new(),
         })
     }
 
     async fn handle(&self, myself: ActorRef<TokenMsg>, msg: TokenMsg, st: &mut TokenState) -> Result<(), ActorProcessingErr> {
         let msg = match msg {
-            TokenMsg::Fetched { records, then } => {
+            TokenMsg::Fetched { records, then, read } if read.attempt < MAX_REREADS && st.outdated(read.since, &records, &read.what) => {
+                st.read(read.what, then.map(|m| *m), read.attempt + 1);
+                return Ok(());
+            }
+            TokenMsg::Fetched { records, then, .. } => {
                 st.book.merge(records);
                 match then {
                     Some(then) => *then,
@@ -374,6 +435,7 @@ impl Actor for TokenActor {
                 }
             }
             TokenMsg::Changed { authorization_id, forget } => {
+                st.heard_of(&authorization_id);
                 for id in &forget {
                     st.book.remove(id);
                 }
@@ -382,12 +444,21 @@ impl Actor for TokenActor {
                     st.refetch(&authorization_id);
                 }
             }
-            TokenMsg::Feed { up: false, .. } => st.cache.trusted = false,
+            TokenMsg::Feed { up: false, .. } => {
+                st.outdate_all();
+                st.cache.trusted = false;
+            }
             // Back from an outage: what is held may have missed changes, and everything is
             // read on demand anyway, so nothing is kept.
             TokenMsg::Feed { up: true, .. } => {
+                st.outdate_all();
                 st.book = TokenBook::default();
                 st.cache.trusted = true;
+            }
+            TokenMsg::Outdated => st.outdate_all(),
+            TokenMsg::Forget => {
+                st.outdate_all();
+                st.book = TokenBook::default();
             }
             // Handled above.
             TokenMsg::Fetched { .. } => {}

@@ -105,7 +105,15 @@ pub enum TokenMsg {
     Fetched {
         records: Vec<TokenRecord>,
         then: Option<Box<TokenMsg>>,
+        /// What it was read for, and the change count when the read started (see
+        /// `TokenState::outdated`).
+        read: Reading,
     },
+    /// Internal: a revocation by scope this process made has committed; reads started before
+    /// it are out of date.
+    Outdated,
+    /// Internal: forget every held record (a write failed; they are read again on use).
+    Forget,
     /// Internal: the token service answered for a pending issuance or refresh.
     Minted {
         pending: AwaitingMint,
@@ -163,6 +171,13 @@ impl TokenMsg {
             _ => {}
         }
     }
+}
+
+/// What a read from the store was for, so that it can be made again if it is out of date.
+pub struct Reading {
+    pub(super) what: TokenRef,
+    pub(super) since: u64,
+    pub(super) attempt: u8,
 }
 
 /// An issuance or refresh waiting for the token service's answer.

@@ -119,6 +119,7 @@ impl TokenState {
             .flat_map(|a| self.book.revoke_authorization(a))
             .collect();
         self.book.apply(&held);
+        self.outdate_all();
         let (repo, me) = (self.repo.clone(), self.peers.me.clone());
         tokio::spawn(async move {
             let scope = scope_of(&of);
@@ -137,10 +138,13 @@ impl TokenState {
                 Ok::<_, crate::store::StoreError>(live)
             };
             let answer = answer.await;
+            // Reads that started before the commit may predate the revocation.
+            let _ = me.cast(super::TokenMsg::Outdated);
             if let Err(e) = &answer {
-                // What was revoked in memory may not be in the store: read it all again.
-                tracing::warn!(error = %e, "a revocation failed; the book is read again");
-                let _ = me.cast(super::TokenMsg::Feed { up: true, now });
+                // What was revoked in memory may not be in the store: forget it all; it is
+                // read again on use.
+                tracing::warn!(error = %e, "a revocation failed; held tokens are read again");
+                let _ = me.cast(super::TokenMsg::Forget);
             }
             let _ = reply.send(answer.map_err(OAuthError::from));
         });
