@@ -197,11 +197,7 @@ impl Throttle {
         e.count += 1;
         if e.count >= r.max {
             // This event is the last one allowed; the key is locked from now on.
-            e.strikes = e.strikes.saturating_add(1);
-            let lock = r.lockout.saturating_mul(1u32 << (e.strikes - 1).min(16)).min(r.max_lockout);
-            e.locked_until = now.saturating_add(Self::ms(lock));
-            e.count = 0;
-            e.window_start = now;
+            Self::strike(&r, e, now);
         }
         Ok(())
     }
@@ -220,6 +216,12 @@ impl Throttle {
         if e.locked_until > now {
             return Duration::from_millis(e.locked_until - now);
         }
+        Self::strike(&r, e, now)
+    }
+
+    /// Locks an entry from `now` for its next lockout (each one doubles, up to the most);
+    /// answers for how long.
+    fn strike(r: &ThrottleRule, e: &mut Entry, now: u64) -> Duration {
         e.strikes = e.strikes.saturating_add(1);
         let lock = r.lockout.saturating_mul(1u32 << (e.strikes - 1).min(16)).min(r.max_lockout);
         e.locked_until = now.saturating_add(Self::ms(lock));

@@ -28,7 +28,7 @@ fn device(state: RecordState) -> DeviceRecord {
     }
 }
 
-fn token(id: &str, authorization: &str, kind: TokenKind, status: TokenStatus) -> TokenRecord {
+pub(super) fn token(id: &str, authorization: &str, kind: TokenKind, status: TokenStatus) -> TokenRecord {
     TokenRecord {
         id: id.into(),
         kind,
@@ -45,7 +45,7 @@ fn token(id: &str, authorization: &str, kind: TokenKind, status: TokenStatus) ->
     }
 }
 
-fn user(id: &str, name: &str) -> UserRecord {
+pub(super) fn user(id: &str, name: &str) -> UserRecord {
     UserRecord {
         id: id.into(),
         username: name.into(),
@@ -60,7 +60,7 @@ fn user(id: &str, name: &str) -> UserRecord {
     }
 }
 
-fn client(id: &str) -> ClientRecord {
+pub(super) fn client(id: &str) -> ClientRecord {
     ClientRecord {
         client_id: id.into(),
         name: "CLI".into(),

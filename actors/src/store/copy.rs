@@ -173,60 +173,23 @@ async fn verify(to: &Stores, now: Millis, copied: &Copied) -> Result<(), StoreEr
 mod tests {
     use super::*;
     use crate::store::audit::EventKind;
-    use crate::store::directory::{AuthSource, ClientRecord, UserRecord};
     use crate::store::session::SessionRecord;
     use crate::store::token::{TokenKind, TokenStatus};
 
     const T0: Millis = 1_700_000_000_000;
 
     async fn populate(s: &Stores) {
-        let user = |id: &str, name: &str| UserRecord {
-            id: id.into(),
-            username: name.into(),
-            password_hash: Some("$argon2id$x".into()),
-            is_admin: id == "u1",
-            disabled: false,
-            created_at: T0 / 1000,
-            auth_source: AuthSource::Local,
-            external_id: None,
-            email: None,
-            full_name: None,
-        };
-        let client = ClientRecord {
-            client_id: "c1".into(),
-            name: "CLI".into(),
-            description: String::new(),
-            confidential: false,
-            secret_hash: None,
-            grant_types: vec!["device_code".into()],
-            scopes: vec!["read".into()],
-            redirect_uris: Vec::new(),
-            enabled: true,
-            created_at: T0 / 1000,
-        };
-        assert!(s.directory.seed(&user("u1", "admin"), &client).await.unwrap());
+        // The conformance suite's records.
+        use crate::store::conformance::{client, token, user};
+        assert!(s.directory.seed(&user("u1", "admin"), &client("c1")).await.unwrap());
         assert!(s.directory.save_user(&user("u2", "alice")).await.unwrap());
-        let token = |id: &str, kind, status| TokenRecord {
-            id: id.into(),
-            kind,
-            token_hash: (kind == TokenKind::Refresh).then(|| format!("{id:0>64}")),
-            user_id: "u2".into(),
-            username: "alice".into(),
-            client_id: "c1".into(),
-            scope: "read".into(),
-            authorization_id: "auth-1".into(),
-            issued_at: T0 / 1000,
-            expires_at: T0 / 1000 + 3600,
-            status,
-            last_used_at: None,
-        };
         s.token
             .issue(
                 "auth-1",
                 &[
-                    token("a1", TokenKind::Access, TokenStatus::Active),
-                    token("r1", TokenKind::Refresh, TokenStatus::Retired),
-                    token("r2", TokenKind::Refresh, TokenStatus::Active),
+                    token("a1", "auth-1", TokenKind::Access, TokenStatus::Active),
+                    token("r1", "auth-1", TokenKind::Refresh, TokenStatus::Retired),
+                    token("r2", "auth-1", TokenKind::Refresh, TokenStatus::Active),
                 ],
             )
             .await

@@ -258,8 +258,31 @@ fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// A record as JSON for a `jsonb` column. PostgreSQL's text cannot hold U+0000, which a
+/// stranger can type (a username tried at a failed sign-in lands in the audit trail), so each
+/// one becomes U+FFFD rather than failing the write.
 fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|e| StoreError::Encode(e.to_string()))
+    let s = serde_json::to_string(v).map_err(|e| StoreError::Encode(e.to_string()))?;
+    Ok(if s.contains("\\u0000") { without_nul(&s) } else { s })
+}
+
+/// Replaces each escaped U+0000 (`\u0000` after an even run of backslashes) in JSON text.
+fn without_nul(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let mut backslashes = 0usize;
+    let mut rest = json;
+    while let Some(c) = rest.chars().next() {
+        if c == '\\' && backslashes.is_multiple_of(2) && rest.starts_with("\\u0000") {
+            out.push_str("\\ufffd");
+            rest = &rest[6..];
+            backslashes = 0;
+            continue;
+        }
+        backslashes = if c == '\\' { backslashes + 1 } else { 0 };
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 fn decode<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
@@ -268,3 +291,16 @@ fn decode<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+mod json_tests {
+    #[test]
+    fn nul_characters_become_replacement_characters_and_nothing_else_changes() {
+        let v = serde_json::json!({ "a": "x\u{0}y", "b": "a literal \\u0000 stays", "c": "\\\u{0}" });
+        let out = super::json(&v).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(back["a"], "x\u{fffd}y");
+        assert_eq!(back["b"], "a literal \\u0000 stays");
+        assert_eq!(back["c"], "\\\u{fffd}");
+    }
+}

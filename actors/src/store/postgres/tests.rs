@@ -241,3 +241,16 @@ async fn a_lease_has_one_holder_until_it_expires() {
     assert!(b.server.lease("cleanup", "b", 1_901, 500).await.unwrap(), "expired: b takes it");
     assert!(!a.server.lease("cleanup", "a", 2_000, 500).await.unwrap());
 }
+
+/// Text a stranger typed may hold U+0000, which PostgreSQL's text cannot: the event is kept,
+/// with U+FFFD in its place, and the rest of the write goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_character_typed_by_a_stranger_is_stored_not_refused() {
+    let Some(dsn) = fresh_database("nul").await else { return };
+    let s = open_on(&dsn).await;
+    let event = AuditEvent::new(5, EventKind::LoginFailed, "eve\u{0}il", false);
+    s.audit.append(&[event]).await.unwrap();
+    let page = s.audit.page(AuditFilter::default(), None, 10).await.unwrap();
+    assert_eq!(page.events[0].actor, "eve\u{fffd}il");
+    s.close().await;
+}
