@@ -572,9 +572,12 @@ async fn kill_9_one_of_three_instances_ten_times_loses_nothing() {
     for cycle in 0..10u64 {
         let victim = (cycle % 3) as usize;
         let survivor = (victim + 1) % 3;
-        let workers: Vec<_> = (0..6u64)
-            .map(|n| tokio::spawn(worker(bases[n as usize % 3].clone(), client_id.clone(), ledger.clone(), n)))
-            .collect();
+        let mut workers = Vec::new();
+        for n in 0..6u64 {
+            let base = bases[n as usize % 3].clone();
+            let person = sign_in(&base).await.expect("admin signs in");
+            workers.push(tokio::spawn(worker(base, person, client_id.clone(), ledger.clone(), n)));
+        }
         let at = 150 + (cycle * 7919 + 13) % 751;
         tokio::time::sleep(Duration::from_millis(at)).await;
         let redeemed_before = ledger.lock().unwrap().redeemed.len();

@@ -201,11 +201,12 @@ pub(crate) async fn sign_in(base: &str) -> Option<Person> {
     (r.status() == StatusCode::SEE_OTHER).then_some(p)
 }
 
-/// One worker's endless round: new code, approve, redeem, sometimes revoke. Every step that the
-/// server acknowledged goes into the ledger; a step cut short by the kill does not.
-pub(crate) async fn worker(base: String, client_id: String, ledger: Arc<Mutex<Ledger>>, n: u64) {
+/// One worker's endless round as `person` (the admin, signed in by the caller: sign-ins are
+/// counted before the password check, so more concurrent sign-ins of one name than
+/// LOGIN_FAILURE_LIMIT would lock it): new code, approve, redeem, sometimes revoke. Every step
+/// that the server acknowledged goes into the ledger; a step cut short by the kill does not.
+pub(crate) async fn worker(base: String, person: Person, client_id: String, ledger: Arc<Mutex<Ledger>>, n: u64) {
     let http = crate::common::http().timeout(Duration::from_secs(5)).build().unwrap();
-    let Some(person) = sign_in(&base).await else { return };
     let mut round = 0u64;
     loop {
         round += 1;
@@ -442,9 +443,11 @@ async fn kill_9_at_random_moments_under_load_loses_nothing_acknowledged() {
         let lost = audit_ledger(&base, &client_id, &ledger).await;
         (0..4).for_each(|i| total_lost[i] += lost[i]);
         // Load, then a kill at a pseudo-random moment (spread over 150..=900 ms).
-        let workers: Vec<_> = (0..4)
-            .map(|n| tokio::spawn(worker(base.clone(), client_id.clone(), ledger.clone(), n)))
-            .collect();
+        let mut workers = Vec::new();
+        for n in 0..4 {
+            let person = sign_in(&base).await.expect("admin signs in");
+            workers.push(tokio::spawn(worker(base.clone(), person, client_id.clone(), ledger.clone(), n)));
+        }
         let at = 150 + (u64::from(cycle) * 7919 + 13) % 751;
         tokio::time::sleep(Duration::from_millis(at)).await;
         daemon.kill9();
