@@ -38,7 +38,7 @@ enum Route {
     AccountPassword,
     AccountSessions,
     AccountRevokeAll,
-    AccountRevoke,
+    AccountSessionAction,
     Admin,
     AdminClients,
     AdminClientNew,
@@ -47,7 +47,7 @@ enum Route {
     AdminUsers,
     AdminUserAction,
     AdminSessions,
-    AdminSessionRevoke,
+    AdminSessionAction,
     AdminAudit,
     Introspect,
     Metadata,
@@ -77,7 +77,7 @@ const ROUTES: [(&str, Route); 32] = [
     ("/account/password", Route::AccountPassword),
     ("/account/sessions", Route::AccountSessions),
     ("/account/sessions/revoke-all", Route::AccountRevokeAll),
-    ("/account/sessions/{id}/revoke", Route::AccountRevoke),
+    ("/account/sessions/{id}/{action}", Route::AccountSessionAction),
     ("/admin", Route::Admin),
     ("/admin/clients", Route::AdminClients),
     ("/admin/clients/new", Route::AdminClientNew),
@@ -86,7 +86,7 @@ const ROUTES: [(&str, Route); 32] = [
     ("/admin/users", Route::AdminUsers),
     ("/admin/users/{id}/{action}", Route::AdminUserAction),
     ("/admin/sessions", Route::AdminSessions),
-    ("/admin/sessions/{id}/revoke", Route::AdminSessionRevoke),
+    ("/admin/sessions/{id}/{action}", Route::AdminSessionAction),
     ("/admin/audit", Route::AdminAudit),
     ("/metrics", Route::Metrics),
 ];
@@ -302,7 +302,7 @@ impl App {
             Route::AccountPassword if post => account::change_password(self, req).await,
             Route::AccountSessions if get => account::sessions_page(self, req, now).await,
             Route::AccountRevokeAll if post => account::revoke_all(self, req).await,
-            Route::AccountRevoke if post => account::revoke_one(self, req, id).await,
+            Route::AccountSessionAction if post => account::session_action(self, req, id, action).await,
             Route::Admin if get => redirect("/admin/clients"),
             Route::AdminClients if get => admin::clients(self, req, now).await,
             Route::AdminClients if post => admin::create_client(self, req).await,
@@ -314,7 +314,7 @@ impl App {
             Route::AdminUsers if post => admin::create_user(self, req).await,
             Route::AdminUserAction if post => admin::user_action(self, req, id, action).await,
             Route::AdminSessions if get => admin::sessions(self, req, now).await,
-            Route::AdminSessionRevoke if post => admin::revoke_session(self, req, id).await,
+            Route::AdminSessionAction if post => admin::session_action(self, req, id, action).await,
             Route::AdminAudit if get => admin::audit(self, req, now).await,
             _ => self.method_not_allowed(route),
         }
@@ -330,10 +330,10 @@ impl App {
             | Route::DeviceApprove
             | Route::AccountPassword
             | Route::AccountRevokeAll
-            | Route::AccountRevoke
+            | Route::AccountSessionAction
             | Route::AdminClientAction
             | Route::AdminUserAction
-            | Route::AdminSessionRevoke => "POST",
+            | Route::AdminSessionAction => "POST",
             Route::Login | Route::Logout | Route::AdminClients | Route::AdminClient | Route::AdminUsers => "GET, HEAD, POST",
             Route::Metadata | Route::Jwks => "GET, HEAD, OPTIONS",
             _ => "GET, HEAD",

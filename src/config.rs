@@ -121,6 +121,10 @@ pub struct Settings {
     #[arg(long, env = "ENABLE_TOKEN_ROTATION", default_value = "false", action = ArgAction::Set, value_parser = BoolishValueParser::new(), global = true)]
     pub enable_token_rotation: bool,
 
+    /// With rotation: a replaced refresh token presented again by its client within this long gets the successor already issued for it (and a fresh access token) instead of revoking the authorization; 0s is strict; at most 60s
+    #[arg(long, env = "REFRESH_TOKEN_REUSE_GRACE", default_value = "0s", value_parser = parse_grace, global = true)]
+    pub refresh_token_reuse_grace: Duration,
+
     /// Lifetime of a browser session
     #[arg(long, env = "SESSION_MAX_AGE", default_value = "168h", value_parser = parse_duration, global = true)]
     pub session_max_age: Duration,
@@ -421,6 +425,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("must be at most ten years".into());
     }
     Ok(d)
+}
+
+/// The refresh-rotation grace: whole seconds from 0 (strict) to 60.
+pub fn parse_grace(s: &str) -> Result<Duration, String> {
+    let d = match s.trim() {
+        "0" => Duration::ZERO,
+        t => humantime::parse_duration(t).map_err(|e| format!("{s:?} is not a duration like 0s, 10s or 1m ({e})"))?,
+    };
+    if d > Duration::from_secs(60) {
+        return Err("must be at most 60s".into());
+    }
+    Ok(Duration::from_secs(d.as_secs()))
 }
 
 /// A poll interval: whole seconds as RFC 8628 advertises them, from 1 s to 60 s.

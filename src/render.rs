@@ -28,6 +28,19 @@ const TEMPLATES: &[(&str, &str)] = &[
 ];
 
 /// Unix seconds as `2026-11-22 19:30 UTC`.
+/// How long ago, in words ("just now", "2 minutes ago", "3 hours ago").
+pub fn ago(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (n, unit) = match secs {
+        0..=9 => return "just now".to_owned(),
+        10..=59 => (secs, "second"),
+        60..=3599 => (secs / 60, "minute"),
+        3600..=86_399 => (secs / 3600, "hour"),
+        _ => (secs / 86_400, "day"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
 fn datetime(secs: u64) -> String {
     // Years past 9999 cannot be written in RFC 3339 (and the formatter refuses them).
     if secs >= 253_402_300_800 {
@@ -117,6 +130,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ages_read_as_words() {
+        assert_eq!(ago(3_000), "just now");
+        assert_eq!(ago(45_000), "45 seconds ago");
+        assert_eq!(ago(60_000), "1 minute ago");
+        assert_eq!(ago(150_000), "2 minutes ago");
+        assert_eq!(ago(7_200_000), "2 hours ago");
+        assert_eq!(ago(u64::MAX), format!("{} days ago", u64::MAX / 1000 / 86_400));
+    }
+
+    #[test]
     fn dates_render_and_absurd_ones_do_not_panic() {
         assert_eq!(datetime(0), "1970-01-01 00:00 UTC");
         assert_eq!(datetime(1_800_000_000), "2027-01-15 08:00 UTC");
@@ -142,10 +165,32 @@ mod tests {
         let out = p
             .render(
                 "confirm.html",
-                context! { user => user.clone(), csrf_token => "t", user_code => "BCDF-GHJK", client_name => "CLI", client_id => "c", scopes => vec!["read"] },
+                context! {
+                    user => user.clone(), csrf_token => "t", user_code => "BCDF-GHJK", client_name => "<i>CLI</i>", client_id => "c",
+                    scopes => vec!["read"], requested_ago => "2 minutes ago", requested_at => 1_800_000_000u64,
+                    requested_from => "<203.0.113.9>", approver_ip => "198.51.100.4", elsewhere => true, max_name => 64,
+                },
             )
             .unwrap();
-        assert!(out.contains("id=\"approve\"") && out.contains("BCDF-GHJK"));
+        assert!(out.contains("id=\"approve\"") && out.contains("BCDF-GHJK") && out.contains("id=\"elsewhere\""));
+        assert!(out.contains("2 minutes ago") && out.contains("&lt;203.0.113.9&gt;") && !out.contains("<i>CLI"));
+        let row = context! {
+            id => "a1", name => "<script>x</script>", username => "alice", client_id => "c", client_name => "CLI",
+            scopes => vec!["read"], authorized_at => 1u64, last_used_at => None::<u64>, expires_at => 2u64, status => "disabled",
+        };
+        for page in ["account_sessions.html", "admin_sessions.html"] {
+            let out = p
+                .render(
+                    page,
+                    context! { user => user.clone(), csrf_token => "t", rows => vec![row.clone()], page => 1, pages => 1, status_filter => "all", statuses => vec!["active"] },
+                )
+                .unwrap();
+            assert!(out.contains("&lt;script&gt;x") && !out.contains("<script>x"), "{page}");
+            assert!(
+                out.contains("a1&#x2f;enable") && !out.contains("a1&#x2f;disable"),
+                "{page}: a disabled one can be enabled"
+            );
+        }
         let out = p
             .render(
                 "result.html",

@@ -6,7 +6,9 @@ use authgate_actors::crypto::password::{self, NewPasswordError};
 use authgate_actors::directory::{DirectoryError, DirectoryMsg, UserRef};
 use authgate_actors::runtime::FLOW_TIMEOUT;
 use authgate_actors::time::Millis;
-use authgate_actors::token::{AuthorizationPage, AuthorizationQuery, AuthorizationStatus, AuthorizationView, Owner, TokenMsg};
+use authgate_actors::token::{
+    Amendment, AuthorizationPage, AuthorizationQuery, AuthorizationStatus, AuthorizationView, Owner, TokenMsg, device_name,
+};
 use hyper::StatusCode;
 use minijinja::context;
 use serde::Serialize;
@@ -28,6 +30,8 @@ pub const PAGE_SIZE: usize = 50;
 #[derive(Serialize)]
 pub struct Row {
     pub id: String,
+    /// The device's name: as given, else the client's name.
+    pub name: String,
     pub username: String,
     pub client_id: String,
     pub client_name: String,
@@ -43,6 +47,7 @@ pub fn rows(app: &App, list: Vec<AuthorizationView>) -> Vec<Row> {
     list.into_iter()
         .map(|a| Row {
             client_name: clients.get(&a.client_id).map_or_else(|| a.client_id.clone(), |c| c.name.clone()),
+            name: device_label(app, &a),
             scopes: a.scope.split_whitespace().map(str::to_owned).collect(),
             id: a.id,
             username: a.username,
@@ -53,6 +58,104 @@ pub fn rows(app: &App, list: Vec<AuthorizationView>) -> Vec<Row> {
             status: a.status,
         })
         .collect()
+}
+
+/// What a device is called: the name given to it, else its client's name.
+pub fn device_label(app: &App, a: &AuthorizationView) -> String {
+    a.name.clone().unwrap_or_else(|| {
+        app.actors
+            .clients()
+            .get(&a.client_id)
+            .map_or_else(|| a.client_id.clone(), |c| c.name.clone())
+    })
+}
+
+/// Disables, enables or renames one authorization (`owner`'s, or anyone's for an admin).
+pub async fn amend(app: &App, id: &str, owner: Option<String>, change: Amendment, now: Millis) -> Result<Option<AuthorizationView>, ()> {
+    let authorization_id = id.chars().take(64).collect::<String>();
+    match app
+        .actors
+        .token()
+        .ask(|reply| TokenMsg::AmendAuthorization {
+            authorization_id,
+            owner,
+            change,
+            now,
+            reply,
+        })
+        .await
+    {
+        Ok(Ok(found)) => Ok(found),
+        _ => Err(()),
+    }
+}
+
+/// The audit kind and the words for an amendment: (kind, past tense).
+pub fn amendment_words(change: &Amendment) -> (EventKind, &'static str) {
+    match change {
+        Amendment::Disable => (EventKind::TokenDisabled, "disabled"),
+        Amendment::Enable => (EventKind::TokenEnabled, "enabled"),
+        Amendment::Rename(_) => (EventKind::DeviceRenamed, "renamed"),
+    }
+}
+
+/// `POST /account/sessions/{id}/{action}`: `revoke`, `disable`, `enable`, or `rename` (with
+/// `name`); only the owner's own authorization, anyone else's is "not found".
+pub async fn session_action(app: &App, req: Request, id: String, action: String) -> Response {
+    if action == "revoke" {
+        return revoke_one(app, req, id).await;
+    }
+    let ip = app.ip(&req);
+    let (v, form, now) = match signed_in_form(app, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let change = match action.as_str() {
+        "disable" => Amendment::Disable,
+        "enable" => Amendment::Enable,
+        "rename" => match device_name(form.first("name").unwrap_or("")) {
+            Ok(name) => Amendment::Rename(name),
+            Err(rule) => return app.pages.error(StatusCode::BAD_REQUEST, "Name not changed", rule, Some(&v)),
+        },
+        _ => {
+            return app
+                .pages
+                .error(StatusCode::NOT_FOUND, "Not found", "There is no such action.", Some(&v));
+        }
+    };
+    let (kind, done) = amendment_words(&change);
+    let new_name = match &change {
+        Amendment::Rename(n) => Some(n.clone()),
+        _ => None,
+    };
+    match amend(app, &id, Some(v.user_id.clone()), change, now).await {
+        Ok(Some(a)) => {
+            let was = device_label(app, &a);
+            let detail = match &new_name {
+                Some(n) => format!("authorization {} (device \"{was}\") renamed \"{n}\" by its owner", a.id),
+                None => format!("authorization {} (device \"{was}\") {done} by its owner", a.id),
+            };
+            app.actors.audit(
+                AuditEvent::new(now, kind, v.username.clone(), true)
+                    .subject(v.username.clone())
+                    .client(a.client_id.clone())
+                    .ip(ip)
+                    .detail(detail),
+            );
+            let message = match new_name {
+                Some(n) => format!("{was} is now called {n}."),
+                None => format!("{was} was {done}."),
+            };
+            flash_redirect(app, "/account/sessions", &message)
+        }
+        Ok(None) => app.pages.error(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such device authorization on your account.",
+            Some(&v),
+        ),
+        Err(()) => busy(app, Some(&v)),
+    }
 }
 
 /// The `?page=` a listing asks for (1-based; the owner of the list clamps it).
@@ -130,7 +233,7 @@ pub async fn sessions_page(app: &App, req: Request, now: Millis) -> Response {
 
 /// `POST /account/sessions/{id}/revoke`: only the owner's own authorization; anyone else's is
 /// "not found".
-pub async fn revoke_one(app: &App, req: Request, id: String) -> Response {
+async fn revoke_one(app: &App, req: Request, id: String) -> Response {
     let ip = app.ip(&req);
     let (v, _, now) = match signed_in_form(app, req).await {
         Ok(x) => x,
@@ -155,13 +258,13 @@ pub async fn revoke_one(app: &App, req: Request, id: String) -> Response {
                     .subject(v.username.clone())
                     .client(a.client_id.clone())
                     .ip(ip)
-                    .detail(format!("authorization {} revoked by its owner", a.id)),
+                    .detail(format!(
+                        "authorization {} (device \"{}\") revoked by its owner",
+                        a.id,
+                        device_label(app, &a)
+                    )),
             );
-            let name = app
-                .actors
-                .clients()
-                .get(&a.client_id)
-                .map_or_else(|| a.client_id.clone(), |c| c.name.clone());
+            let name = device_label(app, &a);
             flash_redirect(app, "/account/sessions", &format!("Access for {name} was revoked."))
         }
         Ok(Ok(None)) => app.pages.error(

@@ -8,7 +8,7 @@ use authgate_actors::crypto::secret;
 use authgate_actors::device::DeviceMsg;
 use authgate_actors::directory::{ClientRecord, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN};
 use authgate_actors::time::Millis;
-use authgate_actors::token::{RevokeTarget, TokenKind, TokenMsg};
+use authgate_actors::token::{RefreshRequest, RevokeTarget, TokenKind, TokenMsg};
 use authgate_actors::{ErrorCode, OAuthError};
 use hyper::StatusCode;
 use serde::Serialize;
@@ -79,6 +79,7 @@ pub async fn device_code(app: &App, req: Request, arrived: Millis) -> Response {
                 .ask(|reply| DeviceMsg::Create {
                     client_id,
                     scope,
+                    from: addr.map(|a| a.to_string()),
                     now,
                     reply,
                 })
@@ -154,21 +155,15 @@ pub async fn token(app: &App, req: Request) -> Response {
                 let tokens = polled?;
                 (EventKind::TokenIssued, tokens, client.client_id.clone())
             } else {
-                let token_hash = secret::sha256(form.required("refresh_token")?);
+                let presented = form.required("refresh_token")?;
                 let scope = form.one("scope")?.map(str::to_owned);
                 let client = authenticate(app, creds)?;
                 require_grant(&client, GRANT_REFRESH_TOKEN)?;
-                let client_id = client.client_id.clone();
+                let request = RefreshRequest::new(presented, client.client_id.clone(), scope, now);
                 let tokens = app
                     .actors
                     .token()
-                    .ask_within(app.settings.token_wait(), |reply| TokenMsg::Refresh {
-                        token_hash,
-                        client_id,
-                        scope,
-                        now,
-                        reply,
-                    })
+                    .ask_within(app.settings.token_wait(), |reply| TokenMsg::Refresh { request, reply })
                     .await??;
                 (EventKind::TokenRefreshed, tokens, client.client_id.clone())
             };
@@ -299,7 +294,10 @@ pub async fn introspect(app: &App, req: Request) -> Response {
     respond(
         async {
             let (creds, form, now) = read_oauth_form(req).await?;
-            let client = authenticate(app, creds)?;
+            // RFC 7662 §2.1: the caller must authenticate; without credentials that is
+            // invalid_client (401 with a Basic challenge), per RFC 6749 §5.2.
+            let creds = creds.ok_or_else(|| OAuthError::invalid_client("client authentication is required to introspect"))?;
+            let client = authenticate(app, Some(creds))?;
             let token = form.required("token")?;
             // The hint only speeds a search (RFC 7662 §2.1); every kind is looked up anyway.
             form.one("token_type_hint")?;

@@ -7,6 +7,7 @@ use authgate_actors::device::{CodeError, DeviceMsg};
 use authgate_actors::directory::{AuthSource, DirectoryMsg, LoginError, UserRef};
 use authgate_actors::session::SessionMsg;
 use authgate_actors::time::Millis;
+use authgate_actors::token::{MAX_DEVICE_NAME, device_name};
 use hyper::StatusCode;
 use minijinja::context;
 
@@ -224,16 +225,57 @@ pub async fn login(app: &App, req: Request) -> Response {
     }
 }
 
-/// `GET /logout`: asks to confirm, so that a link or an image elsewhere cannot sign anyone out.
+/// `GET /logout`: from AuthGate's own pages (the browser says `Sec-Fetch-Site: same-origin`,
+/// or the `Origin` or `Referer` is this server) it signs out at once; from anywhere else it
+/// asks to confirm, so that a link or an image elsewhere cannot sign anyone out.
 pub async fn logout_page(app: &App, req: Request, now: Millis) -> Response {
-    match viewer(app, &req, now).await {
-        Some(s) => app.pages.page(
-            StatusCode::OK,
-            "logout.html",
-            context! { user => user_ctx(&s), csrf_token => s.csrf_token.clone() },
-        ),
-        None => redirect("/login"),
+    let Some(s) = viewer(app, &req, now).await else {
+        return redirect("/login");
+    };
+    if same_origin(app, &req) {
+        let ip = app.ip(&req);
+        return end_session(app, &s, ip, now).await;
     }
+    app.pages.page(
+        StatusCode::OK,
+        "logout.html",
+        context! { user => user_ctx(&s), csrf_token => s.csrf_token.clone() },
+    )
+}
+
+/// Whether the browser says the request came from one of this server's own pages. Browsers
+/// set `Sec-Fetch-Site` themselves (a page cannot forge it); older ones send `Origin` or
+/// `Referer`, whose host must be `BASE_URL`'s or the one the request was sent to (`Host`).
+fn same_origin(app: &App, req: &Request) -> bool {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = header("sec-fetch-site") {
+        return site == "same-origin";
+    }
+    // `scheme://host[:port]` of a URL, without what follows.
+    let authority = |url: &str| -> Option<String> {
+        let rest = url.split_once("://")?.1;
+        Some(rest.split(['/', '?', '#']).next().unwrap_or_default().to_ascii_lowercase())
+    };
+    let ours = |url: &str| {
+        authority(url).is_some_and(|a| {
+            authority(&app.settings.base_url).as_deref() == Some(a.as_str()) || header("host").is_some_and(|h| h.eq_ignore_ascii_case(&a))
+        })
+    };
+    match (header("origin"), header("referer")) {
+        (Some(origin), _) => ours(origin),
+        (None, Some(referer)) => ours(referer),
+        (None, None) => false,
+    }
+}
+
+/// Ends the session `s` and sends the browser to the sign-in page.
+async fn end_session(app: &App, s: &Viewer, ip: Option<String>, now: Millis) -> Response {
+    let id = s.session_id.clone();
+    let _ = app.actors.session().ask(|reply| SessionMsg::Destroy { id, reply }).await;
+    tracing::info!(username = %s.username, "signed out");
+    app.actors
+        .audit(AuditEvent::new(now, EventKind::Logout, s.username.clone(), true).ip(ip));
+    with_cookies(redirect("/login"), [app.cookies.clear(SESSION)])
 }
 
 /// `POST /logout` with the session's CSRF token: ends the session.
@@ -244,7 +286,6 @@ pub async fn logout(app: &App, req: Request) -> Response {
         Some(found) => found,
         None => return with_cookies(redirect("/login"), [app.cookies.clear(SESSION)]),
     };
-    let id = session.session_id.clone();
     let form = match form::read_form(req).await {
         Ok(f) => f,
         Err(e) => return body_error_page(app, &e),
@@ -252,11 +293,7 @@ pub async fn logout(app: &App, req: Request) -> Response {
     if !form.first("csrf_token").is_some_and(|t| secret::ct_eq(t, &session.csrf_token)) {
         return csrf_failure(app, Some(&session));
     }
-    let _ = app.actors.session().ask(|reply| SessionMsg::Destroy { id, reply }).await;
-    tracing::info!(username = %session.username, "signed out");
-    app.actors
-        .audit(AuditEvent::new(now, EventKind::Logout, session.username.clone(), true).ip(ip));
-    with_cookies(redirect("/login"), [app.cookies.clear(SESSION)])
+    end_session(app, &session, ip, now).await
 }
 
 fn device_form(app: &App, status: StatusCode, s: &Viewer, user_code: &str, error: Option<&str>) -> Response {
@@ -282,7 +319,13 @@ pub async fn device_page(app: &App, req: Request, now: Millis) -> Response {
         };
         return login_redirect(&next);
     };
-    device_form(app, StatusCode::OK, &s, &code, None)
+    if code.is_empty() {
+        return device_form(app, StatusCode::OK, &s, "", None);
+    }
+    // From `verification_uri_complete`: straight to the approval page (the code is shown
+    // there for comparison; nothing is decided without the Approve press).
+    let ip = app.ip(&req);
+    confirm_code(app, &s, ip.as_deref(), now, &code, None).await
 }
 
 /// A signed-in POST from our own forms: the session and its CSRF token both check out.
@@ -322,13 +365,20 @@ pub async fn verify(app: &App, req: Request) -> Response {
         Err(r) => return r,
     };
     let typed = form.first("user_code").unwrap_or("");
+    confirm_code(app, &s, ip.as_deref(), now, typed, None).await
+}
+
+/// A typed (or linked) user code → the approval page, or the code form with what is wrong.
+/// Counted against the code-entry limits. `error` is shown on the approval page (a name that
+/// could not be used).
+async fn confirm_code(app: &App, s: &Viewer, ip: Option<&str>, now: Millis, typed: &str, error: Option<&str>) -> Response {
     let shown = if typed.chars().count() <= 32 { typed } else { "" };
-    if let Some(refused) = code_entry_refused(app, &s, ip.as_deref(), now, shown).await {
+    if let Some(refused) = code_entry_refused(app, s, ip, now, shown).await {
         return refused;
     }
     let Some(code) = secret::normalize_user_code(typed) else {
         code_entry_failed(app, now).await;
-        return device_form(app, StatusCode::BAD_REQUEST, &s, shown, Some(&CodeError::Unknown.to_string()));
+        return device_form(app, StatusCode::BAD_REQUEST, s, shown, Some(&CodeError::Unknown.to_string()));
     };
     let looked_up = app
         .actors
@@ -342,15 +392,23 @@ pub async fn verify(app: &App, req: Request) -> Response {
         .unwrap_or(Err(CodeError::Store));
     match looked_up {
         Ok(view) => {
-            code_entry_succeeded(app, &s, ip.as_deref(), now);
+            code_entry_succeeded(app, s, ip, now);
             let name = client_name(app, &view.client_id);
             let scopes: Vec<&str> = view.scope.split_whitespace().collect();
+            // Where the code was asked for, and whether that is where the person is now:
+            // a code sent from elsewhere is how device-code phishing works.
+            let elsewhere = matches!((view.requested_from.as_deref(), ip), (Some(a), Some(b)) if a != b);
+            let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
             app.pages.page(
-                StatusCode::OK,
+                status,
                 "confirm.html",
                 context! {
-                    user => user_ctx(&s), csrf_token => s.csrf_token.clone(), user_code => view.user_code,
+                    user => user_ctx(s), csrf_token => s.csrf_token.clone(), user_code => view.user_code,
                     client_name => name, client_id => view.client_id, scopes => scopes,
+                    requested_ago => crate::render::ago(now.saturating_sub(view.requested_at_ms)),
+                    requested_at => view.requested_at_ms / 1000,
+                    requested_from => view.requested_from, approver_ip => ip, elsewhere => elsewhere,
+                    max_name => MAX_DEVICE_NAME, error => error,
                 },
             )
         }
@@ -358,9 +416,9 @@ pub async fn verify(app: &App, req: Request) -> Response {
             if matches!(e, CodeError::Unknown) {
                 code_entry_failed(app, now).await;
             } else {
-                code_entry_succeeded(app, &s, ip.as_deref(), now);
+                code_entry_succeeded(app, s, ip, now);
             }
-            device_form(app, code_error_status(&e), &s, shown, Some(&e.to_string()))
+            device_form(app, code_error_status(&e), s, shown, Some(&e.to_string()))
         }
     }
 }
@@ -428,13 +486,25 @@ pub async fn decide(app: &App, req: Request) -> Response {
                 .error(StatusCode::BAD_REQUEST, "Bad request", "Choose Approve or Deny.", Some(&s));
         }
     };
-    let Some(code) = form.first("user_code").and_then(secret::normalize_user_code) else {
+    let typed = form.first("user_code").unwrap_or("");
+    let Some(code) = secret::normalize_user_code(typed) else {
         return device_form(app, StatusCode::BAD_REQUEST, &s, "", Some(&CodeError::Unknown.to_string()));
     };
+    // The device's name: blank means the client's name (filled in once the code is known).
+    let name = match form.first("device_name").map(str::trim).filter(|n| !n.is_empty()) {
+        None => None,
+        Some(n) => match device_name(n) {
+            Ok(n) => Some(n),
+            Err(e) if approve => return confirm_code(app, &s, ip.as_deref(), now, typed, Some(e)).await,
+            Err(_) => None,
+        },
+    };
+    let given = name.clone();
     let decision = if approve {
         Decision::Approve {
             user_id: s.user_id.clone(),
             username: s.username.clone(),
+            name,
         }
     } else {
         Decision::Deny {
@@ -455,18 +525,21 @@ pub async fn decide(app: &App, req: Request) -> Response {
     match decided {
         Ok(view) => {
             let name = client_name(app, &view.client_id);
+            let device = approve.then(|| given.unwrap_or_else(|| name.clone()));
             tracing::info!(username = %s.username, client_id = %view.client_id, approved = approve, user_code = %secret::redact_user_code(&code), "device authorization decided");
             let kind = if approve {
                 EventKind::DeviceApproved
             } else {
                 EventKind::DeviceDenied
             };
-            app.actors.audit(
-                AuditEvent::new(now, kind, s.username.clone(), true)
-                    .subject(s.username.clone())
-                    .client(view.client_id.clone())
-                    .ip(ip),
-            );
+            let mut event = AuditEvent::new(now, kind, s.username.clone(), true)
+                .subject(s.username.clone())
+                .client(view.client_id.clone())
+                .ip(ip);
+            if let Some(device) = &device {
+                event = event.detail(format!("device \"{device}\""));
+            }
+            app.actors.audit(event);
             let outcome = if approve { "approved" } else { "denied" };
             app.pages.page(
                 StatusCode::OK,

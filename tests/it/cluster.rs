@@ -51,22 +51,6 @@ where
     }
 }
 
-async fn tokeninfo(s: &TestServer, access: &str) -> StatusCode {
-    get_json(&s.url("/oauth/tokeninfo"), Some(access)).await.0
-}
-
-async fn refresh(s: &TestServer, refresh_token: &str) -> (StatusCode, Value) {
-    post_form(
-        &s.url("/oauth/token"),
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-            ("client_id", &s.client_id),
-        ],
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_code_from_a_is_approved_on_b_and_redeemed_on_c() {
     let Some(nodes) = cluster(3, &[]).await else { return };

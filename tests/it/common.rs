@@ -221,6 +221,32 @@ pub async fn get_json(url: &str, bearer: Option<&str>) -> (StatusCode, Value) {
 }
 
 /// The value of the first hidden `csrf_token` input of a page.
+/// `/oauth/tokeninfo`'s status for an access token.
+pub async fn tokeninfo(s: &TestServer, access: &str) -> StatusCode {
+    get_json(&s.url("/oauth/tokeninfo"), Some(access)).await.0
+}
+
+/// A refresh by the seeded public client.
+pub async fn refresh(s: &TestServer, refresh_token: &str) -> (StatusCode, Value) {
+    post_form(
+        &s.url("/oauth/token"),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", &s.client_id),
+        ],
+    )
+    .await
+}
+
+/// Whether introspection (by the seeded public client, which may see its own tokens) calls
+/// `token` active.
+pub async fn introspected_active(s: &TestServer, token: &str) -> bool {
+    let (status, body) = post_form(&s.url("/oauth/introspect"), &[("token", token), ("client_id", &s.client_id)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["active"] == true
+}
+
 pub fn csrf_of(page: &str) -> String {
     let marker = "name=\"csrf_token\" value=\"";
     let start = page.find(marker).map(|i| i + marker.len()).expect("page has a csrf_token");

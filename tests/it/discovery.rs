@@ -216,8 +216,26 @@ async fn introspection_answers_for_access_and_refresh_tokens() {
     assert_eq!(u, serde_json::json!({"active": false}));
     let (status, _) = introspect(&s, (rs.0, Some("wrong")), &[("token", access)]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, e) = post_form(&s.url("/oauth/introspect"), &[("token", access)]).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    // No client authentication at all: RFC 7662 §2.1 with RFC 6749 §5.2, invalid_client with
+    // a Basic challenge.
+    let r = crate::common::http()
+        .build()
+        .unwrap()
+        .post(s.url("/oauth/introspect"))
+        .form(&[("token", access)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let challenge = r
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(challenge.starts_with("Basic"), "{challenge:?}");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"], "invalid_client", "{e}");
     // A public client sees its own tokens, not another client's.
     let (other, _) = s.create_client("Other", false, None).await;
     let (_, own) = introspect(&s, (&s.client_id, None), &[("token", access)]).await;

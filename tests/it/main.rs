@@ -16,6 +16,7 @@ mod durability;
 mod errors;
 mod flow;
 mod hostile;
+mod lifecycle;
 mod metrics;
 mod oauth2_client;
 mod providers;

@@ -30,6 +30,18 @@ pub fn sha256_hex(s: &str) -> String {
     hex::encode(sha256(s))
 }
 
+/// A token derived from `input` under `key` for one `purpose`: HMAC-SHA-256, URL-safe base64
+/// (as long as [`random_token`]`(32)`). Without the key it cannot be told from a random one.
+pub fn keyed_token(key: &[u8], purpose: &str, input: &str) -> String {
+    use hmac::{Hmac, Mac};
+    // HMAC takes keys of any length.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    mac.update(purpose.as_bytes());
+    mac.update(&[0]);
+    mac.update(input.as_bytes());
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
 /// Compares two strings in constant time (for their common length; lengths are not secret).
 pub fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
@@ -106,6 +118,16 @@ mod tests {
         assert_eq!(normalize_user_code("BCDF-GHJ\u{0}"), None);
         assert_eq!(normalize_user_code("ẞCDF-GHJK"), None);
         assert_eq!(normalize_user_code(&"B".repeat(10_000)), None);
+    }
+
+    #[test]
+    fn keyed_tokens_depend_on_key_purpose_and_input() {
+        let t = keyed_token(b"k", "p", "x");
+        assert_eq!(t.len(), 43);
+        assert_eq!(t, keyed_token(b"k", "p", "x"));
+        assert_ne!(t, keyed_token(b"k2", "p", "x"));
+        assert_ne!(t, keyed_token(b"k", "q", "x"));
+        assert_ne!(t, keyed_token(b"k", "p", "y"));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub struct Approval {
     pub username: String,
     pub authorization_id: String,
     pub decided_at_ms: Millis,
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,11 +49,13 @@ impl State {
                 username,
                 authorization_id,
                 decided_at_ms,
+                name,
             } => State::Approved(Box::new(Approval {
                 user_id: user_id.clone(),
                 username: username.clone(),
                 authorization_id: authorization_id.clone(),
                 decided_at_ms: *decided_at_ms,
+                name: name.clone(),
             })),
             RecordState::Denied { .. } => State::Denied,
         }
@@ -72,6 +75,8 @@ struct Entry {
     /// Whether the one early poll allowed per interval has been used.
     burst_used: bool,
     state: State,
+    /// The address the code was requested from.
+    requested_from: Option<Box<str>>,
 }
 
 impl Entry {
@@ -84,6 +89,7 @@ impl Entry {
             expires_at_ms: self.expires_at_ms,
             interval_ms: self.interval_ms,
             state,
+            requested_from: self.requested_from.as_deref().map(str::to_owned),
         }
     }
 }
@@ -115,6 +121,10 @@ pub struct PendingView {
     pub user_code: String,
     pub client_id: String,
     pub scope: String,
+    /// When the device asked for the code.
+    pub requested_at_ms: Millis,
+    /// The address it asked from, if known.
+    pub requested_from: Option<String>,
 }
 
 /// Why a code a person typed cannot be used.
@@ -191,6 +201,7 @@ impl DeviceBook {
             last_poll_ms: 0,
             burst_used: false,
             state,
+            requested_from: rec.requested_from.as_deref().map(Box::from),
         };
         self.by_user_code.insert(user_code, key);
         self.by_hash.insert(key, entry);
@@ -269,6 +280,8 @@ impl DeviceBook {
             user_code: secret::format_user_code(&e.user_code),
             client_id: e.client_id.to_string(),
             scope: e.scope.to_string(),
+            requested_at_ms: e.created_at_ms,
+            requested_from: e.requested_from.as_deref().map(str::to_owned),
         };
         Ok((key, view))
     }
@@ -336,6 +349,7 @@ impl DeviceBook {
         &mut self,
         client_id: String,
         scope: String,
+        requested_from: Option<String>,
         now: Millis,
         lifetime_ms: Millis,
         interval_ms: u32,
@@ -351,6 +365,7 @@ impl DeviceBook {
             expires_at_ms: now.saturating_add(lifetime_ms),
             interval_ms,
             state: RecordState::Pending,
+            requested_from,
         };
         let answer = NewDeviceCode {
             device_code,
@@ -374,11 +389,12 @@ impl DeviceBook {
         let (key, view) = self.lookup(user_code, now)?;
         let entry = self.by_hash.get_mut(&key).ok_or(CodeError::Unknown)?;
         let state = match decision {
-            Decision::Approve { user_id, username } => RecordState::Approved {
+            Decision::Approve { user_id, username, name } => RecordState::Approved {
                 user_id,
                 username,
                 authorization_id: uuid::Uuid::new_v4().to_string(),
                 decided_at_ms: now,
+                name,
             },
             Decision::Deny { user_id } => RecordState::Denied {
                 user_id,
@@ -448,8 +464,15 @@ impl DeviceBook {
 /// What a person decided on the confirmation page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Approve { user_id: String, username: String },
-    Deny { user_id: String },
+    /// `name`: the device's name (the front end gives the client's name if the person gave none).
+    Approve {
+        user_id: String,
+        username: String,
+        name: Option<String>,
+    },
+    Deny {
+        user_id: String,
+    },
 }
 
 #[cfg(test)]
@@ -469,6 +492,7 @@ mod tests {
             expires_at_ms: T0 + 30 * 60_000,
             interval_ms: 5_000,
             state,
+            requested_from: None,
         };
         assert!(b.insert(key, &rec));
         (b, key)
@@ -493,12 +517,14 @@ mod tests {
             expires_at_ms: T0 + 30 * 60_000,
             interval_ms: 5_000,
             state,
+            requested_from: None,
         };
         let approved = rec(RecordState::Approved {
             user_id: "u".into(),
             username: "alice".into(),
             authorization_id: "a".into(),
             decided_at_ms: T0,
+            name: None,
         });
         b.stored(key, Some(&approved));
         b.stored(key, Some(&rec(RecordState::Pending)));
@@ -593,6 +619,7 @@ mod tests {
             username: "alice".into(),
             authorization_id: "a".into(),
             decided_at_ms: T0,
+            name: None,
         });
         match b.poll(&key, "cli", T0) {
             PollOutcome::Redeem {
@@ -635,12 +662,13 @@ mod tests {
     #[test]
     fn a_decision_is_seen_by_polls_only_once_it_is_durable() {
         let mut b = DeviceBook::default();
-        let (key, _, code) = b.create("cli".into(), "read".into(), T0, 600_000, 5_000).unwrap();
+        let (key, _, code) = b.create("cli".into(), "read".into(), None, T0, 600_000, 5_000).unwrap();
         assert_eq!((code.expires_in, code.interval), (600, 5));
         let typed = secret::normalize_user_code(&code.user_code).unwrap();
         let approve = Decision::Approve {
             user_id: "u".into(),
             username: "alice".into(),
+            name: None,
         };
         let (k, rec, view) = b.decide(&typed, approve.clone(), T0 + 1).unwrap();
         assert_eq!((k, view.client_id.as_str()), (key, "cli"));
@@ -669,6 +697,7 @@ mod tests {
             expires_at_ms: T0 + 60_000,
             interval_ms: 5_000,
             state: RecordState::Pending,
+            requested_from: None,
         };
         let (b, bad) = DeviceBook::load(vec![([1; 32], rec("BCDFGHJK")), ([2; 32], rec("not a code"))]);
         assert_eq!((b.len(), bad), (1, vec![[2; 32]]));

@@ -48,6 +48,8 @@ pub enum DeviceMsg {
     Create {
         client_id: String,
         scope: String,
+        /// The address the request came from, to show the person who approves.
+        from: Option<String>,
         now: Millis,
         reply: RpcReplyPort<Result<NewDeviceCode, OAuthError>>,
     },
@@ -170,9 +172,10 @@ impl Actor for DeviceActor {
             DeviceMsg::Create {
                 client_id,
                 scope,
+                from,
                 now,
                 reply,
-            } => st.create(client_id, scope, now, reply),
+            } => st.create(client_id, scope, from, now, reply),
             DeviceMsg::Poll {
                 device_code_hash,
                 client_id,
@@ -284,18 +287,25 @@ impl DeviceState {
         let _ = me.cast(DeviceMsg::Committed { key, change });
     }
 
-    fn create(&mut self, client_id: String, scope: String, now: Millis, reply: RpcReplyPort<Result<NewDeviceCode, OAuthError>>) {
+    fn create(
+        &mut self,
+        client_id: String,
+        scope: String,
+        from: Option<String>,
+        now: Millis,
+        reply: RpcReplyPort<Result<NewDeviceCode, OAuthError>>,
+    ) {
         let interval_ms = u32::try_from(self.config.poll_interval.as_millis())
             .unwrap_or(MAX_INTERVAL_MS)
             .max(1);
         let lifetime_ms = millis(self.config.code_lifetime);
-        let Some((key, rec, answer)) = self.book.create(client_id, scope, now, lifetime_ms, interval_ms) else {
+        let Some((key, rec, answer)) = self.book.create(client_id, scope, from, now, lifetime_ms, interval_ms) else {
             let _ = reply.send(Err(OAuthError::unavailable("no free user code; try again")));
             return;
         };
         tracing::debug!(user_code = %secret::redact_user_code(&answer_code(&rec)), client_id = %rec.client_id, "device code issued");
         let me = self.me.clone();
-        let (client_id, scope) = (rec.client_id.clone(), rec.scope.clone());
+        let (client_id, scope, from) = (rec.client_id.clone(), rec.scope.clone(), rec.requested_from.clone());
         after(self.repo.insert(key, &rec), move |r| match r {
             Ok(true) => {
                 let _ = reply.send(Ok(answer));
@@ -306,6 +316,7 @@ impl DeviceState {
                 if let Err(Some(DeviceMsg::Create { reply, .. })) = me.cast(DeviceMsg::Create {
                     client_id,
                     scope,
+                    from,
                     now,
                     reply,
                 }) {
@@ -333,6 +344,7 @@ impl DeviceState {
             client_id,
             scope,
             authorization_id: approval.authorization_id,
+            name: approval.name,
         };
         let (token, me, issue_timeout) = (self.token.clone(), self.me.clone(), self.config.issue_timeout);
         tokio::spawn(async move {

@@ -19,6 +19,9 @@ pub enum EventKind {
     TokenRefreshed,
     RefreshReuseDetected,
     TokenRevoked,
+    TokenDisabled,
+    TokenEnabled,
+    DeviceRenamed,
     PasswordChanged,
     ClientCreated,
     ClientChanged,
@@ -29,7 +32,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::LoginSucceeded,
         EventKind::LoginFailed,
         EventKind::Logout,
@@ -40,6 +43,9 @@ impl EventKind {
         EventKind::TokenRefreshed,
         EventKind::RefreshReuseDetected,
         EventKind::TokenRevoked,
+        EventKind::TokenDisabled,
+        EventKind::TokenEnabled,
+        EventKind::DeviceRenamed,
         EventKind::PasswordChanged,
         EventKind::ClientCreated,
         EventKind::ClientChanged,
@@ -62,6 +68,9 @@ impl EventKind {
             EventKind::TokenRefreshed => "token_refreshed",
             EventKind::RefreshReuseDetected => "refresh_reuse_detected",
             EventKind::TokenRevoked => "token_revoked",
+            EventKind::TokenDisabled => "token_disabled",
+            EventKind::TokenEnabled => "token_enabled",
+            EventKind::DeviceRenamed => "device_renamed",
             EventKind::PasswordChanged => "password_changed",
             EventKind::ClientCreated => "client_created",
             EventKind::ClientChanged => "client_changed",

@@ -12,7 +12,7 @@ use super::audit::{AuditEvent, AuditFilter, EventKind};
 use super::device::{DeviceRecord, RecordState};
 use super::directory::{AuthSource, ClientRecord, UserRecord};
 use super::session::SessionRecord;
-use super::token::{PageFilter, RevokeScope, StoredPage, TokenKind, TokenRecord, TokenRef, TokenStatus};
+use super::token::{Amendment, AuthorizationStatus, PageFilter, RevokeScope, StoredPage, TokenKind, TokenRecord, TokenRef, TokenStatus};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -25,6 +25,7 @@ fn device(state: RecordState) -> DeviceRecord {
         expires_at_ms: T0 + 600_000,
         interval_ms: 5_000,
         state,
+        requested_from: None,
     }
 }
 
@@ -42,6 +43,8 @@ pub(super) fn token(id: &str, authorization: &str, kind: TokenKind, status: Toke
         expires_at: T0 / 1000 + 3600,
         status,
         last_used_at: None,
+        name: None,
+        successor: None,
     }
 }
 
@@ -103,6 +106,7 @@ async fn devices(s: &Stores) {
         username: "alice".into(),
         authorization_id: "auth-1".into(),
         decided_at_ms: T0 + 1,
+        name: None,
     });
     let denied = device(RecordState::Denied {
         user_id: "u2".into(),
@@ -199,7 +203,7 @@ async fn tokens(s: &Stores) {
     assert!(s.token.owned_by(RevokeScope::Client("other".into())).await.unwrap().is_empty());
     let all = PageFilter {
         username: None,
-        active_only: false,
+        status: None,
         now: T0 / 1000,
     };
     let page = s.token.page(all.clone(), 0, 10).await.unwrap();
@@ -213,7 +217,7 @@ async fn tokens(s: &Stores) {
         .token
         .page(
             PageFilter {
-                active_only: true,
+                status: Some(AuthorizationStatus::Active),
                 ..all.clone()
             },
             0,
@@ -236,6 +240,82 @@ async fn tokens(s: &Stores) {
         .unwrap();
     assert_eq!(nobody, StoredPage::default());
     assert_eq!(s.token.authorizations(&["auth-p".into()]).await.unwrap().len(), 1);
+    amendments(s).await;
+}
+
+/// Disable, enable and rename by scope: only active tokens are disabled, only disabled ones
+/// enabled, revoked and retired ones stay so; a disabled refresh token does not rotate; pages
+/// filter by the status.
+async fn amendments(s: &Stores) {
+    let access = token("d-a1", "auth-d", TokenKind::Access, TokenStatus::Active);
+    let refresh = token("d-r1", "auth-d", TokenKind::Refresh, TokenStatus::Active);
+    let retired = token("d-r0", "auth-d", TokenKind::Refresh, TokenStatus::Retired);
+    assert!(s.token.issue("auth-d", &[access, refresh.clone(), retired]).await.unwrap());
+    let statuses = || async {
+        let mut all: Vec<(String, TokenStatus)> = s
+            .token
+            .authorization("auth-d")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.id, r.status))
+            .collect();
+        all.sort();
+        all
+    };
+    let scope = || RevokeScope::Authorization("auth-d".into());
+    assert_eq!(s.token.amend(scope(), Amendment::Disable).await.unwrap(), 2);
+    assert_eq!(
+        statuses().await,
+        [
+            ("d-a1".to_owned(), TokenStatus::Disabled),
+            ("d-r0".to_owned(), TokenStatus::Retired),
+            ("d-r1".to_owned(), TokenStatus::Disabled)
+        ]
+    );
+    assert_eq!(s.token.amend(scope(), Amendment::Disable).await.unwrap(), 0, "already disabled");
+    let rotated = TokenRecord {
+        status: TokenStatus::Retired,
+        ..refresh.clone()
+    };
+    assert!(
+        !s.token.refresh("d-r1", &[rotated]).await.unwrap(),
+        "a disabled token does not rotate"
+    );
+    let filter = |status| PageFilter {
+        username: None,
+        status: Some(status),
+        now: T0 / 1000,
+    };
+    let paused = s.token.page(filter(AuthorizationStatus::Disabled), 0, 10).await.unwrap();
+    assert_eq!(paused.ids, ["auth-d"]);
+    assert!(
+        !s.token
+            .page(filter(AuthorizationStatus::Active), 0, 10)
+            .await
+            .unwrap()
+            .ids
+            .contains(&"auth-d".to_owned())
+    );
+    assert_eq!(s.token.amend(scope(), Amendment::Rename("Living room TV".into())).await.unwrap(), 3);
+    assert!(
+        s.token
+            .authorization("auth-d")
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.name.as_deref() == Some("Living room TV"))
+    );
+    assert_eq!(s.token.amend(scope(), Amendment::Enable).await.unwrap(), 2);
+    assert_eq!(statuses().await[1].1, TokenStatus::Retired, "a retired token stays retired");
+    assert!(statuses().await.iter().filter(|(_, st)| *st == TokenStatus::Active).count() == 2);
+    // By client; and a revocation is final whatever is amended after it.
+    assert!(s.token.amend(RevokeScope::Client("cli".into()), Amendment::Disable).await.unwrap() >= 2);
+    s.token.revoke(scope()).await.unwrap();
+    assert_eq!(s.token.amend(scope(), Amendment::Enable).await.unwrap(), 0);
+    assert!(statuses().await.iter().all(|(_, st)| *st == TokenStatus::Revoked));
+    let revoked = s.token.page(filter(AuthorizationStatus::Revoked), 0, 10).await.unwrap();
+    assert!(revoked.ids.contains(&"auth-d".to_owned()));
 }
 
 async fn directory(s: &Stores) {

@@ -19,6 +19,9 @@ pub struct DeviceRecord {
     pub interval_ms: u32,
     #[serde(default)]
     pub state: RecordState,
+    /// The address the code was requested from (shown on the approval page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +34,9 @@ pub enum RecordState {
         username: String,
         authorization_id: String,
         decided_at_ms: Millis,
+        /// The device's name as the person gave it (or the client's name).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
     },
     Denied {
         user_id: String,

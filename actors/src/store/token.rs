@@ -12,13 +12,110 @@ pub enum TokenKind {
     Refresh,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenStatus {
     Active,
     Revoked,
     /// A refresh token replaced by rotation; presenting it again is reuse (RFC 9700 §4.14).
     Retired,
+    /// Paused with its whole authorization: refused until enabled again (then active until
+    /// its own expiry). Only active records become disabled, and only disabled ones active.
+    Disabled,
+}
+
+impl TokenStatus {
+    /// Revoked or retired: no later write may make it active or disabled again.
+    pub fn is_final(self) -> bool {
+        matches!(self, TokenStatus::Revoked | TokenStatus::Retired)
+    }
+}
+
+/// Where an authorization (the tokens of one approved device) stands, as its owner and the
+/// admin console see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthorizationStatus {
+    /// A token of it is active and unexpired.
+    Active,
+    /// None active, but one disabled and unexpired: enabling brings it back.
+    Disabled,
+    /// None live, and one was revoked.
+    Revoked,
+    Expired,
+}
+
+impl AuthorizationStatus {
+    pub const ALL: [AuthorizationStatus; 4] = [Self::Active, Self::Disabled, Self::Revoked, Self::Expired];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The status of an authorization whose records have these statuses and expiries, at `now`.
+    pub fn of<'a>(records: impl IntoIterator<Item = (&'a TokenStatus, Secs)>, now: Secs) -> Self {
+        let (mut live, mut paused, mut revoked) = (false, false, false);
+        for (status, expires_at) in records {
+            let unexpired = expires_at > now;
+            live |= *status == TokenStatus::Active && unexpired;
+            paused |= *status == TokenStatus::Disabled && unexpired;
+            revoked |= *status == TokenStatus::Revoked;
+        }
+        if live {
+            Self::Active
+        } else if paused {
+            Self::Disabled
+        } else if revoked {
+            Self::Revoked
+        } else {
+            Self::Expired
+        }
+    }
+}
+
+/// The longest device name, in characters.
+pub const MAX_DEVICE_NAME: usize = 64;
+
+/// A change to every token of an authorization (or of a client's authorizations) other than
+/// revocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Amendment {
+    /// Active tokens become disabled.
+    Disable,
+    /// Disabled tokens become active again.
+    Enable,
+    /// Every token gets this device name.
+    Rename(String),
+}
+
+impl Amendment {
+    /// `r` as amended, or `None` if this amendment leaves it as it is.
+    pub fn apply(&self, r: &TokenRecord) -> Option<TokenRecord> {
+        match self {
+            Amendment::Disable if r.status == TokenStatus::Active => Some(TokenRecord {
+                status: TokenStatus::Disabled,
+                ..r.clone()
+            }),
+            Amendment::Enable if r.status == TokenStatus::Disabled => Some(TokenRecord {
+                status: TokenStatus::Active,
+                ..r.clone()
+            }),
+            Amendment::Rename(name) if r.name.as_deref() != Some(name) => Some(TokenRecord {
+                name: Some(name.clone()),
+                ..r.clone()
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// The stored record of one token, keyed by its id (`jti` for access tokens).
@@ -38,8 +135,16 @@ pub struct TokenRecord {
     pub issued_at: Secs,
     pub expires_at: Secs,
     pub status: TokenStatus,
+    /// The last use; for a retired refresh token, when it was replaced.
     #[serde(default)]
     pub last_used_at: Option<Secs>,
+    /// The device's name, given at approval (else the client's name) or later by its owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// For a refresh token retired by rotation: the id of the refresh token that replaced it
+    /// (what a reuse within `REFRESH_TOKEN_REUSE_GRACE` is answered with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successor: Option<String>,
 }
 
 /// A token as a lookup names it.
@@ -64,8 +169,8 @@ pub enum RevokeScope {
 pub struct PageFilter {
     /// Only this username's (as its first token names it).
     pub username: Option<String>,
-    /// Only those with a token active at `now`.
-    pub active_only: bool,
+    /// Only those with this status at `now`.
+    pub status: Option<AuthorizationStatus>,
     pub now: Secs,
 }
 
@@ -108,6 +213,11 @@ pub trait TokenRepo: Send + Sync {
     /// Deletes long-expired records, and the issuance marks of `forget` (authorizations that
     /// can no longer be redeemed).
     fn remove(&self, ids: &[String], forget: &[String]) -> Pending<()>;
+    /// Applies `change` to every token of `scope` as stored (with the same lock as
+    /// [`TokenRepo::revoke`], so a rotation under way either finishes first and its tokens are
+    /// amended too, or finds its refresh token disabled). Revoked and retired tokens are never
+    /// made active. Answers how many records changed.
+    fn amend(&self, scope: RevokeScope, change: Amendment) -> Pending<u64>;
     /// Revokes every token of `scope` as stored, whichever process issued or rotated it; a
     /// rotation under way for the same authorization either finishes first (and its tokens
     /// are revoked too) or finds its refresh token revoked. Answers how many records changed.

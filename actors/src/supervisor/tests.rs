@@ -31,6 +31,8 @@ fn config(login_url: Option<&str>) -> CoreConfig {
             refresh_ttl: Duration::from_secs(600),
             refresh_enabled: true,
             rotation: false,
+            reuse_grace: Duration::ZERO,
+            successor_key: std::sync::Arc::from(vec![3u8; 32]),
         },
         session_max_age: Duration::from_secs(600),
         admin_password: Some("admin-password".into()),
@@ -85,6 +87,7 @@ async fn a_killed_core_actor_is_restarted_and_rebuilds_its_state_from_the_store(
             scope: "read".into(),
             now: now(),
             reply,
+            from: None,
         })
         .await
         .unwrap()
@@ -128,6 +131,7 @@ async fn one_authorization_yields_tokens_once_even_after_a_restart() {
         client_id: client.client_id.clone(),
         scope: "read".into(),
         authorization_id: "auth-1".into(),
+        name: None,
     };
     let token = system.actors.token();
     let issue = |g: Grant| async move {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use super::types::{AuthorizationPage, AuthorizationQuery, AuthorizationStatus, AuthorizationView, Owner, RevokeTarget, TokenInfo};
 use crate::crypto::secret::Digest32;
-use crate::store::token::{TokenData, TokenKind, TokenRecord, TokenStatus};
+use crate::store::token::{Amendment, TokenData, TokenKind, TokenRecord, TokenStatus};
 use crate::time::Secs;
 
 /// Records are kept this long past expiry (for session lists), then swept.
@@ -82,12 +82,13 @@ impl TokenBook {
 
     /// Records as the store has them now, merged in: new ones added, changed ones replaced, but
     /// a token revoked or retired here stays so (revocation is final; a read may predate a
-    /// revocation of ours still being committed).
+    /// revocation of ours still being committed). Disabled and active follow the store: a read
+    /// that predates a change announced since is made again (`TokenState::outdated`).
     pub fn merge(&mut self, records: Vec<TokenRecord>) {
         for mut r in records {
             if let Some(held) = self.records.get(&r.id)
-                && held.status != TokenStatus::Active
-                && r.status == TokenStatus::Active
+                && held.status.is_final()
+                && !r.status.is_final()
             {
                 r.status = held.status;
             }
@@ -167,14 +168,9 @@ impl TokenBook {
             .filter_map(|id| self.records.get(id))
             .collect();
         let first = recs.iter().min_by_key(|r| r.issued_at)?;
-        let live = |r: &&&TokenRecord| r.status == TokenStatus::Active && r.expires_at > now;
-        let status = if recs.iter().any(|r| live(&r)) {
-            AuthorizationStatus::Active
-        } else if recs.iter().any(|r| r.status == TokenStatus::Revoked) {
-            AuthorizationStatus::Revoked
-        } else {
-            AuthorizationStatus::Expired
-        };
+        let status = AuthorizationStatus::of(recs.iter().map(|r| (&r.status, r.expires_at)), now);
+        // Disabled tokens count as live: enabling brings them back until their own expiry.
+        let live = |r: &&&TokenRecord| matches!(r.status, TokenStatus::Active | TokenStatus::Disabled) && r.expires_at > now;
         let expires_at = recs
             .iter()
             .filter(|r| live(r))
@@ -193,6 +189,13 @@ impl TokenBook {
             username: first.username.clone(),
             client_id: first.client_id.clone(),
             scope: first.scope.clone(),
+            // The newest name (a rename reaches every record; a record written meanwhile by a
+            // rotation carries the name it had).
+            name: recs
+                .iter()
+                .max_by_key(|r| r.issued_at)
+                .and_then(|r| r.name.clone())
+                .or_else(|| first.name.clone()),
             authorized_at: first.issued_at,
             last_used_at,
             expires_at,
@@ -209,7 +212,7 @@ impl TokenBook {
         let mut list: Vec<AuthorizationView> = ids
             .into_iter()
             .filter_map(|a| self.authorization(a, now))
-            .filter(|a| !query.active_only || a.status == AuthorizationStatus::Active)
+            .filter(|a| query.status.is_none_or(|s| a.status == s))
             .filter(|a| query.username.as_ref().is_none_or(|u| a.username == *u))
             .collect();
         list.sort_by(|a, b| b.authorized_at.cmp(&a.authorized_at).then_with(|| a.id.cmp(&b.id)));
@@ -245,6 +248,17 @@ impl TokenBook {
                 .map(|(a, _)| a.clone())
                 .collect(),
         }
+    }
+
+    /// The records that make `change` to every token of an authorization.
+    pub fn amend_authorization(&self, authorization_id: &str, change: &Amendment) -> Vec<TokenRecord> {
+        self.by_authorization
+            .get(authorization_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.records.get(id))
+            .filter_map(|r| change.apply(r))
+            .collect()
     }
 
     /// The records that revoke every live token of an authorization.
@@ -336,6 +350,8 @@ mod tests {
             expires_at: issued_at + 100,
             status: TokenStatus::Active,
             last_used_at: None,
+            name: None,
+            successor: None,
         }
     }
 
@@ -368,7 +384,7 @@ mod tests {
             b.upsert(rec(&format!("a{i}"), &format!("A{i}"), TokenKind::Access, 10 + i));
         }
         let q = AuthorizationQuery {
-            active_only: true,
+            status: Some(AuthorizationStatus::Active),
             ..Default::default()
         };
         let first = b.authorization_page(&q, 1, 3, 50);

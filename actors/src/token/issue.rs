@@ -23,6 +23,13 @@ fn invalid_refresh() -> OAuthError {
     OAuthError::invalid_grant("the refresh token is invalid, expired or revoked")
 }
 
+/// What a caller hears when a conditional write loses to another process.
+pub(super) enum Lost {
+    Answer(OAuthError),
+    /// A refresh asks again once (on a shared database).
+    Retry(RefreshRequest),
+}
+
 impl TokenState {
     /// An access token and its record: a JWT signed here, or the one the token service minted.
     fn mint_access(
@@ -45,6 +52,8 @@ impl TokenState {
             expires_at,
             status: TokenStatus::Active,
             last_used_at: None,
+            name: g.name.clone(),
+            successor: None,
         };
         let id = uuid::Uuid::new_v4().to_string();
         if let Some(m) = minted {
@@ -77,8 +86,9 @@ impl TokenState {
         Ok((jwt, record(id, None, now + ttl), ttl))
     }
 
-    fn mint_refresh(&self, g: &Grant, now: Secs) -> (String, TokenRecord) {
-        let token = secret::random_token(32);
+    /// A refresh token's record: `token` is new and random at issuance, and at rotation the
+    /// presented token's successor ([`TokenState::successor_of`]).
+    fn mint_refresh(&self, g: &Grant, now: Secs, token: String) -> (String, TokenRecord) {
         let rec = TokenRecord {
             id: uuid::Uuid::new_v4().to_string(),
             kind: TokenKind::Refresh,
@@ -92,8 +102,32 @@ impl TokenState {
             expires_at: now + self.config.refresh_ttl.as_secs(),
             status: TokenStatus::Active,
             last_used_at: None,
+            name: g.name.clone(),
+            successor: None,
         };
         (token, rec)
+    }
+
+    /// The refresh token that replaces `token` at rotation: HMAC-SHA-256 of it under the
+    /// successor key. Only the server can derive it, and it derives the same one again when
+    /// the replaced token comes back within the reuse grace.
+    fn successor_of(&self, token: &str) -> String {
+        secret::keyed_token(&self.config.successor_key, "refresh-successor", token)
+    }
+
+    /// The refresh token that replaced `retired`, if `token` (its clear text) is presented
+    /// again within `REFRESH_TOKEN_REUSE_GRACE` of the rotation and that successor is still
+    /// active: the client lost the answer, or refreshed from two threads.
+    fn successor_in_grace(&self, retired: &TokenRecord, token: &str, now: Secs) -> Option<TokenRecord> {
+        let grace = self.config.reuse_grace.as_secs();
+        let replaced_at = retired.last_used_at?;
+        if grace == 0 || now > replaced_at.saturating_add(grace) {
+            return None;
+        }
+        let next = self.book.get(retired.successor.as_deref()?)?;
+        let derived = secret::sha256_hex(&self.successor_of(token));
+        (next.status == TokenStatus::Active && next.expires_at > now && next.token_hash.as_deref() == Some(derived.as_str()))
+            .then(|| next.clone())
     }
 
     /// Applies `records` to the book, and replies `answer` once the conditional `write`
@@ -103,7 +137,7 @@ impl TokenState {
         &mut self,
         myself: &ActorRef<TokenMsg>,
         (records, write): (&[TokenRecord], Pending<bool>),
-        (answer, lost): (TokenResponse, OAuthError),
+        (answer, lost): (TokenResponse, Lost),
         reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
         then: Option<TokenMsg>,
     ) {
@@ -129,10 +163,18 @@ impl TokenState {
                                 let _ = me.cast(msg);
                             }
                             let _ = me.cast(TokenMsg::Changed { authorization_id, forget });
+                            if let Lost::Retry(request) = lost {
+                                // After the records written ahead are dropped: read again.
+                                let _ = me.cast(TokenMsg::Refresh { request, reply });
+                                return;
+                            }
                         }
                         _ => myself.stop(Some("another process changed these tokens first; rebuilding from the store".into())),
                     }
-                    Err(lost)
+                    Err(match lost {
+                        Lost::Answer(e) => e,
+                        Lost::Retry(_) => invalid_refresh(),
+                    })
                 }
                 Err(e) => {
                     rebuild(&myself, &e);
@@ -185,7 +227,7 @@ impl TokenState {
         };
         let mut records = vec![access];
         let refresh_token = self.config.refresh_enabled.then(|| {
-            let (token, rec) = self.mint_refresh(&grant, now);
+            let (token, rec) = self.mint_refresh(&grant, now, secret::random_token(32));
             records.push(rec);
             token
         });
@@ -204,7 +246,7 @@ impl TokenState {
         self.issuing.insert(grant.authorization_id.clone());
         self.book.mark_issued(&grant.authorization_id, now);
         let write = self.repo.issue(&grant.authorization_id, &records);
-        let lost = OAuthError::invalid_grant("the device code was already used");
+        let lost = Lost::Answer(OAuthError::invalid_grant("the device code was already used"));
         self.commit_conditional(myself, (&records, write), (answer, lost), reply, Some(settled));
     }
 
@@ -218,44 +260,50 @@ impl TokenState {
         minted: Option<MintedToken>,
     ) {
         let now = request.now / 1000;
-        let Some(old) = self.book.refresh_token(&request.hash).cloned() else {
+        let Some(presented) = self.book.refresh_token(&request.hash).cloned() else {
             let _ = reply.send(Err(invalid_refresh()));
             return;
         };
-        if old.client_id != request.client_id || !self.owner_allowed(&old) {
+        if presented.client_id != request.client_id || !self.owner_allowed(&presented) {
             let _ = reply.send(Err(invalid_refresh()));
             return;
         }
-        match old.status {
-            TokenStatus::Revoked => {
+        // What to refresh from: the presented token, or, for a replaced one presented again
+        // within the grace, the token that replaced it (`again`).
+        let (old, again) = match presented.status {
+            TokenStatus::Revoked | TokenStatus::Disabled => {
                 let _ = reply.send(Err(invalid_refresh()));
                 return;
             }
-            TokenStatus::Retired => {
-                // RFC 9700 §4.14: a rotated-out refresh token came back; assume it was stolen
-                // and end the whole authorization.
-                tracing::warn!(client_id = %old.client_id, user_id = %old.user_id, authorization_id = %old.authorization_id, "refresh token reuse detected; revoking the authorization");
-                self.peers.audit.record(
-                    AuditEvent::new(
-                        request.now,
-                        EventKind::RefreshReuseDetected,
-                        format!("client:{}", old.client_id),
-                        false,
-                    )
-                    .subject(old.username.clone())
-                    .client(old.client_id.clone())
-                    .detail(format!("authorization {} revoked", old.authorization_id)),
-                );
-                let records = self.book.revoke_authorization(&old.authorization_id);
-                let err = Err(OAuthError::invalid_grant(
-                    "the refresh token was already used; the authorization has been revoked",
-                ));
-                let scope = RevokeScope::Authorization(old.authorization_id.clone());
-                self.revoke_scope(myself, (scope, records), err, reply);
-                return;
-            }
-            TokenStatus::Active => {}
-        }
+            TokenStatus::Active => (presented, false),
+            TokenStatus::Retired => match self.successor_in_grace(&presented, &request.token, now) {
+                Some(next) => (next, true),
+                None => {
+                    // RFC 9700 §4.14: a rotated-out refresh token came back; assume it was
+                    // stolen and end the whole authorization.
+                    let old = presented;
+                    tracing::warn!(client_id = %old.client_id, user_id = %old.user_id, authorization_id = %old.authorization_id, "refresh token reuse detected; revoking the authorization");
+                    self.peers.audit.record(
+                        AuditEvent::new(
+                            request.now,
+                            EventKind::RefreshReuseDetected,
+                            format!("client:{}", old.client_id),
+                            false,
+                        )
+                        .subject(old.username.clone())
+                        .client(old.client_id.clone())
+                        .detail(format!("authorization {} revoked", old.authorization_id)),
+                    );
+                    let records = self.book.revoke_authorization(&old.authorization_id);
+                    let err = Err(OAuthError::invalid_grant(
+                        "the refresh token was already used; the authorization has been revoked",
+                    ));
+                    let scope = RevokeScope::Authorization(old.authorization_id.clone());
+                    self.revoke_scope(myself, (scope, records), err, reply);
+                    return;
+                }
+            },
+        };
         if old.expires_at <= now {
             let _ = reply.send(Err(invalid_refresh()));
             return;
@@ -276,6 +324,7 @@ impl TokenState {
             client_id: old.client_id.clone(),
             scope: old.scope.clone(),
             authorization_id: old.authorization_id.clone(),
+            name: old.name.clone(),
         };
         if let (Some((provider, timeout)), None) = (&self.peers.token_api, &minted) {
             // Everything is checked again when the token comes back.
@@ -291,14 +340,22 @@ impl TokenState {
             }
         };
         let mut records = vec![access];
-        let refresh_token = if self.config.rotation {
-            let (token, rec) = self.mint_refresh(&grant, now);
-            records.push(rec);
+        let refresh_token = if again {
+            // The successor already issued, again: it rotates on its own next use.
             records.push(TokenRecord {
-                status: TokenStatus::Retired,
                 last_used_at: Some(now),
                 ..old.clone()
             });
+            Some(self.successor_of(&request.token))
+        } else if self.config.rotation {
+            let (token, rec) = self.mint_refresh(&grant, now, self.successor_of(&request.token));
+            records.push(TokenRecord {
+                status: TokenStatus::Retired,
+                last_used_at: Some(now),
+                successor: Some(rec.id.clone()),
+                ..old.clone()
+            });
+            records.push(rec);
             Some(token)
         } else {
             records.push(TokenRecord {
@@ -316,6 +373,13 @@ impl TokenState {
             username: grant.username.clone(),
         };
         let write = self.repo.refresh(&old.id, &records);
-        self.commit_conditional(myself, (&records, write), (answer, invalid_refresh()), reply, None);
+        // Lost to another process (it rotated, disabled or revoked first): asked once more,
+        // from the records as they are now.
+        let lost = if request.retried {
+            Lost::Answer(invalid_refresh())
+        } else {
+            Lost::Retry(RefreshRequest { retried: true, ..request })
+        };
+        self.commit_conditional(myself, (&records, write), (answer, lost), reply, None);
     }
 }

@@ -33,6 +33,7 @@ pub use self::types::{
     AuthorizationPage, AuthorizationQuery, AuthorizationStatus, AuthorizationView, Grant, Owner, RefreshRequest, RevokeTarget, TokenInfo,
     TokenResponse,
 };
+pub use self::types::{DEVICE_NAME_RULE, device_name};
 use crate::audit::AuditSink;
 use crate::crypto::keys::JwtKeys;
 use crate::directory::snapshot::ClientTable;
@@ -41,6 +42,7 @@ use crate::provider::token_service::TokenProviderMsg;
 use crate::runtime::Handle;
 use crate::runtime::commit::{log_failure, reply_when_durable};
 use crate::store::change::Cache;
+pub use crate::store::token::{Amendment, MAX_DEVICE_NAME};
 use crate::store::token::{RevokeScope, TokenRef, TokenRepo};
 pub use crate::store::token::{TokenKind, TokenRecord, TokenStatus};
 use crate::time::Secs;
@@ -52,6 +54,14 @@ pub struct TokenConfig {
     pub refresh_ttl: Duration,
     pub refresh_enabled: bool,
     pub rotation: bool,
+    /// `REFRESH_TOKEN_REUSE_GRACE`: how long a refresh token replaced by rotation may be
+    /// presented again by its client and answered with its successor (0: never).
+    pub reuse_grace: Duration,
+    /// The key a rotated refresh token's successor is derived with (HMAC of the presented
+    /// token), so that a reuse within the grace can be answered with the same successor
+    /// without keeping it in clear. [`crate::supervisor::System::start`] fills it from a
+    /// secret kept in the store.
+    pub successor_key: Arc<[u8]>,
 }
 
 pub struct TokenActor;
@@ -214,13 +224,26 @@ impl TokenState {
         reply_when_durable(myself, write, reply, answer);
     }
 
-    /// Revokes every token of `scope`: `records` are the revocations this book knows of; on a
-    /// shared database the store revokes by `scope` instead, which also reaches tokens other
-    /// processes issued or rotated that this one has not heard of yet.
+    /// Revokes every token of `scope`: see [`TokenState::write_scope`].
     fn revoke_scope<T: Send + 'static>(
         &mut self,
         myself: &ActorRef<TokenMsg>,
         (scope, records): (RevokeScope, Vec<TokenRecord>),
+        answer: Result<T, OAuthError>,
+        reply: RpcReplyPort<Result<T, OAuthError>>,
+    ) {
+        self.write_scope(myself, records, move |repo| repo.revoke(scope), answer, reply);
+    }
+
+    /// Changes every token of a scope (a revocation, a disable, an enable, a rename):
+    /// `records` are the changed records this book knows of; on a shared database `in_store`
+    /// makes the change by scope instead, which also reaches tokens other processes issued or
+    /// rotated that this one has not heard of yet.
+    fn write_scope<T: Send + 'static>(
+        &mut self,
+        myself: &ActorRef<TokenMsg>,
+        records: Vec<TokenRecord>,
+        in_store: impl FnOnce(&dyn TokenRepo) -> crate::store::Pending<u64>,
         answer: Result<T, OAuthError>,
         reply: RpcReplyPort<Result<T, OAuthError>>,
     ) {
@@ -229,7 +252,7 @@ impl TokenState {
         }
         self.book.apply(&records);
         self.outdate_all();
-        let (write, me) = (self.repo.revoke(scope), self.peers.me.clone());
+        let (write, me) = (in_store(&*self.repo), self.peers.me.clone());
         let write = Box::pin(async move {
             let done = write.await.map(|_| ());
             // Reads that started before the commit may predate the revocation.
@@ -265,11 +288,11 @@ impl TokenState {
             return self.revoke_scope(myself, (scope, records), Ok(answer), reply);
         }
         let records = match rec.status {
-            TokenStatus::Active => vec![TokenRecord {
+            TokenStatus::Active | TokenStatus::Disabled => vec![TokenRecord {
                 status: TokenStatus::Revoked,
                 ..rec
             }],
-            _ => Vec::new(),
+            TokenStatus::Revoked | TokenStatus::Retired => Vec::new(),
         };
         let answer = (!records.is_empty()).then_some(owner);
         self.save(myself, records, Ok(answer), reply);
@@ -327,21 +350,7 @@ impl Actor for TokenActor {
         };
         match msg {
             TokenMsg::IssueForGrant { grant, now, reply } => st.issue(&myself, grant, now / 1000, reply, None),
-            TokenMsg::Refresh {
-                token_hash,
-                client_id,
-                scope,
-                now,
-                reply,
-            } => {
-                let request = RefreshRequest {
-                    hash: token_hash,
-                    client_id,
-                    scope,
-                    now,
-                };
-                st.refresh(&myself, request, reply, None);
-            }
+            TokenMsg::Refresh { request, reply } => st.refresh(&myself, request, reply, None),
             TokenMsg::Validate { jti, now, reply } => {
                 let _ = reply.send(st.validate(&jti, now / 1000));
             }
@@ -395,6 +404,38 @@ impl Actor for TokenActor {
                         let _ = reply.send(Ok(None));
                     }
                 }
+            }
+            TokenMsg::AmendAuthorization {
+                authorization_id,
+                owner,
+                change,
+                now,
+                reply,
+            } => {
+                let found = st
+                    .book
+                    .authorization(&authorization_id, now / 1000)
+                    .filter(|a| owner.as_ref().is_none_or(|o| *o == a.user_id));
+                match found {
+                    Some(view) => {
+                        let records = st.book.amend_authorization(&authorization_id, &change);
+                        let scope = RevokeScope::Authorization(authorization_id);
+                        st.write_scope(&myself, records, move |repo| repo.amend(scope, change), Ok(Some(view)), reply);
+                    }
+                    None => {
+                        let _ = reply.send(Ok(None));
+                    }
+                }
+            }
+            TokenMsg::AmendClient { client_id, change, reply } => {
+                let records = st
+                    .book
+                    .authorizations_of(&Owner::Client(client_id.clone()))
+                    .iter()
+                    .flat_map(|a| st.book.amend_authorization(a, &change))
+                    .collect();
+                let scope = RevokeScope::Client(client_id);
+                st.write_scope(&myself, records, move |repo| repo.amend(scope, change), Ok(()), reply);
             }
             TokenMsg::RevokeAll { of, now, reply } if st.cache.shared => st.revoke_all_in_store(of, now, reply),
             TokenMsg::RevokeAll { of, now, reply } => {

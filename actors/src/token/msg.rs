@@ -9,6 +9,7 @@ use crate::crypto::secret::Digest32;
 use crate::error::OAuthError;
 use crate::provider::CallError;
 use crate::provider::token_service::MintedToken;
+use crate::store::token::Amendment;
 use crate::store::token::{TokenRecord, TokenRef};
 use crate::time::{Millis, Secs};
 
@@ -20,12 +21,9 @@ pub enum TokenMsg {
         now: Millis,
         reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
     },
-    /// `grant_type=refresh_token` (RFC 6749 §6), by SHA-256 of the presented token.
+    /// `grant_type=refresh_token` (RFC 6749 §6).
     Refresh {
-        token_hash: Digest32,
-        client_id: String,
-        scope: Option<String>,
-        now: Millis,
+        request: RefreshRequest,
         reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
     },
     /// Whether an access token (by verified `jti`) is still active.
@@ -82,6 +80,21 @@ pub enum TokenMsg {
         now: Millis,
         reply: RpcReplyPort<Result<Option<AuthorizationView>, OAuthError>>,
     },
+    /// Disables, enables or renames one authorization; `owner`, when given, must own it.
+    /// Answers the authorization as it was (of that owner) if there is one.
+    AmendAuthorization {
+        authorization_id: String,
+        owner: Option<String>,
+        change: Amendment,
+        now: Millis,
+        reply: RpcReplyPort<Result<Option<AuthorizationView>, OAuthError>>,
+    },
+    /// Disables or enables every authorization of a client.
+    AmendClient {
+        client_id: String,
+        change: Amendment,
+        reply: RpcReplyPort<Result<(), OAuthError>>,
+    },
     /// Revokes every token of a user, or of a client; answers how many authorizations were live.
     RevokeAll {
         of: Owner,
@@ -127,13 +140,13 @@ impl TokenMsg {
         use super::types::RevokeTarget;
         let by_hash = |h: &Digest32| TokenRef::Hash(hex::encode(h));
         match self {
-            TokenMsg::Refresh { token_hash, .. } => Some((by_hash(token_hash), book.refresh_token(token_hash).is_some())),
+            TokenMsg::Refresh { request, .. } => Some((by_hash(&request.hash), book.refresh_token(&request.hash).is_some())),
             TokenMsg::Validate { jti, .. } => Some((TokenRef::Id(jti.clone()), book.get(jti).is_some())),
             TokenMsg::ValidateOpaque { token, .. } => {
                 let h = crate::crypto::secret::sha256(token);
                 Some((by_hash(&h), book.minted_access_token(&h).is_some()))
             }
-            TokenMsg::RevokeAuthorization { authorization_id, .. } => Some((
+            TokenMsg::RevokeAuthorization { authorization_id, .. } | TokenMsg::AmendAuthorization { authorization_id, .. } => Some((
                 TokenRef::Authorization(authorization_id.clone()),
                 book.has_authorization(authorization_id),
             )),
@@ -165,7 +178,7 @@ impl TokenMsg {
             TokenMsg::Revoke { reply, .. } => {
                 let _ = reply.send(Err(err()));
             }
-            TokenMsg::RevokeAuthorization { reply, .. } => {
+            TokenMsg::RevokeAuthorization { reply, .. } | TokenMsg::AmendAuthorization { reply, .. } => {
                 let _ = reply.send(Err(err()));
             }
             _ => {}

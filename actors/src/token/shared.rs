@@ -49,7 +49,7 @@ impl TokenState {
                 }
                 let filter = PageFilter {
                     username: query.username.clone(),
-                    active_only: query.active_only,
+                    status: query.status,
                     now,
                 };
                 let offset = |p: usize| (p.max(1) - 1).saturating_mul(per_page);

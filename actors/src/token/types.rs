@@ -14,6 +14,8 @@ pub struct Grant {
     pub client_id: String,
     pub scope: String,
     pub authorization_id: String,
+    /// The device's name, as the person gave it at approval (or the client's name).
+    pub name: Option<String>,
 }
 
 /// The successful token response (RFC 6749 §5.1).
@@ -30,14 +32,7 @@ pub struct TokenResponse {
     pub username: String,
 }
 
-/// Where an authorization stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthorizationStatus {
-    Active,
-    Expired,
-    Revoked,
-}
+pub use crate::store::token::AuthorizationStatus;
 
 /// One authorization (one approved device and the tokens that came from it), as its owner or
 /// an administrator sees it.
@@ -48,6 +43,8 @@ pub struct AuthorizationView {
     pub username: String,
     pub client_id: String,
     pub scope: String,
+    /// The device's name (none on authorizations made before devices had names).
+    pub name: Option<String>,
     pub authorized_at: Secs,
     /// The last refresh or use, if any since the approval.
     pub last_used_at: Option<Secs>,
@@ -63,8 +60,8 @@ pub struct AuthorizationQuery {
     pub user_id: Option<String>,
     /// One username's (the admin console's filter), or everyone's.
     pub username: Option<String>,
-    /// Only active ones.
-    pub active_only: bool,
+    /// Only those with this status.
+    pub status: Option<AuthorizationStatus>,
 }
 
 /// One page of authorizations, newest first.
@@ -106,15 +103,63 @@ pub enum Owner {
     Client(String),
 }
 
-/// A refresh as requested: the presented token's SHA-256, the client, an optional narrower scope.
+/// A refresh as requested: the presented token and its SHA-256, the client, an optional
+/// narrower scope.
 pub struct RefreshRequest {
+    pub token: String,
     pub hash: Digest32,
     pub client_id: String,
     pub scope: Option<String>,
     pub now: Millis,
+    /// Whether this is the second try, after losing a race with another process (set by the
+    /// token actor; a request starts with `false`).
+    pub retried: bool,
+}
+
+impl RefreshRequest {
+    pub fn new(token: &str, client_id: String, scope: Option<String>, now: Millis) -> Self {
+        Self {
+            token: token.to_owned(),
+            hash: crate::crypto::secret::sha256(token),
+            client_id,
+            scope,
+            now,
+            retried: false,
+        }
+    }
 }
 
 /// The one answer for an access token that is not (or no longer) good.
 pub fn invalid_token() -> OAuthError {
     OAuthError::invalid_token("the access token is invalid, expired or revoked")
+}
+
+/// Why a device name cannot be used.
+pub const DEVICE_NAME_RULE: &str = "A device name must be 1 to 64 characters, without control characters.";
+
+/// A device name as typed, trimmed: 1 to [`crate::store::token::MAX_DEVICE_NAME`] characters,
+/// none of them control characters.
+pub fn device_name(typed: &str) -> Result<String, &'static str> {
+    let name = typed.trim();
+    let fits = (1..=crate::store::token::MAX_DEVICE_NAME).contains(&name.chars().count());
+    if fits && !name.chars().any(char::is_control) {
+        Ok(name.to_owned())
+    } else {
+        Err(DEVICE_NAME_RULE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::device_name;
+
+    #[test]
+    fn device_names_are_trimmed_and_bounded() {
+        assert_eq!(device_name("  Living room TV "), Ok("Living room TV".to_owned()));
+        assert!(device_name("   ").is_err());
+        assert!(device_name(&"é".repeat(64)).is_ok(), "characters, not bytes");
+        assert!(device_name(&"x".repeat(65)).is_err());
+        assert!(device_name("tab\there").is_err());
+        assert!(device_name("<script>").is_ok(), "escaped where shown, not refused");
+    }
 }

@@ -4,13 +4,14 @@ use authgate_actors::audit::EventKind;
 use authgate_actors::directory::{ClientRecord, ClientSpec, DirectoryMsg};
 use authgate_actors::runtime::FLOW_TIMEOUT;
 use authgate_actors::time::Millis;
+use authgate_actors::token::{Amendment, TokenMsg};
 use hyper::StatusCode;
 use minijinja::context;
 use serde::Serialize;
 
-use super::{admin, admin_form, directory_error_status, event, not_found};
+use super::{AdminPost, admin, admin_form, directory_error_status, event, not_found};
 use crate::app::App;
-use crate::handlers::account::{busy, flash_redirect, page_with_flash, take_flash};
+use crate::handlers::account::{amendment_words, busy, flash_redirect, page_with_flash, take_flash};
 use crate::http::form::Form;
 use crate::http::{Request, Response};
 use crate::render::Viewer;
@@ -222,12 +223,49 @@ pub async fn update_client(app: &App, req: Request, id: String) -> Response {
 }
 
 /// `POST /admin/clients/{id}/{enable|disable|rotate-secret|delete}`
+/// Disables or enables every authorization of a client (its tokens, not the client itself).
+async fn client_tokens(app: &App, post: &AdminPost, client_id: String, change: Amendment) -> Response {
+    let Some(client_name) = app.actors.clients().get(&client_id).map(|c| c.name.clone()) else {
+        return not_found(app, &post.v, "client");
+    };
+    let (kind, done) = amendment_words(&change);
+    let asked = app
+        .actors
+        .token()
+        .ask(|reply| TokenMsg::AmendClient {
+            client_id: client_id.clone(),
+            change,
+            reply,
+        })
+        .await;
+    match asked {
+        Ok(Ok(())) => {
+            app.actors.audit(
+                event(post, kind)
+                    .subject(client_id.clone())
+                    .client(client_id)
+                    .detail(format!("every authorization of the client {done} by an administrator")),
+            );
+            flash_redirect(app, "/admin/clients", &format!("Every device of {client_name} was {done}."))
+        }
+        _ => busy(app, Some(&post.v)),
+    }
+}
+
 pub async fn client_action(app: &App, req: Request, id: String, action: String) -> Response {
     let post = match admin_form(app, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
     let (v, dir, client_id, now) = (&post.v, app.actors.directory(), id.clone(), post.now);
+    let change = match action.as_str() {
+        "disable-tokens" => Some(Amendment::Disable),
+        "enable-tokens" => Some(Amendment::Enable),
+        _ => None,
+    };
+    if let Some(change) = change {
+        return client_tokens(app, &post, client_id, change).await;
+    }
     let asked = match action.as_str() {
         "enable" | "disable" => {
             let enabled = action == "enable";

@@ -10,7 +10,7 @@ mod sessions;
 mod users;
 
 pub use self::clients::{client_action, clients, create_client, edit_client, new_client, update_client};
-pub use self::sessions::{audit, revoke_session, sessions};
+pub use self::sessions::{audit, session_action, sessions};
 pub use self::users::{create_user, user_action, users};
 
 use authgate_actors::audit::{AuditEvent, EventKind};

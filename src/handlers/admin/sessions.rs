@@ -3,27 +3,37 @@
 
 use authgate_actors::audit::{AuditFilter, AuditMsg, EventKind};
 use authgate_actors::time::Millis;
-use authgate_actors::token::{AuthorizationQuery, TokenMsg};
+use authgate_actors::token::{Amendment, AuthorizationQuery, AuthorizationStatus, TokenMsg};
 use hyper::StatusCode;
 use minijinja::context;
 
-use super::{admin, admin_form, event, not_found};
+use super::{AdminPost, admin, admin_form, event, not_found};
 use crate::app::App;
-use crate::handlers::account::{PAGE_SIZE, authorization_page, busy, flash_redirect, page_with_flash, requested_page, rows, take_flash};
+use crate::handlers::account::{
+    PAGE_SIZE, amend, amendment_words, authorization_page, busy, device_label, flash_redirect, page_with_flash, requested_page, rows,
+    take_flash,
+};
 use crate::http::Request;
 use crate::http::Response;
 use crate::http::form;
 
-/// `GET /admin/sessions?user=&page=`: the active authorizations, paged by the token actor.
+/// `GET /admin/sessions?user=&status=&page=`: the authorizations with a status (active unless
+/// `status` says otherwise; `all` for every one), paged by the token actor.
 pub async fn sessions(app: &App, req: Request, now: Millis) -> Response {
     let v = match admin(app, &req, now, "/admin/sessions").await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let user_filter: String = form::query(&req).first("user").unwrap_or("").trim().chars().take(64).collect();
+    let q = form::query(&req);
+    let user_filter: String = q.first("user").unwrap_or("").trim().chars().take(64).collect();
+    let status = match q.first("status").unwrap_or("active") {
+        "all" => None,
+        s => Some(AuthorizationStatus::from_name(s).unwrap_or(AuthorizationStatus::Active)),
+    };
+    let status_filter = status.map_or("all", |s| s.name());
     let query = AuthorizationQuery {
         username: (!user_filter.is_empty()).then(|| user_filter.clone()),
-        active_only: true,
+        status,
         ..Default::default()
     };
     let Some(p) = authorization_page(app, query, requested_page(&req), now).await else {
@@ -32,16 +42,41 @@ pub async fn sessions(app: &App, req: Request, now: Millis) -> Response {
     let ctx = context! {
         user => v.ctx(), csrf_token => v.csrf_token.clone(), nav => "admin", section => "sessions",
         rows => rows(app, p.rows), page => p.page, pages => p.pages, user_filter => user_filter, error => None::<String>,
+        status_filter => status_filter, statuses => AuthorizationStatus::ALL.map(|s| s.name()),
     };
     page_with_flash(app, take_flash(app, &req), "admin_sessions.html", ctx)
 }
 
-/// `POST /admin/sessions/{id}/revoke`
-pub async fn revoke_session(app: &App, req: Request, id: String) -> Response {
+/// `POST /admin/sessions/{id}/{action}`: `revoke`, `disable` or `enable` anyone's authorization.
+pub async fn session_action(app: &App, req: Request, id: String, action: String) -> Response {
     let post = match admin_form(app, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
+    let change = match action.as_str() {
+        "revoke" => return revoke_session(app, post, id).await,
+        "disable" => Amendment::Disable,
+        "enable" => Amendment::Enable,
+        _ => return not_found(app, &post.v, "action"),
+    };
+    let (kind, done) = amendment_words(&change);
+    match amend(app, &id, None, change, post.now).await {
+        Ok(Some(a)) => {
+            let device = device_label(app, &a);
+            app.actors.audit(
+                event(&post, kind)
+                    .subject(a.username.clone())
+                    .client(a.client_id.clone())
+                    .detail(format!("authorization {} (device \"{device}\") {done} by an administrator", a.id)),
+            );
+            flash_redirect(app, "/admin/sessions", &format!("{device} of {} was {done}.", a.username))
+        }
+        Ok(None) => not_found(app, &post.v, "authorization"),
+        Err(()) => busy(app, Some(&post.v)),
+    }
+}
+
+async fn revoke_session(app: &App, post: AdminPost, id: String) -> Response {
     let (authorization_id, now) = (id.chars().take(64).collect::<String>(), post.now);
     let revoked = app
         .actors
@@ -59,7 +94,11 @@ pub async fn revoke_session(app: &App, req: Request, id: String) -> Response {
                 event(&post, EventKind::TokenRevoked)
                     .subject(a.username.clone())
                     .client(a.client_id.clone())
-                    .detail(format!("authorization {} revoked by an administrator", a.id)),
+                    .detail(format!(
+                        "authorization {} (device \"{}\") revoked by an administrator",
+                        a.id,
+                        device_label(app, &a)
+                    )),
             );
             flash_redirect(app, "/admin/sessions", &format!("The authorization of {} was revoked.", a.username))
         }

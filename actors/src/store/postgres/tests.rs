@@ -60,6 +60,8 @@ fn token(id: &str, kind: TokenKind, status: TokenStatus) -> TokenRecord {
         expires_at: 1_700_003_600,
         status,
         last_used_at: None,
+        name: None,
+        successor: None,
     }
 }
 
@@ -131,6 +133,7 @@ async fn racing_processes_win_once() {
         expires_at_ms: u64::MAX / 4,
         interval_ms: 5_000,
         state: RecordState::Pending,
+        requested_from: None,
     };
     a.device.insert(key, &pending).await.unwrap();
     let decisions = (0..20).map(|i| {

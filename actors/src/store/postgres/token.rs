@@ -9,7 +9,7 @@ use super::writer::{Stmt, db_error};
 use super::{Db, decode, int, json};
 use crate::store::change::Change;
 use crate::store::port::{Pending, StoreError};
-use crate::store::token::{PageFilter, RevokeScope, StoredPage, TokenData, TokenRecord, TokenRef, TokenRepo};
+use crate::store::token::{Amendment, PageFilter, RevokeScope, StoredPage, TokenData, TokenRecord, TokenRef, TokenRepo};
 use crate::time::Secs;
 
 pub(super) struct Tokens(pub Db);
@@ -54,6 +54,68 @@ async fn rows(db: &Db, sql: &str, key: &str) -> Result<Vec<TokenRecord>, StoreEr
 
 fn failed<T: Send + 'static>(e: StoreError) -> Pending<T> {
     Box::pin(async move { Err(e) })
+}
+
+/// One change to the tokens of a scope, as three statements (by authorization, user,
+/// client): `$1` names the scope, `$2` is the announcer, and each changed record announces
+/// its authorization (PostgreSQL sends a repeated payload once).
+macro_rules! by_scope {
+    ($set:literal, $cond:literal) => {
+        [
+            concat!(
+                "WITH r AS (UPDATE tokens SET ",
+                $set,
+                " WHERE authorization_id = $1 AND ",
+                $cond,
+                " RETURNING authorization_id) SELECT pg_notify('authgate', $2 || 'a' || authorization_id) FROM r"
+            ),
+            concat!(
+                "WITH r AS (UPDATE tokens SET ",
+                $set,
+                " WHERE record->>'user_id' = $1 AND ",
+                $cond,
+                " RETURNING authorization_id) SELECT pg_notify('authgate', $2 || 'a' || authorization_id) FROM r"
+            ),
+            concat!(
+                "WITH r AS (UPDATE tokens SET ",
+                $set,
+                " WHERE record->>'client_id' = $1 AND ",
+                $cond,
+                " RETURNING authorization_id) SELECT pg_notify('authgate', $2 || 'a' || authorization_id) FROM r"
+            ),
+        ]
+    };
+}
+
+impl Tokens {
+    /// Runs the statement of `sql` for `scope` (with `extra` as `$3`) once the scope's
+    /// authorization marks are locked (a rotation locks its mark too): the statement starts
+    /// after the lock is had, so it sees every token committed before. Answers how many
+    /// records changed.
+    fn rewrite(&self, scope: RevokeScope, sql: [&'static str; 3], extra: Option<String>) -> Pending<u64> {
+        let (lock, change, key): (&'static str, &'static str, String) = match scope {
+            RevokeScope::Authorization(a) => ("SELECT 1 FROM authorizations WHERE id = $1 FOR UPDATE", sql[0], a),
+            RevokeScope::User(u) => (
+                "SELECT 1 FROM authorizations WHERE id IN (SELECT authorization_id FROM tokens WHERE record->>'user_id' = $1) FOR UPDATE",
+                sql[1],
+                u,
+            ),
+            RevokeScope::Client(c) => (
+                "SELECT 1 FROM authorizations WHERE id IN (SELECT authorization_id FROM tokens WHERE record->>'client_id' = $1) FOR UPDATE",
+                sql[2],
+                c,
+            ),
+        };
+        let mut params: Vec<super::writer::Param> = vec![Box::new(key.clone()), Box::new(self.0.announcer())];
+        if let Some(extra) = extra {
+            params.push(Box::new(extra));
+        }
+        Box::pin(
+            self.0
+                .writer
+                .submit_counted(vec![Stmt::exec(lock, vec![Box::new(key)]), Stmt::exec(change, params)]),
+        )
+    }
 }
 
 impl TokenRepo for Tokens {
@@ -178,13 +240,23 @@ impl TokenRepo for Tokens {
                 .query(
                     "WITH a AS (SELECT authorization_id AS id, min((record->>'issued_at')::bigint) AS at, \
                                 (array_agg(record->>'username' ORDER BY (record->>'issued_at')::bigint))[1] AS username, \
-                                bool_or(status = 'active' AND expires_at > $1) AS live \
+                                bool_or(status = 'active' AND expires_at > $1) AS live, \
+                                bool_or(status = 'disabled' AND expires_at > $1) AS paused, \
+                                bool_or(status = 'revoked') AS revoked \
                          FROM tokens GROUP BY authorization_id), \
-                     f AS (SELECT * FROM a WHERE ($2::text IS NULL OR username = $2) AND (NOT $3 OR live)) \
+                     s AS (SELECT *, CASE WHEN live THEN 'active' WHEN paused THEN 'disabled' \
+                                          WHEN revoked THEN 'revoked' ELSE 'expired' END AS st FROM a), \
+                     f AS (SELECT * FROM s WHERE ($2::text IS NULL OR username = $2) AND ($3::text IS NULL OR st = $3)) \
                      SELECT (SELECT count(*) FROM f), (SELECT count(*) FROM f WHERE live), \
                             coalesce((SELECT array_agg(id ORDER BY at DESC, id) FROM \
                                      (SELECT id, at FROM f ORDER BY at DESC, id LIMIT $5 OFFSET $4) p), '{}')",
-                    &[&int(filter.now), &filter.username, &filter.active_only, &offset, &limit],
+                    &[
+                        &int(filter.now),
+                        &filter.username,
+                        &filter.status.map(|s| s.name()),
+                        &offset,
+                        &limit,
+                    ],
                 )
                 .await
                 .map_err(db_error)?;
@@ -218,38 +290,31 @@ impl TokenRepo for Tokens {
     }
 
     fn revoke(&self, scope: RevokeScope) -> Pending<u64> {
-        // First the authorizations' marks are locked (a rotation locks its mark too), then,
-        // in a statement that starts after the lock is had and so sees every token committed
-        // before, the tokens are revoked and their authorizations announced (one row per
-        // record revoked; PostgreSQL sends a repeated payload once).
-        let (lock, revoke, key): (&'static str, &'static str, String) = match scope {
-            RevokeScope::Authorization(a) => (
-                "SELECT 1 FROM authorizations WHERE id = $1 FOR UPDATE",
-                "WITH r AS (UPDATE tokens SET status = 'revoked', record = jsonb_set(record, '{status}', '\"revoked\"') \
-                 WHERE authorization_id = $1 AND status <> 'revoked' RETURNING authorization_id) \
-                 SELECT pg_notify('authgate', $2 || 'a' || authorization_id) FROM r",
-                a,
-            ),
-            RevokeScope::User(u) => (
-                "SELECT 1 FROM authorizations WHERE id IN (SELECT authorization_id FROM tokens WHERE record->>'user_id' = $1) FOR UPDATE",
-                "WITH r AS (UPDATE tokens SET status = 'revoked', record = jsonb_set(record, '{status}', '\"revoked\"') \
-                 WHERE record->>'user_id' = $1 AND status <> 'revoked' RETURNING authorization_id) \
-                 SELECT pg_notify('authgate', $2 || 'a' || authorization_id) FROM r",
-                u,
-            ),
-            RevokeScope::Client(c) => (
-                "SELECT 1 FROM authorizations WHERE id IN (SELECT authorization_id FROM tokens WHERE record->>'client_id' = $1) FOR UPDATE",
-                "WITH r AS (UPDATE tokens SET status = 'revoked', record = jsonb_set(record, '{status}', '\"revoked\"') \
-                 WHERE record->>'client_id' = $1 AND status <> 'revoked' RETURNING authorization_id) \
-                 SELECT pg_notify('authgate', $2 || 'a' || authorization_id) FROM r",
-                c,
-            ),
-        };
-        let write = self.0.writer.submit_counted(vec![
-            Stmt::exec(lock, vec![Box::new(key.clone())]),
-            Stmt::exec(revoke, vec![Box::new(key), Box::new(self.0.announcer())]),
-        ]);
-        Box::pin(write)
+        const SQL: [&str; 3] = by_scope!(
+            "status = 'revoked', record = jsonb_set(record, '{status}', '\"revoked\"')",
+            "status <> 'revoked'"
+        );
+        self.rewrite(scope, SQL, None)
+    }
+
+    fn amend(&self, scope: RevokeScope, change: Amendment) -> Pending<u64> {
+        const DISABLE: [&str; 3] = by_scope!(
+            "status = 'disabled', record = jsonb_set(record, '{status}', '\"disabled\"')",
+            "status = 'active'"
+        );
+        const ENABLE: [&str; 3] = by_scope!(
+            "status = 'active', record = jsonb_set(record, '{status}', '\"active\"')",
+            "status = 'disabled'"
+        );
+        const RENAME: [&str; 3] = by_scope!(
+            "record = jsonb_set(record, '{name}', to_jsonb($3::text))",
+            "record->>'name' IS DISTINCT FROM $3"
+        );
+        match change {
+            Amendment::Disable => self.rewrite(scope, DISABLE, None),
+            Amendment::Enable => self.rewrite(scope, ENABLE, None),
+            Amendment::Rename(name) => self.rewrite(scope, RENAME, Some(name)),
+        }
     }
 
     fn authorization(&self, authorization_id: &str) -> Pending<Vec<TokenRecord>> {

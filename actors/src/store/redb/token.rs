@@ -3,7 +3,9 @@
 
 use super::engine::{Engine, Guard, Op, Table, decode};
 use crate::store::port::{Pending, StoreError};
-use crate::store::token::{PageFilter, RevokeScope, StoredPage, TokenData, TokenRecord, TokenRef, TokenRepo, TokenStatus};
+use crate::store::token::{
+    Amendment, AuthorizationStatus, PageFilter, RevokeScope, StoredPage, TokenData, TokenRecord, TokenRef, TokenRepo, TokenStatus,
+};
 use crate::time::Secs;
 
 pub(super) struct Tokens(pub Engine);
@@ -17,6 +19,39 @@ fn puts(records: &[TokenRecord]) -> Result<Vec<Op>, StoreError> {
 
 fn failed<T: Send + 'static>(e: StoreError) -> Pending<T> {
     Box::pin(async move { Err(e) })
+}
+
+impl Tokens {
+    /// Writes `change(record)` for every record of `scope` it changes; answers how many.
+    fn rewrite(&self, scope: RevokeScope, change: impl Fn(&TokenRecord) -> Option<TokenRecord> + Send + 'static) -> Pending<u64> {
+        let engine = self.0.clone();
+        Box::pin(async move {
+            // One process writes this file: nothing changes between the read and the write
+            // that its owner's book does not already know.
+            let changed = engine
+                .read(move |r| {
+                    let mut changed = Vec::new();
+                    r.scan(Table::Tokens, |_, v| {
+                        if let Ok(rec) = decode::<TokenRecord>(v) {
+                            let hit = match &scope {
+                                RevokeScope::Authorization(a) => rec.authorization_id == *a,
+                                RevokeScope::User(u) => rec.user_id == *u,
+                                RevokeScope::Client(c) => rec.client_id == *c,
+                            };
+                            if let Some(new) = hit.then(|| change(&rec)).flatten() {
+                                changed.push(new);
+                            }
+                        }
+                        Ok(())
+                    })?;
+                    Ok(changed)
+                })
+                .await?;
+            let n = changed.len() as u64;
+            engine.submit_encoded(|| puts(&changed)).await?;
+            Ok(n)
+        })
+    }
 }
 
 impl TokenRepo for Tokens {
@@ -121,22 +156,25 @@ impl TokenRepo for Tokens {
     fn page(&self, filter: PageFilter, offset: usize, limit: usize) -> Pending<StoredPage> {
         let load = self.load();
         Box::pin(async move {
-            // (first issue, username of the first token, active?) per authorization.
-            let mut by_id: std::collections::HashMap<String, (Secs, String, bool)> = Default::default();
+            // (first issue, username of the first token, its records' statuses) per authorization.
+            type Seen = (Secs, String, Vec<(TokenStatus, Secs)>);
+            let mut by_id: std::collections::HashMap<String, Seen> = Default::default();
             for r in load.await?.records {
-                let live = r.status == TokenStatus::Active && r.expires_at > filter.now;
                 let e = by_id
                     .entry(r.authorization_id.clone())
-                    .or_insert((r.issued_at, r.username.clone(), false));
+                    .or_insert((r.issued_at, r.username.clone(), Vec::new()));
                 if r.issued_at < e.0 {
                     (e.0, e.1) = (r.issued_at, r.username.clone());
                 }
-                e.2 |= live;
+                e.2.push((r.status, r.expires_at));
             }
             let mut list: Vec<(String, Secs, bool)> = by_id
                 .into_iter()
-                .filter(|(_, (_, name, live))| filter.username.as_ref().is_none_or(|u| u == name) && (!filter.active_only || *live))
-                .map(|(id, (at, _, live))| (id, at, live))
+                .filter_map(|(id, (at, name, records))| {
+                    let status = AuthorizationStatus::of(records.iter().map(|(s, e)| (s, *e)), filter.now);
+                    let selected = filter.username.as_ref().is_none_or(|u| *u == name) && filter.status.is_none_or(|s| s == status);
+                    selected.then_some((id, at, status == AuthorizationStatus::Active))
+                })
                 .collect();
             list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             Ok(StoredPage {
@@ -164,36 +202,16 @@ impl TokenRepo for Tokens {
     }
 
     fn revoke(&self, scope: RevokeScope) -> Pending<u64> {
-        let engine = self.0.clone();
-        Box::pin(async move {
-            // One process writes this file: nothing changes between the read and the write
-            // that its owner's book does not already know.
-            let revoked = engine
-                .read(move |r| {
-                    let mut revoked = Vec::new();
-                    r.scan(Table::Tokens, |_, v| {
-                        if let Ok(rec) = decode::<TokenRecord>(v) {
-                            let hit = match &scope {
-                                RevokeScope::Authorization(a) => rec.authorization_id == *a,
-                                RevokeScope::User(u) => rec.user_id == *u,
-                                RevokeScope::Client(c) => rec.client_id == *c,
-                            };
-                            if hit && rec.status != TokenStatus::Revoked {
-                                revoked.push(TokenRecord {
-                                    status: TokenStatus::Revoked,
-                                    ..rec
-                                });
-                            }
-                        }
-                        Ok(())
-                    })?;
-                    Ok(revoked)
-                })
-                .await?;
-            let n = revoked.len() as u64;
-            engine.submit_encoded(|| puts(&revoked)).await?;
-            Ok(n)
+        self.rewrite(scope, |rec| {
+            (rec.status != TokenStatus::Revoked).then(|| TokenRecord {
+                status: TokenStatus::Revoked,
+                ..rec.clone()
+            })
         })
+    }
+
+    fn amend(&self, scope: RevokeScope, change: Amendment) -> Pending<u64> {
+        self.rewrite(scope, move |rec| change.apply(rec))
     }
 
     fn authorization(&self, authorization_id: &str) -> Pending<Vec<TokenRecord>> {
