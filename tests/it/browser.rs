@@ -248,3 +248,91 @@ async fn incident_response_in_headless_chromium() {
     b.close().await.unwrap();
     s.stop().await;
 }
+
+/// Clicks the first element `css` finds once it is there.
+async fn click(b: &fantoccini::Client, css: &str) {
+    let wait = Duration::from_secs(15);
+    b.wait().at_most(wait).for_element(Locator::Css(css)).await.unwrap().click().await.unwrap();
+}
+
+/// The `data-status` of the first device row once it reads `want` (the page reloads after a
+/// button).
+async fn first_row_status_becomes(b: &fantoccini::Client, want: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = match b.find(Locator::Css("tr.session-row")).await {
+            Ok(r) => r.attr("data-status").await.ok().flatten().unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if status == want {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the device row did not become {want}: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A phishing-style request: the code was asked for from another address (the device is
+/// behind a proxy AuthGate trusts, the person is not); the approval page warns, the person
+/// names the device, approves, and pauses and resumes it from My devices. On a phone and on
+/// a desktop.
+#[tokio::test]
+async fn a_warned_approval_a_named_device_and_disable_enable_in_headless_chromium() {
+    for (width, height) in [(390, 844), (1280, 900)] {
+        let Some((_driver, b, _profile)) = browser(width, height).await else {
+            return;
+        };
+        let s = TestServer::start(&["--trusted-proxies", "127.0.0.1/32"]).await;
+        let r = http()
+            .build()
+            .unwrap()
+            .post(s.url("/oauth/device/code"))
+            .header("x-forwarded-for", "203.0.113.9")
+            .form(&[("client_id", s.client_id.as_str())])
+            .send()
+            .await
+            .unwrap();
+        let dc: serde_json::Value = r.json().await.unwrap();
+        let user_code = dc["user_code"].as_str().unwrap().to_owned();
+        let wait = Duration::from_secs(15);
+
+        sign_in(&b, &s, &format!("/device?user_code={user_code}"), "admin", ADMIN_PASSWORD).await;
+        let warning = b.wait().at_most(wait).for_element(Locator::Css("#elsewhere")).await.unwrap();
+        assert!(warning.text().await.unwrap().contains("different network"));
+        let from = b.find(Locator::Css("#requested-from")).await.unwrap().text().await.unwrap();
+        assert!(from.contains("203.0.113.9") && from.contains("127.0.0.1"), "{from}");
+        let when = b.find(Locator::Css("#requested-at")).await.unwrap().text().await.unwrap();
+        assert!(when.contains("ago") || when.contains("just now"), "{when}");
+        assert_eq!(b.find(Locator::Css("#user-code")).await.unwrap().text().await.unwrap(), user_code);
+        assert!(fits_width(&b).await, "the approval page fits {width} px");
+        std::fs::write(screenshot_path(&format!("confirm-warning-{width}x{height}.png")), b.screenshot().await.unwrap()).unwrap();
+
+        b.find(Locator::Css("#device_name"))
+            .await
+            .unwrap()
+            .send_keys("Living room TV")
+            .await
+            .unwrap();
+        click(&b, "#approve").await;
+        b.wait().at_most(wait).for_element(Locator::Css("#result-title")).await.unwrap();
+        let (status, tokens) = s.poll(&s.client_id, dc["device_code"].as_str().unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{tokens}");
+
+        b.goto(&s.url("/account/sessions")).await.unwrap();
+        let name = b.wait().at_most(wait).for_element(Locator::Css("tr.session-row .device-name")).await.unwrap();
+        assert_eq!(name.text().await.unwrap(), "Living room TV");
+        click(&b, "tr.session-row button.disable").await;
+        first_row_status_becomes(&b, "disabled").await;
+        assert!(!token_valid(&s, &tokens).await, "a disabled device's token is refused at once");
+        let flash = b.find(Locator::Css("#flash")).await.unwrap().text().await.unwrap();
+        assert!(flash.contains("Living room TV"), "{flash}");
+        assert!(fits_width(&b).await, "My devices fits {width} px");
+        std::fs::write(screenshot_path(&format!("devices-disabled-{width}x{height}.png")), b.screenshot().await.unwrap()).unwrap();
+        click(&b, "tr.session-row button.enable").await;
+        first_row_status_becomes(&b, "active").await;
+        assert!(token_valid(&s, &tokens).await, "enabled again, the same token works");
+        std::fs::write(screenshot_path(&format!("devices-enabled-{width}x{height}.png")), b.screenshot().await.unwrap()).unwrap();
+        b.close().await.unwrap();
+        s.stop().await;
+    }
+}

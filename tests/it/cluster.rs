@@ -841,3 +841,90 @@ async fn the_cli_works_beside_running_instances() {
     Person::new().login(&nodes[0], "heidi", "heidi-password-2").await;
     stop(nodes).await;
 }
+
+/// The id of the one active authorization an admin sees on `node`.
+async fn active_authorization(node: &TestServer, admin: &Person) -> String {
+    let (_, page, _) = admin.get(&node.url("/admin/sessions?status=active")).await;
+    page.split("data-id=\"").nth(1).expect("an active authorization").split('"').next().unwrap().to_owned()
+}
+
+/// Posts an admin console button on `node`.
+async fn admin_press(node: &TestServer, admin: &Person, path: &str) -> StatusCode {
+    let (_, page, _) = admin.get(&node.url("/admin/sessions")).await;
+    let csrf = csrf_of(&page);
+    admin.post(&node.url(path), &[("csrf_token", &csrf)]).await.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disable_on_a_reaches_b_and_c_within_a_second_and_an_enable_on_b_reaches_everyone() {
+    let Some(nodes) = cluster(3, &[]).await else { return };
+    let [a, b, c] = [&nodes[0], &nodes[1], &nodes[2]];
+    let tokens = a.tokens_for(&a.client_id).await;
+    let (access, refresh_token) = (tokens["access_token"].as_str().unwrap(), tokens["refresh_token"].as_str().unwrap());
+    for n in [b, c] {
+        assert_eq!(tokeninfo(n, access).await, StatusCode::OK, "{} holds it", n.base);
+        assert!(introspected_active(n, access).await);
+    }
+    let admin = Person::new();
+    admin.login(a, "admin", ADMIN_PASSWORD).await;
+    let id = active_authorization(a, &admin).await;
+    assert_eq!(admin_press(a, &admin, &format!("/admin/sessions/{id}/disable")).await, StatusCode::SEE_OTHER);
+    for n in [b, c] {
+        let seen = eventually(Duration::from_secs(1), || async {
+            tokeninfo(n, access).await == StatusCode::UNAUTHORIZED && !introspected_active(n, access).await
+        })
+        .await;
+        assert!(seen.is_some(), "{} still accepts a disabled token after 1 s", n.base);
+        assert_eq!(refresh(n, refresh_token).await.0, StatusCode::BAD_REQUEST);
+    }
+    // Every instance lists it as disabled (the lists read the database).
+    let (_, page, _) = admin.get(&c.url("/admin/sessions?status=disabled")).await;
+    assert!(page.contains(&format!("data-id=\"{id}\"")));
+
+    // Enabled on B: back everywhere within a second, and renamed on C, seen on A.
+    assert_eq!(admin_press(b, &admin, &format!("/admin/sessions/{id}/enable")).await, StatusCode::SEE_OTHER);
+    for n in [a, b, c] {
+        let back = eventually(Duration::from_secs(1), || async { tokeninfo(n, access).await == StatusCode::OK }).await;
+        assert!(back.is_some(), "{} still refuses an enabled token after 1 s", n.base);
+    }
+    let (_, page, _) = admin.get(&c.url("/account/sessions")).await;
+    let csrf = csrf_of(&page);
+    let (status, _, _) = admin
+        .post(&c.url(&format!("/account/sessions/{id}/rename")), &[("csrf_token", &csrf), ("name", "Hall display")])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, page, _) = admin.get(&a.url("/account/sessions")).await;
+    assert!(page.contains("Hall display"));
+    assert_eq!(refresh(a, refresh_token).await.0, StatusCode::OK);
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn within_the_grace_a_replaced_refresh_token_gets_the_same_successor_on_any_instance() {
+    let Some(nodes) = cluster(2, &["--enable-token-rotation", "true", "--refresh-token-reuse-grace", "30s"]).await else {
+        return;
+    };
+    let [a, b] = [&nodes[0], &nodes[1]];
+    // Rotated on A, presented again on B (which held the authorization before the rotation).
+    let tokens = a.tokens_for(&a.client_id).await;
+    let old = tokens["refresh_token"].as_str().unwrap();
+    assert_eq!(tokeninfo(b, tokens["access_token"].as_str().unwrap()).await, StatusCode::OK);
+    let (status, first) = refresh(a, old).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (status, again) = refresh(b, old).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["refresh_token"], first["refresh_token"]);
+    // Two threads of one client refreshing at once, on two instances: both are answered,
+    // with one successor between them.
+    for _ in 0..5 {
+        let tokens = a.tokens_for(&a.client_id).await;
+        let old = tokens["refresh_token"].as_str().unwrap();
+        assert_eq!(tokeninfo(b, tokens["access_token"].as_str().unwrap()).await, StatusCode::OK);
+        let ((sa, ra), (sb, rb)) = tokio::join!(refresh(a, old), refresh(b, old));
+        assert_eq!((sa, sb), (StatusCode::OK, StatusCode::OK), "{ra} {rb}");
+        assert_eq!(ra["refresh_token"], rb["refresh_token"]);
+        let next = ra["refresh_token"].as_str().unwrap();
+        assert_eq!(refresh(b, next).await.0, StatusCode::OK, "the successor rotates on its own");
+    }
+    stop(nodes).await;
+}

@@ -34,7 +34,7 @@ const GETS: [&str; 20] = [
     "/metrics",
 ];
 
-const POSTS: [&str; 18] = [
+const POSTS: [&str; 24] = [
     "/oauth/device/code",
     "/oauth/token",
     "/oauth/revoke",
@@ -45,6 +45,12 @@ const POSTS: [&str; 18] = [
     "/account/password",
     "/account/sessions/revoke-all",
     "/account/sessions/%00%ff/revoke",
+    "/account/sessions/%00%ff/disable",
+    "/account/sessions/x/rename",
+    "/admin/sessions/x/disable",
+    "/admin/sessions/%3Cscript%3E/enable",
+    "/admin/clients/x/disable-tokens",
+    "/admin/clients/x/enable-tokens",
     "/admin/clients",
     "/admin/clients/x",
     "/admin/clients/x/delete",
@@ -61,7 +67,8 @@ fn queries() -> Vec<String> {
     vec![
         String::new(),
         format!("?user_code={}&next=//evil.example&page=-1", "%ff%fe%00"),
-        format!("?q=%27%20OR%201%3D1%20--&user={XSS}&event=%00&before=zz&client=%c3%28"),
+        format!("?q=%27%20OR%201%3D1%20--&user={XSS}&event=%00&before=zz&client=%c3%28&status={XSS}"),
+        "?status=disabled&status=revoked&user_code=%00".into(),
         format!("?access_token={}", "A".repeat(6000)),
         "?page=99999999999999999999999&user_code=BCDF-GHJK&user_code=ZZZZ-ZZZZ".into(),
         "?a=%zz&b=%".into(),
@@ -89,7 +96,7 @@ fn bodies(csrf: &str) -> Vec<(Option<&'static str>, Vec<u8>)> {
         (
             form,
             with_csrf(&format!(
-                "username=%27%20OR%201%3D1%20--%20x&password=%27%20OR%20%27%27%3D%27&name=%3Cimg%20src%3Dx%3E%20%0A&user_code={}&scopes=%3Cb%3E",
+                "username=%27%20OR%201%3D1%20--%20x&password=%27%20OR%20%27%27%3D%27&name=%3Cimg%20src%3Dx%3E%20%0A&device_name=%3Cscript%3E%00&user_code={}&scopes=%3Cb%3E",
                 "%3Cscript%3Ealert(1)%3C%2Fscript%3E"
             )),
         ),
