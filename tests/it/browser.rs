@@ -252,7 +252,14 @@ async fn incident_response_in_headless_chromium() {
 /// Clicks the first element `css` finds once it is there.
 async fn click(b: &fantoccini::Client, css: &str) {
     let wait = Duration::from_secs(15);
-    b.wait().at_most(wait).for_element(Locator::Css(css)).await.unwrap().click().await.unwrap();
+    b.wait()
+        .at_most(wait)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }
 
 /// The `data-status` of the first device row once it reads `want` (the page reloads after a
@@ -267,7 +274,10 @@ async fn first_row_status_becomes(b: &fantoccini::Client, want: &str) {
         if status == want {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "the device row did not become {want}: {status:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the device row did not become {want}: {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -305,7 +315,11 @@ async fn a_warned_approval_a_named_device_and_disable_enable_in_headless_chromiu
         assert!(when.contains("ago") || when.contains("just now"), "{when}");
         assert_eq!(b.find(Locator::Css("#user-code")).await.unwrap().text().await.unwrap(), user_code);
         assert!(fits_width(&b).await, "the approval page fits {width} px");
-        std::fs::write(screenshot_path(&format!("confirm-warning-{width}x{height}.png")), b.screenshot().await.unwrap()).unwrap();
+        std::fs::write(
+            screenshot_path(&format!("confirm-warning-{width}x{height}.png")),
+            b.screenshot().await.unwrap(),
+        )
+        .unwrap();
 
         b.find(Locator::Css("#device_name"))
             .await
@@ -319,7 +333,12 @@ async fn a_warned_approval_a_named_device_and_disable_enable_in_headless_chromiu
         assert_eq!(status, StatusCode::OK, "{tokens}");
 
         b.goto(&s.url("/account/sessions")).await.unwrap();
-        let name = b.wait().at_most(wait).for_element(Locator::Css("tr.session-row .device-name")).await.unwrap();
+        let name = b
+            .wait()
+            .at_most(wait)
+            .for_element(Locator::Css("tr.session-row .device-name"))
+            .await
+            .unwrap();
         assert_eq!(name.text().await.unwrap(), "Living room TV");
         click(&b, "tr.session-row button.disable").await;
         first_row_status_becomes(&b, "disabled").await;
@@ -327,11 +346,19 @@ async fn a_warned_approval_a_named_device_and_disable_enable_in_headless_chromiu
         let flash = b.find(Locator::Css("#flash")).await.unwrap().text().await.unwrap();
         assert!(flash.contains("Living room TV"), "{flash}");
         assert!(fits_width(&b).await, "My devices fits {width} px");
-        std::fs::write(screenshot_path(&format!("devices-disabled-{width}x{height}.png")), b.screenshot().await.unwrap()).unwrap();
+        std::fs::write(
+            screenshot_path(&format!("devices-disabled-{width}x{height}.png")),
+            b.screenshot().await.unwrap(),
+        )
+        .unwrap();
         click(&b, "tr.session-row button.enable").await;
         first_row_status_becomes(&b, "active").await;
         assert!(token_valid(&s, &tokens).await, "enabled again, the same token works");
-        std::fs::write(screenshot_path(&format!("devices-enabled-{width}x{height}.png")), b.screenshot().await.unwrap()).unwrap();
+        std::fs::write(
+            screenshot_path(&format!("devices-enabled-{width}x{height}.png")),
+            b.screenshot().await.unwrap(),
+        )
+        .unwrap();
         b.close().await.unwrap();
         s.stop().await;
     }

@@ -845,7 +845,13 @@ async fn the_cli_works_beside_running_instances() {
 /// The id of the one active authorization an admin sees on `node`.
 async fn active_authorization(node: &TestServer, admin: &Person) -> String {
     let (_, page, _) = admin.get(&node.url("/admin/sessions?status=active")).await;
-    page.split("data-id=\"").nth(1).expect("an active authorization").split('"').next().unwrap().to_owned()
+    page.split("data-id=\"")
+        .nth(1)
+        .expect("an active authorization")
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 /// Posts an admin console button on `node`.
@@ -868,7 +874,10 @@ async fn a_disable_on_a_reaches_b_and_c_within_a_second_and_an_enable_on_b_reach
     let admin = Person::new();
     admin.login(a, "admin", ADMIN_PASSWORD).await;
     let id = active_authorization(a, &admin).await;
-    assert_eq!(admin_press(a, &admin, &format!("/admin/sessions/{id}/disable")).await, StatusCode::SEE_OTHER);
+    assert_eq!(
+        admin_press(a, &admin, &format!("/admin/sessions/{id}/disable")).await,
+        StatusCode::SEE_OTHER
+    );
     for n in [b, c] {
         let seen = eventually(Duration::from_secs(1), || async {
             tokeninfo(n, access).await == StatusCode::UNAUTHORIZED && !introspected_active(n, access).await
@@ -882,7 +891,10 @@ async fn a_disable_on_a_reaches_b_and_c_within_a_second_and_an_enable_on_b_reach
     assert!(page.contains(&format!("data-id=\"{id}\"")));
 
     // Enabled on B: back everywhere within a second, and renamed on C, seen on A.
-    assert_eq!(admin_press(b, &admin, &format!("/admin/sessions/{id}/enable")).await, StatusCode::SEE_OTHER);
+    assert_eq!(
+        admin_press(b, &admin, &format!("/admin/sessions/{id}/enable")).await,
+        StatusCode::SEE_OTHER
+    );
     for n in [a, b, c] {
         let back = eventually(Duration::from_secs(1), || async { tokeninfo(n, access).await == StatusCode::OK }).await;
         assert!(back.is_some(), "{} still refuses an enabled token after 1 s", n.base);
@@ -890,7 +902,10 @@ async fn a_disable_on_a_reaches_b_and_c_within_a_second_and_an_enable_on_b_reach
     let (_, page, _) = admin.get(&c.url("/account/sessions")).await;
     let csrf = csrf_of(&page);
     let (status, _, _) = admin
-        .post(&c.url(&format!("/account/sessions/{id}/rename")), &[("csrf_token", &csrf), ("name", "Hall display")])
+        .post(
+            &c.url(&format!("/account/sessions/{id}/rename")),
+            &[("csrf_token", &csrf), ("name", "Hall display")],
+        )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let (_, page, _) = admin.get(&a.url("/account/sessions")).await;
