@@ -27,7 +27,6 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("admin_audit.html", include_str!("../templates/admin_audit.html")),
 ];
 
-/// Unix seconds as `2026-11-22 19:30 UTC`.
 /// How long ago, in words ("just now", "2 minutes ago", "3 hours ago").
 pub fn ago(ms: u64) -> String {
     let secs = ms / 1000;
@@ -41,6 +40,7 @@ pub fn ago(ms: u64) -> String {
     format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
+/// Unix seconds as `2026-11-22 19:30 UTC`.
 fn datetime(secs: u64) -> String {
     // Years past 9999 cannot be written in RFC 3339 (and the formatter refuses them).
     if secs >= 253_402_300_800 {
@@ -176,7 +176,7 @@ mod tests {
         assert!(out.contains("2 minutes ago") && out.contains("&lt;203.0.113.9&gt;") && !out.contains("<i>CLI"));
         let row = context! {
             id => "a1", name => "<script>x</script>", username => "alice", client_id => "c", client_name => "CLI",
-            scopes => vec!["read"], authorized_at => 1u64, last_used_at => None::<u64>, expires_at => 2u64, status => "disabled",
+            scopes => vec!["read"], authorized_at => 1u64, last_used_at => None::<u64>, expires_at => 2u64, status => "disabled", disabled_by => "owner",
         };
         for page in ["account_sessions.html", "admin_sessions.html"] {
             let out = p

@@ -127,8 +127,6 @@ pub fn core_config(settings: &Settings, offline: bool) -> Result<CoreConfig, Str
             refresh_enabled: settings.enable_refresh_tokens,
             rotation: settings.enable_token_rotation,
             reuse_grace: settings.refresh_token_reuse_grace,
-            // Filled from the store's secret at start-up (`System::start`).
-            successor_key: std::sync::Arc::from(Vec::new()),
         },
         session_max_age: settings.session_max_age,
         admin_password: settings.admin_password.clone(),

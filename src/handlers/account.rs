@@ -7,7 +7,7 @@ use authgate_actors::directory::{DirectoryError, DirectoryMsg, UserRef};
 use authgate_actors::runtime::FLOW_TIMEOUT;
 use authgate_actors::time::Millis;
 use authgate_actors::token::{
-    Amendment, AuthorizationPage, AuthorizationQuery, AuthorizationStatus, AuthorizationView, Owner, TokenMsg, device_name,
+    Amendment, AuthorizationPage, AuthorizationQuery, AuthorizationStatus, AuthorizationView, Owner, Pauser, TokenMsg, device_name,
 };
 use hyper::StatusCode;
 use minijinja::context;
@@ -40,6 +40,8 @@ pub struct Row {
     pub last_used_at: Option<u64>,
     pub expires_at: u64,
     pub status: AuthorizationStatus,
+    /// Who disabled it (`owner`, `admin`, `client`), while disabled.
+    pub disabled_by: Option<&'static str>,
 }
 
 pub fn rows(app: &App, list: Vec<AuthorizationView>) -> Vec<Row> {
@@ -56,6 +58,7 @@ pub fn rows(app: &App, list: Vec<AuthorizationView>) -> Vec<Row> {
             last_used_at: a.last_used_at,
             expires_at: a.expires_at,
             status: a.status,
+            disabled_by: a.disabled_by.map(|p| p.name()),
         })
         .collect()
 }
@@ -93,9 +96,27 @@ pub async fn amend(app: &App, id: &str, owner: Option<String>, change: Amendment
 /// The audit kind and the words for an amendment: (kind, past tense).
 pub fn amendment_words(change: &Amendment) -> (EventKind, &'static str) {
     match change {
-        Amendment::Disable => (EventKind::TokenDisabled, "disabled"),
-        Amendment::Enable => (EventKind::TokenEnabled, "enabled"),
+        Amendment::Disable(_) => (EventKind::TokenDisabled, "disabled"),
+        Amendment::Enable(_) => (EventKind::TokenEnabled, "enabled"),
         Amendment::Rename(_) => (EventKind::DeviceRenamed, "renamed"),
+    }
+}
+
+/// Why `change` did nothing to `a` (as it was before), if it did nothing: said to the person,
+/// and not audited.
+pub fn amendment_refused(a: &AuthorizationView, change: &Amendment, device: &str) -> Option<String> {
+    match change {
+        Amendment::Disable(by)
+            if a.status != AuthorizationStatus::Active && !(a.status == AuthorizationStatus::Disabled && by.takes_over(a.disabled_by)) =>
+        {
+            Some(format!("{device} is {}: there is nothing to disable.", a.status.name()))
+        }
+        Amendment::Enable(_) if a.status != AuthorizationStatus::Disabled => Some(format!("{device} is not disabled.")),
+        Amendment::Enable(by) if !by.may_enable(a.disabled_by) => Some(format!(
+            "{device} was disabled by an administrator; only an administrator can enable it."
+        )),
+        Amendment::Rename(_) if a.status == AuthorizationStatus::Revoked => Some(format!("{device} is revoked.")),
+        _ => None,
     }
 }
 
@@ -111,8 +132,8 @@ pub async fn session_action(app: &App, req: Request, id: String, action: String)
         Err(r) => return r,
     };
     let change = match action.as_str() {
-        "disable" => Amendment::Disable,
-        "enable" => Amendment::Enable,
+        "disable" => Amendment::Disable(Pauser::Owner),
+        "enable" => Amendment::Enable(Pauser::Owner),
         "rename" => match device_name(form.first("name").unwrap_or("")) {
             Ok(name) => Amendment::Rename(name),
             Err(rule) => return app.pages.error(StatusCode::BAD_REQUEST, "Name not changed", rule, Some(&v)),
@@ -128,9 +149,12 @@ pub async fn session_action(app: &App, req: Request, id: String, action: String)
         Amendment::Rename(n) => Some(n.clone()),
         _ => None,
     };
-    match amend(app, &id, Some(v.user_id.clone()), change, now).await {
+    match amend(app, &id, Some(v.user_id.clone()), change.clone(), now).await {
         Ok(Some(a)) => {
             let was = device_label(app, &a);
+            if let Some(refused) = amendment_refused(&a, &change, &was) {
+                return flash_redirect(app, "/account/sessions", &refused);
+            }
             let detail = match &new_name {
                 Some(n) => format!("authorization {} (device \"{was}\") renamed \"{n}\" by its owner", a.id),
                 None => format!("authorization {} (device \"{was}\") {done} by its owner", a.id),
@@ -226,7 +250,7 @@ pub async fn sessions_page(app: &App, req: Request, now: Millis) -> Response {
     };
     let ctx = context! {
         user => v.ctx(), csrf_token => v.csrf_token.clone(), nav => "sessions",
-        rows => rows(app, p.rows), page => p.page, pages => p.pages, active => p.active > 0,
+        rows => rows(app, p.rows), page => p.page, pages => p.pages, active => p.live > 0,
     };
     page_with_flash(app, take_flash(app, &req), "account_sessions.html", ctx)
 }

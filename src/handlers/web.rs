@@ -14,7 +14,7 @@ use minijinja::context;
 use crate::app::App;
 use crate::http::cookies::{LOGIN_CSRF, SESSION};
 use crate::http::form::{self, BodyError, Form};
-use crate::http::guard::{retry_after_secs, throttle_key};
+use crate::http::guard::{Origins, compare_origins, retry_after_secs, throttle_key};
 use crate::http::response::{redirect, with_cookies, with_retry_after};
 use crate::http::{Request, Response};
 use crate::render::Viewer;
@@ -397,7 +397,7 @@ async fn confirm_code(app: &App, s: &Viewer, ip: Option<&str>, now: Millis, type
             let scopes: Vec<&str> = view.scope.split_whitespace().collect();
             // Where the code was asked for, and whether that is where the person is now:
             // a code sent from elsewhere is how device-code phishing works.
-            let elsewhere = matches!((view.requested_from.as_deref(), ip), (Some(a), Some(b)) if a != b);
+            let origins = compare_origins(view.requested_from.as_deref(), ip);
             let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
             app.pages.page(
                 status,
@@ -407,7 +407,8 @@ async fn confirm_code(app: &App, s: &Viewer, ip: Option<&str>, now: Millis, type
                     client_name => name, client_id => view.client_id, scopes => scopes,
                     requested_ago => crate::render::ago(now.saturating_sub(view.requested_at_ms)),
                     requested_at => view.requested_at_ms / 1000,
-                    requested_from => view.requested_from, approver_ip => ip, elsewhere => elsewhere,
+                    requested_from => view.requested_from, approver_ip => ip,
+                    elsewhere => origins == Origins::Different, uncomparable => origins == Origins::Unknown,
                     max_name => MAX_DEVICE_NAME, error => error,
                 },
             )

@@ -49,6 +49,34 @@ pub fn address_key(ip: IpAddr) -> String {
     }
 }
 
+/// How the address a device code was requested from compares with the approving browser's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origins {
+    /// One network (one IPv4 address, or one IPv6 /64).
+    Same,
+    /// Different networks of the same family: the phishing pattern, or a device elsewhere.
+    Different,
+    /// Not comparable: one is IPv4 and the other IPv6 (common on dual-stack home networks),
+    /// or one is unknown.
+    Unknown,
+}
+
+/// Compares the address a code was requested from with the approver's.
+pub fn compare_origins(requested: Option<&str>, approver: Option<&str>) -> Origins {
+    let parse = |a: Option<&str>| a.and_then(|a| a.parse::<IpAddr>().ok());
+    match (parse(requested), parse(approver)) {
+        (Some(a), Some(b)) if a.is_ipv4() == b.is_ipv4() => {
+            if address_key(a) == address_key(b) {
+                Origins::Same
+            } else {
+                Origins::Different
+            }
+        }
+        _ => Origins::Unknown,
+    }
+}
+
 /// [`address_key`] of an address in text (anything unparsable is its own key).
 pub fn throttle_key(ip: &str) -> String {
     ip.parse::<IpAddr>().map_or_else(|_| ip.to_owned(), address_key)
@@ -376,6 +404,24 @@ impl Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_compare_by_network_and_family() {
+        assert_eq!(compare_origins(Some("203.0.113.9"), Some("203.0.113.9")), Origins::Same);
+        assert_eq!(compare_origins(Some("203.0.113.9"), Some("198.51.100.4")), Origins::Different);
+        assert_eq!(
+            compare_origins(Some("2001:db8:1:2::10"), Some("2001:db8:1:2:abcd::1")),
+            Origins::Same,
+            "one /64"
+        );
+        assert_eq!(
+            compare_origins(Some("2001:db8:1:2::10"), Some("2001:db8:9:2::1")),
+            Origins::Different
+        );
+        assert_eq!(compare_origins(Some("203.0.113.9"), Some("2001:db8::1")), Origins::Unknown);
+        assert_eq!(compare_origins(None, Some("203.0.113.9")), Origins::Unknown);
+        assert_eq!(compare_origins(Some("garbage"), Some("203.0.113.9")), Origins::Unknown);
+    }
 
     fn rule() -> ThrottleRule {
         ThrottleRule {

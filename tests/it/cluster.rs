@@ -147,6 +147,16 @@ async fn a_rotation_race_over_two_instances_wins_once_and_reuse_revokes_everywhe
         assert!(*status == StatusCode::OK || body["error"] == "invalid_grant", "{status} {body}");
     }
 
+    // The loser read the authorization again and answered as one instance would: a second
+    // presentation of a replaced token is reuse (no grace here), so the winner's tokens are
+    // revoked too, everywhere, within a second.
+    for n in [a, b, c] {
+        let dead = eventually(Duration::from_secs(1), || async {
+            tokeninfo(n, &new_access).await == StatusCode::UNAUTHORIZED
+        })
+        .await;
+        assert!(dead.is_some(), "the racing reuse did not revoke on {}", n.base);
+    }
     // The replaced token presented again (on C): the whole authorization is revoked, on every
     // instance, within a second.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -940,6 +950,62 @@ async fn within_the_grace_a_replaced_refresh_token_gets_the_same_successor_on_an
         assert_eq!(ra["refresh_token"], rb["refresh_token"]);
         let next = ra["refresh_token"].as_str().unwrap();
         assert_eq!(refresh(b, next).await.0, StatusCode::OK, "the successor rotates on its own");
+    }
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disable_on_one_instance_racing_a_refresh_on_another_leaves_nothing_usable_until_enabled() {
+    let Some(nodes) = cluster(2, &["--enable-token-rotation", "true"]).await else {
+        return;
+    };
+    let [a, b] = [&nodes[0], &nodes[1]];
+    let admin = Person::new();
+    admin.login(b, "admin", ADMIN_PASSWORD).await;
+    for round in 0..5 {
+        let tokens = a.tokens_for(&a.client_id).await;
+        let old = tokens["refresh_token"].as_str().unwrap().to_owned();
+        assert_eq!(tokeninfo(b, tokens["access_token"].as_str().unwrap()).await, StatusCode::OK);
+        let id = active_authorization(b, &admin).await;
+        let (_, page, _) = admin.get(&b.url("/admin/sessions")).await;
+        let csrf = csrf_of(&page);
+        let (url, form) = (b.url(&format!("/admin/sessions/{id}/disable")), [("csrf_token", csrf.as_str())]);
+        let (disabled, (status, body)) = tokio::join!(admin.post(&url, &form), refresh(a, &old));
+        assert_eq!(disabled.0, StatusCode::SEE_OTHER);
+        let current = if status == StatusCode::OK {
+            // The refresh won: its tokens were disabled with the rest.
+            let access = body["access_token"].as_str().unwrap().to_owned();
+            for n in [a, b] {
+                let off = eventually(Duration::from_secs(1), || async {
+                    tokeninfo(n, &access).await == StatusCode::UNAUTHORIZED
+                })
+                .await;
+                assert!(
+                    off.is_some(),
+                    "round {round}: a refreshed token still works on {} while disabled",
+                    n.base
+                );
+            }
+            body["refresh_token"].as_str().unwrap().to_owned()
+        } else {
+            assert_eq!(body["error"], "invalid_grant", "round {round}: {body}");
+            old
+        };
+        for n in [a, b] {
+            assert_eq!(refresh(n, &current).await.0, StatusCode::BAD_REQUEST, "round {round}");
+        }
+        // Enabled on A: the one current refresh token works on B within a second.
+        assert_eq!(
+            admin_press(a, &admin, &format!("/admin/sessions/{id}/enable")).await,
+            StatusCode::SEE_OTHER
+        );
+        // (A refresh refused while still disabled changes nothing, so it may be tried again.)
+        let back = eventually(Duration::from_secs(1), || async { refresh(b, &current).await.0 == StatusCode::OK }).await;
+        assert!(back.is_some(), "round {round}: the enabled refresh token is still refused on B");
+        assert_eq!(
+            admin_press(a, &admin, &format!("/admin/sessions/{id}/revoke")).await,
+            StatusCode::SEE_OTHER
+        );
     }
     stop(nodes).await;
 }

@@ -220,7 +220,6 @@ pub async fn get_json(url: &str, bearer: Option<&str>) -> (StatusCode, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-/// The value of the first hidden `csrf_token` input of a page.
 /// `/oauth/tokeninfo`'s status for an access token.
 pub async fn tokeninfo(s: &TestServer, access: &str) -> StatusCode {
     get_json(&s.url("/oauth/tokeninfo"), Some(access)).await.0
@@ -247,6 +246,7 @@ pub async fn introspected_active(s: &TestServer, token: &str) -> bool {
     body["active"] == true
 }
 
+/// The value of the first hidden `csrf_token` input of a page.
 pub fn csrf_of(page: &str) -> String {
     let marker = "name=\"csrf_token\" value=\"";
     let start = page.find(marker).map(|i| i + marker.len()).expect("page has a csrf_token");

@@ -59,7 +59,7 @@ async fn audit_has(s: &TestServer, admin: &Person, event: &str, text: &str) -> b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_disables_a_device_and_enables_it_again() {
-    let s = TestServer::start(&[]).await;
+    let s = TestServer::start(&["--enable-token-rotation", "true"]).await;
     let tokens = s.tokens_for(&s.client_id).await;
     let (access, refresh_token) = (tokens["access_token"].as_str().unwrap(), tokens["refresh_token"].as_str().unwrap());
     let owner = admin(&s).await;
@@ -91,17 +91,47 @@ async fn an_owner_disables_a_device_and_enables_it_again() {
     let (_, page, _) = owner.get(&s.url("/admin/sessions?status=all")).await;
     assert!(page.contains(&format!("data-id=\"{id}\"")));
 
-    // Enabled: everything works again, until its own expiry; a refresh refused while disabled
-    // did not count as reuse.
+    // Enabled: everything works again, until its own expiry; the refreshes refused while
+    // disabled did not count as reuse (with rotation on, reuse would have revoked it all).
     let (status, _, _) = press(&s, &owner, "/account/sessions", &format!("/account/sessions/{id}/enable"), &[]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(tokeninfo(&s, access).await, StatusCode::OK);
     assert!(introspected_active(&s, access).await);
     let (status, body) = refresh(&s, refresh_token).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(tokeninfo(&s, body["access_token"].as_str().unwrap()).await, StatusCode::OK);
+    assert_eq!(
+        tokeninfo(&s, access).await,
+        StatusCode::OK,
+        "the rotation left the first access token alone"
+    );
     assert_eq!(my_only_device(&s, &owner).await.1, "active");
     assert!(audit_has(&s, &owner, "token_disabled", &id).await);
     assert!(audit_has(&s, &owner, "token_enabled", &id).await);
+
+    // Disabling or enabling twice says so and records nothing more.
+    press(&s, &owner, "/account/sessions", &format!("/account/sessions/{id}/disable"), &[]).await;
+    let (_, page, _) = owner.get(&s.url("/account/sessions")).await;
+    assert!(page.contains("was disabled"), "{page}");
+    press(&s, &owner, "/account/sessions", &format!("/account/sessions/{id}/disable"), &[]).await;
+    let (_, page, _) = owner.get(&s.url("/account/sessions")).await;
+    assert!(page.contains("nothing to disable"), "{page}");
+    let (_, audit, _) = owner.get(&s.url("/admin/audit?event=token_disabled")).await;
+    assert_eq!(audit.matches(&id).count(), 2, "two disables recorded, not three");
+
+    // An administrator's pause is not the owner's to lift.
+    let (status, _, _) = press(&s, &owner, "/admin/sessions", &format!("/admin/sessions/{id}/disable"), &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    press(&s, &owner, "/account/sessions", &format!("/account/sessions/{id}/enable"), &[]).await;
+    let (_, page, _) = owner.get(&s.url("/account/sessions")).await;
+    assert!(page.contains("only an administrator can enable it"), "{page}");
+    assert!(
+        page.contains("Disabled by an administrator") && !page.contains(&format!("{id}&#x2f;enable")),
+        "{page}"
+    );
+    assert_eq!(tokeninfo(&s, access).await, StatusCode::UNAUTHORIZED);
+    press(&s, &owner, "/admin/sessions", &format!("/admin/sessions/{id}/enable"), &[]).await;
+    assert_eq!(tokeninfo(&s, access).await, StatusCode::OK);
 
     // Revoked is final: enabling brings nothing back.
     press(&s, &owner, "/account/sessions", &format!("/account/sessions/{id}/revoke"), &[]).await;
@@ -337,7 +367,8 @@ async fn a_replaced_refresh_token_within_the_grace_gets_the_same_successor_and_a
     for a in [&first, &again] {
         assert_eq!(tokeninfo(&s, a["access_token"].as_str().unwrap()).await, StatusCode::OK);
     }
-    // Another client presenting it gets nothing, and changes nothing.
+    // Another client presenting it gets nothing, and changes nothing: the rightful client
+    // still gets the same successor.
     let (other, _) = s.create_client("Other", false, None).await;
     let (status, _) = post_form(
         &s.url("/oauth/token"),
@@ -345,6 +376,8 @@ async fn a_replaced_refresh_token_within_the_grace_gets_the_same_successor_and_a
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, third) = refresh(&s, old).await;
+    assert_eq!((status, &third["refresh_token"]), (StatusCode::OK, &first["refresh_token"]));
     // Past the grace, reuse revokes the whole authorization, as without one.
     tokio::time::sleep(Duration::from_millis(3100)).await;
     let (status, body) = refresh(&s, old).await;
@@ -378,6 +411,27 @@ async fn a_replaced_refresh_token_within_the_grace_gets_the_same_successor_and_a
         refresh(&s, first["refresh_token"].as_str().unwrap()).await.0,
         StatusCode::BAD_REQUEST
     );
+    s.stop().await;
+
+    // Within the grace, but the device was disabled meanwhile: refused, not reuse; enabled,
+    // the successor works.
+    let s = TestServer::start(&["--enable-token-rotation", "true", "--refresh-token-reuse-grace", "60s"]).await;
+    let owner = admin(&s).await;
+    let tokens = s.tokens_for(&s.client_id).await;
+    let old = tokens["refresh_token"].as_str().unwrap();
+    let (_, first) = refresh(&s, old).await;
+    let (_, page, _) = owner.get(&s.url("/account/sessions")).await;
+    let row = page
+        .split("class=\"session-row\"")
+        .find(|r| r.contains("data-status=\"active\""))
+        .unwrap();
+    let id = row.split("data-id=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    press(&s, &owner, "/account/sessions", &format!("/account/sessions/{id}/disable"), &[]).await;
+    let (status, body) = refresh(&s, old).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    press(&s, &owner, "/account/sessions", &format!("/account/sessions/{id}/enable"), &[]).await;
+    assert_eq!(refresh(&s, first["refresh_token"].as_str().unwrap()).await.0, StatusCode::OK);
+
     s.stop().await;
 }
 
@@ -475,6 +529,9 @@ async fn get_logout_signs_out_from_our_own_pages_and_asks_from_anywhere_else() {
         vec![("origin", "http://evil.example".to_owned())],
         vec![("referer", "http://evil.example/logout".to_owned())],
         vec![("referer", format!("{}.evil.example/", s.base))],
+        vec![("origin", "null".to_owned())],
+        vec![("sec-fetch-site", "cross-site".to_owned()), ("referer", s.url("/account"))],
+        vec![("sec-fetch-site", "none".to_owned())],
         vec![],
     ] {
         let mut r = person.http.get(s.url("/logout"));

@@ -30,16 +30,37 @@ pub fn sha256_hex(s: &str) -> String {
     hex::encode(sha256(s))
 }
 
-/// A token derived from `input` under `key` for one `purpose`: HMAC-SHA-256, URL-safe base64
-/// (as long as [`random_token`]`(32)`). Without the key it cannot be told from a random one.
-pub fn keyed_token(key: &[u8], purpose: &str, input: &str) -> String {
+/// A new random token of 32 bytes, sealed under `key` (itself a secret token): the token (as
+/// [`random_token`]`(32)` spells it) and the seal (URL-safe base64). Only who holds `key` can
+/// open the seal ([`open_sealed`]): the token's bytes are XORed with HMAC-SHA-256 of a fixed
+/// label under `key`, a one-time pad, as each key seals one token. Whether what is opened is
+/// right is for the caller to check (against the token's hash).
+pub fn sealed_token(key: &str) -> (String, String) {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill(&mut bytes);
+    let pad = seal_pad(key);
+    let sealed: Vec<u8> = bytes.iter().zip(pad.iter()).map(|(b, p)| b ^ p).collect();
+    (URL_SAFE_NO_PAD.encode(bytes), URL_SAFE_NO_PAD.encode(sealed))
+}
+
+/// The token [`sealed_token`] sealed under `key`, or `None` if `seal` is malformed.
+pub fn open_sealed(key: &str, seal: &str) -> Option<String> {
+    let sealed = URL_SAFE_NO_PAD.decode(seal).ok().filter(|s| s.len() == 32)?;
+    let pad = seal_pad(key);
+    let bytes: Vec<u8> = sealed.iter().zip(pad.iter()).map(|(b, p)| b ^ p).collect();
+    Some(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn seal_pad(key: &str) -> [u8; 32] {
     use hmac::{Hmac, Mac};
-    // HMAC takes keys of any length.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-    mac.update(purpose.as_bytes());
-    mac.update(&[0]);
-    mac.update(input.as_bytes());
-    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    // HMAC takes keys of any length: this cannot fail.
+    match <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()) {
+        Ok(mut mac) => {
+            mac.update(b"authgate sealed refresh-token successor");
+            mac.finalize().into_bytes().into()
+        }
+        Err(_) => [0u8; 32],
+    }
 }
 
 /// Compares two strings in constant time (for their common length; lengths are not secret).
@@ -121,13 +142,15 @@ mod tests {
     }
 
     #[test]
-    fn keyed_tokens_depend_on_key_purpose_and_input() {
-        let t = keyed_token(b"k", "p", "x");
-        assert_eq!(t.len(), 43);
-        assert_eq!(t, keyed_token(b"k", "p", "x"));
-        assert_ne!(t, keyed_token(b"k2", "p", "x"));
-        assert_ne!(t, keyed_token(b"k", "q", "x"));
-        assert_ne!(t, keyed_token(b"k", "p", "y"));
+    fn a_sealed_token_opens_only_with_its_key() {
+        let (token, seal) = sealed_token("old-refresh-token");
+        assert_eq!(token.len(), 43);
+        assert_ne!(seal, token);
+        assert_eq!(open_sealed("old-refresh-token", &seal).as_deref(), Some(token.as_str()));
+        assert_ne!(open_sealed("another-token", &seal).as_deref(), Some(token.as_str()));
+        assert_eq!(open_sealed("old-refresh-token", "not base64!"), None);
+        assert_eq!(open_sealed("old-refresh-token", "AAAA"), None);
+        assert_ne!(sealed_token("k").0, sealed_token("k").0, "random each time");
     }
 
     #[test]

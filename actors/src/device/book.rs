@@ -464,7 +464,7 @@ impl DeviceBook {
 /// What a person decided on the confirmation page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// `name`: the device's name (the front end gives the client's name if the person gave none).
+    /// `name`: the device's name, if the person gave one (else the client's name is shown).
     Approve {
         user_id: String,
         username: String,

@@ -12,7 +12,9 @@ use super::audit::{AuditEvent, AuditFilter, EventKind};
 use super::device::{DeviceRecord, RecordState};
 use super::directory::{AuthSource, ClientRecord, UserRecord};
 use super::session::SessionRecord;
-use super::token::{Amendment, AuthorizationStatus, PageFilter, RevokeScope, StoredPage, TokenKind, TokenRecord, TokenRef, TokenStatus};
+use super::token::{
+    Amendment, AuthorizationStatus, PageFilter, Pauser, RevokeScope, StoredPage, TokenKind, TokenRecord, TokenRef, TokenStatus,
+};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -45,6 +47,8 @@ pub(super) fn token(id: &str, authorization: &str, kind: TokenKind, status: Toke
         last_used_at: None,
         name: None,
         successor: None,
+        sealed_successor: None,
+        disabled_by: None,
     }
 }
 
@@ -194,7 +198,7 @@ async fn tokens(s: &Stores) {
         ..token("p1", "auth-p", TokenKind::Access, TokenStatus::Active)
     };
     assert!(s.token.issue("auth-p", std::slice::from_ref(&short)).await.unwrap());
-    s.token.prune(T0 / 1000 + 11, T0 / 1000 + 1).await.unwrap();
+    s.token.prune(T0 / 1000 + 11, T0 / 1000 + 1, 0).await.unwrap();
     assert!(s.token.authorization("auth-p").await.unwrap().is_empty());
     assert!(s.token.issue("auth-p", &[short]).await.unwrap(), "its mark went with its records");
     assert_eq!(s.token.authorization("auth-1").await.unwrap().len(), 2, "the others stay");
@@ -208,7 +212,7 @@ async fn tokens(s: &Stores) {
     };
     let page = s.token.page(all.clone(), 0, 10).await.unwrap();
     assert_eq!(
-        (page.ids.as_slice(), page.total, page.active),
+        (page.ids.as_slice(), page.total, page.live),
         (&["auth-1".to_owned(), "auth-p".to_owned()][..], 2, 1)
     );
     let second = s.token.page(all.clone(), 1, 1).await.unwrap();
@@ -264,7 +268,7 @@ async fn amendments(s: &Stores) {
         all
     };
     let scope = || RevokeScope::Authorization("auth-d".into());
-    assert_eq!(s.token.amend(scope(), Amendment::Disable).await.unwrap(), 2);
+    assert_eq!(s.token.amend(scope(), Amendment::Disable(Pauser::Admin)).await.unwrap(), 2);
     assert_eq!(
         statuses().await,
         [
@@ -273,7 +277,28 @@ async fn amendments(s: &Stores) {
             ("d-r1".to_owned(), TokenStatus::Disabled)
         ]
     );
-    assert_eq!(s.token.amend(scope(), Amendment::Disable).await.unwrap(), 0, "already disabled");
+    assert_eq!(
+        s.token.amend(scope(), Amendment::Disable(Pauser::Owner)).await.unwrap(),
+        0,
+        "already disabled"
+    );
+    assert_eq!(
+        s.token.amend(scope(), Amendment::Disable(Pauser::Admin)).await.unwrap(),
+        0,
+        "already the admin's"
+    );
+    // Only an administrator (or whoever disabled it) enables it.
+    assert_eq!(s.token.amend(scope(), Amendment::Enable(Pauser::Owner)).await.unwrap(), 0);
+    assert_eq!(s.token.amend(scope(), Amendment::Enable(Pauser::Client)).await.unwrap(), 0);
+    assert!(
+        s.token
+            .authorization("auth-d")
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.status == TokenStatus::Disabled)
+            .all(|r| r.disabled_by == Some(Pauser::Admin))
+    );
     let rotated = TokenRecord {
         status: TokenStatus::Retired,
         ..refresh.clone()
@@ -306,16 +331,54 @@ async fn amendments(s: &Stores) {
             .iter()
             .all(|r| r.name.as_deref() == Some("Living room TV"))
     );
-    assert_eq!(s.token.amend(scope(), Amendment::Enable).await.unwrap(), 2);
+    assert_eq!(s.token.amend(scope(), Amendment::Enable(Pauser::Admin)).await.unwrap(), 2);
+    assert!(
+        s.token
+            .authorization("auth-d")
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.disabled_by.is_none())
+    );
     assert_eq!(statuses().await[1].1, TokenStatus::Retired, "a retired token stays retired");
     assert!(statuses().await.iter().filter(|(_, st)| *st == TokenStatus::Active).count() == 2);
     // By client; and a revocation is final whatever is amended after it.
-    assert!(s.token.amend(RevokeScope::Client("cli".into()), Amendment::Disable).await.unwrap() >= 2);
+    assert!(
+        s.token
+            .amend(RevokeScope::Client("cli".into()), Amendment::Disable(Pauser::Client))
+            .await
+            .unwrap()
+            >= 2
+    );
+    assert_eq!(s.token.amend(scope(), Amendment::Enable(Pauser::Owner)).await.unwrap(), 0);
+    assert_eq!(s.token.amend(scope(), Amendment::Enable(Pauser::Client)).await.unwrap(), 2);
+    // An owner's pause is taken over by an administrator's, which the owner cannot lift.
+    assert_eq!(s.token.amend(scope(), Amendment::Disable(Pauser::Owner)).await.unwrap(), 2);
+    assert_eq!(s.token.amend(scope(), Amendment::Disable(Pauser::Admin)).await.unwrap(), 2);
+    assert_eq!(s.token.amend(scope(), Amendment::Enable(Pauser::Owner)).await.unwrap(), 0);
     s.token.revoke(scope()).await.unwrap();
-    assert_eq!(s.token.amend(scope(), Amendment::Enable).await.unwrap(), 0);
+    assert_eq!(s.token.amend(scope(), Amendment::Enable(Pauser::Admin)).await.unwrap(), 0);
     assert!(statuses().await.iter().all(|(_, st)| *st == TokenStatus::Revoked));
     let revoked = s.token.page(filter(AuthorizationStatus::Revoked), 0, 10).await.unwrap();
     assert!(revoked.ids.contains(&"auth-d".to_owned()));
+    // A sealed successor is erased once its grace is over, and only then.
+    let sealed = |at| TokenRecord {
+        last_used_at: Some(at),
+        sealed_successor: Some("seal".into()),
+        ..token(&format!("s-{at}"), "auth-s", TokenKind::Refresh, TokenStatus::Retired)
+    };
+    assert!(s.token.issue("auth-s", &[sealed(100), sealed(200)]).await.unwrap());
+    s.token.prune(0, 0, 150).await.unwrap();
+    let mut kept: Vec<(String, Option<String>)> = s
+        .token
+        .authorization("auth-s")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id, r.sealed_successor))
+        .collect();
+    kept.sort();
+    assert_eq!(kept, [("s-100".to_owned(), None), ("s-200".to_owned(), Some("seal".to_owned()))]);
 }
 
 async fn directory(s: &Stores) {

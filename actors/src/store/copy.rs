@@ -16,7 +16,7 @@ use super::token::TokenRecord;
 use crate::time::Millis;
 
 /// The secrets the supervisor keeps in the store (see `supervisor::start`).
-const SECRETS: [&str; 3] = ["jwt", "session", "refresh-successor"];
+const SECRETS: [&str; 2] = ["jwt", "session"];
 /// Audit events read per page.
 const AUDIT_PAGE: usize = 1_000;
 
@@ -224,7 +224,7 @@ mod tests {
         let to = crate::store::postgres::tests::open_on(&dsn).await;
         let copied = copy(&from, &to, T0).await.unwrap();
         assert_eq!((copied.users, copied.clients, copied.tokens, copied.authorizations), (2, 1, 3, 2));
-        assert_eq!((copied.sessions, copied.audit_events, copied.secrets), (1, 2_500, 3));
+        assert_eq!((copied.sessions, copied.audit_events, copied.secrets), (1, 2_500, 2));
         assert!(copied.keyring);
         assert_eq!(to.server.secret("jwt", "other".into()).await.unwrap(), "the-jwt-secret");
         let tokens = to.token.load().await.unwrap();

@@ -34,7 +34,7 @@ pub enum RecordState {
         username: String,
         authorization_id: String,
         decided_at_ms: Millis,
-        /// The device's name as the person gave it (or the client's name).
+        /// The device's name as the person gave it (`None`: the client's name is shown).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
     },

@@ -85,14 +85,58 @@ impl AuthorizationStatus {
 /// The longest device name, in characters.
 pub const MAX_DEVICE_NAME: usize = 64;
 
+/// Who disabled an authorization, which decides who may enable it again: its owner only
+/// what they disabled themselves, a client-wide enable only what a client-wide disable
+/// paused, an administrator anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pauser {
+    Owner,
+    Admin,
+    /// An administrator, for every authorization of a client at once.
+    Client,
+}
+
+impl Pauser {
+    pub fn name(self) -> &'static str {
+        match self {
+            Pauser::Owner => "owner",
+            Pauser::Admin => "admin",
+            Pauser::Client => "client",
+        }
+    }
+
+    /// Whether this one may enable what `paused_by` disabled (`None`: a record from before
+    /// pausers were kept, which only an administrator enables).
+    pub fn may_enable(self, paused_by: Option<Pauser>) -> bool {
+        self == Pauser::Admin || paused_by == Some(self)
+    }
+
+    /// Whether a disable by this one takes over a pause by `paused_by`.
+    pub fn takes_over(self, paused_by: Option<Pauser>) -> bool {
+        Self::rank(paused_by) < Self::rank(Some(self))
+    }
+
+    /// Whose pause stands over whose: an administrator's over a client-wide one's over the
+    /// owner's (`None` counts as an administrator's). A disable by a higher one takes over a
+    /// lower one's pause, so that the owner cannot lift what an administrator meant.
+    fn rank(paused_by: Option<Pauser>) -> u8 {
+        match paused_by {
+            Some(Pauser::Owner) => 0,
+            Some(Pauser::Client) => 1,
+            Some(Pauser::Admin) | None => 2,
+        }
+    }
+}
+
 /// A change to every token of an authorization (or of a client's authorizations) other than
 /// revocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Amendment {
-    /// Active tokens become disabled.
-    Disable,
-    /// Disabled tokens become active again.
-    Enable,
+    /// Active tokens become disabled, by this one.
+    Disable(Pauser),
+    /// Disabled tokens become active again, those this one may enable.
+    Enable(Pauser),
     /// Every token gets this device name.
     Rename(String),
 }
@@ -101,12 +145,18 @@ impl Amendment {
     /// `r` as amended, or `None` if this amendment leaves it as it is.
     pub fn apply(&self, r: &TokenRecord) -> Option<TokenRecord> {
         match self {
-            Amendment::Disable if r.status == TokenStatus::Active => Some(TokenRecord {
-                status: TokenStatus::Disabled,
-                ..r.clone()
-            }),
-            Amendment::Enable if r.status == TokenStatus::Disabled => Some(TokenRecord {
+            Amendment::Disable(by)
+                if r.status == TokenStatus::Active || (r.status == TokenStatus::Disabled && by.takes_over(r.disabled_by)) =>
+            {
+                Some(TokenRecord {
+                    status: TokenStatus::Disabled,
+                    disabled_by: Some(*by),
+                    ..r.clone()
+                })
+            }
+            Amendment::Enable(by) if r.status == TokenStatus::Disabled && by.may_enable(r.disabled_by) => Some(TokenRecord {
                 status: TokenStatus::Active,
+                disabled_by: None,
                 ..r.clone()
             }),
             Amendment::Rename(name) if r.name.as_deref() != Some(name) => Some(TokenRecord {
@@ -141,10 +191,17 @@ pub struct TokenRecord {
     /// The device's name, given at approval (else the client's name) or later by its owner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// For a refresh token retired by rotation: the id of the refresh token that replaced it
-    /// (what a reuse within `REFRESH_TOKEN_REUSE_GRACE` is answered with).
+    /// For a refresh token retired by rotation: the id of the refresh token that replaced it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub successor: Option<String>,
+    /// With a reuse grace, that successor sealed under this (retired) token: what a reuse
+    /// within `REFRESH_TOKEN_REUSE_GRACE` is answered with. Erased once the grace is over
+    /// (see [`TokenRepo::prune`]), so an old token never opens the way to a later one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_successor: Option<String>,
+    /// Who disabled it, while disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_by: Option<Pauser>,
 }
 
 /// A token as a lookup names it.
@@ -175,12 +232,13 @@ pub struct PageFilter {
 }
 
 /// One page of authorizations as stored: their ids, newest first (by first issue, then id),
-/// how many the filter selects in all, and how many of those are active.
+/// how many the filter selects in all, and how many of those are live (active or disabled:
+/// what a revocation would still end).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredPage {
     pub ids: Vec<String>,
     pub total: usize,
-    pub active: usize,
+    pub live: usize,
 }
 
 /// Everything the token actor holds, as loaded at start.
@@ -223,9 +281,10 @@ pub trait TokenRepo: Send + Sync {
     /// are revoked too) or finds its refresh token revoked. Answers how many records changed.
     fn revoke(&self, scope: RevokeScope) -> Pending<u64>;
     /// Deletes every stored record that expired before `expired_before`, and the issuance
-    /// marks made before `marks_before` whose records are all gone, whichever process wrote
+    /// marks made before `marks_before` whose records are all gone, and erases the sealed
+    /// successors of refresh tokens replaced before `unseal_before`, whichever process wrote
     /// them.
-    fn prune(&self, expired_before: Secs, marks_before: Secs) -> Pending<()>;
+    fn prune(&self, expired_before: Secs, marks_before: Secs, unseal_before: Secs) -> Pending<()>;
     /// Every record of the tokens `owner` selects, as stored now.
     fn owned_by(&self, owner: RevokeScope) -> Pending<Vec<TokenRecord>>;
     /// One page of the authorizations `filter` selects, as stored now.

@@ -94,10 +94,6 @@ impl System {
             let repo = &*stores.server;
             let jwt = server_secret(repo, "jwt", "JWT_SECRET", secrets.jwt.as_deref()).await?;
             let session_secret = server_secret(repo, "session", "SESSION_SECRET", secrets.session.as_deref()).await?;
-            // Kept in the store only (every process sharing it derives the same successors).
-            let successor_key = repo.secret("refresh-successor", secret::random_token(48)).await?;
-            let mut config = config;
-            config.token.successor_key = Arc::from(successor_key.into_bytes());
             let options = key_options(jwt);
             let keys = match JwtKeys::load(repo, options.clone(), now / 1000).await {
                 // Another process sharing the database wrote the keyring between our read and

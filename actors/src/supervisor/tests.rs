@@ -32,7 +32,6 @@ fn config(login_url: Option<&str>) -> CoreConfig {
             refresh_enabled: true,
             rotation: false,
             reuse_grace: Duration::ZERO,
-            successor_key: std::sync::Arc::from(vec![3u8; 32]),
         },
         session_max_age: Duration::from_secs(600),
         admin_password: Some("admin-password".into()),

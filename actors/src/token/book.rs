@@ -200,6 +200,10 @@ impl TokenBook {
             last_used_at,
             expires_at,
             status,
+            disabled_by: recs
+                .iter()
+                .filter(|r| r.status == TokenStatus::Disabled)
+                .find_map(|r| r.disabled_by),
         })
     }
 
@@ -222,12 +226,15 @@ impl TokenBook {
     /// Page `page` (1-based, clamped) of `per_page` of the authorizations `query` selects.
     pub fn authorization_page(&self, query: &AuthorizationQuery, page: usize, per_page: usize, now: Secs) -> AuthorizationPage {
         let all = self.authorizations(query, now);
-        let active = all.iter().filter(|a| a.status == AuthorizationStatus::Active).count();
+        let live = all
+            .iter()
+            .filter(|a| matches!(a.status, AuthorizationStatus::Active | AuthorizationStatus::Disabled))
+            .count();
         let per_page = per_page.max(1);
         let pages = all.len().div_ceil(per_page).max(1);
         let page = page.clamp(1, pages);
         let rows = all.into_iter().skip((page - 1) * per_page).take(per_page).collect();
-        AuthorizationPage { rows, page, pages, active }
+        AuthorizationPage { rows, page, pages, live }
     }
 
     /// Every token record of one user, newest first.
@@ -292,6 +299,19 @@ impl TokenBook {
         })
     }
 
+    /// The refresh tokens replaced before `before` that still keep their successor sealed, as
+    /// they are once it is erased.
+    pub fn unseal(&self, before: Secs) -> Vec<TokenRecord> {
+        self.records
+            .values()
+            .filter(|r| r.sealed_successor.is_some() && r.last_used_at.is_some_and(|t| t < before))
+            .map(|r| TokenRecord {
+                sealed_successor: None,
+                ..r.clone()
+            })
+            .collect()
+    }
+
     /// Removes the records long expired at `now`, and forgets the issuance of authorizations
     /// left without records once `remember` has passed since it (a device code can no longer
     /// be presented then): the record ids and the authorization ids.
@@ -327,6 +347,7 @@ pub fn scope_within(requested: &str, granted: &str) -> bool {
 mod tests {
     use super::*;
     use crate::crypto::secret;
+    use crate::store::token::Pauser;
 
     #[test]
     fn scope_narrowing_is_checked_word_by_word() {
@@ -352,6 +373,8 @@ mod tests {
             last_used_at: None,
             name: None,
             successor: None,
+            sealed_successor: None,
+            disabled_by: None,
         }
     }
 
@@ -386,7 +409,7 @@ mod tests {
             status: TokenStatus::Retired,
             ..rec("r0", "A", TokenKind::Refresh, 1)
         });
-        let off = b.amend_authorization("A", &Amendment::Disable);
+        let off = b.amend_authorization("A", &Amendment::Disable(Pauser::Owner));
         assert_eq!(off.len(), 2, "the retired token is left as it is");
         b.apply(&off);
         assert_eq!(b.authorization("A", 50).unwrap().status, AuthorizationStatus::Disabled);
@@ -399,11 +422,16 @@ mod tests {
         b.merge(vec![rec("a1", "A", TokenKind::Access, 1), rec("r0", "A", TokenKind::Refresh, 1)]);
         assert_eq!(b.get("a1").unwrap().status, TokenStatus::Active);
         assert_eq!(b.get("r0").unwrap().status, TokenStatus::Retired);
-        b.apply(&b.amend_authorization("A", &Amendment::Disable));
-        b.apply(&b.amend_authorization("A", &Amendment::Enable));
+        b.apply(&b.amend_authorization("A", &Amendment::Disable(Pauser::Admin)));
+        assert!(
+            b.amend_authorization("A", &Amendment::Enable(Pauser::Owner)).is_empty(),
+            "an admin's pause (taking over the owner's) is not the owner's to lift"
+        );
+        assert_eq!(b.authorization("A", 50).unwrap().disabled_by, Some(Pauser::Admin));
+        b.apply(&b.amend_authorization("A", &Amendment::Enable(Pauser::Admin)));
         assert_eq!(b.authorization("A", 50).unwrap().status, AuthorizationStatus::Active);
         // Past their expiry, disabled tokens make an expired authorization, not a disabled one.
-        b.apply(&b.amend_authorization("A", &Amendment::Disable));
+        b.apply(&b.amend_authorization("A", &Amendment::Disable(Pauser::Owner)));
         assert_eq!(b.authorization("A", 500).unwrap().status, AuthorizationStatus::Expired);
         b.apply(&b.amend_authorization("A", &Amendment::Rename("TV".into())));
         assert_eq!(b.authorization("A", 50).unwrap().name.as_deref(), Some("TV"));
@@ -420,7 +448,7 @@ mod tests {
             ..Default::default()
         };
         let first = b.authorization_page(&q, 1, 3, 50);
-        assert_eq!((first.page, first.pages, first.active), (1, 3, 7));
+        assert_eq!((first.page, first.pages, first.live), (1, 3, 7));
         assert_eq!(first.rows.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["A6", "A5", "A4"]);
         let last = b.authorization_page(&q, 99, 3, 50);
         assert_eq!((last.page, last.rows.len()), (3, 1), "a page past the end is the last one");

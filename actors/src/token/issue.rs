@@ -13,7 +13,7 @@ use crate::error::OAuthError;
 use crate::provider::token_service::MintedToken;
 use crate::runtime::commit::{after, rebuild};
 use crate::store::Pending;
-use crate::store::token::{RevokeScope, TokenKind, TokenRecord, TokenStatus};
+use crate::store::token::{RevokeScope, TokenKind, TokenRecord, TokenRef, TokenStatus};
 use crate::time::Secs;
 
 /// The longest lifetime accepted from the token service, in seconds.
@@ -21,6 +21,18 @@ const MAX_MINTED_TTL: Secs = 366 * 24 * 3600;
 
 fn invalid_refresh() -> OAuthError {
     OAuthError::invalid_grant("the refresh token is invalid, expired or revoked")
+}
+
+/// What a replaced refresh token presented again stands for (see `TokenState::in_grace`).
+enum Grace {
+    /// Its successor, still active, and the successor's clear text: answered with again.
+    Successor(Box<TokenRecord>, String),
+    /// Its successor is disabled with the authorization: refused, not counted as reuse.
+    Paused,
+    /// Its successor is not held here (another process rotated): read the authorization.
+    Unread,
+    /// Past the grace, or the successor was replaced or revoked: reuse.
+    Reuse,
 }
 
 /// What a caller hears when a conditional write loses to another process.
@@ -54,6 +66,8 @@ impl TokenState {
             last_used_at: None,
             name: g.name.clone(),
             successor: None,
+            sealed_successor: None,
+            disabled_by: None,
         };
         let id = uuid::Uuid::new_v4().to_string();
         if let Some(m) = minted {
@@ -86,8 +100,7 @@ impl TokenState {
         Ok((jwt, record(id, None, now + ttl), ttl))
     }
 
-    /// A refresh token's record: `token` is new and random at issuance, and at rotation the
-    /// presented token's successor ([`TokenState::successor_of`]).
+    /// A refresh token's record; `token` is its clear text (new and random).
     fn mint_refresh(&self, g: &Grant, now: Secs, token: String) -> (String, TokenRecord) {
         let rec = TokenRecord {
             id: uuid::Uuid::new_v4().to_string(),
@@ -104,30 +117,41 @@ impl TokenState {
             last_used_at: None,
             name: g.name.clone(),
             successor: None,
+            sealed_successor: None,
+            disabled_by: None,
         };
         (token, rec)
     }
 
-    /// The refresh token that replaces `token` at rotation: HMAC-SHA-256 of it under the
-    /// successor key. Only the server can derive it, and it derives the same one again when
-    /// the replaced token comes back within the reuse grace.
-    fn successor_of(&self, token: &str) -> String {
-        secret::keyed_token(&self.config.successor_key, "refresh-successor", token)
-    }
-
-    /// The refresh token that replaced `retired`, if `token` (its clear text) is presented
-    /// again within `REFRESH_TOKEN_REUSE_GRACE` of the rotation and that successor is still
-    /// active: the client lost the answer, or refreshed from two threads.
-    fn successor_in_grace(&self, retired: &TokenRecord, token: &str, now: Secs) -> Option<TokenRecord> {
+    /// What the replaced refresh token `retired`, presented again as `token` (its clear text),
+    /// stands for: within `REFRESH_TOKEN_REUSE_GRACE` of the rotation (the client lost the
+    /// answer, or refreshed from two threads), the successor sealed under it.
+    fn in_grace(&self, retired: &TokenRecord, token: &str, now: Secs) -> Grace {
         let grace = self.config.reuse_grace.as_secs();
-        let replaced_at = retired.last_used_at?;
+        let (Some(replaced_at), Some(next_id), Some(seal)) = (
+            retired.last_used_at,
+            retired.successor.as_deref(),
+            retired.sealed_successor.as_deref(),
+        ) else {
+            return Grace::Reuse;
+        };
         if grace == 0 || now > replaced_at.saturating_add(grace) {
-            return None;
+            return Grace::Reuse;
         }
-        let next = self.book.get(retired.successor.as_deref()?)?;
-        let derived = secret::sha256_hex(&self.successor_of(token));
-        (next.status == TokenStatus::Active && next.expires_at > now && next.token_hash.as_deref() == Some(derived.as_str()))
-            .then(|| next.clone())
+        let Some(next) = self.book.get(next_id) else {
+            return Grace::Unread;
+        };
+        let Some(clear) = secret::open_sealed(token, seal) else {
+            return Grace::Reuse;
+        };
+        if next.token_hash.as_deref() != Some(secret::sha256_hex(&clear).as_str()) {
+            return Grace::Reuse;
+        }
+        match next.status {
+            TokenStatus::Active if next.expires_at > now => Grace::Successor(Box::new(next.clone()), clear),
+            TokenStatus::Disabled => Grace::Paused,
+            _ => Grace::Reuse,
+        }
     }
 
     /// Applies `records` to the book, and replies `answer` once the conditional `write`
@@ -164,8 +188,13 @@ impl TokenState {
                             }
                             let _ = me.cast(TokenMsg::Changed { authorization_id, forget });
                             if let Lost::Retry(request) = lost {
-                                // After the records written ahead are dropped: read again.
-                                let _ = me.cast(TokenMsg::Refresh { request, reply });
+                                // After the records written ahead are dropped: read the
+                                // authorization as stored, then answer from it.
+                                let what = TokenRef::Hash(hex::encode(request.hash));
+                                let then = Box::new(TokenMsg::Refresh { request, reply });
+                                if let Err(Some(TokenMsg::ReadThen { then, .. })) = me.cast(TokenMsg::ReadThen { what, then }) {
+                                    then.unavailable();
+                                }
                                 return;
                             }
                         }
@@ -275,10 +304,20 @@ impl TokenState {
                 let _ = reply.send(Err(invalid_refresh()));
                 return;
             }
-            TokenStatus::Active => (presented, false),
-            TokenStatus::Retired => match self.successor_in_grace(&presented, &request.token, now) {
-                Some(next) => (next, true),
-                None => {
+            TokenStatus::Active => (presented, None),
+            TokenStatus::Retired => match self.in_grace(&presented, &request.token, now) {
+                Grace::Successor(next, clear) => (*next, Some(clear)),
+                Grace::Paused => {
+                    let _ = reply.send(Err(invalid_refresh()));
+                    return;
+                }
+                Grace::Unread if self.cache.shared && !request.retried => {
+                    let what = TokenRef::Authorization(presented.authorization_id.clone());
+                    let request = RefreshRequest { retried: true, ..request };
+                    self.read(what, Some(TokenMsg::Refresh { request, reply }), 0);
+                    return;
+                }
+                Grace::Unread | Grace::Reuse => {
                     // RFC 9700 §4.14: a rotated-out refresh token came back; assume it was
                     // stolen and end the whole authorization.
                     let old = presented;
@@ -340,19 +379,28 @@ impl TokenState {
             }
         };
         let mut records = vec![access];
-        let refresh_token = if again {
+        let refresh_token = if let Some(successor) = again {
             // The successor already issued, again: it rotates on its own next use.
             records.push(TokenRecord {
                 last_used_at: Some(now),
                 ..old.clone()
             });
-            Some(self.successor_of(&request.token))
+            Some(successor)
         } else if self.config.rotation {
-            let (token, rec) = self.mint_refresh(&grant, now, self.successor_of(&request.token));
+            // With a grace, the successor is kept sealed under the token it replaces (only
+            // who presents that token can open it); without one, nothing is kept.
+            let (token, sealed) = if self.config.reuse_grace.is_zero() {
+                (secret::random_token(32), None)
+            } else {
+                let (token, seal) = secret::sealed_token(&request.token);
+                (token, Some(seal))
+            };
+            let (token, rec) = self.mint_refresh(&grant, now, token);
             records.push(TokenRecord {
                 status: TokenStatus::Retired,
                 last_used_at: Some(now),
                 successor: Some(rec.id.clone()),
+                sealed_successor: sealed,
                 ..old.clone()
             });
             records.push(rec);

@@ -42,7 +42,7 @@ use crate::provider::token_service::TokenProviderMsg;
 use crate::runtime::Handle;
 use crate::runtime::commit::{log_failure, reply_when_durable};
 use crate::store::change::Cache;
-pub use crate::store::token::{Amendment, MAX_DEVICE_NAME};
+pub use crate::store::token::{Amendment, MAX_DEVICE_NAME, Pauser};
 use crate::store::token::{RevokeScope, TokenRef, TokenRepo};
 pub use crate::store::token::{TokenKind, TokenRecord, TokenStatus};
 use crate::time::Secs;
@@ -57,11 +57,6 @@ pub struct TokenConfig {
     /// `REFRESH_TOKEN_REUSE_GRACE`: how long a refresh token replaced by rotation may be
     /// presented again by its client and answered with its successor (0: never).
     pub reuse_grace: Duration,
-    /// The key a rotated refresh token's successor is derived with (HMAC of the presented
-    /// token), so that a reuse within the grace can be answered with the same successor
-    /// without keeping it in clear. [`crate::supervisor::System::start`] fills it from a
-    /// secret kept in the store.
-    pub successor_key: Arc<[u8]>,
 }
 
 pub struct TokenActor;
@@ -232,18 +227,23 @@ impl TokenState {
         answer: Result<T, OAuthError>,
         reply: RpcReplyPort<Result<T, OAuthError>>,
     ) {
-        self.write_scope(myself, records, move |repo| repo.revoke(scope), answer, reply);
+        self.write_scope(myself, (scope, records), |repo, scope| repo.revoke(scope), answer, reply);
     }
 
     /// Changes every token of a scope (a revocation, a disable, an enable, a rename):
     /// `records` are the changed records this book knows of; on a shared database `in_store`
     /// makes the change by scope instead, which also reaches tokens other processes issued or
     /// rotated that this one has not heard of yet.
+    ///
+    /// After the commit, the authorizations of the scope held here are read again: a read
+    /// that started before the commit (and finished after the change was applied here) may
+    /// have brought back what the change replaced, and this process hears no announcement of
+    /// its own writes.
     fn write_scope<T: Send + 'static>(
         &mut self,
         myself: &ActorRef<TokenMsg>,
-        records: Vec<TokenRecord>,
-        in_store: impl FnOnce(&dyn TokenRepo) -> crate::store::Pending<u64>,
+        (scope, records): (RevokeScope, Vec<TokenRecord>),
+        in_store: impl FnOnce(&dyn TokenRepo, RevokeScope) -> crate::store::Pending<u64>,
         answer: Result<T, OAuthError>,
         reply: RpcReplyPort<Result<T, OAuthError>>,
     ) {
@@ -252,11 +252,22 @@ impl TokenState {
         }
         self.book.apply(&records);
         self.outdate_all();
-        let (write, me) = (in_store(&*self.repo), self.peers.me.clone());
+        let held = match &scope {
+            RevokeScope::Authorization(a) => vec![a.clone()],
+            RevokeScope::User(u) => self.book.authorizations_of(&Owner::User(u.clone())),
+            RevokeScope::Client(c) => self.book.authorizations_of(&Owner::Client(c.clone())),
+        };
+        let (write, me) = (in_store(&*self.repo, scope), self.peers.me.clone());
         let write = Box::pin(async move {
             let done = write.await.map(|_| ());
-            // Reads that started before the commit may predate the revocation.
+            // Reads that started before the commit may predate the change.
             let _ = me.cast(TokenMsg::Outdated);
+            for authorization_id in held {
+                let _ = me.cast(TokenMsg::Changed {
+                    authorization_id,
+                    forget: Vec::new(),
+                });
+            }
             done
         });
         reply_when_durable(myself, write, reply, answer);
@@ -420,7 +431,13 @@ impl Actor for TokenActor {
                     Some(view) => {
                         let records = st.book.amend_authorization(&authorization_id, &change);
                         let scope = RevokeScope::Authorization(authorization_id);
-                        st.write_scope(&myself, records, move |repo| repo.amend(scope, change), Ok(Some(view)), reply);
+                        st.write_scope(
+                            &myself,
+                            (scope, records),
+                            |repo, scope| repo.amend(scope, change),
+                            Ok(Some(view)),
+                            reply,
+                        );
                     }
                     None => {
                         let _ = reply.send(Ok(None));
@@ -435,7 +452,7 @@ impl Actor for TokenActor {
                     .flat_map(|a| st.book.amend_authorization(a, &change))
                     .collect();
                 let scope = RevokeScope::Client(client_id);
-                st.write_scope(&myself, records, move |repo| repo.amend(scope, change), Ok(()), reply);
+                st.write_scope(&myself, (scope, records), |repo, scope| repo.amend(scope, change), Ok(()), reply);
             }
             TokenMsg::RevokeAll { of, now, reply } if st.cache.shared => st.revoke_all_in_store(of, now, reply),
             TokenMsg::RevokeAll { of, now, reply } => {
@@ -445,7 +462,7 @@ impl Actor for TokenActor {
                     .filter(|a| {
                         st.book
                             .authorization(a, now / 1000)
-                            .is_some_and(|v| v.status == AuthorizationStatus::Active)
+                            .is_some_and(|v| matches!(v.status, AuthorizationStatus::Active | AuthorizationStatus::Disabled))
                     })
                     .count();
                 let records = ids.iter().flat_map(|a| st.book.revoke_authorization(a)).collect();
@@ -463,9 +480,11 @@ impl Actor for TokenActor {
                 if store {
                     // Every process's records and marks, not only those held here.
                     let now = now / 1000;
-                    let write = st
-                        .repo
-                        .prune(now.saturating_sub(book::EXPIRED_KEEP), now.saturating_sub(st.remember_issued));
+                    let write = st.repo.prune(
+                        now.saturating_sub(book::EXPIRED_KEEP),
+                        now.saturating_sub(st.remember_issued),
+                        now.saturating_sub(st.config.reuse_grace.as_secs()),
+                    );
                     log_failure(write, "delete expired token records");
                 }
             }
@@ -473,6 +492,12 @@ impl Actor for TokenActor {
                 let (old, forget) = st.book.sweep(now / 1000, st.remember_issued);
                 if store && (!old.is_empty() || !forget.is_empty()) {
                     log_failure(st.repo.remove(&old, &forget), "delete expired token records");
+                }
+                // Successors sealed for the reuse grace are kept no longer than it.
+                let unsealed = st.book.unseal(now / 1000 - st.config.reuse_grace.as_secs().min(now / 1000));
+                if store && !unsealed.is_empty() {
+                    st.book.apply(&unsealed);
+                    log_failure(st.repo.update(&unsealed), "erase sealed refresh-token successors");
                 }
             }
             TokenMsg::Changed { authorization_id, forget } => {
@@ -497,6 +522,7 @@ impl Actor for TokenActor {
                 st.cache.trusted = true;
             }
             TokenMsg::Outdated => st.outdate_all(),
+            TokenMsg::ReadThen { what, then } => st.read(what, Some(*then), 0),
             TokenMsg::Forget => {
                 st.outdate_all();
                 st.book = TokenBook::default();

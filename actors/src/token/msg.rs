@@ -122,6 +122,8 @@ pub enum TokenMsg {
         /// `TokenState::outdated`).
         read: Reading,
     },
+    /// Internal: reads the authorization `what` names from the store, then handles `then`.
+    ReadThen { what: TokenRef, then: Box<TokenMsg> },
     /// Internal: a revocation by scope this process made has committed; reads started before
     /// it are out of date.
     Outdated,

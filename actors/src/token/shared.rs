@@ -65,7 +65,7 @@ impl TokenState {
                     rows,
                     page,
                     pages,
-                    active: stored.active,
+                    live: stored.live,
                 })
             };
             match answer.await {
@@ -131,7 +131,7 @@ impl TokenState {
                     .filter(|a| {
                         before
                             .authorization(a, now / 1000)
-                            .is_some_and(|v| v.status == AuthorizationStatus::Active)
+                            .is_some_and(|v| matches!(v.status, AuthorizationStatus::Active | AuthorizationStatus::Disabled))
                     })
                     .count();
                 repo.revoke(scope).await?;

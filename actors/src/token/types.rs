@@ -14,7 +14,7 @@ pub struct Grant {
     pub client_id: String,
     pub scope: String,
     pub authorization_id: String,
-    /// The device's name, as the person gave it at approval (or the client's name).
+    /// The device's name, as the person gave it at approval (`None`: the client's name is shown).
     pub name: Option<String>,
 }
 
@@ -32,7 +32,7 @@ pub struct TokenResponse {
     pub username: String,
 }
 
-pub use crate::store::token::AuthorizationStatus;
+pub use crate::store::token::{AuthorizationStatus, Pauser};
 
 /// One authorization (one approved device and the tokens that came from it), as its owner or
 /// an administrator sees it.
@@ -51,6 +51,8 @@ pub struct AuthorizationView {
     /// When its longest-lived live token expires (or the last one did).
     pub expires_at: Secs,
     pub status: AuthorizationStatus,
+    /// Who disabled it, while it is disabled.
+    pub disabled_by: Option<Pauser>,
 }
 
 /// Which authorizations a listing wants.
@@ -71,8 +73,9 @@ pub struct AuthorizationPage {
     /// 1-based, within `1..=pages`.
     pub page: usize,
     pub pages: usize,
-    /// How many of all the selected authorizations (not only this page's) are active.
-    pub active: usize,
+    /// How many of all the selected authorizations (not only this page's) are live: active or
+    /// disabled, what "revoke all" would still end.
+    pub live: usize,
 }
 
 /// What `/oauth/tokeninfo` reports of a valid access token.
@@ -134,15 +137,23 @@ pub fn invalid_token() -> OAuthError {
     OAuthError::invalid_token("the access token is invalid, expired or revoked")
 }
 
+/// Characters that show nothing or turn text around (Unicode format characters): refused in
+/// names, which could otherwise pose as another device's in the lists and the audit trail.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
 /// Why a device name cannot be used.
-pub const DEVICE_NAME_RULE: &str = "A device name must be 1 to 64 characters, without control characters.";
+pub const DEVICE_NAME_RULE: &str = "A device name must be 1 to 64 characters, without control or invisible characters.";
 
 /// A device name as typed, trimmed: 1 to [`crate::store::token::MAX_DEVICE_NAME`] characters,
 /// none of them control characters.
 pub fn device_name(typed: &str) -> Result<String, &'static str> {
     let name = typed.trim();
     let fits = (1..=crate::store::token::MAX_DEVICE_NAME).contains(&name.chars().count());
-    if fits && !name.chars().any(char::is_control) {
+    if fits && !name.chars().any(|c| c.is_control() || invisible(c)) {
         Ok(name.to_owned())
     } else {
         Err(DEVICE_NAME_RULE)
@@ -160,6 +171,8 @@ mod tests {
         assert!(device_name(&"é".repeat(64)).is_ok(), "characters, not bytes");
         assert!(device_name(&"x".repeat(65)).is_err());
         assert!(device_name("tab\there").is_err());
+        assert!(device_name("TV\u{202E}vt").is_err(), "no right-to-left override");
+        assert!(device_name("T\u{200B}V").is_err(), "no zero-width space");
         assert!(device_name("<script>").is_ok(), "escaped where shown, not refused");
     }
 }

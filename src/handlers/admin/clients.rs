@@ -4,7 +4,7 @@ use authgate_actors::audit::EventKind;
 use authgate_actors::directory::{ClientRecord, ClientSpec, DirectoryMsg};
 use authgate_actors::runtime::FLOW_TIMEOUT;
 use authgate_actors::time::Millis;
-use authgate_actors::token::{Amendment, TokenMsg};
+use authgate_actors::token::{Amendment, Pauser, TokenMsg};
 use hyper::StatusCode;
 use minijinja::context;
 use serde::Serialize;
@@ -259,8 +259,8 @@ pub async fn client_action(app: &App, req: Request, id: String, action: String) 
     };
     let (v, dir, client_id, now) = (&post.v, app.actors.directory(), id.clone(), post.now);
     let change = match action.as_str() {
-        "disable-tokens" => Some(Amendment::Disable),
-        "enable-tokens" => Some(Amendment::Enable),
+        "disable-tokens" => Some(Amendment::Disable(Pauser::Client)),
+        "enable-tokens" => Some(Amendment::Enable(Pauser::Client)),
         _ => None,
     };
     if let Some(change) = change {

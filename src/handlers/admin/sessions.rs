@@ -3,15 +3,15 @@
 
 use authgate_actors::audit::{AuditFilter, AuditMsg, EventKind};
 use authgate_actors::time::Millis;
-use authgate_actors::token::{Amendment, AuthorizationQuery, AuthorizationStatus, TokenMsg};
+use authgate_actors::token::{Amendment, AuthorizationQuery, AuthorizationStatus, Pauser, TokenMsg};
 use hyper::StatusCode;
 use minijinja::context;
 
 use super::{AdminPost, admin, admin_form, event, not_found};
 use crate::app::App;
 use crate::handlers::account::{
-    PAGE_SIZE, amend, amendment_words, authorization_page, busy, device_label, flash_redirect, page_with_flash, requested_page, rows,
-    take_flash,
+    PAGE_SIZE, amend, amendment_refused, amendment_words, authorization_page, busy, device_label, flash_redirect, page_with_flash,
+    requested_page, rows, take_flash,
 };
 use crate::http::Request;
 use crate::http::Response;
@@ -55,14 +55,17 @@ pub async fn session_action(app: &App, req: Request, id: String, action: String)
     };
     let change = match action.as_str() {
         "revoke" => return revoke_session(app, post, id).await,
-        "disable" => Amendment::Disable,
-        "enable" => Amendment::Enable,
+        "disable" => Amendment::Disable(Pauser::Admin),
+        "enable" => Amendment::Enable(Pauser::Admin),
         _ => return not_found(app, &post.v, "action"),
     };
     let (kind, done) = amendment_words(&change);
-    match amend(app, &id, None, change, post.now).await {
+    match amend(app, &id, None, change.clone(), post.now).await {
         Ok(Some(a)) => {
             let device = device_label(app, &a);
+            if let Some(refused) = amendment_refused(&a, &change, &device) {
+                return flash_redirect(app, "/admin/sessions", &refused);
+            }
             app.actors.audit(
                 event(&post, kind)
                     .subject(a.username.clone())

@@ -10,7 +10,7 @@ use super::{PgOptions, open};
 use crate::store::audit::{AuditEvent, AuditFilter, EventKind};
 use crate::store::device::{DeviceRecord, RecordState};
 use crate::store::directory::{AuthSource, UserRecord};
-use crate::store::token::{RevokeScope, TokenKind, TokenRecord, TokenStatus};
+use crate::store::token::{Amendment, Pauser, RevokeScope, TokenKind, TokenRecord, TokenStatus};
 use crate::store::{StoreError, Stores};
 
 /// A new, empty database on the test server; its DSN.
@@ -62,7 +62,63 @@ fn token(id: &str, kind: TokenKind, status: TokenStatus) -> TokenRecord {
         last_used_at: None,
         name: None,
         successor: None,
+        sealed_successor: None,
+        disabled_by: None,
     }
+}
+
+/// A rename committed by one process is not undone by a rotation another makes from an older
+/// copy (the new records take the stored name); a disable by one stops the other's rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_and_a_disable_hold_against_another_processs_rotation() {
+    let Some(dsn) = fresh_database("rename").await else { return };
+    let (a, b) = (open_on(&dsn).await, open_on(&dsn).await);
+    let named = |id: &str, kind, name: &str| TokenRecord {
+        name: Some(name.into()),
+        ..token(id, kind, TokenStatus::Active)
+    };
+    assert!(
+        a.token
+            .issue(
+                "auth",
+                &[named("a1", TokenKind::Access, "TV"), named("r1", TokenKind::Refresh, "TV")]
+            )
+            .await
+            .unwrap()
+    );
+    a.token
+        .amend(RevokeScope::Authorization("auth".into()), Amendment::Rename("Kitchen".into()))
+        .await
+        .unwrap();
+    let retired = TokenRecord {
+        status: TokenStatus::Retired,
+        ..named("r1", TokenKind::Refresh, "TV")
+    };
+    assert!(
+        b.token
+            .refresh(
+                "r1",
+                &[retired, named("r2", TokenKind::Refresh, "TV"), named("a2", TokenKind::Access, "TV")]
+            )
+            .await
+            .unwrap()
+    );
+    let stored = a.token.authorization("auth").await.unwrap();
+    assert!(stored.iter().all(|r| r.name.as_deref() == Some("Kitchen")), "{stored:?}");
+    a.token
+        .amend(RevokeScope::Authorization("auth".into()), Amendment::Disable(Pauser::Owner))
+        .await
+        .unwrap();
+    let retired = TokenRecord {
+        status: TokenStatus::Retired,
+        ..named("r2", TokenKind::Refresh, "Kitchen")
+    };
+    assert!(
+        !b.token
+            .refresh("r2", &[retired, named("r3", TokenKind::Refresh, "Kitchen")])
+            .await
+            .unwrap()
+    );
 }
 
 /// Two stores on one database, as two processes: of 20 concurrent issuances of one

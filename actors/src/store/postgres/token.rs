@@ -166,15 +166,15 @@ impl TokenRepo for Tokens {
 
     fn refresh(&self, old_id: &str, records: &[TokenRecord]) -> Pending<bool> {
         // FOR UPDATE: a second refresh of the same token waits for the first to commit, then
-        // sees it retired and writes nothing.
-        const SQL: &str = concat!(
-            "WITH old AS (SELECT 1 FROM tokens WHERE id = $2 AND status = 'active' FOR UPDATE), \
-             rows AS (",
-            upsert!(),
-            " WHERE EXISTS (SELECT 1 FROM old)",
-            " ON CONFLICT (id) DO UPDATE SET status = excluded.status, expires_at = excluded.expires_at, record = excluded.record",
-            " RETURNING 1) SELECT EXISTS (SELECT 1 FROM old)"
-        );
+        // sees it retired and writes nothing. The records take the device name the old token
+        // has as stored (a rename another process committed is not undone by an older copy).
+        const SQL: &str = "WITH old AS (SELECT record->'name' AS name FROM tokens WHERE id = $2 AND status = 'active' FOR UPDATE), \
+             rows AS (INSERT INTO tokens (id, authorization_id, token_hash, status, expires_at, record) \
+             SELECT r->>'id', r->>'authorization_id', r->>'token_hash', r->>'status', (r->>'expires_at')::bigint, \
+                    CASE WHEN o.name IS NULL OR o.name = 'null'::jsonb THEN r ELSE jsonb_set(r, '{name}', o.name) END \
+             FROM jsonb_array_elements($1::text::jsonb) r, old o \
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status, expires_at = excluded.expires_at, record = excluded.record \
+             RETURNING 1) SELECT EXISTS (SELECT 1 FROM old)";
         match json(&records) {
             Ok(rows) => {
                 // The authorization's mark first: a revocation of it waits, or is waited for.
@@ -209,8 +209,13 @@ impl TokenRepo for Tokens {
         }
     }
 
-    fn prune(&self, expired_before: Secs, marks_before: Secs) -> Pending<()> {
+    fn prune(&self, expired_before: Secs, marks_before: Secs, unseal_before: Secs) -> Pending<()> {
         let write = self.0.writer.submit(vec![
+            Stmt::exec(
+                "UPDATE tokens SET record = record - 'sealed_successor' \
+                 WHERE record ? 'sealed_successor' AND (record->>'last_used_at')::bigint < $1",
+                vec![Box::new(int(unseal_before))],
+            ),
             Stmt::exec("DELETE FROM tokens WHERE expires_at < $1", vec![Box::new(int(expired_before))]),
             Stmt::exec(
                 "DELETE FROM authorizations a WHERE issued_at < $1 AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.authorization_id = a.id)",
@@ -247,7 +252,7 @@ impl TokenRepo for Tokens {
                      s AS (SELECT *, CASE WHEN live THEN 'active' WHEN paused THEN 'disabled' \
                                           WHEN revoked THEN 'revoked' ELSE 'expired' END AS st FROM a), \
                      f AS (SELECT * FROM s WHERE ($2::text IS NULL OR username = $2) AND ($3::text IS NULL OR st = $3)) \
-                     SELECT (SELECT count(*) FROM f), (SELECT count(*) FROM f WHERE live), \
+                     SELECT (SELECT count(*) FROM f), (SELECT count(*) FROM f WHERE live OR paused), \
                             coalesce((SELECT array_agg(id ORDER BY at DESC, id) FROM \
                                      (SELECT id, at FROM f ORDER BY at DESC, id LIMIT $5 OFFSET $4) p), '{}')",
                     &[
@@ -261,11 +266,11 @@ impl TokenRepo for Tokens {
                 .await
                 .map_err(db_error)?;
             let row = rows.first().ok_or_else(|| StoreError::Storage("no page".into()))?;
-            let (total, active, ids): (i64, i64, Vec<String>) = (row.get(0), row.get(1), row.get(2));
+            let (total, live, ids): (i64, i64, Vec<String>) = (row.get(0), row.get(1), row.get(2));
             Ok(StoredPage {
                 ids,
                 total: usize::try_from(total).unwrap_or(0),
-                active: usize::try_from(active).unwrap_or(0),
+                live: usize::try_from(live).unwrap_or(0),
             })
         })
     }
@@ -298,21 +303,25 @@ impl TokenRepo for Tokens {
     }
 
     fn amend(&self, scope: RevokeScope, change: Amendment) -> Pending<u64> {
+        // As `Amendment::apply`: active ones, and disabled ones a lower pauser paused.
         const DISABLE: [&str; 3] = by_scope!(
-            "status = 'disabled', record = jsonb_set(record, '{status}', '\"disabled\"')",
-            "status = 'active'"
+            "status = 'disabled', record = jsonb_set(jsonb_set(record, '{status}', '\"disabled\"'), '{disabled_by}', to_jsonb($3::text))",
+            "(status = 'active' OR (status = 'disabled' AND \
+              (CASE record->>'disabled_by' WHEN 'owner' THEN 0 WHEN 'client' THEN 1 ELSE 2 END) < \
+              (CASE $3 WHEN 'owner' THEN 0 WHEN 'client' THEN 1 ELSE 2 END)))"
         );
+        // As `Pauser::may_enable`: an administrator enables anything, others what they paused.
         const ENABLE: [&str; 3] = by_scope!(
-            "status = 'active', record = jsonb_set(record, '{status}', '\"active\"')",
-            "status = 'disabled'"
+            "status = 'active', record = jsonb_set(record, '{status}', '\"active\"') - 'disabled_by'",
+            "status = 'disabled' AND ($3 = 'admin' OR record->>'disabled_by' = $3)"
         );
         const RENAME: [&str; 3] = by_scope!(
             "record = jsonb_set(record, '{name}', to_jsonb($3::text))",
             "record->>'name' IS DISTINCT FROM $3"
         );
         match change {
-            Amendment::Disable => self.rewrite(scope, DISABLE, None),
-            Amendment::Enable => self.rewrite(scope, ENABLE, None),
+            Amendment::Disable(by) => self.rewrite(scope, DISABLE, Some(by.name().to_owned())),
+            Amendment::Enable(by) => self.rewrite(scope, ENABLE, Some(by.name().to_owned())),
             Amendment::Rename(name) => self.rewrite(scope, RENAME, Some(name)),
         }
     }

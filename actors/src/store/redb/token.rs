@@ -107,10 +107,20 @@ impl TokenRepo for Tokens {
         self.0.submit_encoded(|| puts(records))
     }
 
-    fn prune(&self, expired_before: Secs, marks_before: Secs) -> Pending<()> {
+    fn prune(&self, expired_before: Secs, marks_before: Secs, unseal_before: Secs) -> Pending<()> {
         let engine = self.0.clone();
         Box::pin(async move {
             let data = Tokens(engine.clone()).load().await?;
+            let unsealed: Vec<TokenRecord> = data
+                .records
+                .iter()
+                .filter(|r| r.sealed_successor.is_some() && r.last_used_at.is_some_and(|t| t < unseal_before))
+                .map(|r| TokenRecord {
+                    sealed_successor: None,
+                    ..r.clone()
+                })
+                .collect();
+            engine.submit_encoded(|| puts(&unsealed)).await?;
             let old: Vec<String> = data
                 .records
                 .iter()
@@ -173,13 +183,14 @@ impl TokenRepo for Tokens {
                 .filter_map(|(id, (at, name, records))| {
                     let status = AuthorizationStatus::of(records.iter().map(|(s, e)| (s, *e)), filter.now);
                     let selected = filter.username.as_ref().is_none_or(|u| *u == name) && filter.status.is_none_or(|s| s == status);
-                    selected.then_some((id, at, status == AuthorizationStatus::Active))
+                    let live = matches!(status, AuthorizationStatus::Active | AuthorizationStatus::Disabled);
+                    selected.then_some((id, at, live))
                 })
                 .collect();
             list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             Ok(StoredPage {
                 total: list.len(),
-                active: list.iter().filter(|a| a.2).count(),
+                live: list.iter().filter(|a| a.2).count(),
                 ids: list.into_iter().skip(offset).take(limit).map(|a| a.0).collect(),
             })
         })
