@@ -50,13 +50,14 @@ enum Route {
     AdminSessionAction,
     AdminAudit,
     Introspect,
+    UserInfo,
     Metadata,
     Jwks,
     Metrics,
 }
 
 /// Every route's path pattern (also its label in metrics and logs).
-const ROUTES: [(&str, Route); 32] = [
+const ROUTES: [(&str, Route); 33] = [
     ("/", Route::Root),
     ("/health", Route::Health),
     ("/oauth/device/code", Route::DeviceCode),
@@ -64,6 +65,7 @@ const ROUTES: [(&str, Route); 32] = [
     ("/oauth/tokeninfo", Route::TokenInfo),
     ("/oauth/revoke", Route::Revoke),
     ("/oauth/introspect", Route::Introspect),
+    ("/oauth/userinfo", Route::UserInfo),
     ("/.well-known/oauth-authorization-server", Route::Metadata),
     ("/.well-known/jwks.json", Route::Jwks),
     ("/login", Route::Login),
@@ -282,6 +284,7 @@ impl App {
             Route::TokenInfo if get => oauth::tokeninfo(self, req, now).await,
             Route::Revoke if post => oauth::revoke(self, req).await,
             Route::Introspect if post => oauth::introspect(self, req).await,
+            Route::UserInfo if get || post => oauth::userinfo(self, req, now).await,
             Route::Metadata if get => discovery::metadata(self),
             Route::Jwks if get => discovery::jwks(self),
             Route::Metrics if get => metrics::metrics_page(self, req, now).await,
@@ -336,6 +339,7 @@ impl App {
             | Route::AdminSessionAction => "POST",
             Route::Login | Route::Logout | Route::AdminClients | Route::AdminClient | Route::AdminUsers => "GET, HEAD, POST",
             Route::Metadata | Route::Jwks => "GET, HEAD, OPTIONS",
+            Route::UserInfo => "GET, HEAD, POST",
             _ => "GET, HEAD",
         };
         let mut r = self.pages.error(

@@ -116,6 +116,9 @@ enum ClientCommand {
         /// Grant types the client may use, comma-separated
         #[arg(long, value_delimiter = ',', default_value = "device_code,refresh_token")]
         grant_types: Vec<String>,
+        /// Issue refresh tokens to OpenID Connect requests (scope openid) even without offline_access
+        #[arg(long)]
+        always_refresh: bool,
     },
     /// List clients
     List,
@@ -504,9 +507,11 @@ async fn client_command(actors: Actors, now: Millis, cmd: ClientCommand) -> Resu
             name,
             confidential,
             grant_types,
+            always_refresh,
         } => {
             let spec = ClientSpec {
                 grant_types,
+                always_refresh,
                 ..ClientSpec::new(&name, confidential)
             };
             let (client, secret) = dir

@@ -68,6 +68,8 @@ pub struct Viewer {
     pub is_admin: bool,
     /// Signs in with a password kept here (and so may change it here).
     pub local_password: bool,
+    /// When this session signed in (Unix ms).
+    pub signed_in_at_ms: u64,
 }
 
 impl Viewer {

@@ -35,6 +35,8 @@ pub enum ErrorCode {
     ExpiredToken,
     /// RFC 6750 §3.1: "The access token provided is expired, revoked, malformed, or invalid."
     InvalidToken,
+    /// RFC 6750 §3.1: "The request requires higher privileges than provided by the access token."
+    InsufficientScope,
     /// RFC 7009 §2.2.1: "The authorization server does not support the revocation of the presented token type."
     UnsupportedTokenType,
     /// RFC 6749 §4.1.2.1: "The authorization server encountered an unexpected condition."
@@ -58,6 +60,7 @@ impl ErrorCode {
             Self::AccessDenied => "access_denied",
             Self::ExpiredToken => "expired_token",
             Self::InvalidToken => "invalid_token",
+            Self::InsufficientScope => "insufficient_scope",
             Self::UnsupportedTokenType => "unsupported_token_type",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",

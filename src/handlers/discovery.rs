@@ -2,7 +2,7 @@
 //! metadata (RFC 8414) and the JWK Set of the keys that verify access tokens. Both are public,
 //! cacheable, and readable from browser code (CORS).
 
-use authgate_actors::directory::{GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN};
+use authgate_actors::directory::{GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, OIDC_SCOPES};
 use hyper::StatusCode;
 use hyper::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL,
@@ -35,6 +35,12 @@ struct Metadata<'a> {
     introspection_endpoint_auth_methods_supported: [&'static str; 2],
     /// The algorithm access tokens are signed with.
     token_signing_alg_values_supported: [&'static str; 1],
+    /// OpenID Connect on the device grant: `id_token`s (always asymmetric) and userinfo.
+    userinfo_endpoint: String,
+    id_token_signing_alg_values_supported: [&'static str; 1],
+    subject_types_supported: [&'static str; 1],
+    scopes_supported: [&'static str; 4],
+    claims_supported: [&'static str; 11],
     service_documentation: String,
 }
 
@@ -54,6 +60,28 @@ pub fn metadata_document(settings: &Settings) -> String {
         revocation_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
         introspection_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
         token_signing_alg_values_supported: [settings.jwt_signing_algorithm.name()],
+        userinfo_endpoint: format!("{base}/oauth/userinfo"),
+        // With HS256 access tokens, id_tokens get a generated ES256 key of their own.
+        id_token_signing_alg_values_supported: [if settings.jwt_signing_algorithm.asymmetric() {
+            settings.jwt_signing_algorithm.name()
+        } else {
+            "ES256"
+        }],
+        subject_types_supported: ["public"],
+        scopes_supported: OIDC_SCOPES,
+        claims_supported: [
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "at_hash",
+            "preferred_username",
+            "name",
+            "email",
+        ],
         service_documentation: format!("{base}/device"),
     };
     serde_json::to_string_pretty(&doc).unwrap_or_default()

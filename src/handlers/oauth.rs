@@ -8,7 +8,7 @@ use authgate_actors::crypto::secret;
 use authgate_actors::device::DeviceMsg;
 use authgate_actors::directory::{ClientRecord, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN};
 use authgate_actors::time::Millis;
-use authgate_actors::token::{RefreshRequest, RevokeTarget, TokenKind, TokenMsg};
+use authgate_actors::token::{RefreshRequest, RevokeTarget, TokenInfo, TokenKind, TokenMsg, invalid_token};
 use authgate_actors::{ErrorCode, OAuthError};
 use hyper::StatusCode;
 use serde::Serialize;
@@ -190,27 +190,75 @@ pub async fn tokeninfo(app: &App, req: Request, now: Millis) -> Response {
                 (Some(t), None) | (None, Some(t)) if !t.is_empty() => t,
                 _ => return Err(OAuthError::invalid_request("an access token is required")),
             };
-            let actor = app.actors.token();
-            let info = match app.keys.verify(token, now / 1000) {
-                Some(claims) => {
-                    actor
-                        .ask(|reply| TokenMsg::Validate {
-                            jti: claims.jti,
-                            now,
-                            reply,
-                        })
-                        .await??
-                }
-                // Not a JWT of ours: perhaps one the token service minted.
-                None if app.keys.verify_ignoring_expiry(token, now / 1000).is_none() && token.len() <= 8192 => {
-                    let token = token.to_owned();
-                    actor
-                        .ask_within(app.settings.token_wait(), |reply| TokenMsg::ValidateOpaque { token, now, reply })
-                        .await??
-                }
-                None => return Err(OAuthError::invalid_token("the access token is invalid, expired or revoked")),
-            };
+            let info = validate_access(app, token, now).await?;
             Ok(json(StatusCode::OK, &info))
+        }
+        .await,
+    )
+}
+
+/// Whether `token` is an access token that is active now: one of our JWTs with its record, or
+/// one the token service minted.
+async fn validate_access(app: &App, token: &str, now: Millis) -> Result<TokenInfo, OAuthError> {
+    let actor = app.actors.token();
+    match app.keys.verify(token, now / 1000) {
+        Some(claims) => Ok(actor
+            .ask(|reply| TokenMsg::Validate {
+                jti: claims.jti,
+                now,
+                reply,
+            })
+            .await??),
+        // Not a JWT of ours: perhaps one the token service minted.
+        None if app.keys.verify_ignoring_expiry(token, now / 1000).is_none() && token.len() <= 8192 => {
+            let token = token.to_owned();
+            Ok(actor
+                .ask_within(app.settings.token_wait(), |reply| TokenMsg::ValidateOpaque { token, now, reply })
+                .await??)
+        }
+        None => Err(invalid_token()),
+    }
+}
+
+/// What `/oauth/userinfo` says of the user an access token was issued to (OIDC Core §5.3):
+/// `sub` always, `preferred_username` and `name` with `profile`, `email` with `email`.
+#[derive(Serialize)]
+struct UserInfo {
+    sub: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preferred_username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+}
+
+/// `GET` or `POST /oauth/userinfo` with `Authorization: Bearer` (OIDC Core §5.3). The token
+/// must be active and carry `openid`; anything else is 401 `invalid_token` or 403
+/// `insufficient_scope`, with a `WWW-Authenticate` challenge.
+pub async fn userinfo(app: &App, req: Request, now: Millis) -> Response {
+    respond(
+        async {
+            let token = form::bearer_token(req.headers())
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| OAuthError::invalid_token("an access token is required (Authorization: Bearer)"))?;
+            let info = validate_access(app, token, now).await?;
+            let has = |s: &str| info.scope.split_whitespace().any(|w| w == s);
+            if !has("openid") {
+                return Err(OAuthError::new(
+                    ErrorCode::InsufficientScope,
+                    "the access token was not issued for the openid scope",
+                ));
+            }
+            let clients = app.actors.clients();
+            let profile = clients.profile(&info.user_id).ok_or_else(invalid_token)?;
+            let answer = UserInfo {
+                sub: info.user_id.clone(),
+                preferred_username: has("profile").then(|| profile.username.clone()),
+                name: profile.name.clone().filter(|_| has("profile")),
+                email: profile.email.clone().filter(|_| has("email")),
+            };
+            Ok(no_store(json(StatusCode::OK, &answer)))
         }
         .await,
     )

@@ -50,6 +50,7 @@ pub(crate) async fn viewer(app: &App, req: &Request, now: Millis) -> Option<View
         csrf_token: session.csrf_token,
         is_admin: user.is_admin,
         local_password: user.auth_source == AuthSource::Local,
+        signed_in_at_ms: session.signed_in_at_ms,
     })
 }
 
@@ -506,6 +507,7 @@ pub async fn decide(app: &App, req: Request) -> Response {
             user_id: s.user_id.clone(),
             username: s.username.clone(),
             name,
+            auth_time: Some(s.signed_in_at_ms / 1000),
         }
     } else {
         Decision::Deny {

@@ -82,6 +82,7 @@ pub fn with_cookies(mut r: Response, cookies: impl IntoIterator<Item = String>) 
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+        ErrorCode::InsufficientScope => StatusCode::FORBIDDEN,
         ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::InvalidRequest
@@ -150,6 +151,12 @@ pub fn oauth_error(e: &OAuthError) -> Response {
         ErrorCode::InvalidToken => {
             r.headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+        }
+        ErrorCode::InsufficientScope => {
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"insufficient_scope\", scope=\"openid\""),
+            );
         }
         ErrorCode::TemporarilyUnavailable => {
             r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));

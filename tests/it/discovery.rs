@@ -81,8 +81,11 @@ async fn metadata_lists_every_endpoint_with_cors() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert!(r.headers()["access-control-allow-methods"].to_str().unwrap().contains("GET"));
-    // HS256 (the default) publishes no key: it is secret.
-    assert!(jwks(&s).await.keys.is_empty());
+    // HS256 (the default) publishes no access-token key: it is secret. The one key published
+    // is the ES256 key that signs id_tokens, and an access token does not verify with it.
+    let set = jwks(&s).await;
+    assert_eq!(set.keys.len(), 1);
+    assert_eq!(set.keys[0].common.key_algorithm, Some(jsonwebtoken::jwk::KeyAlgorithm::ES256));
     s.stop().await;
 }
 

@@ -11,7 +11,7 @@ use crate::common::{ADMIN_PASSWORD, Person, TestServer, csrf_of};
 
 const XSS: &str = "<script>alert(1)</script>";
 
-const GETS: [&str; 20] = [
+const GETS: [&str; 21] = [
     "/",
     "/health",
     "/login",
@@ -27,6 +27,7 @@ const GETS: [&str; 20] = [
     "/admin/sessions",
     "/admin/audit",
     "/oauth/tokeninfo",
+    "/oauth/userinfo",
     "/assets/..%2f..%2fCargo.toml",
     "/favicon.ico",
     "/.well-known/oauth-authorization-server",
@@ -34,11 +35,12 @@ const GETS: [&str; 20] = [
     "/metrics",
 ];
 
-const POSTS: [&str; 24] = [
+const POSTS: [&str; 25] = [
     "/oauth/device/code",
     "/oauth/token",
     "/oauth/revoke",
     "/oauth/introspect",
+    "/oauth/userinfo",
     "/login",
     "/device/verify",
     "/device/approve",

@@ -19,6 +19,7 @@ mod hostile;
 mod lifecycle;
 mod metrics;
 mod oauth2_client;
+mod oidc;
 mod providers;
 mod restart;
 mod security;

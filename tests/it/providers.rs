@@ -119,6 +119,44 @@ async fn the_login_api_creates_and_updates_users_while_local_users_stay_local() 
     s.stop().await;
 }
 
+/// What the login API says of a user (email, full name) is what OpenID Connect says of them:
+/// in the id_token and at userinfo, by scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_apis_email_and_name_reach_the_id_token_and_userinfo() {
+    let up = Upstream::start(login_api).await;
+    let s = start(&login_flags(&up, &[])).await;
+    let (status, dc) = crate::common::post_form(
+        &s.url("/oauth/device/code"),
+        &[("client_id", &s.client_id), ("scope", "openid profile email")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{dc}");
+    let alice = Person::new();
+    let (status, _, _) = alice.try_login(&s, "alice", "whatever-the-api-checks").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, page) = alice.decide(&s, dc["user_code"].as_str().unwrap(), true).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let (status, tokens) = s.poll(&s.client_id, dc["device_code"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let claims = crate::oidc::verified(&s, &tokens, openidconnect::core::CoreJwsSigningAlgorithm::EcdsaP256Sha256).await;
+    assert_eq!(
+        (
+            claims["email"].as_str(),
+            claims["name"].as_str(),
+            claims["preferred_username"].as_str()
+        ),
+        (Some("alice@old.example"), Some("Full Name"), Some("alice")),
+        "{claims}"
+    );
+    let (status, info) = crate::common::get_json(&s.url("/oauth/userinfo"), tokens["access_token"].as_str()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (info["email"].as_str(), info["name"].as_str()),
+        (Some("alice@old.example"), Some("Full Name"))
+    );
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_taken_by_another_user_is_a_conflict_and_nothing_is_merged() {
     // The API vouches for "alice" as ext-alice, then for "alice" as someone else.

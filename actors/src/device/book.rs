@@ -26,6 +26,7 @@ pub struct Approval {
     pub authorization_id: String,
     pub decided_at_ms: Millis,
     pub name: Option<String>,
+    pub auth_time: Option<crate::time::Secs>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,12 +51,14 @@ impl State {
                 authorization_id,
                 decided_at_ms,
                 name,
+                auth_time,
             } => State::Approved(Box::new(Approval {
                 user_id: user_id.clone(),
                 username: username.clone(),
                 authorization_id: authorization_id.clone(),
                 decided_at_ms: *decided_at_ms,
                 name: name.clone(),
+                auth_time: *auth_time,
             })),
             RecordState::Denied { .. } => State::Denied,
         }
@@ -389,12 +392,18 @@ impl DeviceBook {
         let (key, view) = self.lookup(user_code, now)?;
         let entry = self.by_hash.get_mut(&key).ok_or(CodeError::Unknown)?;
         let state = match decision {
-            Decision::Approve { user_id, username, name } => RecordState::Approved {
+            Decision::Approve {
+                user_id,
+                username,
+                name,
+                auth_time,
+            } => RecordState::Approved {
                 user_id,
                 username,
                 authorization_id: uuid::Uuid::new_v4().to_string(),
                 decided_at_ms: now,
                 name,
+                auth_time,
             },
             Decision::Deny { user_id } => RecordState::Denied {
                 user_id,
@@ -469,6 +478,8 @@ pub enum Decision {
         user_id: String,
         username: String,
         name: Option<String>,
+        /// When the person signed in (Unix seconds).
+        auth_time: Option<crate::time::Secs>,
     },
     Deny {
         user_id: String,
@@ -520,6 +531,7 @@ mod tests {
             requested_from: None,
         };
         let approved = rec(RecordState::Approved {
+            auth_time: None,
             user_id: "u".into(),
             username: "alice".into(),
             authorization_id: "a".into(),
@@ -615,6 +627,7 @@ mod tests {
     #[test]
     fn an_approved_code_redeems_exactly_once() {
         let (mut b, key) = book_with(RecordState::Approved {
+            auth_time: None,
             user_id: "u".into(),
             username: "alice".into(),
             authorization_id: "a".into(),
@@ -666,6 +679,7 @@ mod tests {
         assert_eq!((code.expires_in, code.interval), (600, 5));
         let typed = secret::normalize_user_code(&code.user_code).unwrap();
         let approve = Decision::Approve {
+            auth_time: None,
             user_id: "u".into(),
             username: "alice".into(),
             name: None,

@@ -345,6 +345,7 @@ impl DeviceState {
             scope,
             authorization_id: approval.authorization_id,
             name: approval.name,
+            auth_time: approval.auth_time,
         };
         let (token, me, issue_timeout) = (self.token.clone(), self.me.clone(), self.config.issue_timeout);
         tokio::spawn(async move {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::records::{ClientSpec, DirectoryError, LoginError, UserView, new_client, valid_username};
-use super::snapshot::ClientTable;
+use super::snapshot::{ClientTable, UserProfile};
 use crate::crypto::password::NewPassword;
 use crate::crypto::secret;
 use crate::provider::login::ExternalUser;
@@ -71,7 +71,19 @@ impl DirectoryBook {
     pub fn snapshot(&self) -> ClientTable {
         ClientTable {
             clients: self.clients.clone(),
-            active_users: self.users.values().filter(|u| !u.disabled).map(|u| u.id.clone()).collect(),
+            active_users: self
+                .users
+                .values()
+                .filter(|u| !u.disabled)
+                .map(|u| {
+                    let profile = UserProfile {
+                        username: u.username.clone(),
+                        name: u.full_name.clone(),
+                        email: u.email.clone(),
+                    };
+                    (u.id.clone(), Arc::new(profile))
+                })
+                .collect(),
         }
     }
 

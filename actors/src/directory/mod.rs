@@ -29,10 +29,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 pub use self::book::{DirectoryBook, UserChange, UserRef};
 pub use self::msg::DirectoryMsg;
 pub use self::records::{
-    ClientSpec, DirectoryError, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, LoginError, SEEDED_CLIENT_NAME, UserView, grant_type_name,
-    valid_username,
+    ClientSpec, DirectoryError, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, LoginError, OIDC_SCOPES, SEEDED_CLIENT_NAME, UserView,
+    grant_type_name, valid_username,
 };
-pub use self::snapshot::{ClientPublisher, ClientTable};
+pub use self::snapshot::{ClientPublisher, ClientTable, UserProfile};
 use crate::crypto::password::{self, NewPassword, NewPasswordError};
 use crate::provider::login::AuthProviderMsg;
 use crate::runtime::commit::{after, rebuild};

@@ -55,24 +55,31 @@ impl ClientRecord {
         let Some(req) = requested.map(str::trim).filter(|r| !r.is_empty()) else {
             return Ok(self.scopes.join(" "));
         };
-        if let Some(w) = req.split_whitespace().find(|w| !self.scopes.iter().any(|s| s == w)) {
+        let allowed = |w: &str| self.scopes.iter().any(|s| s == w) || OIDC_SCOPES.contains(&w);
+        if let Some(w) = req.split_whitespace().find(|w| !allowed(w)) {
             let shown: String = w.chars().take(64).collect();
             return Err(OAuthError::invalid_scope(format!("scope {shown:?} is not allowed for this client")));
         }
+        // In the client's order, then the OpenID Connect ones, each once.
         let granted: Vec<&str> = self
             .scopes
             .iter()
             .map(String::as_str)
+            .chain(OIDC_SCOPES.iter().copied().filter(|o| !self.scopes.iter().any(|s| s == o)))
             .filter(|s| req.split_whitespace().any(|w| w == *s))
             .collect();
         Ok(granted.join(" "))
     }
 }
 
+/// The OpenID Connect scopes every client may ask for (OIDC Core §5.4, §11).
+pub const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+
 /// A new client record created at `now` (and its secret, for a confidential client).
 pub fn new_client(name: &str, confidential: bool, now: Secs) -> (ClientRecord, Option<String>) {
     let secret = confidential.then(|| secret::random_token(32));
     let rec = ClientRecord {
+        always_refresh: false,
         client_id: uuid::Uuid::new_v4().to_string(),
         name: name.to_owned(),
         description: String::new(),
@@ -195,6 +202,8 @@ pub struct ClientSpec {
     /// Empty means `read write`.
     pub scopes: Vec<String>,
     pub redirect_uris: Vec<String>,
+    /// Refresh tokens for OpenID Connect requests without `offline_access`.
+    pub always_refresh: bool,
 }
 
 /// Each distinct item of `items`, in first-seen order.
@@ -226,6 +235,7 @@ impl ClientSpec {
             grant_types: c.grant_types.clone(),
             scopes: c.scopes.clone(),
             redirect_uris: c.redirect_uris.clone(),
+            always_refresh: c.always_refresh,
         }
     }
 
@@ -269,6 +279,7 @@ impl ClientSpec {
         rec.grant_types = grants;
         rec.scopes = scopes;
         rec.redirect_uris = self.redirect_uris.clone();
+        rec.always_refresh = self.always_refresh;
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! [`ClientTable`]: the directory's published snapshot, read without a message round trip.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -10,11 +10,21 @@ use crate::error::OAuthError;
 use crate::store::directory::ClientRecord;
 
 /// An immutable snapshot of every OAuth client, published by the directory actor, with the
-/// ids of the users who exist and are enabled (the token actor refuses everyone else's tokens).
+/// users who exist and are enabled (the token actor refuses everyone else's tokens) and what
+/// OpenID Connect may say of them.
 #[derive(Debug, Default)]
 pub struct ClientTable {
     pub(super) clients: HashMap<String, Arc<ClientRecord>>,
-    pub(super) active_users: HashSet<String>,
+    pub(super) active_users: HashMap<String, Arc<UserProfile>>,
+}
+
+/// What an `id_token` and `/oauth/userinfo` may say of a user (with the `profile` and `email`
+/// scopes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserProfile {
+    pub username: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
 }
 
 /// Where the directory publishes client snapshots; it outlives any one incarnation of the actor.
@@ -27,7 +37,12 @@ impl ClientTable {
 
     /// Whether the user exists and is not disabled.
     pub fn user_active(&self, user_id: &str) -> bool {
-        self.active_users.contains(user_id)
+        self.active_users.contains_key(user_id)
+    }
+
+    /// The profile of an enabled user.
+    pub fn profile(&self, user_id: &str) -> Option<&Arc<UserProfile>> {
+        self.active_users.get(user_id)
     }
 
     /// Whether tokens of `client_id` issued to `user_id` may be used: the client exists and

@@ -12,6 +12,8 @@ pub struct SessionView {
     pub user_id: String,
     pub username: String,
     pub csrf_token: String,
+    /// When the person signed in (OpenID Connect `auth_time`).
+    pub signed_in_at_ms: Millis,
 }
 
 /// A freshly created session: the id goes into the cookie, and nowhere else.
@@ -108,6 +110,7 @@ impl SessionBook {
                 user_id: r.user_id.clone(),
                 username: r.username.clone(),
                 csrf_token: r.csrf_token.clone(),
+                signed_in_at_ms: r.created_at_ms,
             })
     }
 

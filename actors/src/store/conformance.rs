@@ -49,6 +49,7 @@ pub(super) fn token(id: &str, authorization: &str, kind: TokenKind, status: Toke
         successor: None,
         sealed_successor: None,
         disabled_by: None,
+        auth_time: None,
     }
 }
 
@@ -69,6 +70,7 @@ pub(super) fn user(id: &str, name: &str) -> UserRecord {
 
 pub(super) fn client(id: &str) -> ClientRecord {
     ClientRecord {
+        always_refresh: false,
         client_id: id.into(),
         name: "CLI".into(),
         description: String::new(),
@@ -106,6 +108,7 @@ async fn devices(s: &Stores) {
     let key = [7u8; 32];
     assert!(s.device.insert(key, &device(RecordState::Pending)).await.unwrap());
     let approved = device(RecordState::Approved {
+        auth_time: None,
         user_id: "u1".into(),
         username: "alice".into(),
         authorization_id: "auth-1".into(),

@@ -37,6 +37,9 @@ pub enum RecordState {
         /// The device's name as the person gave it (`None`: the client's name is shown).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// When the person signed in (Unix seconds; OpenID Connect `auth_time`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth_time: Option<crate::time::Secs>,
     },
     Denied {
         user_id: String,

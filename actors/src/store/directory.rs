@@ -56,6 +56,10 @@ pub struct ClientRecord {
     pub redirect_uris: Vec<String>,
     pub enabled: bool,
     pub created_at: Secs,
+    /// Refresh tokens even when an OpenID Connect request (`openid`) did not ask for
+    /// `offline_access`.
+    #[serde(default)]
+    pub always_refresh: bool,
 }
 
 /// Everything the directory holds, as loaded at start.

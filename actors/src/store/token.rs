@@ -202,6 +202,10 @@ pub struct TokenRecord {
     /// Who disabled it, while disabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_by: Option<Pauser>,
+    /// When the person signed in for the approval this token came from (OpenID Connect
+    /// `auth_time`, repeated in the `id_token` of each refresh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<Secs>,
 }
 
 /// A token as a lookup names it.

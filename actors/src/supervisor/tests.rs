@@ -125,6 +125,7 @@ async fn one_authorization_yields_tokens_once_even_after_a_restart() {
         .unwrap();
     let client = directory.ask(|reply| DirectoryMsg::ListClients { reply }).await.unwrap().remove(0);
     let grant = Grant {
+        auth_time: None,
         user_id: admin.id.clone(),
         username: admin.username.clone(),
         client_id: client.client_id.clone(),

@@ -375,6 +375,7 @@ mod tests {
             successor: None,
             sealed_successor: None,
             disabled_by: None,
+            auth_time: None,
         }
     }
 

@@ -7,7 +7,7 @@ use super::book::scope_within;
 use super::msg::{PendingKind, TokenMsg};
 use super::types::{Grant, RefreshRequest, TokenResponse};
 use crate::audit::{AuditEvent, EventKind};
-use crate::crypto::keys::AccessClaims;
+use crate::crypto::keys::{AccessClaims, IdClaims};
 use crate::crypto::secret;
 use crate::error::OAuthError;
 use crate::provider::token_service::MintedToken;
@@ -68,6 +68,7 @@ impl TokenState {
             successor: None,
             sealed_successor: None,
             disabled_by: None,
+            auth_time: g.auth_time,
         };
         let id = uuid::Uuid::new_v4().to_string();
         if let Some(m) = minted {
@@ -119,8 +120,42 @@ impl TokenState {
             successor: None,
             sealed_successor: None,
             disabled_by: None,
+            auth_time: g.auth_time,
         };
         (token, rec)
+    }
+
+    /// Whether a grant of `scope` gets a refresh token: with OpenID Connect (`openid`), only
+    /// if `offline_access` was asked for or the client always gets one (OIDC Core §11).
+    fn refreshes(&self, client_id: &str, scope: &str) -> bool {
+        let has = |s: &str| scope.split_whitespace().any(|w| w == s);
+        self.config.refresh_enabled
+            && (!has("openid") || has("offline_access") || self.peers.clients.borrow().get(client_id).is_some_and(|c| c.always_refresh))
+    }
+
+    /// The `id_token` for tokens of `scope` issued with `access_token` at `now`, when `scope`
+    /// has `openid`: who (`sub`, and with `profile` and `email` what the directory knows),
+    /// for which client, when they signed in, and the access token's hash.
+    fn id_token(&self, g: &Grant, scope: &str, access_token: &str, now: Secs) -> Result<Option<String>, OAuthError> {
+        let has = |s: &str| scope.split_whitespace().any(|w| w == s);
+        if !has("openid") {
+            return Ok(None);
+        }
+        let profile = self.peers.clients.borrow().profile(&g.user_id).cloned();
+        let claims = IdClaims {
+            iss: self.config.issuer.clone(),
+            sub: g.user_id.clone(),
+            aud: g.client_id.clone(),
+            exp: now + self.config.access_ttl.as_secs(),
+            iat: now,
+            auth_time: g.auth_time,
+            nonce: None,
+            at_hash: self.keys.at_hash(access_token),
+            preferred_username: has("profile").then(|| g.username.clone()),
+            name: profile.as_ref().filter(|_| has("profile")).and_then(|p| p.name.clone()),
+            email: profile.as_ref().filter(|_| has("email")).and_then(|p| p.email.clone()),
+        };
+        self.keys.sign_id(&claims).map(Some)
     }
 
     /// What the replaced refresh token `retired`, presented again as `token` (its clear text),
@@ -254,8 +289,15 @@ impl TokenState {
                 return;
             }
         };
+        let id_token = match self.id_token(&grant, &grant.scope, &jwt, now) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
         let mut records = vec![access];
-        let refresh_token = self.config.refresh_enabled.then(|| {
+        let refresh_token = self.refreshes(&grant.client_id, &grant.scope).then(|| {
             let (token, rec) = self.mint_refresh(&grant, now, secret::random_token(32));
             records.push(rec);
             token
@@ -266,6 +308,7 @@ impl TokenState {
             expires_in,
             scope: grant.scope.clone(),
             refresh_token,
+            id_token,
             username: grant.username.clone(),
         };
         tracing::info!(client_id = %grant.client_id, user_id = %grant.user_id, "tokens issued");
@@ -364,6 +407,7 @@ impl TokenState {
             scope: old.scope.clone(),
             authorization_id: old.authorization_id.clone(),
             name: old.name.clone(),
+            auth_time: old.auth_time,
         };
         if let (Some((provider, timeout)), None) = (&self.peers.token_api, &minted) {
             // Everything is checked again when the token comes back.
@@ -412,12 +456,20 @@ impl TokenState {
             });
             None
         };
+        let id_token = match self.id_token(&grant, &granted_scope, &jwt, now) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
         let answer = TokenResponse {
             access_token: jwt,
             token_type: "Bearer".into(),
             expires_in,
             scope: granted_scope,
             refresh_token,
+            id_token,
             username: grant.username.clone(),
         };
         let write = self.repo.refresh(&old.id, &records);

@@ -33,7 +33,7 @@ pub use self::types::{
     AuthorizationPage, AuthorizationQuery, AuthorizationStatus, AuthorizationView, Grant, Owner, RefreshRequest, RevokeTarget, TokenInfo,
     TokenResponse,
 };
-pub use self::types::{DEVICE_NAME_RULE, device_name};
+pub use self::types::{DEVICE_NAME_RULE, device_name, invalid_token};
 use crate::audit::AuditSink;
 use crate::crypto::keys::JwtKeys;
 use crate::directory::snapshot::ClientTable;

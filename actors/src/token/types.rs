@@ -16,6 +16,8 @@ pub struct Grant {
     pub authorization_id: String,
     /// The device's name, as the person gave it at approval (`None`: the client's name is shown).
     pub name: Option<String>,
+    /// When the person signed in for this approval (OpenID Connect `auth_time`).
+    pub auth_time: Option<Secs>,
 }
 
 /// The successful token response (RFC 6749 §5.1).
@@ -27,6 +29,9 @@ pub struct TokenResponse {
     pub scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// With the `openid` scope (OpenID Connect Core §3.1.3.3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
     /// The user the tokens were issued to (for the audit trail; not sent).
     #[serde(skip)]
     pub username: String,

@@ -42,6 +42,28 @@ pub struct AccessClaims {
     pub jti: String,
 }
 
+/// The claims of an OpenID Connect `id_token` (OIDC Core §2).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: Secs,
+    pub iat: Secs,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<Secs>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// Half the hash of the access token issued with it (OIDC Core §3.1.3.6).
+    pub at_hash: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
 /// `JWT_SIGNING_ALGORITHM`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum SigningAlg {
@@ -159,6 +181,10 @@ struct StoredKeyring {
     /// The longest `JWT_EXPIRATION` HS256 has signed with.
     #[serde(default)]
     hmac_ttl: Secs,
+    /// While HS256 signs access tokens: the generated ES256 key that signs `id_token`s (which
+    /// public clients must be able to verify, so never with a shared secret).
+    #[serde(default)]
+    id_key: Option<GeneratedKey>,
 }
 
 /// The keys shared by the signer (the token actor) and the verifiers (the HTTP front end).
@@ -179,15 +205,34 @@ struct Keyring {
     issuer: String,
     /// The JWK Set document, serialised once.
     jwks: String,
+    /// What signs `id_token`s: the access-token key when that is asymmetric, else the
+    /// generated ES256 key. `None` only for keyrings made without the store (tests, offline).
+    id_signer: Option<IdSigner>,
+}
+
+struct IdSigner {
+    alg: Algorithm,
+    kid: Option<String>,
+    encoding: EncodingKey,
 }
 
 impl JwtKeys {
     /// HS256 with `secret`, nothing else: tests and the seed behaviour.
     pub fn new(secret: &[u8], issuer: &str) -> Self {
-        Self::build(SigningAlg::HS256, None, EncodingKey::from_secret(secret), secret, issuer, &[], None)
-            .unwrap_or_else(|_| unreachable_hmac())
+        Self::build(
+            SigningAlg::HS256,
+            None,
+            EncodingKey::from_secret(secret),
+            secret,
+            issuer,
+            &[],
+            None,
+            None,
+        )
+        .unwrap_or_else(|_| unreachable_hmac())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         alg: SigningAlg,
         signer: Option<&Jwk>,
@@ -196,6 +241,7 @@ impl JwtKeys {
         issuer: &str,
         retired: &[RetiredKey],
         hmac_until: Option<Secs>,
+        id_key: Option<(EncodingKey, Jwk)>,
     ) -> Result<Self, KeyError> {
         let mut public = HashMap::new();
         let mut set = Vec::new();
@@ -216,6 +262,26 @@ impl JwtKeys {
                 set.push(jwk.clone());
             }
         }
+        // The separate id_token key is published, but verifies no access token.
+        let id_signer = match id_key {
+            Some((id_encoding, jwk)) => {
+                let kid = jwk.common.key_id.clone();
+                if !set.iter().any(|k| k.common.key_id == kid) {
+                    set.push(jwk);
+                }
+                Some(IdSigner {
+                    alg: Algorithm::ES256,
+                    kid,
+                    encoding: id_encoding,
+                })
+            }
+            None if alg.asymmetric() => Some(IdSigner {
+                alg: alg.algorithm(),
+                kid: signer.and_then(|j| j.common.key_id.clone()),
+                encoding: encoding.clone(),
+            }),
+            None => None,
+        };
         let jwks = serde_json::to_string(&JwkSet { keys: set }).map_err(|e| KeyError::Corrupt(e.to_string()))?;
         Ok(JwtKeys {
             inner: Arc::new(Keyring {
@@ -227,8 +293,35 @@ impl JwtKeys {
                 public,
                 issuer: issuer.to_owned(),
                 jwks,
+                id_signer,
             }),
         })
+    }
+
+    /// The algorithm `id_token`s are signed with, if any.
+    pub fn id_algorithm(&self) -> Option<Algorithm> {
+        self.inner.id_signer.as_ref().map(|s| s.alg)
+    }
+
+    /// Signs an `id_token` (always asymmetric).
+    pub fn sign_id(&self, claims: &IdClaims) -> Result<String, OAuthError> {
+        let fail = || OAuthError::server_error("could not sign the id_token");
+        let signer = self.inner.id_signer.as_ref().ok_or_else(fail)?;
+        let mut header = Header::new(signer.alg);
+        header.kid = signer.kid.clone();
+        jsonwebtoken::encode(&header, claims, &signer.encoding).map_err(|_| fail())
+    }
+
+    /// `at_hash` of `access_token` for an `id_token` signed by this keyring: the left half of
+    /// its hash (SHA-256, or SHA-512 for EdDSA), URL-safe base64 (OIDC Core §3.1.3.6).
+    pub fn at_hash(&self, access_token: &str) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use sha2::Digest as _;
+        let digest: Vec<u8> = match self.id_algorithm() {
+            Some(Algorithm::EdDSA) => sha2::Sha512::digest(access_token.as_bytes()).to_vec(),
+            _ => sha2::Sha256::digest(access_token.as_bytes()).to_vec(),
+        };
+        URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
     }
 
     /// The algorithm new tokens are signed with.
@@ -337,6 +430,22 @@ impl JwtKeys {
             ring.hmac_until = None;
             ring.hmac_ttl = ring.hmac_ttl.max(ttl);
         }
+        // id_tokens: with HS256 a generated ES256 key of their own; otherwise the signer, and a
+        // former id key retires like any signer.
+        let id_key = if options.alg.asymmetric() {
+            if let Some(old) = ring.id_key.take() {
+                let (_, jwk) = from_generated(&old)?;
+                ring.retired.push(RetiredKey { jwk, until: now + ttl });
+            }
+            None
+        } else {
+            let key = match ring.id_key.clone() {
+                Some(k) => k,
+                None => generate(SigningAlg::ES256, now).await?,
+            };
+            ring.id_key = Some(key.clone());
+            Some(from_generated(&key)?)
+        };
         ring.retired.retain(|r| r.until > now && r.jwk.common.key_id != new_kid);
         ring.current = generated;
         ring.signer = signer.clone();
@@ -352,6 +461,7 @@ impl JwtKeys {
             &options.issuer,
             &ring.retired,
             ring.hmac_until,
+            id_key,
         )
     }
 }
@@ -503,6 +613,7 @@ fn unreachable_hmac() -> JwtKeys {
             public: HashMap::new(),
             issuer: String::new(),
             jwks: r#"{"keys":[]}"#.into(),
+            id_signer: None,
         }),
     }
 }

@@ -32,6 +32,52 @@ mod unit {
     }
 
     #[tokio::test]
+    async fn with_hs256_id_tokens_get_a_kept_es256_key_that_verifies_no_access_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = crate::store::redb::open(&dir.path().join("k.redb"), StoreOptions::default()).unwrap();
+        let store = &*stores.server;
+        let keys = JwtKeys::load(store, options(SigningAlg::HS256), NOW).await.unwrap();
+        assert_eq!(keys.id_algorithm(), Some(Algorithm::ES256));
+        let id = IdClaims {
+            iss: "http://issuer".into(),
+            sub: "u1".into(),
+            aud: "c1".into(),
+            exp: NOW + 60,
+            iat: NOW,
+            auth_time: Some(NOW),
+            nonce: None,
+            at_hash: keys.at_hash("access"),
+            preferred_username: None,
+            name: None,
+            email: None,
+        };
+        let token = keys.sign_id(&id).unwrap();
+        let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+        let set: JwkSet = serde_json::from_str(keys.jwks()).unwrap();
+        assert_eq!(set.keys.len(), 1);
+        let key = DecodingKey::from_jwk(set.find(&kid).unwrap()).unwrap();
+        let mut v = Validation::new(Algorithm::ES256);
+        v.set_audience(&["c1"]);
+        // Checked against this test's fixed clock, not the machine's.
+        v.validate_exp = false;
+        assert!(jsonwebtoken::decode::<IdClaims>(&token, &key, &v).is_ok());
+        // The id key verifies no access token.
+        assert!(keys.verify(&token, NOW).is_none());
+        // Kept across restarts; retired (still published) once an asymmetric key signs.
+        let again = JwtKeys::load(store, options(SigningAlg::HS256), NOW).await.unwrap();
+        let again_token = again.sign_id(&id).unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&again_token).unwrap().kid.as_deref(),
+            Some(kid.as_str())
+        );
+        let es = JwtKeys::load(store, options(SigningAlg::ES256), NOW).await.unwrap();
+        let set: JwkSet = serde_json::from_str(es.jwks()).unwrap();
+        assert!(set.find(&kid).is_some(), "the old id key stays published while its id_tokens live");
+        let es_token = es.sign_id(&id).unwrap();
+        assert_eq!(jsonwebtoken::decode_header(&es_token).unwrap().kid.as_deref(), es.kid());
+    }
+
+    #[tokio::test]
     async fn asymmetric_keys_sign_verify_rotate_and_survive_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let stores = crate::store::redb::open(&dir.path().join("k.redb"), StoreOptions::default()).unwrap();
@@ -85,7 +131,7 @@ mod unit {
             created_at: 0,
         };
         let (encoding, jwk) = from_generated(&key).unwrap();
-        let keys = JwtKeys::build(SigningAlg::RS256, Some(&jwk), encoding, b"s", "http://issuer", &[], None).unwrap();
+        let keys = JwtKeys::build(SigningAlg::RS256, Some(&jwk), encoding, b"s", "http://issuer", &[], None, None).unwrap();
         let token = keys.sign(&claims(NOW + 60)).unwrap();
         assert!(keys.verify(&token, NOW).is_some());
         assert_eq!("EdDSA".parse::<SigningAlg>(), Ok(SigningAlg::EdDSA));

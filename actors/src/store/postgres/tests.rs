@@ -64,6 +64,7 @@ fn token(id: &str, kind: TokenKind, status: TokenStatus) -> TokenRecord {
         successor: None,
         sealed_successor: None,
         disabled_by: None,
+        auth_time: None,
     }
 }
 

@@ -1,0 +1,179 @@
+//! OpenID Connect on the device grant, checked by a real OIDC client library (the
+//! `openidconnect` crate): the `id_token` verifies by the published JWKS (signature, issuer,
+//! audience, expiry, `at_hash`), carries who signed in and when, the `offline_access` rules
+//! decide the refresh token, and `/oauth/userinfo` answers by scope.
+
+use openidconnect::core::{CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
+use openidconnect::{AccessToken, AccessTokenHash, ClientId, IssuerUrl, Nonce};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::common::*;
+
+/// The issuer the test servers use (BASE_URL's default).
+const ISSUER: &str = "http://localhost:8080";
+
+/// A device flow for `scope` approved by the admin: the token response.
+async fn tokens_with_scope(s: &TestServer, scope: &str) -> Value {
+    tokens_for_client(s, &s.client_id, scope).await
+}
+
+async fn tokens_for_client(s: &TestServer, client_id: &str, scope: &str) -> Value {
+    let (status, dc) = post_form(&s.url("/oauth/device/code"), &[("client_id", client_id), ("scope", scope)]).await;
+    assert_eq!(status, StatusCode::OK, "{dc}");
+    let person = Person::new();
+    person.login(s, "admin", ADMIN_PASSWORD).await;
+    let (status, page) = person.decide(s, dc["user_code"].as_str().unwrap(), true).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let (status, body) = s.poll(client_id, dc["device_code"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+async fn jwks(s: &TestServer) -> CoreJsonWebKeySet {
+    let r = http().build().unwrap().get(s.url("/.well-known/jwks.json")).send().await.unwrap();
+    serde_json::from_str(&r.text().await.unwrap()).unwrap()
+}
+
+/// Verifies `tokens`' id_token as a public client would, and answers its claims as JSON
+/// (after checking `at_hash` against the access token).
+pub(crate) async fn verified(s: &TestServer, tokens: &Value, alg: CoreJwsSigningAlgorithm) -> Value {
+    let id_token: CoreIdToken = tokens["id_token"].as_str().expect("an id_token").parse().unwrap();
+    let verifier = CoreIdTokenVerifier::new_public_client(
+        ClientId::new(s.client_id.clone()),
+        IssuerUrl::new(ISSUER.into()).unwrap(),
+        jwks(s).await,
+    )
+    .set_allowed_algs([alg.clone()]);
+    let claims = id_token
+        .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+        .expect("the id_token verifies");
+    let access = AccessToken::new(tokens["access_token"].as_str().unwrap().to_owned());
+    let key = id_token.signing_key(&verifier).unwrap();
+    let expected = AccessTokenHash::from_token(&access, &alg, key).unwrap();
+    assert_eq!(claims.access_token_hash(), Some(&expected), "at_hash matches the access token");
+    assert_eq!(id_token.signing_alg().unwrap(), &alg);
+    serde_json::to_value(claims).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openid_device_flow_gets_an_id_token_a_real_client_verifies_and_userinfo() {
+    // HS256 access tokens (the default): id_tokens are signed with a generated ES256 key.
+    let s = TestServer::start(&[]).await;
+    let tokens = tokens_with_scope(&s, "openid profile email offline_access").await;
+    assert!(tokens["refresh_token"].is_string(), "offline_access asked for: {tokens}");
+    let claims = verified(&s, &tokens, CoreJwsSigningAlgorithm::EcdsaP256Sha256).await;
+    assert_eq!(claims["aud"], serde_json::json!([s.client_id]), "{claims}");
+    assert_eq!(claims["preferred_username"], "admin");
+    let sub = claims["sub"].as_str().unwrap().to_owned();
+    let auth_time = claims["auth_time"].as_i64().expect("auth_time");
+    let iat = claims["iat"].as_i64().unwrap();
+    assert!(auth_time <= iat && iat - auth_time < 60, "signed in just now: {claims}");
+
+    // userinfo: the same subject; with profile the username.
+    let (status, info) = get_json(&s.url("/oauth/userinfo"), tokens["access_token"].as_str()).await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!(
+        (info["sub"].as_str(), info["preferred_username"].as_str()),
+        (Some(sub.as_str()), Some("admin"))
+    );
+    let r = http()
+        .build()
+        .unwrap()
+        .post(s.url("/oauth/userinfo"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "POST works too");
+
+    // A refresh brings a new id_token for the same person and sign-in.
+    let (status, refreshed) = refresh(&s, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    let again = verified(&s, &refreshed, CoreJwsSigningAlgorithm::EcdsaP256Sha256).await;
+    assert_eq!(
+        (again["sub"].as_str(), again["auth_time"].as_i64()),
+        (Some(sub.as_str()), Some(auth_time))
+    );
+
+    // openid without offline_access: no refresh token; only openid: no profile claims.
+    let bare = tokens_with_scope(&s, "openid").await;
+    assert!(bare.get("refresh_token").is_none(), "{bare}");
+    let claims = verified(&s, &bare, CoreJwsSigningAlgorithm::EcdsaP256Sha256).await;
+    assert!(claims.get("preferred_username").is_none(), "{claims}");
+    let (_, info) = get_json(&s.url("/oauth/userinfo"), bare["access_token"].as_str()).await;
+    assert!(info.get("preferred_username").is_none() && info["sub"] == sub.as_str(), "{info}");
+
+    // A client configured to always get one gets a refresh token without offline_access.
+    let spec = authgate_actors::directory::ClientSpec {
+        always_refresh: true,
+        ..authgate_actors::directory::ClientSpec::new("kubectl", false)
+    };
+    let now = authgate_actors::time::wall_clock_ms();
+    let dir = s.server.actors.directory().clone();
+    let (kube, _) = dir
+        .ask(|reply| authgate_actors::directory::DirectoryMsg::CreateClient { spec, now, reply })
+        .await
+        .unwrap()
+        .unwrap();
+    let always = tokens_for_client(&s, &kube.client_id, "openid").await;
+    assert!(always["refresh_token"].is_string() && always["id_token"].is_string(), "{always}");
+
+    // Without openid: no id_token, a refresh token as before, and userinfo refuses.
+    let plain = tokens_with_scope(&s, "read").await;
+    assert!(plain.get("id_token").is_none() && plain["refresh_token"].is_string(), "{plain}");
+    let r = http()
+        .build()
+        .unwrap()
+        .get(s.url("/oauth/userinfo"))
+        .bearer_auth(plain["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("insufficient_scope"));
+    for bad in [None, Some("not-a-token")] {
+        let (status, body) = get_json(&s.url("/oauth/userinfo"), bad).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("invalid_token")),
+            "{bad:?}"
+        );
+    }
+    // A revoked token's userinfo is refused.
+    post_form(
+        &s.url("/oauth/revoke"),
+        &[("token", tokens["refresh_token"].as_str().unwrap()), ("client_id", &s.client_id)],
+    )
+    .await;
+    let (status, _) = get_json(&s.url("/oauth/userinfo"), refreshed["access_token"].as_str()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // An unknown scope is still refused; the OpenID ones are allowed for every client.
+    let (status, body) = post_form(
+        &s.url("/oauth/device/code"),
+        &[("client_id", &s.client_id), ("scope", "openid admin")],
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_scope")));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_asymmetric_access_key_the_id_token_uses_it() {
+    for (alg, core) in [
+        ("ES256", CoreJwsSigningAlgorithm::EcdsaP256Sha256),
+        ("EdDSA", CoreJwsSigningAlgorithm::EdDsa),
+    ] {
+        let s = TestServer::start(&["--jwt-signing-algorithm", alg]).await;
+        let tokens = tokens_with_scope(&s, "openid offline_access").await;
+        verified(&s, &tokens, core).await;
+        let kid = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid;
+        assert_eq!(
+            kid(tokens["id_token"].as_str().unwrap()),
+            kid(tokens["access_token"].as_str().unwrap()),
+            "{alg}: one key signs both"
+        );
+        assert_eq!(jwks(&s).await.keys().len(), 1, "{alg}: no second key");
+        s.stop().await;
+    }
+}
