@@ -47,6 +47,9 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// How many codes there are (each `as usize` is below it).
+    pub const COUNT: usize = Self::TemporarilyUnavailable as usize + 1;
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::InvalidRequest => "invalid_request",

@@ -1,5 +1,5 @@
 //! What a client or resource server discovers without asking anyone: the authorization server
-//! metadata (RFC 8414) and the JWK Set of the keys that verify access tokens. Both are public,
+//! metadata (RFC 8414) and the JWK Set of the keys that verify access tokens and id_tokens. Both are public,
 //! cacheable, and readable from browser code (CORS).
 
 use authgate_actors::directory::{GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, OIDC_SCOPES};
@@ -40,7 +40,7 @@ struct Metadata<'a> {
     id_token_signing_alg_values_supported: [&'static str; 1],
     subject_types_supported: [&'static str; 1],
     scopes_supported: [&'static str; 4],
-    claims_supported: [&'static str; 11],
+    claims_supported: [&'static str; 10],
     service_documentation: String,
 }
 
@@ -76,7 +76,6 @@ pub fn metadata_document(settings: &Settings) -> String {
             "exp",
             "iat",
             "auth_time",
-            "nonce",
             "at_hash",
             "preferred_username",
             "name",
@@ -100,7 +99,7 @@ pub fn metadata(app: &App) -> Response {
 }
 
 /// `GET /.well-known/jwks.json`: the signing key and the retired keys that still verify
-/// (none with HS256, whose key is secret).
+/// (with HS256, whose key is secret, only the key that signs id_tokens).
 pub fn jwks(app: &App) -> Response {
     // Short: after a key rotation (a restart) resource servers see the new key within a minute
     // even if they do not refetch on an unknown `kid`.

@@ -106,7 +106,8 @@ struct ErrorBody<'a> {
 
 /// The body of an error whose description is fixed text, encoded once per code: a pending
 /// poll, the most frequent answer there is, costs a comparison instead of a serialisation.
-static FIXED_BODIES: [std::sync::OnceLock<(&'static str, Bytes)>; 14] = [const { std::sync::OnceLock::new() }; 14];
+static FIXED_BODIES: [std::sync::OnceLock<(&'static str, Bytes)>; ErrorCode::COUNT] =
+    [const { std::sync::OnceLock::new() }; ErrorCode::COUNT];
 
 fn error_body(e: &OAuthError) -> Result<Bytes, serde_json::Error> {
     let encode = || {
@@ -194,6 +195,8 @@ mod tests {
         assert_eq!(body(&pending)["error_description"], "wait longer", "the cached body");
         let other = OAuthError::new(ErrorCode::SlowDown, "another \"quoted\" text");
         assert_eq!(body(&other)["error_description"], "another \"quoted\" text");
+        // Every code has a slot (the last one too).
+        assert!(FIXED_BODIES.get(ErrorCode::TemporarilyUnavailable as usize).is_some());
         let owned = OAuthError::new(ErrorCode::SlowDown, format!("made at {}", 42));
         assert_eq!(body(&owned)["error_description"], "made at 42");
         assert_eq!(body(&owned)["error"], "slow_down");

@@ -174,6 +174,15 @@ async fn with_an_asymmetric_access_key_the_id_token_uses_it() {
             "{alg}: one key signs both"
         );
         assert_eq!(jwks(&s).await.keys().len(), 1, "{alg}: no second key");
+        // Signed by the same key, an id_token is still no access token anywhere.
+        let id_token = tokens["id_token"].as_str().unwrap();
+        assert_eq!(tokeninfo(&s, id_token).await, StatusCode::UNAUTHORIZED, "{alg}");
+        assert!(!introspected_active(&s, id_token).await, "{alg}");
+        assert_eq!(
+            get_json(&s.url("/oauth/userinfo"), Some(id_token)).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{alg}"
+        );
         s.stop().await;
     }
 }

@@ -434,8 +434,12 @@ impl JwtKeys {
         // former id key retires like any signer.
         let id_key = if options.alg.asymmetric() {
             if let Some(old) = ring.id_key.take() {
+                // Its id_tokens lived as long as the HS256 access tokens they came with.
                 let (_, jwk) = from_generated(&old)?;
-                ring.retired.push(RetiredKey { jwk, until: now + ttl });
+                ring.retired.push(RetiredKey {
+                    jwk,
+                    until: now + ttl.max(ring.hmac_ttl),
+                });
             }
             None
         } else {
