@@ -102,6 +102,14 @@ enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Set the full name and email OpenID Connect gives out for a user (an empty value clears it; an omitted one stays)
+    Profile {
+        username: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -494,6 +502,35 @@ async fn user_command(actors: Actors, now: Millis, cmd: UserCommand) -> Result<(
             if let Some(pw) = generated {
                 println!("password: {pw}");
             }
+        }
+        UserCommand::Profile { username, name, email } => {
+            let who = UserRef::Name(username.clone());
+            let found = dir
+                .ask(|reply| DirectoryMsg::GetUser { who, reply })
+                .await
+                .map_err(err)?
+                .ok_or_else(|| format!("no user named {username:?}"))?;
+            let name = name.or(found.full_name).unwrap_or_default();
+            let email = email.or(found.email).unwrap_or_default();
+            let change = authgate_actors::directory::profile(&name, &email).map_err(|e| e.to_string())?;
+            let who = UserRef::Name(username.clone());
+            let user = dir
+                .ask_within(FLOW_TIMEOUT, |reply| DirectoryMsg::ChangeUser {
+                    who,
+                    change,
+                    keep_session: None,
+                    now,
+                    reply,
+                })
+                .await
+                .map_err(err)?
+                .map_err(|e| e.to_string())?;
+            audit(&actors, cli_event(now, EventKind::UserChanged, &username).detail("profile changed")).await?;
+            println!(
+                "profile of {username}: name {}, email {}",
+                user.full_name.as_deref().unwrap_or("(none)"),
+                user.email.as_deref().unwrap_or("(none)")
+            );
         }
     }
     Ok(())

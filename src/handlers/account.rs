@@ -52,7 +52,12 @@ pub fn rows(app: &App, list: Vec<AuthorizationView>) -> Vec<Row> {
             name: device_label(app, &a),
             scopes: a.scope.split_whitespace().map(str::to_owned).collect(),
             id: a.id,
-            username: a.username,
+            // Client credentials: the client acts for itself, no user.
+            username: if a.username.is_empty() {
+                "(the client itself)".to_owned()
+            } else {
+                a.username
+            },
             client_id: a.client_id,
             authorized_at: a.authorized_at,
             last_used_at: a.last_used_at,

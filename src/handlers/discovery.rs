@@ -2,7 +2,7 @@
 //! metadata (RFC 8414) and the JWK Set of the keys that verify access tokens and id_tokens. Both are public,
 //! cacheable, and readable from browser code (CORS).
 
-use authgate_actors::directory::{GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, OIDC_SCOPES};
+use authgate_actors::directory::{GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, OIDC_SCOPES};
 use hyper::StatusCode;
 use hyper::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL,
@@ -27,7 +27,7 @@ struct Metadata<'a> {
     revocation_endpoint: String,
     introspection_endpoint: String,
     jwks_uri: String,
-    grant_types_supported: [&'static str; 2],
+    grant_types_supported: [&'static str; 3],
     /// There is no authorization endpoint, so no response types.
     response_types_supported: [&'static str; 0],
     token_endpoint_auth_methods_supported: [&'static str; 3],
@@ -54,7 +54,7 @@ pub fn metadata_document(settings: &Settings) -> String {
         revocation_endpoint: format!("{base}/oauth/revoke"),
         introspection_endpoint: format!("{base}/oauth/introspect"),
         jwks_uri: format!("{base}/.well-known/jwks.json"),
-        grant_types_supported: [GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN],
+        grant_types_supported: [GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, GRANT_CLIENT_CREDENTIALS],
         response_types_supported: [],
         token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
         revocation_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use authgate_actors::audit::{AuditEvent, EventKind};
 use authgate_actors::crypto::secret;
 use authgate_actors::device::DeviceMsg;
-use authgate_actors::directory::{ClientRecord, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN};
+use authgate_actors::directory::{ClientRecord, GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, OIDC_SCOPES};
 use authgate_actors::time::Millis;
-use authgate_actors::token::{RefreshRequest, RevokeTarget, TokenInfo, TokenKind, TokenMsg, invalid_token};
+use authgate_actors::token::{Grant, RefreshRequest, RevokeTarget, TokenInfo, TokenKind, TokenMsg, TokenResponse, invalid_token};
 use authgate_actors::{ErrorCode, OAuthError};
 use hyper::StatusCode;
 use serde::Serialize;
@@ -130,13 +130,17 @@ pub async fn token(app: &App, req: Request) -> Response {
         async {
             let (creds, form, now) = read_oauth_form(req).await?;
             let grant_type = form.required("grant_type")?;
-            if grant_type != GRANT_DEVICE_CODE && grant_type != GRANT_REFRESH_TOKEN {
+            if ![GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, GRANT_CLIENT_CREDENTIALS].contains(&grant_type) {
                 return Err(OAuthError::new(
                     ErrorCode::UnsupportedGrantType,
-                    "supported grant types: device_code, refresh_token",
+                    "supported grant types: device_code, refresh_token, client_credentials",
                 ));
             }
-            let (kind, tokens, client_id) = if grant_type == GRANT_DEVICE_CODE {
+            let (kind, tokens, client_id) = if grant_type == GRANT_CLIENT_CREDENTIALS {
+                let client = authenticate(app, creds)?;
+                let tokens = client_credentials(app, &client, form.one("scope")?, now).await?;
+                (EventKind::TokenIssued, tokens, client.client_id.clone())
+            } else if grant_type == GRANT_DEVICE_CODE {
                 let device_code_hash = secret::sha256(form.required("device_code")?);
                 let client = authenticate(app, creds)?;
                 require_grant(&client, GRANT_DEVICE_CODE)?;
@@ -178,6 +182,39 @@ pub async fn token(app: &App, req: Request) -> Response {
         }
         .await,
     )
+}
+
+/// RFC 6749 §4.4: a confidential client, authenticated, with the grant enabled, gets an access
+/// token for itself (`sub` is the client): no refresh token, and `openid` is refused (there is
+/// no person to say anything about).
+async fn client_credentials(app: &App, client: &ClientRecord, scope: Option<&str>, now: Millis) -> Result<TokenResponse, OAuthError> {
+    if !client.confidential {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            "client credentials are for confidential clients",
+        ));
+    }
+    require_grant(client, GRANT_CLIENT_CREDENTIALS)?;
+    let scope = client.resolve_scope(scope)?;
+    if scope.split_whitespace().any(|s| OIDC_SCOPES.contains(&s)) {
+        return Err(OAuthError::invalid_scope(
+            "the OpenID Connect scopes are about a person; client credentials act for the client",
+        ));
+    }
+    let grant = Grant {
+        user_id: client.client_id.clone(),
+        username: String::new(),
+        client_id: client.client_id.clone(),
+        scope,
+        authorization_id: uuid::Uuid::new_v4().to_string(),
+        name: None,
+        auth_time: None,
+        machine: true,
+    };
+    app.actors
+        .token()
+        .ask_within(app.settings.token_wait(), |reply| TokenMsg::IssueForGrant { grant, now, reply })
+        .await?
 }
 
 /// `GET /oauth/tokeninfo` with `?access_token=` or `Authorization: Bearer`.

@@ -167,6 +167,30 @@ fn offline_user_and_client_commands() {
     let out = run(dir.path(), &["user", "list"], &env, None);
     let list = text(&out.stdout);
     assert!(list.contains("admin") && list.contains("bob") && list.contains("carol"), "{list}");
+    // The name and email OpenID Connect gives out: set, kept when not named, cleared when empty.
+    let out = run(
+        dir.path(),
+        &["user", "profile", "bob", "--name", "Bob Builder", "--email", "bob@example.org"],
+        &env,
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("name Bob Builder, email bob@example.org"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(dir.path(), &["user", "profile", "bob", "--email", ""], &env, None);
+    assert!(
+        text(&out.stdout).contains("name Bob Builder, email (none)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(dir.path(), &["user", "profile", "bob", "--email", "not-an-email"], &env, None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not an email address"), "{}", text(&out.stderr));
+    let out = run(dir.path(), &["client", "add", "--name", "kubectl", "--always-refresh"], &env, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
 
     let out = run(dir.path(), &["client", "add", "--name", "Build bot", "--confidential"], &env, None);
     assert!(out.status.success());

@@ -60,7 +60,10 @@ async fn metadata_lists_every_endpoint_with_cors() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(grants, [DEVICE_GRANT, "refresh_token"]);
+    assert_eq!(grants, [DEVICE_GRANT, "refresh_token", "client_credentials"]);
+    // OpenID Connect on the device grant: userinfo, and how id_tokens are signed.
+    assert_eq!(m["userinfo_endpoint"], "http://localhost:8080/oauth/userinfo");
+    assert_eq!(m["id_token_signing_alg_values_supported"], serde_json::json!(["ES256"]));
     assert!(
         m["token_endpoint_auth_methods_supported"]
             .as_array()

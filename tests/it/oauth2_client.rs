@@ -2,14 +2,15 @@
 
 use oauth2::basic::BasicClient;
 use oauth2::{
-    ClientId, DeviceAuthorizationUrl, HttpRequest, HttpResponse, Scope, StandardDeviceAuthorizationResponse, TokenResponse, TokenUrl,
+    ClientId, ClientSecret, DeviceAuthorizationUrl, HttpRequest, HttpResponse, Scope, StandardDeviceAuthorizationResponse, TokenResponse,
+    TokenUrl,
 };
 use reqwest::StatusCode;
 
 use crate::common::*;
 
 /// The `oauth2` crate's HTTP hook, carried by reqwest.
-async fn send(http: reqwest::Client, req: HttpRequest) -> Result<HttpResponse, reqwest::Error> {
+pub(crate) async fn send(http: reqwest::Client, req: HttpRequest) -> Result<HttpResponse, reqwest::Error> {
     let req = reqwest::Request::try_from(req)?;
     let res = http.execute(req).await?;
     let mut out = http::Response::builder().status(res.status());
@@ -85,5 +86,104 @@ async fn the_oauth2_crate_completes_the_device_flow() {
     );
     let (status, info) = get_json(&s.url("/oauth/tokeninfo"), Some(token.access_token().secret())).await;
     assert_eq!(status, StatusCode::OK, "{info}");
+    s.stop().await;
+}
+
+/// RFC 6749 §4.4 through the `oauth2` crate (HTTP Basic): a confidential client with the grant
+/// gets a token for itself, with no refresh token; everyone else is refused; the token lives
+/// and dies with its client.
+#[tokio::test]
+async fn the_oauth2_crate_gets_a_client_credentials_token() {
+    let s = TestServer::start(&[]).await;
+    let (bot, secret) = s.create_client("Build bot", true, Some(&["client_credentials"])).await;
+    let secret = secret.unwrap();
+    let client = BasicClient::new(ClientId::new(bot.clone()))
+        .set_client_secret(ClientSecret::new(secret.clone()))
+        .set_token_uri(TokenUrl::new(s.url("/oauth/token")).unwrap());
+    let http = crate::common::http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let call = |req: HttpRequest| send(http.clone(), req);
+    let token = client
+        .exchange_client_credentials()
+        .add_scope(Scope::new("read".into()))
+        .request_async(&call)
+        .await
+        .expect("a client credentials token");
+    assert!(token.refresh_token().is_none(), "no refresh token for client credentials");
+    assert_eq!(token.scopes().map(|s| s.len()), Some(1));
+    let access = token.access_token().secret().clone();
+    let (status, info) = get_json(&s.url("/oauth/tokeninfo"), Some(&access)).await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!(
+        (info["user_id"].as_str(), info["client_id"].as_str()),
+        (Some(bot.as_str()), Some(bot.as_str()))
+    );
+    let (status, intro) = post_form(
+        &s.url("/oauth/introspect"),
+        &[("token", &access), ("client_id", &bot), ("client_secret", &secret)],
+    )
+    .await;
+    assert_eq!(
+        (status, intro["active"].as_bool(), intro["sub"].as_str()),
+        (StatusCode::OK, Some(true), Some(bot.as_str()))
+    );
+
+    let cc = |client_id: String, secret: Option<String>, scope: &'static str| {
+        let url = s.url("/oauth/token");
+        async move {
+            let mut form = vec![
+                ("grant_type", "client_credentials".to_owned()),
+                ("client_id", client_id),
+                ("scope", scope.to_owned()),
+            ];
+            if let Some(secret) = secret {
+                form.push(("client_secret", secret));
+            }
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post_form(&url, &form).await
+        }
+    };
+    // openid is about a person: refused.
+    let (status, body) = cc(bot.clone(), Some(secret.clone()), "openid").await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_scope")));
+    // A public client, a client without the grant, a wrong secret.
+    let (status, body) = cc(s.client_id.clone(), None, "read").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unauthorized_client"))
+    );
+    let (other, other_secret) = s.create_client("No grant", true, None).await;
+    let (status, body) = cc(other, other_secret, "read").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unauthorized_client"))
+    );
+    let (status, body) = cc(bot.clone(), Some("wrong".into()), "read").await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
+
+    // Disabled, its tokens stop; enabled, they work again; revoked, they end.
+    let admin = Person::new();
+    admin.login(&s, "admin", ADMIN_PASSWORD).await;
+    let (_, page, _) = admin.get(&s.url("/admin/clients")).await;
+    let csrf = csrf_of(&page);
+    admin
+        .post(&s.url(&format!("/admin/clients/{bot}/disable")), &[("csrf_token", &csrf)])
+        .await;
+    assert_eq!(
+        get_json(&s.url("/oauth/tokeninfo"), Some(&access)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    admin
+        .post(&s.url(&format!("/admin/clients/{bot}/enable")), &[("csrf_token", &csrf)])
+        .await;
+    assert_eq!(get_json(&s.url("/oauth/tokeninfo"), Some(&access)).await.0, StatusCode::OK);
+    post_form(
+        &s.url("/oauth/revoke"),
+        &[("token", &access), ("client_id", &bot), ("client_secret", &secret)],
+    )
+    .await;
+    assert_eq!(
+        get_json(&s.url("/oauth/tokeninfo"), Some(&access)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     s.stop().await;
 }

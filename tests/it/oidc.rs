@@ -186,3 +186,47 @@ async fn with_an_asymmetric_access_key_the_id_token_uses_it() {
         s.stop().await;
     }
 }
+
+/// What an administrator sets as a user's name and email is what OpenID Connect says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrator_sets_the_name_and_email_the_id_token_carries() {
+    let s = TestServer::start(&[]).await;
+    let admin = Person::new();
+    admin.login(&s, "admin", ADMIN_PASSWORD).await;
+    let (_, page, _) = admin.get(&s.url("/admin/users")).await;
+    let csrf = csrf_of(&page);
+    let id = page.split("/admin/users/").nth(1).unwrap().split('/').next().unwrap().to_owned();
+    let set = |name: &'static str, email: &'static str| {
+        let (url, csrf) = (s.url(&format!("/admin/users/{id}/profile")), csrf.clone());
+        let admin = &admin;
+        async move {
+            admin
+                .post(&url, &[("csrf_token", csrf.as_str()), ("name", name), ("email", email)])
+                .await
+        }
+    };
+    let (status, page, _) = set("Ada <Admin>", "not an email").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("not an email address"), "{page}");
+    let (status, _, _) = set("Ada <Admin>", "ada@example.org").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, page, _) = admin.get(&s.url("/admin/users")).await;
+    assert!(
+        page.contains("Ada &lt;Admin&gt;") && page.contains("ada@example.org"),
+        "escaped and shown"
+    );
+
+    let tokens = tokens_with_scope(&s, "openid profile email").await;
+    let claims = verified(&s, &tokens, CoreJwsSigningAlgorithm::EcdsaP256Sha256).await;
+    assert_eq!(
+        (claims["name"].as_str(), claims["email"].as_str()),
+        (Some("Ada <Admin>"), Some("ada@example.org")),
+        "{claims}"
+    );
+    // Cleared: no longer said.
+    set("", "").await;
+    let tokens = tokens_with_scope(&s, "openid profile email").await;
+    let claims = verified(&s, &tokens, CoreJwsSigningAlgorithm::EcdsaP256Sha256).await;
+    assert!(claims.get("name").is_none() && claims.get("email").is_none(), "{claims}");
+    s.stop().await;
+}

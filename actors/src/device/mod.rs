@@ -346,6 +346,7 @@ impl DeviceState {
             authorization_id: approval.authorization_id,
             name: approval.name,
             auth_time: approval.auth_time,
+            machine: false,
         };
         let (token, me, issue_timeout) = (self.token.clone(), self.me.clone(), self.config.issue_timeout);
         tokio::spawn(async move {

@@ -25,6 +25,37 @@ pub enum UserChange {
     Admin(bool),
     Disabled(bool),
     Delete,
+    /// The name and email OpenID Connect gives out (`None`: not known). For a user of the
+    /// login API, its next reply replaces them.
+    Profile {
+        name: Option<String>,
+        email: Option<String>,
+    },
+}
+
+/// A profile as typed, checked: blank means unknown; a name is at most 100 characters, an
+/// email at most 254, one `@` with something on each side, no spaces; neither has control
+/// characters.
+pub fn profile(name: &str, email: &str) -> Result<UserChange, DirectoryError> {
+    let (name, email) = (name.trim(), email.trim());
+    let clean = |s: &str| !s.chars().any(char::is_control);
+    if name.chars().count() > 100 || !clean(name) {
+        return Err(DirectoryError::InvalidProfile("names are at most 100 characters".into()));
+    }
+    let plausible = email.len() <= 254
+        && clean(email)
+        && !email.contains(char::is_whitespace)
+        && email
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'));
+    if !email.is_empty() && !plausible {
+        return Err(DirectoryError::InvalidProfile("that is not an email address".into()));
+    }
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    Ok(UserChange::Profile {
+        name: some(name),
+        email: some(email),
+    })
 }
 
 impl UserChange {
@@ -37,6 +68,7 @@ impl UserChange {
             UserChange::Disabled(true) => "disable",
             UserChange::Disabled(false) => "enable",
             UserChange::Delete => "deleted",
+            UserChange::Profile { .. } => "profile changed",
         }
     }
 
@@ -191,6 +223,10 @@ impl DirectoryBook {
             }
             UserChange::Admin(a) => user.is_admin = a,
             UserChange::Disabled(d) => user.disabled = d,
+            UserChange::Profile { name, email } => {
+                user.full_name = name;
+                user.email = email;
+            }
         }
         if self.leaves_no_admin(&user.id, Some(&user)) {
             return Err(DirectoryError::LastAdmin);
@@ -336,6 +372,29 @@ mod tests {
 
     async fn pw() -> NewPassword {
         NewPassword::new("a good password".into()).await.unwrap()
+    }
+
+    #[test]
+    fn profiles_are_checked_and_blank_means_unknown() {
+        let ok = |n: &str, e: &str| match profile(n, e) {
+            Ok(UserChange::Profile { name, email }) => (name, email),
+            _ => panic!("{n:?} {e:?} refused"),
+        };
+        assert_eq!(
+            ok(" Ada Lovelace ", "ada@example.org"),
+            (Some("Ada Lovelace".into()), Some("ada@example.org".into()))
+        );
+        assert_eq!(ok("", "  "), (None, None));
+        for (n, e) in [
+            ("x", "no-at-sign"),
+            ("x", "a@b@c"),
+            ("x", "@example.org"),
+            ("x", "a b@c"),
+            ("tab\t", ""),
+            (&*"n".repeat(101), ""),
+        ] {
+            assert!(profile(n, e).is_err(), "{n:?} {e:?}");
+        }
     }
 
     #[tokio::test]

@@ -9,6 +9,8 @@ use crate::time::Secs;
 /// The device grant type (RFC 8628 §3.4).
 pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
+/// RFC 6749 §4.4: a confidential client acting for itself.
+pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 /// Name of the public client seeded on first start.
 pub const SEEDED_CLIENT_NAME: &str = "AuthGate CLI";
 
@@ -124,7 +126,9 @@ pub enum DirectoryError {
     UnknownUserId,
     #[error("this would leave no enabled administrator")]
     LastAdmin,
-    #[error("unknown grant type {0:?} (supported: device_code, refresh_token)")]
+    #[error("{0}")]
+    InvalidProfile(String),
+    #[error("unknown grant type {0:?} (supported: device_code, refresh_token, client_credentials)")]
     UnknownGrantType(String),
     #[error("The current password is not correct.")]
     WrongPassword,
@@ -163,6 +167,7 @@ pub fn grant_type_name(short: &str) -> Result<String, DirectoryError> {
     match short.trim() {
         "device_code" | GRANT_DEVICE_CODE => Ok(GRANT_DEVICE_CODE.into()),
         "refresh_token" => Ok(GRANT_REFRESH_TOKEN.into()),
+        "client_credentials" => Ok(GRANT_CLIENT_CREDENTIALS.into()),
         other => Err(DirectoryError::UnknownGrantType(other.into())),
     }
 }

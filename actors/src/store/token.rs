@@ -208,6 +208,14 @@ pub struct TokenRecord {
     pub auth_time: Option<Secs>,
 }
 
+impl TokenRecord {
+    /// Whether it was issued to a client acting for itself (client credentials): no user, the
+    /// client its subject.
+    pub fn is_machine(&self) -> bool {
+        self.username.is_empty() && self.user_id == self.client_id
+    }
+}
+
 /// A token as a lookup names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenRef {

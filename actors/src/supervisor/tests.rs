@@ -126,6 +126,7 @@ async fn one_authorization_yields_tokens_once_even_after_a_restart() {
     let client = directory.ask(|reply| DirectoryMsg::ListClients { reply }).await.unwrap().remove(0);
     let grant = Grant {
         auth_time: None,
+        machine: false,
         user_id: admin.id.clone(),
         username: admin.username.clone(),
         client_id: client.client_id.clone(),

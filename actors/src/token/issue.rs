@@ -138,7 +138,7 @@ impl TokenState {
     /// for which client, when they signed in, and the access token's hash.
     fn id_token(&self, g: &Grant, scope: &str, access_token: &str, now: Secs) -> Result<Option<String>, OAuthError> {
         let has = |s: &str| scope.split_whitespace().any(|w| w == s);
-        if !has("openid") {
+        if !has("openid") || g.machine {
             return Ok(None);
         }
         let profile = self.peers.clients.borrow().profile(&g.user_id).cloned();
@@ -271,7 +271,14 @@ impl TokenState {
             return;
         }
         // The approver was disabled or deleted, or the client disabled, since the approval.
-        if !self.peers.clients.borrow().tokens_allowed(&grant.client_id, &grant.user_id) {
+        let allowed = {
+            let clients = self.peers.clients.borrow();
+            match grant.machine {
+                true => clients.get(&grant.client_id).is_some_and(|c| c.enabled),
+                false => clients.tokens_allowed(&grant.client_id, &grant.user_id),
+            }
+        };
+        if !allowed {
             let _ = reply.send(Err(OAuthError::invalid_grant("the authorization is no longer valid")));
             return;
         }
@@ -297,7 +304,7 @@ impl TokenState {
             }
         };
         let mut records = vec![access];
-        let refresh_token = self.refreshes(&grant.client_id, &grant.scope).then(|| {
+        let refresh_token = (!grant.machine && self.refreshes(&grant.client_id, &grant.scope)).then(|| {
             let (token, rec) = self.mint_refresh(&grant, now, secret::random_token(32));
             records.push(rec);
             token
@@ -408,6 +415,7 @@ impl TokenState {
             authorization_id: old.authorization_id.clone(),
             name: old.name.clone(),
             auth_time: old.auth_time,
+            machine: old.is_machine(),
         };
         if let (Some((provider, timeout)), None) = (&self.peers.token_api, &minted) {
             // Everything is checked again when the token comes back.

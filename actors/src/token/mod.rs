@@ -186,9 +186,14 @@ impl TokenState {
         self.outdated_all = self.changes;
     }
 
-    /// Whether the tokens of `r` may still be used: its client and its user are enabled.
+    /// Whether the tokens of `r` may still be used: its client and its user are enabled (a
+    /// client acting for itself has no user).
     fn owner_allowed(&self, r: &TokenRecord) -> bool {
-        self.peers.clients.borrow().tokens_allowed(&r.client_id, &r.user_id)
+        let clients = self.peers.clients.borrow();
+        if r.is_machine() {
+            return clients.get(&r.client_id).is_some_and(|c| c.enabled);
+        }
+        clients.tokens_allowed(&r.client_id, &r.user_id)
     }
 
     fn validate(&self, jti: &str, now: Secs) -> Result<TokenInfo, OAuthError> {

@@ -18,6 +18,9 @@ pub struct Grant {
     pub name: Option<String>,
     /// When the person signed in for this approval (OpenID Connect `auth_time`).
     pub auth_time: Option<Secs>,
+    /// Client credentials (RFC 6749 §4.4): the client acts for itself. `user_id` is the
+    /// client's id and `username` empty; no refresh token, no `id_token`.
+    pub machine: bool,
 }
 
 /// The successful token response (RFC 6749 §5.1).

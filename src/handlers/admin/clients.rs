@@ -68,12 +68,10 @@ fn client_form(app: &App, v: &Viewer, status: StatusCode, c: Option<&ClientRecor
     let grants: Vec<&str> = spec
         .grant_types
         .iter()
-        .map(|g| {
-            if g.ends_with("device_code") {
-                "device_code"
-            } else {
-                "refresh_token"
-            }
+        .map(|g| match g.as_str() {
+            g if g.ends_with("device_code") => "device_code",
+            "client_credentials" => "client_credentials",
+            _ => "refresh_token",
         })
         .collect();
     app.pages.page(

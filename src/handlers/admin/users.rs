@@ -3,7 +3,7 @@
 
 use authgate_actors::audit::EventKind;
 use authgate_actors::crypto::password::{NewPassword, NewPasswordError};
-use authgate_actors::directory::{DirectoryError, DirectoryMsg, UserChange, UserRecord, UserRef};
+use authgate_actors::directory::{DirectoryError, DirectoryMsg, UserChange, UserRecord, UserRef, profile};
 use authgate_actors::runtime::FLOW_TIMEOUT;
 use authgate_actors::time::Millis;
 use hyper::StatusCode;
@@ -22,6 +22,7 @@ struct UserRow {
     id: String,
     username: String,
     email: Option<String>,
+    full_name: Option<String>,
     local: bool,
     is_admin: bool,
     disabled: bool,
@@ -44,6 +45,7 @@ async fn users_list(app: &App, v: &Viewer, q: &str, flash: Option<String>, error
             id: u.id,
             username: u.username,
             email: u.email,
+            full_name: u.full_name,
             is_admin: u.is_admin,
             disabled: u.disabled,
         })
@@ -133,6 +135,10 @@ pub async fn user_action(app: &App, req: Request, id: String, action: String) ->
         "disable" => UserChange::Disabled(true),
         "enable" => UserChange::Disabled(false),
         "delete" => UserChange::Delete,
+        "profile" => match profile(post.form.first("name").unwrap_or(""), post.form.first("email").unwrap_or("")) {
+            Ok(change) => change,
+            Err(e) => return users_list(app, v, "", None, Some(&e.to_string()), StatusCode::BAD_REQUEST).await,
+        },
         _ => return not_found(app, v, "action"),
     };
     let (what, delete, now) = (change.describe(), matches!(change, UserChange::Delete), post.now);
