@@ -86,6 +86,34 @@ struct Stored {
     expires_at: u64,
     #[serde(default)]
     scope: String,
+    /// Who signed in, from the last verified `id_token` (with `--scope openid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    identity: Option<Identity>,
+}
+
+/// What a verified `id_token` says of the person.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct Identity {
+    sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preferred_username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.preferred_username.as_deref().unwrap_or(&self.sub))?;
+        if let Some(name) = &self.name {
+            write!(f, " ({name})")?;
+        }
+        if let Some(email) = &self.email {
+            write!(f, " <{email}>")?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +126,8 @@ enum Error {
     File { path: PathBuf, reason: String },
     #[error("not logged in to {0} (run `authgate-cli login`)")]
     NotLoggedIn(String),
+    #[error("the id_token does not verify: {0}")]
+    IdToken(String),
 }
 
 /// The wall clock in Unix seconds: this client reads it where it judges a token's expiry.
@@ -253,7 +283,43 @@ impl Client {
                 ],
             )
             .await?;
-        Ok(stored_from(&body, stored.refresh_token.clone()))
+        let mut next = stored_from(&body, stored.refresh_token.clone());
+        next.identity = self.identity(&body).await?.or_else(|| stored.identity.clone());
+        Ok(next)
+    }
+
+    /// The person an answer's `id_token` names, checked as a public client must: signed by a
+    /// key of the server's JWK Set (asymmetric only), issued by the server its metadata names,
+    /// for this client, not expired. `None` when there is no `id_token`.
+    async fn identity(&self, body: &Value) -> Result<Option<Identity>, Error> {
+        let Some(token) = body["id_token"].as_str() else {
+            return Ok(None);
+        };
+        let bad = |e: &dyn std::fmt::Display| Error::IdToken(e.to_string());
+        let header = jsonwebtoken::decode_header(token).map_err(|e| bad(&e))?;
+        let (_, metadata) = self
+            .send(self.http.get(format!("{}/.well-known/oauth-authorization-server", self.server)))
+            .await?;
+        let (_, jwks) = self.send(self.http.get(format!("{}/.well-known/jwks.json", self.server))).await?;
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks).map_err(|e| bad(&e))?;
+        let jwk = header
+            .kid
+            .as_deref()
+            .and_then(|kid| set.find(kid))
+            .ok_or_else(|| bad(&"signed by a key the server does not publish"))?;
+        use jsonwebtoken::Algorithm::{ES256, EdDSA, RS256};
+        if ![ES256, EdDSA, RS256].contains(&header.alg) {
+            return Err(bad(&format!("{:?} is not an algorithm a public client can verify", header.alg)));
+        }
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| bad(&e))?;
+        let mut v = jsonwebtoken::Validation::new(header.alg);
+        v.set_audience(&[&self.client_id]);
+        let issuer = metadata["issuer"]
+            .as_str()
+            .ok_or_else(|| bad(&"the server's metadata names no issuer"))?;
+        v.set_issuer(&[issuer]);
+        let data = jsonwebtoken::decode::<Identity>(token, &key, &v).map_err(|e| bad(&e))?;
+        Ok(Some(data.claims))
     }
 
     /// `GET /oauth/tokeninfo`: the status and JSON body.
@@ -305,7 +371,11 @@ impl Client {
                 )
                 .await;
             match polled {
-                Ok(body) => return Ok(stored_from(&body, None)),
+                Ok(body) => {
+                    let mut stored = stored_from(&body, None);
+                    stored.identity = self.identity(&body).await?;
+                    return Ok(stored);
+                }
                 Err(Error::OAuth { error, .. }) if error == "authorization_pending" => {}
                 // RFC 8628 §3.5: add 5 seconds to the interval for this and later polls.
                 Err(Error::OAuth { error, .. }) if error == "slow_down" => interval = (interval + 5).min(300),
@@ -332,6 +402,7 @@ fn stored_from(body: &Value, old_refresh: Option<String>) -> Stored {
         refresh_token: body["refresh_token"].as_str().map(str::to_owned).or(old_refresh),
         expires_at: now().saturating_add(body["expires_in"].as_u64().unwrap_or(0)),
         scope: body["scope"].as_str().unwrap_or_default().to_owned(),
+        identity: None,
     }
 }
 
@@ -408,6 +479,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 info["username"].as_str().unwrap_or("?"),
                 file.path.display()
             );
+            if let Some(who) = file.entries.get(&client.key()).and_then(|s| s.identity.as_ref()) {
+                println!("Signed in (verified id_token): {who}");
+            }
             Ok(())
         }
         Command::Status { target } => {
@@ -421,6 +495,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 .ok_or_else(|| Error::NotLoggedIn(client.server.clone()))?;
             println!("Server:   {}", client.server);
             println!("User:     {}", info["username"].as_str().unwrap_or("?"));
+            if let Some(who) = &stored.identity {
+                println!("Identity: {who} (verified id_token, sub {})", who.sub);
+            }
             println!("Scope:    {}", stored.scope);
             println!(
                 "Expires:  in {}s (refreshed automatically)",

@@ -37,8 +37,8 @@ async fn login_reuse_refresh_retry_status_and_logout() {
     let s = TestServer::start(&["--jwt-expiration", "4s"]).await;
     let home = tempfile::tempdir().unwrap();
 
-    // login: the code and QR appear; a person approves on another device.
-    let mut child = cli(home.path(), &s, &["login"])
+    // login (with OpenID Connect): the code and QR appear; a person approves on another device.
+    let mut child = cli(home.path(), &s, &["login", "--scope", "openid profile offline_access read write"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -85,6 +85,7 @@ async fn login_reuse_refresh_retry_status_and_logout() {
         "{all}"
     );
     assert!(all.contains("Logged in to") && all.contains("as admin"), "{all}");
+    assert!(all.contains("Signed in (verified id_token): admin"), "{all}");
 
     // The token file is private and holds the login.
     let file = home.path().join(".config/authgate/tokens.json");
@@ -110,6 +111,10 @@ async fn login_reuse_refresh_retry_status_and_logout() {
     let out = run(cli(home.path(), &s, &["status"])).await;
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("User:     admin"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Identity: admin (verified id_token, sub "),
+        "{out:?}"
+    );
     let renewed = stored(home.path())[&key]["access_token"].as_str().unwrap().to_owned();
     assert!(renewed != "not-a-valid-token" && renewed != first["access_token"].as_str().unwrap());
 
