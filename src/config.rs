@@ -181,6 +181,10 @@ pub struct Settings {
     #[arg(long, env = "DEVICE_CODE_RATE_LIMIT", default_value = "60", value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
     pub device_code_rate_limit: u32,
 
+    /// Client-credentials tokens one client may get per minute (then 429 with Retry-After)
+    #[arg(long, env = "CLIENT_CREDENTIALS_RATE_LIMIT", default_value = "60", value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
+    pub client_credentials_rate_limit: u32,
+
     /// Where passwords are checked: local (here), or http_api (the login API at HTTP_API_URL; local users such as the seeded admin still sign in here)
     #[arg(long, env = "AUTH_MODE", default_value = "local", value_enum, global = true)]
     pub auth_mode: ProviderMode,

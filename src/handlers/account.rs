@@ -51,13 +51,8 @@ pub fn rows(app: &App, list: Vec<AuthorizationView>) -> Vec<Row> {
             client_name: clients.get(&a.client_id).map_or_else(|| a.client_id.clone(), |c| c.name.clone()),
             name: device_label(app, &a),
             scopes: a.scope.split_whitespace().map(str::to_owned).collect(),
+            username: owner_label(&a),
             id: a.id,
-            // Client credentials: the client acts for itself, no user.
-            username: if a.username.is_empty() {
-                "(the client itself)".to_owned()
-            } else {
-                a.username
-            },
             client_id: a.client_id,
             authorized_at: a.authorized_at,
             last_used_at: a.last_used_at,
@@ -66,6 +61,16 @@ pub fn rows(app: &App, list: Vec<AuthorizationView>) -> Vec<Row> {
             disabled_by: a.disabled_by.map(|p| p.name()),
         })
         .collect()
+}
+
+/// Whose an authorization is: its user's name, or for client credentials (no user) the
+/// client's id.
+pub fn owner_label(a: &AuthorizationView) -> String {
+    if a.username.is_empty() {
+        format!("client:{}", a.client_id)
+    } else {
+        a.username.clone()
+    }
 }
 
 /// What a device is called: the name given to it, else its client's name.

@@ -138,6 +138,13 @@ pub async fn token(app: &App, req: Request) -> Response {
             }
             let (kind, tokens, client_id) = if grant_type == GRANT_CLIENT_CREDENTIALS {
                 let client = authenticate(app, creds)?;
+                // Each token is a record: a client that asks per request is told to reuse.
+                if let Err(wait) = app.guard.client_tokens.hit(&client.client_id, now) {
+                    return Ok(too_many_requests(
+                        "too many client-credentials tokens for this client; reuse the one you have",
+                        retry_after_secs(wait),
+                    ));
+                }
                 let tokens = client_credentials(app, &client, form.one("scope")?, now).await?;
                 (EventKind::TokenIssued, tokens, client.client_id.clone())
             } else if grant_type == GRANT_DEVICE_CODE {
@@ -173,7 +180,12 @@ pub async fn token(app: &App, req: Request) -> Response {
             };
             app.actors.audit(
                 AuditEvent::new(now, kind, format!("client:{client_id}"), true)
-                    .subject(tokens.username.clone())
+                    // Client credentials: the client is its own subject.
+                    .subject(if tokens.username.is_empty() {
+                        format!("client:{client_id}")
+                    } else {
+                        tokens.username.clone()
+                    })
                     .client(client_id)
                     .ip(addr.map(|a| a.to_string()))
                     .detail(format!("scope {}", tokens.scope)),
@@ -195,12 +207,24 @@ async fn client_credentials(app: &App, client: &ClientRecord, scope: Option<&str
         ));
     }
     require_grant(client, GRANT_CLIENT_CREDENTIALS)?;
-    let scope = client.resolve_scope(scope)?;
-    if scope.split_whitespace().any(|s| OIDC_SCOPES.contains(&s)) {
+    if app.settings.token_provider_mode != crate::config::ProviderMode::Local {
+        // The token service's contract mints for a user; it has no word for a client alone.
+        return Err(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            "client credentials are not available while an external token service mints tokens",
+        ));
+    }
+    let oidc = |s: &str| OIDC_SCOPES.contains(&s);
+    if scope.is_some_and(|s| s.split_whitespace().any(oidc)) {
         return Err(OAuthError::invalid_scope(
             "the OpenID Connect scopes are about a person; client credentials act for the client",
         ));
     }
+    // Asked for nothing: the client's own scopes, less any OpenID Connect one configured.
+    let scope = match scope.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(_) => client.resolve_scope(scope)?,
+        None => client.scopes.iter().filter(|s| !oidc(s)).cloned().collect::<Vec<_>>().join(" "),
+    };
     let grant = Grant {
         user_id: client.client_id.clone(),
         username: String::new(),
@@ -404,7 +428,8 @@ pub async fn introspect(app: &App, req: Request) -> Response {
                 &Introspection {
                     active: true,
                     scope: Some(r.scope),
-                    username: Some(r.username),
+                    // None for client credentials: there is no user.
+                    username: (!r.username.is_empty()).then_some(r.username),
                     token_type: Some(if access { "Bearer" } else { "refresh_token" }),
                     exp: Some(r.expires_at),
                     iat: Some(r.issued_at),

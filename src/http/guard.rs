@@ -360,6 +360,8 @@ pub struct Guard {
     pub code_global: Throttle,
     /// Device codes requested per address.
     pub device_codes: Throttle,
+    /// Client-credentials tokens per client.
+    pub client_tokens: Throttle,
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -393,6 +395,12 @@ impl Guard {
             }),
             device_codes: Throttle::new(ThrottleRule {
                 max: s.device_code_rate_limit,
+                window: MINUTE,
+                lockout: MINUTE,
+                max_lockout: MINUTE,
+            }),
+            client_tokens: Throttle::new(ThrottleRule {
+                max: s.client_credentials_rate_limit,
                 window: MINUTE,
                 lockout: MINUTE,
                 max_lockout: MINUTE,

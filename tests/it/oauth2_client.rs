@@ -185,5 +185,70 @@ async fn the_oauth2_crate_gets_a_client_credentials_token() {
         get_json(&s.url("/oauth/tokeninfo"), Some(&access)).await.0,
         StatusCode::UNAUTHORIZED
     );
+    let token_again = |secret: String| {
+        let (url, bot) = (s.url("/oauth/token"), bot.clone());
+        async move {
+            let form = [
+                ("grant_type", "client_credentials"),
+                ("client_id", bot.as_str()),
+                ("client_secret", secret.as_str()),
+            ];
+            post_form(&url, &form).await
+        }
+    };
+    // With no scope asked for: the client's own scopes; no user named anywhere.
+    let (status, fresh) = token_again(secret.clone()).await;
+    assert_eq!((status, fresh["scope"].as_str()), (StatusCode::OK, Some("read write")), "{fresh}");
+    assert!(fresh.get("refresh_token").is_none());
+    let (status, info) = get_json(&s.url("/oauth/tokeninfo"), fresh["access_token"].as_str()).await;
+    assert!(status == StatusCode::OK && info.get("username").is_none(), "no user: {info}");
+    // Rotating the secret (the credential these tokens stand on) ends them.
+    let (_, page, _) = admin
+        .post(&s.url(&format!("/admin/clients/{bot}/rotate-secret")), &[("csrf_token", &csrf)])
+        .await;
+    assert!(page.contains("secret"), "{page}");
+    assert_eq!(
+        get_json(&s.url("/oauth/tokeninfo"), fresh["access_token"].as_str()).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, _) = token_again(secret.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the old secret no longer works");
+    // Taking the grant away (or making it public) is refused for a public client, and the
+    // grant cannot be given to one.
+    let spec = authgate_actors::directory::ClientSpec {
+        grant_types: vec!["client_credentials".into()],
+        ..authgate_actors::directory::ClientSpec::new("Public bot", false)
+    };
+    let now = authgate_actors::time::wall_clock_ms();
+    let refused = s
+        .server
+        .actors
+        .directory()
+        .ask(|reply| authgate_actors::directory::DirectoryMsg::CreateClient { spec, now, reply })
+        .await
+        .unwrap();
+    assert!(refused.is_err(), "a public client cannot have client credentials");
+    s.stop().await;
+}
+
+/// Each client-credentials token is a record: past the per-client limit, 429 with Retry-After.
+#[tokio::test]
+async fn client_credentials_are_limited_per_client() {
+    let s = TestServer::start(&["--client-credentials-rate-limit", "2"]).await;
+    let (bot, secret) = s.create_client("Bot", true, Some(&["client_credentials"])).await;
+    let secret = secret.unwrap();
+    let http = crate::common::http().build().unwrap();
+    let ask = || {
+        http.post(s.url("/oauth/token"))
+            .basic_auth(&bot, Some(&secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(ask().await.unwrap().status(), StatusCode::OK);
+    }
+    let r = ask().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
     s.stop().await;
 }

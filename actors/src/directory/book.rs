@@ -38,9 +38,11 @@ pub enum UserChange {
 /// characters.
 pub fn profile(name: &str, email: &str) -> Result<UserChange, DirectoryError> {
     let (name, email) = (name.trim(), email.trim());
-    let clean = |s: &str| !s.chars().any(char::is_control);
+    let clean = |s: &str| !s.chars().any(|c| c.is_control() || crate::token::invisible(c));
     if name.chars().count() > 100 || !clean(name) {
-        return Err(DirectoryError::InvalidProfile("names are at most 100 characters".into()));
+        return Err(DirectoryError::InvalidProfile(
+            "names are at most 100 characters, without control or invisible characters".into(),
+        ));
     }
     let plausible = email.len() <= 254
         && clean(email)
@@ -390,7 +392,9 @@ mod tests {
             ("x", "a@b@c"),
             ("x", "@example.org"),
             ("x", "a b@c"),
-            ("tab\t", ""),
+            ("ta\tb", ""),
+            ("A\u{202E}da", ""),
+            ("x", "a\u{200B}@b.c"),
             (&*"n".repeat(101), ""),
         ] {
             assert!(profile(n, e).is_err(), "{n:?} {e:?}");

@@ -270,6 +270,11 @@ impl ClientSpec {
             }
             distinct(self.scopes.iter().cloned())
         };
+        if !rec.confidential && grants.iter().any(|g| g == GRANT_CLIENT_CREDENTIALS) {
+            return Err(DirectoryError::InvalidClient(
+                "client credentials are for confidential clients (a public one has no secret to prove it)".into(),
+            ));
+        }
         if self.redirect_uris.len() > 10 {
             return Err(DirectoryError::InvalidClient("at most 10 redirect URIs".into()));
         }

@@ -51,6 +51,12 @@ impl ClientTable {
         self.get(client_id).is_some_and(|c| c.enabled) && self.user_active(user_id)
     }
 
+    /// Whether `client_id` may hold client-credentials tokens now: enabled, with the grant.
+    pub fn machine_allowed(&self, client_id: &str) -> bool {
+        self.get(client_id)
+            .is_some_and(|c| c.enabled && c.grant_types.iter().any(|g| g == super::records::GRANT_CLIENT_CREDENTIALS))
+    }
+
     /// RFC 6749 §2.3: authenticates a client by id and, for a confidential client, its secret
     /// (compared as SHA-256 in constant time). Unknown, disabled, or wrong → `invalid_client`.
     pub fn authenticate(&self, client_id: &str, secret: Option<&str>) -> Result<Arc<ClientRecord>, OAuthError> {

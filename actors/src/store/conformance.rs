@@ -50,6 +50,7 @@ pub(super) fn token(id: &str, authorization: &str, kind: TokenKind, status: Toke
         sealed_successor: None,
         disabled_by: None,
         auth_time: None,
+        machine: false,
     }
 }
 

@@ -206,13 +206,17 @@ pub struct TokenRecord {
     /// `auth_time`, repeated in the `id_token` of each refresh).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_time: Option<Secs>,
+    /// Issued to a client acting for itself (client credentials): no user; `user_id` is the
+    /// client's id.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub machine: bool,
 }
 
 impl TokenRecord {
     /// Whether it was issued to a client acting for itself (client credentials): no user, the
     /// client its subject.
     pub fn is_machine(&self) -> bool {
-        self.username.is_empty() && self.user_id == self.client_id
+        self.machine
     }
 }
 

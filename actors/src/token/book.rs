@@ -376,6 +376,7 @@ mod tests {
             sealed_successor: None,
             disabled_by: None,
             auth_time: None,
+            machine: false,
         }
     }
 

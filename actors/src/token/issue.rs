@@ -69,6 +69,7 @@ impl TokenState {
             sealed_successor: None,
             disabled_by: None,
             auth_time: g.auth_time,
+            machine: g.machine,
         };
         let id = uuid::Uuid::new_v4().to_string();
         if let Some(m) = minted {
@@ -121,6 +122,7 @@ impl TokenState {
             sealed_successor: None,
             disabled_by: None,
             auth_time: g.auth_time,
+            machine: g.machine,
         };
         (token, rec)
     }
@@ -274,7 +276,7 @@ impl TokenState {
         let allowed = {
             let clients = self.peers.clients.borrow();
             match grant.machine {
-                true => clients.get(&grant.client_id).is_some_and(|c| c.enabled),
+                true => clients.machine_allowed(&grant.client_id),
                 false => clients.tokens_allowed(&grant.client_id, &grant.user_id),
             }
         };

@@ -33,7 +33,7 @@ pub use self::types::{
     AuthorizationPage, AuthorizationQuery, AuthorizationStatus, AuthorizationView, Grant, Owner, RefreshRequest, RevokeTarget, TokenInfo,
     TokenResponse,
 };
-pub use self::types::{DEVICE_NAME_RULE, device_name, invalid_token};
+pub use self::types::{DEVICE_NAME_RULE, device_name, invalid_token, invisible};
 use crate::audit::AuditSink;
 use crate::crypto::keys::JwtKeys;
 use crate::directory::snapshot::ClientTable;
@@ -191,7 +191,8 @@ impl TokenState {
     fn owner_allowed(&self, r: &TokenRecord) -> bool {
         let clients = self.peers.clients.borrow();
         if r.is_machine() {
-            return clients.get(&r.client_id).is_some_and(|c| c.enabled);
+            // Taking the grant away ends the tokens it gave, like disabling the client.
+            return clients.machine_allowed(&r.client_id);
         }
         clients.tokens_allowed(&r.client_id, &r.user_id)
     }

@@ -91,6 +91,8 @@ pub struct AuthorizationPage {
 pub struct TokenInfo {
     pub active: bool,
     pub user_id: String,
+    /// Empty (and not sent) for client credentials: there is no user.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub username: String,
     pub client_id: String,
     pub scope: String,
@@ -147,7 +149,7 @@ pub fn invalid_token() -> OAuthError {
 
 /// Characters that show nothing or turn text around (Unicode format characters): refused in
 /// names, which could otherwise pose as another device's in the lists and the audit trail.
-fn invisible(c: char) -> bool {
+pub fn invisible(c: char) -> bool {
     matches!(c,
         '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
         | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')

@@ -4,7 +4,7 @@ use authgate_actors::audit::EventKind;
 use authgate_actors::directory::{ClientRecord, ClientSpec, DirectoryMsg};
 use authgate_actors::runtime::FLOW_TIMEOUT;
 use authgate_actors::time::Millis;
-use authgate_actors::token::{Amendment, Pauser, TokenMsg};
+use authgate_actors::token::{Amendment, Owner, Pauser, TokenMsg};
 use hyper::StatusCode;
 use minijinja::context;
 use serde::Serialize;
@@ -274,10 +274,16 @@ pub async fn client_action(app: &App, req: Request, id: String, action: String) 
                 .await
                 .map(|r| r.map(|c| (c, None::<String>, done)))
         }
-        "rotate-secret" => dir
-            .ask(|reply| DirectoryMsg::RotateClientSecret { client_id, reply })
-            .await
-            .map(|r| r.map(|(c, s)| (c, Some(s), "secret rotated"))),
+        "rotate-secret" => {
+            let rotated = dir.ask(|reply| DirectoryMsg::RotateClientSecret { client_id, reply }).await;
+            if let Ok(Ok((c, _))) = &rotated {
+                // The secret was the credential behind the client's client-credentials tokens
+                // (recorded with the client as their user): those already minted end with it.
+                let of = Owner::User(c.client_id.clone());
+                let _ = app.actors.token().ask(|reply| TokenMsg::RevokeAll { of, now, reply }).await;
+            }
+            rotated.map(|r| r.map(|(c, s)| (c, Some(s), "secret rotated")))
+        }
         // The directory deletes the client and has its tokens revoked.
         "delete" => dir
             .ask_within(FLOW_TIMEOUT, |reply| DirectoryMsg::DeleteClient { client_id, now, reply })

@@ -10,8 +10,8 @@ use minijinja::context;
 use super::{AdminPost, admin, admin_form, event, not_found};
 use crate::app::App;
 use crate::handlers::account::{
-    PAGE_SIZE, amend, amendment_refused, amendment_words, authorization_page, busy, device_label, flash_redirect, page_with_flash,
-    requested_page, rows, take_flash,
+    PAGE_SIZE, amend, amendment_refused, amendment_words, authorization_page, busy, device_label, flash_redirect, owner_label,
+    page_with_flash, requested_page, rows, take_flash,
 };
 use crate::http::Request;
 use crate::http::Response;
@@ -68,11 +68,11 @@ pub async fn session_action(app: &App, req: Request, id: String, action: String)
             }
             app.actors.audit(
                 event(&post, kind)
-                    .subject(a.username.clone())
+                    .subject(owner_label(&a))
                     .client(a.client_id.clone())
                     .detail(format!("authorization {} (device \"{device}\") {done} by an administrator", a.id)),
             );
-            flash_redirect(app, "/admin/sessions", &format!("{device} of {} was {done}.", a.username))
+            flash_redirect(app, "/admin/sessions", &format!("{device} of {} was {done}.", owner_label(&a)))
         }
         Ok(None) => not_found(app, &post.v, "authorization"),
         Err(()) => busy(app, Some(&post.v)),
@@ -95,7 +95,7 @@ async fn revoke_session(app: &App, post: AdminPost, id: String) -> Response {
         Ok(Ok(Some(a))) => {
             app.actors.audit(
                 event(&post, EventKind::TokenRevoked)
-                    .subject(a.username.clone())
+                    .subject(owner_label(&a))
                     .client(a.client_id.clone())
                     .detail(format!(
                         "authorization {} (device \"{}\") revoked by an administrator",
@@ -103,7 +103,11 @@ async fn revoke_session(app: &App, post: AdminPost, id: String) -> Response {
                         device_label(app, &a)
                     )),
             );
-            flash_redirect(app, "/admin/sessions", &format!("The authorization of {} was revoked.", a.username))
+            flash_redirect(
+                app,
+                "/admin/sessions",
+                &format!("The authorization of {} was revoked.", owner_label(&a)),
+            )
         }
         Ok(Ok(None)) => not_found(app, &post.v, "authorization"),
         _ => busy(app, Some(&post.v)),

@@ -65,6 +65,7 @@ fn token(id: &str, kind: TokenKind, status: TokenStatus) -> TokenRecord {
         sealed_successor: None,
         disabled_by: None,
         auth_time: None,
+        machine: false,
     }
 }
 
