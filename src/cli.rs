@@ -127,6 +127,9 @@ enum ClientCommand {
         /// Issue refresh tokens to OpenID Connect requests (scope openid) even without offline_access
         #[arg(long)]
         always_refresh: bool,
+        /// A resource (RFC 8707) its tokens may be meant for; repeat for several
+        #[arg(long = "resource", value_name = "URI")]
+        resources: Vec<String>,
     },
     /// List clients
     List,
@@ -545,10 +548,12 @@ async fn client_command(actors: Actors, now: Millis, cmd: ClientCommand) -> Resu
             confidential,
             grant_types,
             always_refresh,
+            resources,
         } => {
             let spec = ClientSpec {
                 grant_types,
                 always_refresh,
+                resources,
                 ..ClientSpec::new(&name, confidential)
             };
             let (client, secret) = dir

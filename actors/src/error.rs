@@ -39,6 +39,8 @@ pub enum ErrorCode {
     InsufficientScope,
     /// RFC 7009 §2.2.1: "The authorization server does not support the revocation of the presented token type."
     UnsupportedTokenType,
+    /// RFC 8707 §2: "The requested resource is invalid, missing, unknown, or malformed."
+    InvalidTarget,
     /// RFC 6749 §4.1.2.1: "The authorization server encountered an unexpected condition."
     ServerError,
     /// RFC 6749 §4.1.2.1: "The authorization server is currently unable to handle the request due
@@ -64,6 +66,7 @@ impl ErrorCode {
             Self::ExpiredToken => "expired_token",
             Self::InvalidToken => "invalid_token",
             Self::InsufficientScope => "insufficient_scope",
+            Self::InvalidTarget => "invalid_target",
             Self::UnsupportedTokenType => "unsupported_token_type",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
@@ -110,6 +113,10 @@ impl OAuthError {
     pub fn server_error(d: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::ServerError, d)
     }
+    pub fn invalid_target(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidTarget, d)
+    }
+
     pub fn unavailable(d: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::TemporarilyUnavailable, d)
     }

@@ -4,9 +4,12 @@
 use std::sync::Arc;
 
 use authgate_actors::audit::{AuditEvent, EventKind};
+use authgate_actors::crypto::keys::Audience;
 use authgate_actors::crypto::secret;
 use authgate_actors::device::DeviceMsg;
-use authgate_actors::directory::{ClientRecord, GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, OIDC_SCOPES};
+use authgate_actors::directory::{
+    ClientRecord, GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, OIDC_SCOPES, valid_resource,
+};
 use authgate_actors::time::Millis;
 use authgate_actors::token::{Grant, RefreshRequest, RevokeTarget, TokenInfo, TokenKind, TokenMsg, TokenResponse, invalid_token};
 use authgate_actors::{ErrorCode, OAuthError};
@@ -71,6 +74,8 @@ pub async fn device_code(app: &App, req: Request, arrived: Millis) -> Response {
             let client = authenticate(app, creds)?;
             require_grant(&client, GRANT_DEVICE_CODE)?;
             let scope = client.resolve_scope(form.one("scope")?)?;
+            let resources = resources_of(&form)?;
+            client.check_resources(&resources)?;
             let note = format!("scope {scope}");
             let client_id = client.client_id.clone();
             let code = app
@@ -80,6 +85,7 @@ pub async fn device_code(app: &App, req: Request, arrived: Millis) -> Response {
                     client_id,
                     scope,
                     from: addr.map(|a| a.to_string()),
+                    resources,
                     now,
                     reply,
                 })
@@ -145,10 +151,11 @@ pub async fn token(app: &App, req: Request) -> Response {
                         retry_after_secs(wait),
                     ));
                 }
-                let tokens = client_credentials(app, &client, form.one("scope")?, now).await?;
+                let tokens = client_credentials(app, &client, (form.one("scope")?, resources_of(&form)?), now).await?;
                 (EventKind::TokenIssued, tokens, client.client_id.clone())
             } else if grant_type == GRANT_DEVICE_CODE {
                 let device_code_hash = secret::sha256(form.required("device_code")?);
+                let resources = resources_of(&form)?;
                 let client = authenticate(app, creds)?;
                 require_grant(&client, GRANT_DEVICE_CODE)?;
                 let client_id = client.client_id.clone();
@@ -158,6 +165,7 @@ pub async fn token(app: &App, req: Request) -> Response {
                     .ask_within(app.settings.token_wait(), |reply| DeviceMsg::Poll {
                         device_code_hash,
                         client_id,
+                        resources,
                         now,
                         reply,
                     })
@@ -170,7 +178,10 @@ pub async fn token(app: &App, req: Request) -> Response {
                 let scope = form.one("scope")?.map(str::to_owned);
                 let client = authenticate(app, creds)?;
                 require_grant(&client, GRANT_REFRESH_TOKEN)?;
-                let request = RefreshRequest::new(presented, client.client_id.clone(), scope, now);
+                let request = RefreshRequest {
+                    resources: resources_of(&form)?,
+                    ..RefreshRequest::new(presented, client.client_id.clone(), scope, now)
+                };
                 let tokens = app
                     .actors
                     .token()
@@ -196,10 +207,34 @@ pub async fn token(app: &App, req: Request) -> Response {
     )
 }
 
+/// RFC 8707 §2: the `resource` parameters of a request (repeatable), each an absolute URI
+/// without a fragment, else `invalid_target`; whether the client may name them is checked by
+/// its own list ([`ClientRecord::check_resources`]).
+fn resources_of(form: &Form) -> Result<Vec<String>, OAuthError> {
+    let mut out: Vec<String> = Vec::new();
+    for r in form.all("resource") {
+        if !valid_resource(r) {
+            return Err(OAuthError::invalid_target("a resource is an absolute URI without a fragment"));
+        }
+        if !out.iter().any(|o| o == r) {
+            out.push(r.to_owned());
+        }
+        if out.len() > 10 {
+            return Err(OAuthError::invalid_target("at most 10 resources"));
+        }
+    }
+    Ok(out)
+}
+
 /// RFC 6749 §4.4: a confidential client, authenticated, with the grant enabled, gets an access
 /// token for itself (`sub` is the client): no refresh token, and `openid` is refused (there is
 /// no person to say anything about).
-async fn client_credentials(app: &App, client: &ClientRecord, scope: Option<&str>, now: Millis) -> Result<TokenResponse, OAuthError> {
+async fn client_credentials(
+    app: &App,
+    client: &ClientRecord,
+    (scope, resources): (Option<&str>, Vec<String>),
+    now: Millis,
+) -> Result<TokenResponse, OAuthError> {
     if !client.confidential {
         return Err(OAuthError::new(
             ErrorCode::UnauthorizedClient,
@@ -214,6 +249,7 @@ async fn client_credentials(app: &App, client: &ClientRecord, scope: Option<&str
             "client credentials are not available while an external token service mints tokens",
         ));
     }
+    client.check_resources(&resources)?;
     let oidc = |s: &str| OIDC_SCOPES.contains(&s);
     if scope.is_some_and(|s| s.split_whitespace().any(oidc)) {
         return Err(OAuthError::invalid_scope(
@@ -234,6 +270,8 @@ async fn client_credentials(app: &App, client: &ClientRecord, scope: Option<&str
         name: None,
         auth_time: None,
         machine: true,
+        audience: resources.clone(),
+        resources,
     };
     app.actors
         .token()
@@ -389,7 +427,7 @@ struct Introspection {
     #[serde(skip_serializing_if = "Option::is_none")]
     sub: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    aud: Option<String>,
+    aud: Option<Audience>,
     #[serde(skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -434,7 +472,8 @@ pub async fn introspect(app: &App, req: Request) -> Response {
                     exp: Some(r.expires_at),
                     iat: Some(r.issued_at),
                     sub: Some(r.user_id),
-                    aud: Some(r.client_id.clone()),
+                    // An access token's resources (RFC 8707), else its client.
+                    aud: Some(Audience::of(if access { &r.resources } else { &[] }, &r.client_id)),
                     client_id: Some(r.client_id),
                     iss: Some(app.settings.base_url.clone()),
                     jti: access.then_some(r.id),

@@ -94,6 +94,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::SlowDown
         | ErrorCode::AccessDenied
         | ErrorCode::ExpiredToken
+        | ErrorCode::InvalidTarget
         | ErrorCode::UnsupportedTokenType => StatusCode::BAD_REQUEST,
     }
 }

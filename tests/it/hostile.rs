@@ -87,6 +87,10 @@ fn bodies(csrf: &str) -> Vec<(Option<&'static str>, Vec<u8>)> {
         (form, format!("x={}", "A".repeat(20_000)).into_bytes()),
         (form, with_csrf("client_id=a&client_id=b&grant_type=x&grant_type=y&token=1&token=2")),
         (
+            form,
+            with_csrf("grant_type=client_credentials&client_id=x&resource=javascript:alert(1)%23x&resource=%00&resource=%3Cscript%3E"),
+        ),
+        (
             Some("application/json"),
             br#"{"client_id":"x","grant_type":"refresh_token"}"#.to_vec(),
         ),

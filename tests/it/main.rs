@@ -21,6 +21,7 @@ mod metrics;
 mod oauth2_client;
 mod oidc;
 mod providers;
+mod resources;
 mod restart;
 mod security;
 mod upstream;

@@ -80,6 +80,8 @@ struct Entry {
     state: State,
     /// The address the code was requested from.
     requested_from: Option<Box<str>>,
+    /// RFC 8707 resources asked for (rare: boxed, so an entry without grows by a pointer).
+    resources: Option<Box<Vec<String>>>,
 }
 
 impl Entry {
@@ -93,6 +95,7 @@ impl Entry {
             interval_ms: self.interval_ms,
             state,
             requested_from: self.requested_from.as_deref().map(str::to_owned),
+            resources: self.resources.as_deref().cloned().unwrap_or_default(),
         }
     }
 }
@@ -105,6 +108,9 @@ pub enum PollOutcome {
         approval: Approval,
         client_id: String,
         scope: String,
+        /// RFC 8707: the resources granted, and those this token is for (a subset).
+        resources: Vec<String>,
+        audience: Vec<String>,
     },
     Error(ErrorCode, &'static str),
 }
@@ -205,6 +211,7 @@ impl DeviceBook {
             burst_used: false,
             state,
             requested_from: rec.requested_from.as_deref().map(Box::from),
+            resources: (!rec.resources.is_empty()).then(|| Box::new(rec.resources.clone())),
         };
         self.by_user_code.insert(user_code, key);
         self.by_hash.insert(key, entry);
@@ -226,6 +233,12 @@ impl DeviceBook {
     /// detects the auth style). A second early poll gets `slow_down` and the code's interval
     /// grows by 5 s. An approved code moves to `Redeeming`, so exactly one poll redeems it.
     pub fn poll(&mut self, key: &Digest32, client_id: &str, now: Millis) -> PollOutcome {
+        self.poll_for(key, client_id, &[], now)
+    }
+
+    /// [`DeviceBook::poll`] with the RFC 8707 resources the token request names: each must be
+    /// one the device asked for (`invalid_target` otherwise); none means all of them.
+    pub fn poll_for(&mut self, key: &Digest32, client_id: &str, resources: &[String], now: Millis) -> PollOutcome {
         let Some(e) = self.by_hash.get_mut(key) else {
             return PollOutcome::Error(ErrorCode::InvalidGrant, "the device code is invalid or was already used");
         };
@@ -258,12 +271,22 @@ impl DeviceBook {
             State::Denied => PollOutcome::Error(ErrorCode::AccessDenied, "the user denied the authorization request"),
             State::Redeeming(_) => PollOutcome::Error(ErrorCode::InvalidGrant, "the device code is invalid or was already used"),
             State::Approved(a) => {
+                let granted = e.resources.as_deref().cloned().unwrap_or_default();
+                if resources.iter().any(|r| !granted.contains(r)) {
+                    return PollOutcome::Error(ErrorCode::InvalidTarget, "a resource the device authorization did not ask for");
+                }
                 let approval = (**a).clone();
                 e.state = State::Redeeming(a.clone());
                 PollOutcome::Redeem {
                     approval,
                     client_id: e.client_id.to_string(),
                     scope: e.scope.to_string(),
+                    audience: if resources.is_empty() {
+                        granted.clone()
+                    } else {
+                        resources.to_vec()
+                    },
+                    resources: granted,
                 }
             }
         }
@@ -352,7 +375,7 @@ impl DeviceBook {
         &mut self,
         client_id: String,
         scope: String,
-        requested_from: Option<String>,
+        (requested_from, resources): (Option<String>, Vec<String>),
         now: Millis,
         lifetime_ms: Millis,
         interval_ms: u32,
@@ -369,6 +392,7 @@ impl DeviceBook {
             interval_ms,
             state: RecordState::Pending,
             requested_from,
+            resources,
         };
         let answer = NewDeviceCode {
             device_code,
@@ -504,6 +528,7 @@ mod tests {
             interval_ms: 5_000,
             state,
             requested_from: None,
+            resources: Vec::new(),
         };
         assert!(b.insert(key, &rec));
         (b, key)
@@ -529,6 +554,7 @@ mod tests {
             interval_ms: 5_000,
             state,
             requested_from: None,
+            resources: Vec::new(),
         };
         let approved = rec(RecordState::Approved {
             auth_time: None,
@@ -639,6 +665,7 @@ mod tests {
                 approval,
                 client_id,
                 scope,
+                ..
             } => {
                 assert_eq!(approval.user_id, "u");
                 assert_eq!(client_id, "cli");
@@ -675,7 +702,9 @@ mod tests {
     #[test]
     fn a_decision_is_seen_by_polls_only_once_it_is_durable() {
         let mut b = DeviceBook::default();
-        let (key, _, code) = b.create("cli".into(), "read".into(), None, T0, 600_000, 5_000).unwrap();
+        let (key, _, code) = b
+            .create("cli".into(), "read".into(), (None, Vec::new()), T0, 600_000, 5_000)
+            .unwrap();
         assert_eq!((code.expires_in, code.interval), (600, 5));
         let typed = secret::normalize_user_code(&code.user_code).unwrap();
         let approve = Decision::Approve {
@@ -712,6 +741,7 @@ mod tests {
             interval_ms: 5_000,
             state: RecordState::Pending,
             requested_from: None,
+            resources: Vec::new(),
         };
         let (b, bad) = DeviceBook::load(vec![([1; 32], rec("BCDFGHJK")), ([2; 32], rec("not a code"))]);
         assert_eq!((b.len(), bad), (1, vec![[2; 32]]));

@@ -50,6 +50,8 @@ pub enum DeviceMsg {
         scope: String,
         /// The address the request came from, to show the person who approves.
         from: Option<String>,
+        /// RFC 8707 resources the tokens are for (already checked against the client's list).
+        resources: Vec<String>,
         now: Millis,
         reply: RpcReplyPort<Result<NewDeviceCode, OAuthError>>,
     },
@@ -57,6 +59,8 @@ pub enum DeviceMsg {
     Poll {
         device_code_hash: Digest32,
         client_id: String,
+        /// RFC 8707 resources the token request names (none: all the device asked for).
+        resources: Vec<String>,
         now: Millis,
         reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
     },
@@ -173,15 +177,17 @@ impl Actor for DeviceActor {
                 client_id,
                 scope,
                 from,
+                resources,
                 now,
                 reply,
-            } => st.create(client_id, scope, from, now, reply),
+            } => st.create(client_id, scope, (from, resources), now, reply),
             DeviceMsg::Poll {
                 device_code_hash,
                 client_id,
+                resources,
                 now,
                 reply,
-            } => match st.book.poll(&device_code_hash, &client_id, now) {
+            } => match st.book.poll_for(&device_code_hash, &client_id, &resources, now) {
                 PollOutcome::Error(code, why) => {
                     let _ = reply.send(Err(OAuthError::new(code, why)));
                 }
@@ -189,7 +195,9 @@ impl Actor for DeviceActor {
                     approval,
                     client_id,
                     scope,
-                } => st.redeem(device_code_hash, approval, (client_id, scope), now, reply),
+                    resources,
+                    audience,
+                } => st.redeem(device_code_hash, approval, (client_id, scope, resources, audience), now, reply),
             },
             DeviceMsg::Lookup { user_code, now, reply } => {
                 let _ = reply.send(st.book.lookup(&user_code, now).map(|(_, v)| v));
@@ -291,7 +299,7 @@ impl DeviceState {
         &mut self,
         client_id: String,
         scope: String,
-        from: Option<String>,
+        (from, resources): (Option<String>, Vec<String>),
         now: Millis,
         reply: RpcReplyPort<Result<NewDeviceCode, OAuthError>>,
     ) {
@@ -299,13 +307,18 @@ impl DeviceState {
             .unwrap_or(MAX_INTERVAL_MS)
             .max(1);
         let lifetime_ms = millis(self.config.code_lifetime);
-        let Some((key, rec, answer)) = self.book.create(client_id, scope, from, now, lifetime_ms, interval_ms) else {
+        let Some((key, rec, answer)) = self.book.create(client_id, scope, (from, resources), now, lifetime_ms, interval_ms) else {
             let _ = reply.send(Err(OAuthError::unavailable("no free user code; try again")));
             return;
         };
         tracing::debug!(user_code = %secret::redact_user_code(&answer_code(&rec)), client_id = %rec.client_id, "device code issued");
         let me = self.me.clone();
-        let (client_id, scope, from) = (rec.client_id.clone(), rec.scope.clone(), rec.requested_from.clone());
+        let (client_id, scope, from, resources) = (
+            rec.client_id.clone(),
+            rec.scope.clone(),
+            rec.requested_from.clone(),
+            rec.resources.clone(),
+        );
         after(self.repo.insert(key, &rec), move |r| match r {
             Ok(true) => {
                 let _ = reply.send(Ok(answer));
@@ -317,6 +330,7 @@ impl DeviceState {
                     client_id,
                     scope,
                     from,
+                    resources,
                     now,
                     reply,
                 }) {
@@ -334,7 +348,7 @@ impl DeviceState {
         &mut self,
         key: Digest32,
         approval: Approval,
-        (client_id, scope): (String, String),
+        (client_id, scope, resources, audience): (String, String, Vec<String>, Vec<String>),
         now: Millis,
         reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
     ) {
@@ -347,6 +361,8 @@ impl DeviceState {
             name: approval.name,
             auth_time: approval.auth_time,
             machine: false,
+            resources,
+            audience,
         };
         let (token, me, issue_timeout) = (self.token.clone(), self.me.clone(), self.config.issue_timeout);
         tokio::spawn(async move {

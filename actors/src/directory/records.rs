@@ -82,6 +82,7 @@ pub fn new_client(name: &str, confidential: bool, now: Secs) -> (ClientRecord, O
     let secret = confidential.then(|| secret::random_token(32));
     let rec = ClientRecord {
         always_refresh: false,
+        resources: Vec::new(),
         client_id: uuid::Uuid::new_v4().to_string(),
         name: name.to_owned(),
         description: String::new(),
@@ -185,6 +186,26 @@ fn valid_scope(s: &str) -> bool {
 }
 
 /// An absolute URI with a scheme and no fragment (RFC 6749 §3.1.2).
+/// RFC 8707 §2: a resource is an absolute URI without a fragment.
+pub fn valid_resource(u: &str) -> bool {
+    valid_redirect_uri(u)
+}
+
+impl ClientRecord {
+    /// RFC 8707: `requested` resources, each on this client's list, else `invalid_target`.
+    pub fn check_resources(&self, requested: &[String]) -> Result<(), OAuthError> {
+        match requested.iter().find(|r| !self.resources.contains(r)) {
+            None => Ok(()),
+            Some(r) => {
+                let shown: String = r.chars().take(80).collect();
+                Err(OAuthError::invalid_target(format!(
+                    "the resource {shown:?} is not allowed for this client"
+                )))
+            }
+        }
+    }
+}
+
 fn valid_redirect_uri(u: &str) -> bool {
     let Some((scheme, rest)) = u.split_once(':') else { return false };
     !rest.is_empty()
@@ -209,6 +230,8 @@ pub struct ClientSpec {
     pub redirect_uris: Vec<String>,
     /// Refresh tokens for OpenID Connect requests without `offline_access`.
     pub always_refresh: bool,
+    /// RFC 8707 resources its tokens may be meant for.
+    pub resources: Vec<String>,
 }
 
 /// Each distinct item of `items`, in first-seen order.
@@ -241,6 +264,7 @@ impl ClientSpec {
             scopes: c.scopes.clone(),
             redirect_uris: c.redirect_uris.clone(),
             always_refresh: c.always_refresh,
+            resources: c.resources.clone(),
         }
     }
 
@@ -290,6 +314,16 @@ impl ClientSpec {
         rec.scopes = scopes;
         rec.redirect_uris = self.redirect_uris.clone();
         rec.always_refresh = self.always_refresh;
+        if self.resources.len() > 10 {
+            return Err(DirectoryError::InvalidClient("at most 10 resources".into()));
+        }
+        if let Some(bad) = self.resources.iter().find(|u| !valid_resource(u)) {
+            let shown: String = bad.chars().take(80).collect();
+            return Err(DirectoryError::InvalidClient(format!(
+                "{shown:?} is not an absolute URI without a fragment"
+            )));
+        }
+        rec.resources = distinct(self.resources.iter().cloned());
         Ok(())
     }
 }

@@ -28,6 +28,7 @@ fn device(state: RecordState) -> DeviceRecord {
         interval_ms: 5_000,
         state,
         requested_from: None,
+        resources: Vec::new(),
     }
 }
 
@@ -51,6 +52,7 @@ pub(super) fn token(id: &str, authorization: &str, kind: TokenKind, status: Toke
         disabled_by: None,
         auth_time: None,
         machine: false,
+        resources: Vec::new(),
     }
 }
 
@@ -72,6 +74,7 @@ pub(super) fn user(id: &str, name: &str) -> UserRecord {
 pub(super) fn client(id: &str) -> ClientRecord {
     ClientRecord {
         always_refresh: false,
+        resources: Vec::new(),
         client_id: id.into(),
         name: "CLI".into(),
         description: String::new(),

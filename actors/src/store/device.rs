@@ -22,6 +22,9 @@ pub struct DeviceRecord {
     /// The address the code was requested from (shown on the approval page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_from: Option<String>,
+    /// RFC 8707: the resources the tokens are for (checked against the client's list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

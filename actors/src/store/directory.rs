@@ -60,6 +60,9 @@ pub struct ClientRecord {
     /// `offline_access`.
     #[serde(default)]
     pub always_refresh: bool,
+    /// RFC 8707: the resources (absolute URIs) its tokens may be meant for; empty, none.
+    #[serde(default)]
+    pub resources: Vec<String>,
 }
 
 /// Everything the directory holds, as loaded at start.

@@ -210,6 +210,10 @@ pub struct TokenRecord {
     /// client's id.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub machine: bool,
+    /// RFC 8707: for an access token, the resources it is for (its `aud`); for a refresh
+    /// token, the resources granted, which later refreshes may narrow but never widen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
 }
 
 impl TokenRecord {

@@ -87,6 +87,7 @@ async fn a_killed_core_actor_is_restarted_and_rebuilds_its_state_from_the_store(
             now: now(),
             reply,
             from: None,
+            resources: Vec::new(),
         })
         .await
         .unwrap()
@@ -100,6 +101,7 @@ async fn a_killed_core_actor_is_restarted_and_rebuilds_its_state_from_the_store(
         .ask(|reply| DeviceMsg::Poll {
             device_code_hash: crate::crypto::secret::sha256(&code.device_code),
             client_id: "c".into(),
+            resources: Vec::new(),
             now: now(),
             reply,
         })
@@ -127,6 +129,8 @@ async fn one_authorization_yields_tokens_once_even_after_a_restart() {
     let grant = Grant {
         auth_time: None,
         machine: false,
+        resources: Vec::new(),
+        audience: Vec::new(),
         user_id: admin.id.clone(),
         username: admin.username.clone(),
         client_id: client.client_id.clone(),

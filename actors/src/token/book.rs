@@ -377,6 +377,7 @@ mod tests {
             disabled_by: None,
             auth_time: None,
             machine: false,
+            resources: Vec::new(),
         }
     }
 

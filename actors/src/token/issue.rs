@@ -7,7 +7,7 @@ use super::book::scope_within;
 use super::msg::{PendingKind, TokenMsg};
 use super::types::{Grant, RefreshRequest, TokenResponse};
 use crate::audit::{AuditEvent, EventKind};
-use crate::crypto::keys::{AccessClaims, IdClaims};
+use crate::crypto::keys::{AccessClaims, Audience, IdClaims};
 use crate::crypto::secret;
 use crate::error::OAuthError;
 use crate::provider::token_service::MintedToken;
@@ -70,6 +70,7 @@ impl TokenState {
             disabled_by: None,
             auth_time: g.auth_time,
             machine: g.machine,
+            resources: g.audience.clone(),
         };
         let id = uuid::Uuid::new_v4().to_string();
         if let Some(m) = minted {
@@ -91,7 +92,7 @@ impl TokenState {
         let claims = AccessClaims {
             iss: self.config.issuer.clone(),
             sub: g.user_id.clone(),
-            aud: g.client_id.clone(),
+            aud: Audience::of(&g.audience, &g.client_id),
             client_id: g.client_id.clone(),
             scope: scope.to_owned(),
             iat: now,
@@ -123,6 +124,7 @@ impl TokenState {
             disabled_by: None,
             auth_time: g.auth_time,
             machine: g.machine,
+            resources: g.resources.clone(),
         };
         (token, rec)
     }
@@ -418,7 +420,18 @@ impl TokenState {
             name: old.name.clone(),
             auth_time: old.auth_time,
             machine: old.is_machine(),
+            // RFC 8707: a refresh may ask for any of the resources granted, never another.
+            audience: if request.resources.is_empty() {
+                old.resources.clone()
+            } else {
+                request.resources.clone()
+            },
+            resources: old.resources.clone(),
         };
+        if grant.audience.iter().any(|r| !old.resources.contains(r)) {
+            let _ = reply.send(Err(OAuthError::invalid_target("a resource this authorization was not granted")));
+            return;
+        }
         if let (Some((provider, timeout)), None) = (&self.peers.token_api, &minted) {
             // Everything is checked again when the token comes back.
             let (provider, timeout) = (provider.clone(), *timeout);

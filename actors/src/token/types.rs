@@ -21,6 +21,10 @@ pub struct Grant {
     /// Client credentials (RFC 6749 §4.4): the client acts for itself. `user_id` is the
     /// client's id and `username` empty; no refresh token, no `id_token`.
     pub machine: bool,
+    /// RFC 8707: the resources granted (a refresh may ask for any of them, never more) and
+    /// those this access token is for (its `aud`; none: the client).
+    pub resources: Vec<String>,
+    pub audience: Vec<String>,
 }
 
 /// The successful token response (RFC 6749 §5.1).
@@ -120,6 +124,8 @@ pub enum Owner {
 /// narrower scope.
 pub struct RefreshRequest {
     pub token: String,
+    /// RFC 8707 resources asked for (none: all that were granted).
+    pub resources: Vec<String>,
     pub hash: Digest32,
     pub client_id: String,
     pub scope: Option<String>,
@@ -133,6 +139,7 @@ impl RefreshRequest {
     pub fn new(token: &str, client_id: String, scope: Option<String>, now: Millis) -> Self {
         Self {
             token: token.to_owned(),
+            resources: Vec::new(),
             hash: crate::crypto::secret::sha256(token),
             client_id,
             scope,

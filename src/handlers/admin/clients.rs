@@ -82,7 +82,7 @@ fn client_form(app: &App, v: &Viewer, status: StatusCode, c: Option<&ClientRecor
             client_id => c.map(|c| c.client_id.clone()), confidential => c.map_or(spec.confidential, |c| c.confidential),
             name => spec.name.clone(), description => spec.description.clone(), grants => grants,
             scopes => spec.scopes.join(" "), redirect_uris => spec.redirect_uris.join("\n"),
-            always_refresh => spec.always_refresh,
+            always_refresh => spec.always_refresh, resources => spec.resources.join("\n"),
         },
     )
 }
@@ -104,6 +104,14 @@ fn spec_from(form: &Form) -> ClientSpec {
             .map(str::to_owned)
             .collect(),
         always_refresh: form.first("always_refresh") == Some("on"),
+        resources: form
+            .first("resources")
+            .unwrap_or("")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
     }
 }
 

@@ -29,12 +29,38 @@ use crate::store::StoreError;
 use crate::store::server::ServerRepo;
 use crate::time::Secs;
 
+/// An access token's `aud` (RFC 7519 §4.1.3): the client, or the RFC 8707 resource(s) the token
+/// is meant for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// `resources` when there are any (one as a string, several as a list), else `client_id`.
+    pub fn of(resources: &[String], client_id: &str) -> Self {
+        match resources {
+            [] => Audience::One(client_id.to_owned()),
+            [one] => Audience::One(one.clone()),
+            many => Audience::Many(many.to_vec()),
+        }
+    }
+}
+
+impl From<&str> for Audience {
+    fn from(s: &str) -> Self {
+        Audience::One(s.to_owned())
+    }
+}
+
 /// The claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AccessClaims {
     pub iss: String,
     pub sub: String,
-    pub aud: String,
+    pub aud: Audience,
     pub client_id: String,
     pub scope: String,
     pub iat: Secs,

@@ -66,6 +66,7 @@ fn token(id: &str, kind: TokenKind, status: TokenStatus) -> TokenRecord {
         disabled_by: None,
         auth_time: None,
         machine: false,
+        resources: Vec::new(),
     }
 }
 
@@ -192,6 +193,7 @@ async fn racing_processes_win_once() {
         interval_ms: 5_000,
         state: RecordState::Pending,
         requested_from: None,
+        resources: Vec::new(),
     };
     a.device.insert(key, &pending).await.unwrap();
     let decisions = (0..20).map(|i| {
