@@ -80,8 +80,8 @@ struct Entry {
     state: State,
     /// The address the code was requested from.
     requested_from: Option<Box<str>>,
-    /// RFC 8707 resources asked for (rare: boxed, so an entry without grows by a pointer).
-    resources: Option<Box<Vec<String>>>,
+    /// RFC 8707 resources asked for (rare: a boxed slice, so an entry without grows little).
+    resources: Option<Box<[String]>>,
 }
 
 impl Entry {
@@ -95,7 +95,7 @@ impl Entry {
             interval_ms: self.interval_ms,
             state,
             requested_from: self.requested_from.as_deref().map(str::to_owned),
-            resources: self.resources.as_deref().cloned().unwrap_or_default(),
+            resources: self.resources.as_deref().map(<[String]>::to_vec).unwrap_or_default(),
         }
     }
 }
@@ -211,7 +211,7 @@ impl DeviceBook {
             burst_used: false,
             state,
             requested_from: rec.requested_from.as_deref().map(Box::from),
-            resources: (!rec.resources.is_empty()).then(|| Box::new(rec.resources.clone())),
+            resources: (!rec.resources.is_empty()).then(|| rec.resources.clone().into_boxed_slice()),
         };
         self.by_user_code.insert(user_code, key);
         self.by_hash.insert(key, entry);
@@ -271,7 +271,7 @@ impl DeviceBook {
             State::Denied => PollOutcome::Error(ErrorCode::AccessDenied, "the user denied the authorization request"),
             State::Redeeming(_) => PollOutcome::Error(ErrorCode::InvalidGrant, "the device code is invalid or was already used"),
             State::Approved(a) => {
-                let granted = e.resources.as_deref().cloned().unwrap_or_default();
+                let granted = e.resources.as_deref().map(<[String]>::to_vec).unwrap_or_default();
                 if resources.iter().any(|r| !granted.contains(r)) {
                     return PollOutcome::Error(ErrorCode::InvalidTarget, "a resource the device authorization did not ask for");
                 }
