@@ -4,7 +4,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-/// The error codes of RFC 6749 §5.2, RFC 8628 §3.5, RFC 6750 §3.1 and RFC 7009 §2.2.1.
+/// The error codes of RFC 6749 §5.2, RFC 8628 §3.5, RFC 6750 §3.1, RFC 7009 §2.2.1 and
+/// RFC 8707 §2.
 /// `Display` is the wire value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {

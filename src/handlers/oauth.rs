@@ -74,7 +74,7 @@ pub async fn device_code(app: &App, req: Request, arrived: Millis) -> Response {
             let client = authenticate(app, creds)?;
             require_grant(&client, GRANT_DEVICE_CODE)?;
             let scope = client.resolve_scope(form.one("scope")?)?;
-            let resources = resources_of(&form)?;
+            let resources = resources_of(app, &form)?;
             client.check_resources(&resources)?;
             let note = format!("scope {scope}");
             let client_id = client.client_id.clone();
@@ -151,13 +151,13 @@ pub async fn token(app: &App, req: Request) -> Response {
                         retry_after_secs(wait),
                     ));
                 }
-                let tokens = client_credentials(app, &client, (form.one("scope")?, resources_of(&form)?), now).await?;
+                let tokens = client_credentials(app, &client, (form.one("scope")?, resources_of(app, &form)?), now).await?;
                 (EventKind::TokenIssued, tokens, client.client_id.clone())
             } else if grant_type == GRANT_DEVICE_CODE {
                 let device_code_hash = secret::sha256(form.required("device_code")?);
-                let resources = resources_of(&form)?;
                 let client = authenticate(app, creds)?;
                 require_grant(&client, GRANT_DEVICE_CODE)?;
+                let resources = resources_of(app, &form)?;
                 let client_id = client.client_id.clone();
                 let polled = app
                     .actors
@@ -179,7 +179,7 @@ pub async fn token(app: &App, req: Request) -> Response {
                 let client = authenticate(app, creds)?;
                 require_grant(&client, GRANT_REFRESH_TOKEN)?;
                 let request = RefreshRequest {
-                    resources: resources_of(&form)?,
+                    resources: resources_of(app, &form)?,
                     ..RefreshRequest::new(presented, client.client_id.clone(), scope, now)
                 };
                 let tokens = app
@@ -210,8 +210,14 @@ pub async fn token(app: &App, req: Request) -> Response {
 /// RFC 8707 §2: the `resource` parameters of a request (repeatable), each an absolute URI
 /// without a fragment, else `invalid_target`; whether the client may name them is checked by
 /// its own list ([`ClientRecord::check_resources`]).
-fn resources_of(form: &Form) -> Result<Vec<String>, OAuthError> {
+fn resources_of(app: &App, form: &Form) -> Result<Vec<String>, OAuthError> {
     let mut out: Vec<String> = Vec::new();
+    if form.all("resource").next().is_some() && app.settings.token_provider_mode != crate::config::ProviderMode::Local {
+        // The token service's contract has no word for the audience it would have to set.
+        return Err(OAuthError::invalid_target(
+            "resource indicators are not available while an external token service mints tokens",
+        ));
+    }
     for r in form.all("resource") {
         if !valid_resource(r) {
             return Err(OAuthError::invalid_target("a resource is an absolute URI without a fragment"));

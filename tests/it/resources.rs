@@ -104,6 +104,28 @@ async fn a_resource_becomes_the_audience_and_a_refresh_narrows_but_never_widens(
     assert_eq!(claims(access)["aud"], FILES);
     let (status, intro) = post_form(&s.url("/oauth/introspect"), &[("token", access), ("client_id", &client)]).await;
     assert_eq!((status, intro["aud"].as_str()), (StatusCode::OK, Some(FILES)), "{intro}");
+    // tokeninfo says it too, so a resource server checking tokens there can hold to it.
+    let (status, info) = get_json(&s.url("/oauth/tokeninfo"), Some(access)).await;
+    assert_eq!((status, info["aud"].as_str()), (StatusCode::OK, Some(FILES)), "{info}");
+
+    // A resource the device did not ask for is refused at once, before anyone approves.
+    let (status, pending) = post_form(&s.url("/oauth/device/code"), &[("client_id", &client), ("resource", API)]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = token_form(
+        &s,
+        &[
+            ("grant_type", DEVICE_GRANT),
+            ("device_code", pending["device_code"].as_str().unwrap()),
+            ("client_id", &client),
+            ("resource", FILES),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_target")),
+        "{body}"
+    );
 
     // Refresh: one of the granted ones, all of them, never another.
     let refresh_token = tokens["refresh_token"].as_str().unwrap();

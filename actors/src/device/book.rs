@@ -264,6 +264,12 @@ impl DeviceBook {
         } else {
             e.last_poll_ms = now;
         }
+        // RFC 8707: a resource the device did not ask for is refused at once, not after the
+        // person approved (a client stops polling on this error).
+        let granted = e.resources.as_deref().map(<[String]>::to_vec).unwrap_or_default();
+        if resources.iter().any(|r| !granted.contains(r)) {
+            return PollOutcome::Error(ErrorCode::InvalidTarget, "a resource the device authorization did not ask for");
+        }
         match &e.state {
             State::Pending | State::Deciding => {
                 PollOutcome::Error(ErrorCode::AuthorizationPending, "the user has not yet approved this device")
@@ -271,10 +277,6 @@ impl DeviceBook {
             State::Denied => PollOutcome::Error(ErrorCode::AccessDenied, "the user denied the authorization request"),
             State::Redeeming(_) => PollOutcome::Error(ErrorCode::InvalidGrant, "the device code is invalid or was already used"),
             State::Approved(a) => {
-                let granted = e.resources.as_deref().map(<[String]>::to_vec).unwrap_or_default();
-                if resources.iter().any(|r| !granted.contains(r)) {
-                    return PollOutcome::Error(ErrorCode::InvalidTarget, "a resource the device authorization did not ask for");
-                }
                 let approval = (**a).clone();
                 e.state = State::Redeeming(a.clone());
                 PollOutcome::Redeem {

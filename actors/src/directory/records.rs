@@ -191,6 +191,7 @@ pub fn valid_resource(u: &str) -> bool {
     valid_redirect_uri(u)
 }
 
+/// An absolute URI without a fragment, at most 2000 bytes, no spaces or control characters.
 impl ClientRecord {
     /// RFC 8707: `requested` resources, each on this client's list, else `invalid_target`.
     pub fn check_resources(&self, requested: &[String]) -> Result<(), OAuthError> {
@@ -199,7 +200,7 @@ impl ClientRecord {
             Some(r) => {
                 let shown: String = r.chars().take(80).collect();
                 Err(OAuthError::invalid_target(format!(
-                    "the resource {shown:?} is not allowed for this client"
+                    "the resource {shown} is not allowed for this client"
                 )))
             }
         }

@@ -294,6 +294,7 @@ impl TokenBook {
             username: r.username.clone(),
             client_id: r.client_id.clone(),
             scope: r.scope.clone(),
+            aud: crate::crypto::keys::Audience::of(&r.resources, &r.client_id),
             exp: r.expires_at,
             iat: r.issued_at,
         })

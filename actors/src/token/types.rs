@@ -100,6 +100,8 @@ pub struct TokenInfo {
     pub username: String,
     pub client_id: String,
     pub scope: String,
+    /// Who the token is for: its RFC 8707 resource(s), else its client.
+    pub aud: crate::crypto::keys::Audience,
     pub exp: Secs,
     pub iat: Secs,
 }
