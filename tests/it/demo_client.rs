@@ -71,7 +71,9 @@ async fn login_reuse_refresh_retry_status_and_logout() {
     let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
-    let rest: Vec<String> = rx.try_iter().collect();
+    // Every line the client printed: the reader ends when the pipe closes, after the exit
+    // (collecting only what had arrived by then lost the last lines now and then).
+    let rest: Vec<String> = tokio::task::spawn_blocking(move || rx.iter().collect()).await.unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let all = [shown, rest].concat().join("\n");
     println!("SESSION\n{all}\nEND");
