@@ -442,6 +442,31 @@ fn cli_event(now: Millis, kind: EventKind, subject: &str) -> AuditEvent {
     AuditEvent::new(now, kind, who, true).subject(subject)
 }
 
+/// Applies `change` to the user named `username` (the directory ends sessions where the change
+/// says so) and records it in the audit trail; the user as it now is.
+async fn change_user(
+    actors: &Actors,
+    username: &str,
+    change: UserChange,
+    now: Millis,
+) -> Result<authgate_actors::directory::UserRecord, String> {
+    let (who, what) = (UserRef::Name(username.to_owned()), change.describe());
+    let user = actors
+        .directory()
+        .ask_within(FLOW_TIMEOUT, |reply| DirectoryMsg::ChangeUser {
+            who,
+            change,
+            keep_session: None,
+            now,
+            reply,
+        })
+        .await
+        .map_err(|e| e.description.to_string())?
+        .map_err(|e| e.to_string())?;
+    audit(actors, cli_event(now, EventKind::UserChanged, username).detail(what)).await?;
+    Ok(user)
+}
+
 async fn user_command(actors: Actors, now: Millis, cmd: UserCommand) -> Result<(), String> {
     let err = |e: authgate_actors::OAuthError| e.description.to_string();
     let dir = actors.directory();
@@ -489,18 +514,7 @@ async fn user_command(actors: Actors, now: Millis, cmd: UserCommand) -> Result<(
         }
         UserCommand::Passwd { username, password_stdin } => {
             let (password, generated) = password_from(password_stdin).await?;
-            let who = UserRef::Name(username.clone());
-            dir.ask_within(FLOW_TIMEOUT, |reply| DirectoryMsg::ChangeUser {
-                who,
-                change: UserChange::Password(password),
-                keep_session: None,
-                now,
-                reply,
-            })
-            .await
-            .map_err(err)?
-            .map_err(|e| e.to_string())?;
-            audit(&actors, cli_event(now, EventKind::UserChanged, &username).detail("password reset")).await?;
+            change_user(&actors, &username, UserChange::Password(password), now).await?;
             println!("password of {username} changed");
             if let Some(pw) = generated {
                 println!("password: {pw}");
@@ -516,19 +530,7 @@ async fn user_command(actors: Actors, now: Millis, cmd: UserCommand) -> Result<(
             let name = name.or(found.full_name).unwrap_or_default();
             let email = email.or(found.email).unwrap_or_default();
             let change = authgate_actors::directory::profile(&name, &email).map_err(|e| e.to_string())?;
-            let who = UserRef::Name(username.clone());
-            let user = dir
-                .ask_within(FLOW_TIMEOUT, |reply| DirectoryMsg::ChangeUser {
-                    who,
-                    change,
-                    keep_session: None,
-                    now,
-                    reply,
-                })
-                .await
-                .map_err(err)?
-                .map_err(|e| e.to_string())?;
-            audit(&actors, cli_event(now, EventKind::UserChanged, &username).detail("profile changed")).await?;
+            let user = change_user(&actors, &username, change, now).await?;
             println!(
                 "profile of {username}: name {}, email {}",
                 user.full_name.as_deref().unwrap_or("(none)"),

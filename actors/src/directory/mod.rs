@@ -285,10 +285,7 @@ impl Actor for DirectoryActor {
                 let changed = st.book.set_client_enabled(&client_id, enabled);
                 st.save_client(&myself, changed.map(|c| (c, ())), |(c, ())| c, reply);
             }
-            DirectoryMsg::RotateClientSecret { client_id, reply } => {
-                let changed = st.book.rotate_client_secret(&client_id);
-                st.save_client(&myself, changed, |c| c, reply);
-            }
+            DirectoryMsg::RotateClientSecret { client_id, now, reply } => st.rotate_secret(&myself, &client_id, now, reply),
             DirectoryMsg::DeleteClient { client_id, now, reply } => st.delete_client(&myself, &client_id, now, reply),
             DirectoryMsg::ListClients { reply } => {
                 let _ = reply.send(st.book.clients());
@@ -511,6 +508,42 @@ impl DirectoryState {
             // Its tokens already stop validating (the client is gone); revoke them for good.
             let revoked = revoke_all(&token, Owner::Client(client.client_id.clone()), now).await;
             let _ = reply.send(if revoked { Ok(client) } else { Err(DirectoryError::Unfinished) });
+        });
+    }
+}
+
+impl DirectoryState {
+    /// A new secret; once it is durable, the client-credentials tokens the old one got are
+    /// revoked (they are recorded with the client as their user).
+    fn rotate_secret(
+        &mut self,
+        myself: &ActorRef<DirectoryMsg>,
+        client_id: &str,
+        now: Millis,
+        reply: RpcReplyPort<Result<(ClientRecord, String), DirectoryError>>,
+    ) {
+        let (client, secret) = match self.book.rotate_client_secret(client_id) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        self.publish();
+        let write = self.repo.save_client(&client);
+        let (myself, token) = (myself.clone(), self.peers.token.clone());
+        tokio::spawn(async move {
+            if let Err(e) = write.await {
+                rebuild(&myself, &e);
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+            let revoked = revoke_all(&token, Owner::User(client.client_id.clone()), now).await;
+            let _ = reply.send(if revoked {
+                Ok((client, secret))
+            } else {
+                Err(DirectoryError::Unfinished)
+            });
         });
     }
 }

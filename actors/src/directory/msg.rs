@@ -79,9 +79,11 @@ pub enum DirectoryMsg {
         enabled: bool,
         reply: RpcReplyPort<Result<ClientRecord, DirectoryError>>,
     },
-    /// A new secret for a confidential client, returned once; the old one stops working.
+    /// A new secret for a confidential client, returned once; the old one stops working, and
+    /// so do the client-credentials tokens it got (recorded with the client as their user).
     RotateClientSecret {
         client_id: String,
+        now: Millis,
         reply: RpcReplyPort<Result<(ClientRecord, String), DirectoryError>>,
     },
     /// Deletes a client and revokes every token it holds (within [`crate::runtime::FLOW_TIMEOUT`]).

@@ -207,6 +207,12 @@ impl TokenBook {
         })
     }
 
+    /// [`TokenBook::authorization`], if `owner` (when given) is the user it belongs to.
+    pub fn owned_authorization(&self, authorization_id: &str, owner: Option<&str>, now: Secs) -> Option<AuthorizationView> {
+        self.authorization(authorization_id, now)
+            .filter(|a| owner.is_none_or(|o| o == a.user_id))
+    }
+
     /// The authorizations `query` selects, newest first.
     pub fn authorizations(&self, query: &AuthorizationQuery, now: Secs) -> Vec<AuthorizationView> {
         let ids: Vec<&String> = match &query.user_id {

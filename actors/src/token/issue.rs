@@ -23,6 +23,36 @@ fn invalid_refresh() -> OAuthError {
     OAuthError::invalid_grant("the refresh token is invalid, expired or revoked")
 }
 
+/// A new, active record of a `kind` token of grant `g` for `scope`, issued and expiring at
+/// `issued_at` and `expires_at` (its id and hash are the caller's to set). An access token's
+/// resources are its audience; a refresh token's, those granted.
+fn new_record(g: &Grant, kind: TokenKind, scope: &str, (issued_at, expires_at): (Secs, Secs)) -> TokenRecord {
+    TokenRecord {
+        id: String::new(),
+        kind,
+        token_hash: None,
+        user_id: g.user_id.clone(),
+        username: g.username.clone(),
+        client_id: g.client_id.clone(),
+        scope: scope.to_owned(),
+        authorization_id: g.authorization_id.clone(),
+        issued_at,
+        expires_at,
+        status: TokenStatus::Active,
+        last_used_at: None,
+        name: g.name.clone(),
+        successor: None,
+        sealed_successor: None,
+        disabled_by: None,
+        auth_time: g.auth_time,
+        machine: g.machine,
+        resources: match kind {
+            TokenKind::Access => g.audience.clone(),
+            TokenKind::Refresh => g.resources.clone(),
+        },
+    }
+}
+
 /// What a replaced refresh token presented again stands for (see `TokenState::in_grace`).
 enum Grace {
     /// Its successor, still active, and the successor's clear text: answered with again.
@@ -53,24 +83,8 @@ impl TokenState {
     ) -> Result<(String, TokenRecord, u64), OAuthError> {
         let record = |id: String, token_hash: Option<String>, expires_at: Secs| TokenRecord {
             id,
-            kind: TokenKind::Access,
             token_hash,
-            user_id: g.user_id.clone(),
-            username: g.username.clone(),
-            client_id: g.client_id.clone(),
-            scope: scope.to_owned(),
-            authorization_id: g.authorization_id.clone(),
-            issued_at: now,
-            expires_at,
-            status: TokenStatus::Active,
-            last_used_at: None,
-            name: g.name.clone(),
-            successor: None,
-            sealed_successor: None,
-            disabled_by: None,
-            auth_time: g.auth_time,
-            machine: g.machine,
-            resources: g.audience.clone(),
+            ..new_record(g, TokenKind::Access, scope, (now, expires_at))
         };
         let id = uuid::Uuid::new_v4().to_string();
         if let Some(m) = minted {
@@ -107,24 +121,8 @@ impl TokenState {
     fn mint_refresh(&self, g: &Grant, now: Secs, token: String) -> (String, TokenRecord) {
         let rec = TokenRecord {
             id: uuid::Uuid::new_v4().to_string(),
-            kind: TokenKind::Refresh,
             token_hash: Some(secret::sha256_hex(&token)),
-            user_id: g.user_id.clone(),
-            username: g.username.clone(),
-            client_id: g.client_id.clone(),
-            scope: g.scope.clone(),
-            authorization_id: g.authorization_id.clone(),
-            issued_at: now,
-            expires_at: now + self.config.refresh_ttl.as_secs(),
-            status: TokenStatus::Active,
-            last_used_at: None,
-            name: g.name.clone(),
-            successor: None,
-            sealed_successor: None,
-            disabled_by: None,
-            auth_time: g.auth_time,
-            machine: g.machine,
-            resources: g.resources.clone(),
+            ..new_record(g, TokenKind::Refresh, &g.scope, (now, now + self.config.refresh_ttl.as_secs()))
         };
         (token, rec)
     }

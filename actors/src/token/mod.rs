@@ -406,50 +406,38 @@ impl Actor for TokenActor {
                 owner,
                 now,
                 reply,
-            } => {
-                let found = st
-                    .book
-                    .authorization(&authorization_id, now / 1000)
-                    .filter(|a| owner.as_ref().is_none_or(|o| *o == a.user_id));
-                match found {
-                    Some(view) => {
-                        let records = st.book.revoke_authorization(&authorization_id);
-                        let scope = RevokeScope::Authorization(authorization_id);
-                        st.revoke_scope(&myself, (scope, records), Ok(Some(view)), reply);
-                    }
-                    None => {
-                        let _ = reply.send(Ok(None));
-                    }
+            } => match st.book.owned_authorization(&authorization_id, owner.as_deref(), now / 1000) {
+                Some(view) => {
+                    let records = st.book.revoke_authorization(&authorization_id);
+                    let scope = RevokeScope::Authorization(authorization_id);
+                    st.revoke_scope(&myself, (scope, records), Ok(Some(view)), reply);
                 }
-            }
+                None => {
+                    let _ = reply.send(Ok(None));
+                }
+            },
             TokenMsg::AmendAuthorization {
                 authorization_id,
                 owner,
                 change,
                 now,
                 reply,
-            } => {
-                let found = st
-                    .book
-                    .authorization(&authorization_id, now / 1000)
-                    .filter(|a| owner.as_ref().is_none_or(|o| *o == a.user_id));
-                match found {
-                    Some(view) => {
-                        let records = st.book.amend_authorization(&authorization_id, &change);
-                        let scope = RevokeScope::Authorization(authorization_id);
-                        st.write_scope(
-                            &myself,
-                            (scope, records),
-                            |repo, scope| repo.amend(scope, change),
-                            Ok(Some(view)),
-                            reply,
-                        );
-                    }
-                    None => {
-                        let _ = reply.send(Ok(None));
-                    }
+            } => match st.book.owned_authorization(&authorization_id, owner.as_deref(), now / 1000) {
+                Some(view) => {
+                    let records = st.book.amend_authorization(&authorization_id, &change);
+                    let scope = RevokeScope::Authorization(authorization_id);
+                    st.write_scope(
+                        &myself,
+                        (scope, records),
+                        |repo, scope| repo.amend(scope, change),
+                        Ok(Some(view)),
+                        reply,
+                    );
                 }
-            }
+                None => {
+                    let _ = reply.send(Ok(None));
+                }
+            },
             TokenMsg::AmendClient { client_id, change, reply } => {
                 let records = st
                     .book

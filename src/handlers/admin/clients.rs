@@ -4,7 +4,7 @@ use authgate_actors::audit::EventKind;
 use authgate_actors::directory::{ClientRecord, ClientSpec, DirectoryMsg};
 use authgate_actors::runtime::FLOW_TIMEOUT;
 use authgate_actors::time::Millis;
-use authgate_actors::token::{Amendment, Owner, Pauser, TokenMsg};
+use authgate_actors::token::{Amendment, Pauser, TokenMsg};
 use hyper::StatusCode;
 use minijinja::context;
 use serde::Serialize;
@@ -95,24 +95,21 @@ fn spec_from(form: &Form) -> ClientSpec {
         confidential: form.first("type") == Some("confidential"),
         grant_types: form.all("grant_type").map(str::to_owned).collect(),
         scopes: form.first("scopes").unwrap_or("").split_whitespace().map(str::to_owned).collect(),
-        redirect_uris: form
-            .first("redirect_uris")
-            .unwrap_or("")
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        redirect_uris: lines(form, "redirect_uris"),
         always_refresh: form.first("always_refresh") == Some("on"),
-        resources: form
-            .first("resources")
-            .unwrap_or("")
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        resources: lines(form, "resources"),
     }
+}
+
+/// The non-blank lines of a textarea, trimmed.
+fn lines(form: &Form, name: &str) -> Vec<String> {
+    form.first(name)
+        .unwrap_or("")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `GET /admin/clients/new`
@@ -282,16 +279,11 @@ pub async fn client_action(app: &App, req: Request, id: String, action: String) 
                 .await
                 .map(|r| r.map(|c| (c, None::<String>, done)))
         }
-        "rotate-secret" => {
-            let rotated = dir.ask(|reply| DirectoryMsg::RotateClientSecret { client_id, reply }).await;
-            if let Ok(Ok((c, _))) = &rotated {
-                // The secret was the credential behind the client's client-credentials tokens
-                // (recorded with the client as their user): those already minted end with it.
-                let of = Owner::User(c.client_id.clone());
-                let _ = app.actors.token().ask(|reply| TokenMsg::RevokeAll { of, now, reply }).await;
-            }
-            rotated.map(|r| r.map(|(c, s)| (c, Some(s), "secret rotated")))
-        }
+        // The directory also revokes the client-credentials tokens the old secret got.
+        "rotate-secret" => dir
+            .ask_within(FLOW_TIMEOUT, |reply| DirectoryMsg::RotateClientSecret { client_id, now, reply })
+            .await
+            .map(|r| r.map(|(c, s)| (c, Some(s), "secret rotated"))),
         // The directory deletes the client and has its tokens revoked.
         "delete" => dir
             .ask_within(FLOW_TIMEOUT, |reply| DirectoryMsg::DeleteClient { client_id, now, reply })
