@@ -50,23 +50,42 @@ fn row_ids(page: &str) -> Vec<String> {
 }
 
 /// Audit events of `kind`, newest first, read through the audit actor.
+/// The recorded events of `kind`, once they have settled: recording never waits (an event
+/// rides the store's next group commit after the answer went out), so the events of requests
+/// just answered may still be on their way; the list is read until two reads 100 ms apart
+/// agree (at most 3 s).
 async fn audit(s: &TestServer, kind: EventKind) -> Vec<authgate_actors::audit::AuditEvent> {
     let actor = s.server.actors.audit_actor().clone();
-    let filter = AuditFilter {
-        kind: Some(kind),
-        ..Default::default()
+    let read = || {
+        let actor = actor.clone();
+        async move {
+            let filter = AuditFilter {
+                kind: Some(kind),
+                ..Default::default()
+            };
+            actor
+                .ask(|reply| AuditMsg::Query {
+                    filter,
+                    before: None,
+                    limit: 500,
+                    reply,
+                })
+                .await
+                .unwrap()
+                .unwrap()
+                .events
+        }
     };
-    actor
-        .ask(|reply| AuditMsg::Query {
-            filter,
-            before: None,
-            limit: 500,
-            reply,
-        })
-        .await
-        .unwrap()
-        .unwrap()
-        .events
+    let mut last = read().await;
+    for _ in 0..30 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let now = read().await;
+        if now.len() == last.len() {
+            return now;
+        }
+        last = now;
+    }
+    last
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
