@@ -9,7 +9,7 @@ use hyper::header::{ALLOW, CONNECTION, HeaderValue, RETRY_AFTER};
 use hyper::{Method, StatusCode};
 
 use crate::config::Settings;
-use crate::handlers::{account, admin, discovery, metrics, misc, oauth, web};
+use crate::handlers::{account, admin, authorize, discovery, metrics, misc, oauth, web};
 use crate::http::cookies::CookieKeys;
 use crate::http::form;
 use crate::http::guard::{Guard, client_addr, secure_headers};
@@ -51,13 +51,15 @@ enum Route {
     AdminAudit,
     Introspect,
     UserInfo,
+    Authorize,
     Metadata,
+    OpenIdConfiguration,
     Jwks,
     Metrics,
 }
 
 /// Every route's path pattern (also its label in metrics and logs).
-const ROUTES: [(&str, Route); 33] = [
+const ROUTES: [(&str, Route); 35] = [
     ("/", Route::Root),
     ("/health", Route::Health),
     ("/oauth/device/code", Route::DeviceCode),
@@ -66,7 +68,9 @@ const ROUTES: [(&str, Route); 33] = [
     ("/oauth/revoke", Route::Revoke),
     ("/oauth/introspect", Route::Introspect),
     ("/oauth/userinfo", Route::UserInfo),
+    ("/oauth/authorize", Route::Authorize),
     ("/.well-known/oauth-authorization-server", Route::Metadata),
+    ("/.well-known/openid-configuration", Route::OpenIdConfiguration),
     ("/.well-known/jwks.json", Route::Jwks),
     ("/login", Route::Login),
     ("/logout", Route::Logout),
@@ -285,10 +289,12 @@ impl App {
             Route::Revoke if post => oauth::revoke(self, req).await,
             Route::Introspect if post => oauth::introspect(self, req).await,
             Route::UserInfo if get || post => oauth::userinfo(self, req, now).await,
-            Route::Metadata if get => discovery::metadata(self),
+            Route::Authorize if get => authorize::authorize(self, req, now).await,
+            Route::Authorize if post => authorize::decide(self, req).await,
+            Route::Metadata | Route::OpenIdConfiguration if get => discovery::metadata(self),
             Route::Jwks if get => discovery::jwks(self),
             Route::Metrics if get => metrics::metrics_page(self, req, now).await,
-            Route::Metadata | Route::Jwks if method == Method::OPTIONS => discovery::preflight(),
+            Route::Metadata | Route::OpenIdConfiguration | Route::Jwks if method == Method::OPTIONS => discovery::preflight(),
             Route::Login if get => web::login_page(self, req, now).await,
             Route::Login if post => web::login(self, req).await,
             Route::Logout if get => web::logout_page(self, req, now).await,
@@ -338,8 +344,8 @@ impl App {
             | Route::AdminUserAction
             | Route::AdminSessionAction => "POST",
             Route::Login | Route::Logout | Route::AdminClients | Route::AdminClient | Route::AdminUsers => "GET, HEAD, POST",
-            Route::Metadata | Route::Jwks => "GET, HEAD, OPTIONS",
-            Route::UserInfo => "GET, HEAD, POST",
+            Route::Metadata | Route::OpenIdConfiguration | Route::Jwks => "GET, HEAD, OPTIONS",
+            Route::UserInfo | Route::Authorize => "GET, HEAD, POST",
             _ => "GET, HEAD",
         };
         let mut r = self.pages.error(

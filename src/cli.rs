@@ -121,9 +121,15 @@ enum ClientCommand {
         /// A confidential client (with a secret) instead of a public one
         #[arg(long)]
         confidential: bool,
-        /// Grant types the client may use, comma-separated
+        /// Grant types the client may use, comma-separated: device_code, authorization_code, refresh_token, client_credentials
         #[arg(long, value_delimiter = ',', default_value = "device_code,refresh_token")]
         grant_types: Vec<String>,
+        /// A redirect URI for the authorization code grant (matched exactly; loopback on any port); repeat for several
+        #[arg(long = "redirect-uri", value_name = "URI")]
+        redirect_uris: Vec<String>,
+        /// Scopes the client may ask for, space- or comma-separated (default: read write)
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
         /// Issue refresh tokens to OpenID Connect requests (scope openid) even without offline_access
         #[arg(long)]
         always_refresh: bool,
@@ -549,11 +555,15 @@ async fn client_command(actors: Actors, now: Millis, cmd: ClientCommand) -> Resu
             name,
             confidential,
             grant_types,
+            redirect_uris,
+            scopes,
             always_refresh,
             resources,
         } => {
             let spec = ClientSpec {
                 grant_types,
+                redirect_uris,
+                scopes: scopes.iter().flat_map(|s| s.split_whitespace()).map(str::to_owned).collect(),
                 always_refresh,
                 resources,
                 ..ClientSpec::new(&name, confidential)

@@ -125,6 +125,10 @@ pub struct Settings {
     #[arg(long, env = "REFRESH_TOKEN_REUSE_GRACE", default_value = "0s", value_parser = parse_grace, global = true)]
     pub refresh_token_reuse_grace: Duration,
 
+    /// Require PKCE (S256) of confidential clients too on the authorization code grant (public clients always need it)
+    #[arg(long, env = "PKCE_REQUIRED", default_value = "false", action = ArgAction::Set, value_parser = BoolishValueParser::new(), global = true)]
+    pub pkce_required: bool,
+
     /// Lifetime of a browser session
     #[arg(long, env = "SESSION_MAX_AGE", default_value = "168h", value_parser = parse_duration, global = true)]
     pub session_max_age: Duration,

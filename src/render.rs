@@ -10,6 +10,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../templates/base.html")),
     ("login.html", include_str!("../templates/login.html")),
     ("device.html", include_str!("../templates/device.html")),
+    ("authorize.html", include_str!("../templates/authorize.html")),
     ("confirm.html", include_str!("../templates/confirm.html")),
     ("result.html", include_str!("../templates/result.html")),
     ("error.html", include_str!("../templates/error.html")),

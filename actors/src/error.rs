@@ -47,11 +47,22 @@ pub enum ErrorCode {
     /// RFC 6749 §4.1.2.1: "The authorization server is currently unable to handle the request due
     /// to a temporary overloading or maintenance of the server."
     TemporarilyUnavailable,
+    /// RFC 6749 §4.1.2.1: "The authorization server does not support obtaining an
+    /// authorization code using this method."
+    UnsupportedResponseType,
+    /// OIDC Core §3.1.2.6: the user must sign in, and `prompt=none` forbids asking.
+    LoginRequired,
+    /// OIDC Core §3.1.2.6: the user must consent, and `prompt=none` forbids asking.
+    ConsentRequired,
+    /// OIDC Core §3.1.2.6: the `request` parameter (a request object) is not supported.
+    RequestNotSupported,
+    /// OIDC Core §3.1.2.6: the `request_uri` parameter is not supported.
+    RequestUriNotSupported,
 }
 
 impl ErrorCode {
     /// How many codes there are (each `as usize` is below it).
-    pub const COUNT: usize = Self::TemporarilyUnavailable as usize + 1;
+    pub const COUNT: usize = Self::RequestUriNotSupported as usize + 1;
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -71,6 +82,11 @@ impl ErrorCode {
             Self::UnsupportedTokenType => "unsupported_token_type",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::UnsupportedResponseType => "unsupported_response_type",
+            Self::LoginRequired => "login_required",
+            Self::ConsentRequired => "consent_required",
+            Self::RequestNotSupported => "request_not_supported",
+            Self::RequestUriNotSupported => "request_uri_not_supported",
         }
     }
 }

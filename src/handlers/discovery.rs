@@ -1,8 +1,9 @@
 //! What a client or resource server discovers without asking anyone: the authorization server
-//! metadata (RFC 8414) and the JWK Set of the keys that verify access tokens and id_tokens. Both are public,
-//! cacheable, and readable from browser code (CORS).
+//! metadata (RFC 8414, served also as OpenID Connect Discovery's `openid-configuration`: one
+//! document, so the two never disagree) and the JWK Set of the keys that verify access tokens
+//! and id_tokens. Both are public, cacheable, and readable from browser code (CORS).
 
-use authgate_actors::directory::{GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, OIDC_SCOPES};
+use authgate_actors::directory::{GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, OIDC_SCOPES};
 use hyper::StatusCode;
 use hyper::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL,
@@ -22,14 +23,22 @@ const JWK_SET: HeaderValue = HeaderValue::from_static("application/jwk-set+json"
 #[derive(Serialize)]
 struct Metadata<'a> {
     issuer: &'a str,
+    authorization_endpoint: String,
     device_authorization_endpoint: String,
     token_endpoint: String,
     revocation_endpoint: String,
     introspection_endpoint: String,
     jwks_uri: String,
-    grant_types_supported: [&'static str; 3],
-    /// There is no authorization endpoint, so no response types.
-    response_types_supported: [&'static str; 0],
+    grant_types_supported: [&'static str; 4],
+    /// The authorization code grant only (no implicit or hybrid flows, RFC 9700 §2.1.2).
+    response_types_supported: [&'static str; 1],
+    response_modes_supported: [&'static str; 1],
+    /// RFC 7636: S256 only (`plain` gives no protection against a code seen in transit).
+    code_challenge_methods_supported: [&'static str; 1],
+    /// RFC 9207: the authorization response carries `iss`.
+    authorization_response_iss_parameter_supported: bool,
+    request_parameter_supported: bool,
+    request_uri_parameter_supported: bool,
     token_endpoint_auth_methods_supported: [&'static str; 3],
     revocation_endpoint_auth_methods_supported: [&'static str; 3],
     introspection_endpoint_auth_methods_supported: [&'static str; 2],
@@ -40,7 +49,7 @@ struct Metadata<'a> {
     id_token_signing_alg_values_supported: [&'static str; 1],
     subject_types_supported: [&'static str; 1],
     scopes_supported: [&'static str; 4],
-    claims_supported: [&'static str; 10],
+    claims_supported: [&'static str; 11],
     service_documentation: String,
 }
 
@@ -49,13 +58,24 @@ pub fn metadata_document(settings: &Settings) -> String {
     let base = settings.base_url.trim_end_matches('/');
     let doc = Metadata {
         issuer: &settings.base_url,
+        authorization_endpoint: format!("{base}/oauth/authorize"),
         device_authorization_endpoint: format!("{base}/oauth/device/code"),
         token_endpoint: format!("{base}/oauth/token"),
         revocation_endpoint: format!("{base}/oauth/revoke"),
         introspection_endpoint: format!("{base}/oauth/introspect"),
         jwks_uri: format!("{base}/.well-known/jwks.json"),
-        grant_types_supported: [GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, GRANT_CLIENT_CREDENTIALS],
-        response_types_supported: [],
+        grant_types_supported: [
+            GRANT_AUTHORIZATION_CODE,
+            GRANT_DEVICE_CODE,
+            GRANT_REFRESH_TOKEN,
+            GRANT_CLIENT_CREDENTIALS,
+        ],
+        response_types_supported: ["code"],
+        response_modes_supported: ["query"],
+        code_challenge_methods_supported: ["S256"],
+        authorization_response_iss_parameter_supported: true,
+        request_parameter_supported: false,
+        request_uri_parameter_supported: false,
         token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
         revocation_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
         introspection_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
@@ -76,6 +96,7 @@ pub fn metadata_document(settings: &Settings) -> String {
             "exp",
             "iat",
             "auth_time",
+            "nonce",
             "at_hash",
             "preferred_username",
             "name",
@@ -93,7 +114,7 @@ fn public(mut r: Response, max_age: &'static str) -> Response {
     r
 }
 
-/// `GET /.well-known/oauth-authorization-server`.
+/// `GET /.well-known/oauth-authorization-server` and `/.well-known/openid-configuration`.
 pub fn metadata(app: &App) -> Response {
     public(bytes(StatusCode::OK, JSON, app.metadata.clone()), "public, max-age=3600")
 }

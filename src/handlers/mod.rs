@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod authorize;
 pub mod discovery;
 pub mod metrics;
 pub mod misc;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use authgate_actors::audit::{AuditEvent, EventKind};
 use authgate_actors::crypto::keys::Audience;
 use authgate_actors::crypto::secret;
-use authgate_actors::device::DeviceMsg;
+use authgate_actors::device::{CodeExchange, DeviceMsg};
 use authgate_actors::directory::{
-    ClientRecord, GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, OIDC_SCOPES, valid_resource,
+    ClientRecord, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, OIDC_SCOPES, valid_resource,
 };
 use authgate_actors::time::Millis;
 use authgate_actors::token::{Grant, RefreshRequest, RevokeTarget, TokenInfo, TokenKind, TokenMsg, TokenResponse, invalid_token};
@@ -136,10 +136,17 @@ pub async fn token(app: &App, req: Request) -> Response {
         async {
             let (creds, form, now) = read_oauth_form(req).await?;
             let grant_type = form.required("grant_type")?;
-            if ![GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, GRANT_CLIENT_CREDENTIALS].contains(&grant_type) {
+            if ![
+                GRANT_DEVICE_CODE,
+                GRANT_AUTHORIZATION_CODE,
+                GRANT_REFRESH_TOKEN,
+                GRANT_CLIENT_CREDENTIALS,
+            ]
+            .contains(&grant_type)
+            {
                 return Err(OAuthError::new(
                     ErrorCode::UnsupportedGrantType,
-                    "supported grant types: device_code, refresh_token, client_credentials",
+                    "supported grant types: device_code, authorization_code, refresh_token, client_credentials",
                 ));
             }
             let (kind, tokens, client_id) = if grant_type == GRANT_CLIENT_CREDENTIALS {
@@ -172,6 +179,30 @@ pub async fn token(app: &App, req: Request) -> Response {
                     .await?;
                 count_poll(app, &polled);
                 let tokens = polled?;
+                (EventKind::TokenIssued, tokens, client.client_id.clone())
+            } else if grant_type == GRANT_AUTHORIZATION_CODE {
+                let code_hash = secret::sha256(form.required("code")?);
+                let redirect_uri = form.one("redirect_uri")?.map(str::to_owned);
+                let verifier = form.one("code_verifier")?.map(str::to_owned);
+                let client = authenticate(app, creds)?;
+                require_grant(&client, GRANT_AUTHORIZATION_CODE)?;
+                let resources = resources_of(app, &form)?;
+                let client_id = client.client_id.clone();
+                let tokens = app
+                    .actors
+                    .device()
+                    .ask_within(app.settings.token_wait(), |reply| DeviceMsg::Exchange {
+                        request: Box::new(CodeExchange {
+                            code_hash,
+                            client_id,
+                            redirect_uri,
+                            verifier,
+                            resources,
+                            now,
+                        }),
+                        reply,
+                    })
+                    .await??;
                 (EventKind::TokenIssued, tokens, client.client_id.clone())
             } else {
                 let presented = form.required("refresh_token")?;
@@ -210,7 +241,7 @@ pub async fn token(app: &App, req: Request) -> Response {
 /// RFC 8707 §2: the `resource` parameters of a request (repeatable), each an absolute URI
 /// without a fragment, else `invalid_target`; whether the client may name them is checked by
 /// its own list ([`ClientRecord::check_resources`]).
-fn resources_of(app: &App, form: &Form) -> Result<Vec<String>, OAuthError> {
+pub(crate) fn resources_of(app: &App, form: &Form) -> Result<Vec<String>, OAuthError> {
     let mut out: Vec<String> = Vec::new();
     if form.all("resource").next().is_some() && app.settings.token_provider_mode != crate::config::ProviderMode::Local {
         // The token service's contract has no word for the audience it would have to set.
@@ -278,6 +309,7 @@ async fn client_credentials(
         machine: true,
         audience: resources.clone(),
         resources,
+        nonce: None,
     };
     app.actors
         .token()

@@ -334,7 +334,8 @@ pub fn secure_headers(r: &mut Response, https: bool) {
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     );
     let h = r.headers_mut();
-    h.insert(CONTENT_SECURITY_POLICY, CSP);
+    // A page that sets its own (the consent page lets its form lead on to the client) keeps it.
+    h.entry(CONTENT_SECURITY_POLICY).or_insert(CSP);
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));

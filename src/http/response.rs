@@ -95,7 +95,12 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::AccessDenied
         | ErrorCode::ExpiredToken
         | ErrorCode::InvalidTarget
-        | ErrorCode::UnsupportedTokenType => StatusCode::BAD_REQUEST,
+        | ErrorCode::UnsupportedTokenType
+        | ErrorCode::UnsupportedResponseType
+        | ErrorCode::LoginRequired
+        | ErrorCode::ConsentRequired
+        | ErrorCode::RequestNotSupported
+        | ErrorCode::RequestUriNotSupported => StatusCode::BAD_REQUEST,
     }
 }
 

@@ -40,7 +40,10 @@ impl TestServer {
 
     /// A server on the database the settings `database` name (environment names and values).
     pub async fn start_on(dir: Arc<tempfile::TempDir>, database: Vec<(&'static str, String)>, extra: &[&str]) -> TestServer {
-        let mut args = vec!["authgate".to_owned(), "--server-addr".into(), "127.0.0.1:0".into()];
+        let mut args = vec!["authgate".to_owned()];
+        if !extra.contains(&"--server-addr") {
+            args.extend(["--server-addr".into(), "127.0.0.1:0".into()]);
+        }
         for (name, value) in database {
             args.push(format!("--{}", name.to_ascii_lowercase().replace('_', "-")));
             args.push(value);
@@ -78,6 +81,34 @@ impl TestServer {
             dir,
             client_id,
         }
+    }
+
+    /// A fresh server whose BASE_URL (its issuer) is its own address, so that discovery from
+    /// that URL works as it does in production.
+    pub async fn start_at_own_url(extra: &[&str]) -> TestServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (addr, base) = (format!("127.0.0.1:{port}"), format!("http://127.0.0.1:{port}"));
+        let mut args = vec!["--server-addr", addr.as_str(), "--base-url", base.as_str()];
+        args.extend_from_slice(extra);
+        Self::start(&args).await
+    }
+
+    /// Creates a client of the authorization code grant (and refresh) with these redirect URIs
+    /// and scopes `read write`.
+    pub async fn create_app(&self, name: &str, confidential: bool, redirect_uris: &[&str]) -> (String, Option<String>) {
+        let dir = self.server.actors.directory().clone();
+        let spec = authgate_actors::directory::ClientSpec {
+            grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            redirect_uris: redirect_uris.iter().map(|s| s.to_string()).collect(),
+            ..authgate_actors::directory::ClientSpec::new(name, confidential)
+        };
+        let now = authgate_actors::time::wall_clock_ms();
+        let (c, secret) = dir
+            .ask(|reply| DirectoryMsg::CreateClient { spec, now, reply })
+            .await
+            .unwrap()
+            .unwrap();
+        (c.client_id, secret)
     }
 
     pub async fn stop(self) -> Arc<tempfile::TempDir> {
@@ -253,6 +284,31 @@ pub fn csrf_of(page: &str) -> String {
     page[start..].split('"').next().unwrap().to_owned()
 }
 
+/// The value of the hidden field `name` in `page`, unescaped as a browser would.
+pub fn hidden_of(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page
+        .find(&marker)
+        .map(|i| i + marker.len())
+        .unwrap_or_else(|| panic!("page has {name}: {page}"));
+    let raw = page[start..].split('"').next().unwrap();
+    raw.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#x2f;", "/")
+        .replace("&amp;", "&")
+}
+
+/// The query parameters of a URL the server sent a browser to.
+pub fn query_of(url: &str) -> std::collections::HashMap<String, String> {
+    reqwest::Url::parse(url)
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
 /// A person in a browser without JavaScript: follows the forms, keeps cookies.
 pub struct Person {
     pub http: reqwest::Client,
@@ -301,6 +357,47 @@ impl Person {
         let (status, body, location) = self.try_login(s, username, password).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "sign-in failed: {body}");
         assert_eq!(location.as_deref(), Some("/device"));
+    }
+
+    /// Signs in through the sign-in page `next` leads to (as an authorization request sends a
+    /// browser there), and answers where the browser goes afterwards.
+    pub async fn login_then(&self, s: &TestServer, login_url: &str) -> String {
+        let (status, page, _) = self.get(&s.url(login_url)).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let csrf = csrf_of(&page);
+        let next = hidden_of(&page, "next");
+        let (status, body, location) = self
+            .post(
+                &s.url("/login"),
+                &[
+                    ("username", "admin"),
+                    ("password", ADMIN_PASSWORD),
+                    ("csrf_token", &csrf),
+                    ("next", &next),
+                ],
+            )
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+        location.unwrap()
+    }
+
+    /// Opens an authorization URL (signed in) and presses Approve or Deny on the consent page;
+    /// answers where the browser is sent (the client's redirect URI with the answer).
+    pub async fn consent(&self, s: &TestServer, authorize_url: &str, approve: bool) -> String {
+        let (status, page, location) = self.get(authorize_url).await;
+        assert_eq!(status, StatusCode::OK, "the consent page, not {location:?}: {page}");
+        assert!(page.contains("id=\"approve\""), "{page}");
+        let csrf = csrf_of(&page);
+        let request = hidden_of(&page, "request");
+        let action = if approve { "approve" } else { "deny" };
+        let (status, body, location) = self
+            .post(
+                &s.url("/oauth/authorize"),
+                &[("csrf_token", &csrf), ("request", &request), ("action", action)],
+            )
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+        location.unwrap()
     }
 
     /// Enters `user_code` and approves or denies; returns the final page.

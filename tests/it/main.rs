@@ -5,6 +5,7 @@
 // The tests stand where clients do, outside the server: they read the clock as a client would.
 #![allow(clippy::disallowed_methods)]
 
+mod authcode;
 mod browser;
 mod cli;
 mod cluster;

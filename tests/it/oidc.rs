@@ -230,3 +230,108 @@ async fn an_administrator_sets_the_name_and_email_the_id_token_carries() {
     assert!(claims.get("name").is_none() && claims.get("email").is_none(), "{claims}");
     s.stop().await;
 }
+
+/// Discovery at `/.well-known/openid-configuration`, then both grants through the
+/// `openidconnect` crate's own client: the authorization code with PKCE, `state` and `nonce`
+/// (the id_token must carry the nonce, and a wrong one fails), userinfo, and the device flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openidconnect_crate_discovers_and_signs_in_by_code_and_by_device() {
+    use openidconnect::core::{
+        CoreAuthenticationFlow, CoreClient, CoreDeviceAuthorizationResponse, CoreProviderMetadata, CoreUserInfoClaims,
+    };
+    use openidconnect::{
+        AuthorizationCode, CsrfToken, DeviceAuthorizationUrl, OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
+    };
+
+    let s = TestServer::start_at_own_url(&[]).await;
+    let callback = "http://127.0.0.1:45678/cb";
+    let (app, _) = s.create_app("Web app", false, &["http://127.0.0.1/cb"]).await;
+    let dir = s.server.actors.directory().clone();
+    let spec = authgate_actors::directory::ClientSpec {
+        grant_types: vec!["authorization_code".into(), "device_code".into(), "refresh_token".into()],
+        redirect_uris: vec!["http://127.0.0.1/cb".into()],
+        ..authgate_actors::directory::ClientSpec::new("Web app", false)
+    };
+    let client_id = app.clone();
+    dir.ask(|reply| authgate_actors::directory::DirectoryMsg::UpdateClient { client_id, spec, reply })
+        .await
+        .unwrap()
+        .unwrap();
+    let http = http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let call = |req| crate::oauth2_client::send(http.clone(), req);
+    let meta = CoreProviderMetadata::discover_async(IssuerUrl::new(s.base.clone()).unwrap(), &call)
+        .await
+        .expect("OpenID Connect discovery");
+    // One document at both addresses (RFC 8414 and OIDC Discovery never disagree).
+    let (_, rfc8414) = get_json(&s.url("/.well-known/oauth-authorization-server"), None).await;
+    let (_, oidc) = get_json(&s.url("/.well-known/openid-configuration"), None).await;
+    assert_eq!(rfc8414, oidc);
+    assert_eq!(oidc["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+    let client = CoreClient::from_provider_metadata(meta, ClientId::new(app.clone()), None)
+        .set_redirect_uri(RedirectUrl::new(callback.into()).unwrap())
+        .set_device_authorization_url(DeviceAuthorizationUrl::new(s.url("/oauth/device/code")).unwrap());
+
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, state, nonce) = client
+        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .add_scope(Scope::new("profile".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    let person = Person::new();
+    person.login(&s, "admin", ADMIN_PASSWORD).await;
+    let back = person.consent(&s, url.as_str(), true).await;
+    let q = query_of(&back);
+    assert_eq!(q.get("state"), Some(state.secret()));
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(q["code"].clone()))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&call)
+        .await
+        .expect("the code is exchanged");
+    let id_token = tokens.id_token().expect("an id_token");
+    let verifier = client.id_token_verifier();
+    let claims = id_token.claims(&verifier, &nonce).expect("the id_token verifies, nonce included");
+    assert_eq!(claims.preferred_username().map(|u| u.as_str()), Some("admin"));
+    assert!(
+        id_token.claims(&verifier, &Nonce::new("another".into())).is_err(),
+        "a different nonce is refused"
+    );
+    assert!(tokens.refresh_token().is_none(), "openid without offline_access: no refresh token");
+    let info: CoreUserInfoClaims = client
+        .user_info(tokens.access_token().clone(), Some(claims.subject().clone()))
+        .unwrap()
+        .request_async(&call)
+        .await
+        .expect("userinfo");
+    assert_eq!(info.preferred_username().map(|u| u.as_str()), Some("admin"));
+
+    // The device flow through the same client.
+    let details: CoreDeviceAuthorizationResponse = client
+        .exchange_device_code()
+        .add_scope(Scope::new("offline_access".into()))
+        .request_async(&call)
+        .await
+        .expect("a device code");
+    let (status, page) = person.decide(&s, details.user_code().secret(), true).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let tokens = client
+        .exchange_device_access_token(&details)
+        .unwrap()
+        .request_async(&call, tokio::time::sleep, None)
+        .await
+        .expect("device tokens");
+    let claims = tokens
+        .id_token()
+        .expect("an id_token")
+        .claims(&verifier, |n: Option<&Nonce>| {
+            if n.is_none() {
+                Ok(())
+            } else {
+                Err("no nonce on a device grant".to_owned())
+            }
+        })
+        .expect("verifies");
+    assert_eq!(claims.audiences()[0].as_str(), app);
+    assert!(tokens.refresh_token().is_some(), "offline_access asked for");
+}

@@ -64,6 +64,21 @@ fn seal_pad(key: &str) -> [u8; 32] {
 }
 
 /// Compares two strings in constant time (for their common length; lengths are not secret).
+/// RFC 7636 §4.1: a code verifier is 43 to 128 characters of `A-Z a-z 0-9 - . _ ~`.
+pub fn valid_pkce_verifier(v: &str) -> bool {
+    (43..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+/// RFC 7636 §4.2: an S256 code challenge is the unpadded base64url of a SHA-256, 43 characters.
+pub fn valid_pkce_challenge(c: &str) -> bool {
+    c.len() == 43 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+}
+
+/// Whether `verifier` answers the S256 `challenge` (RFC 7636 §4.6), compared in constant time.
+pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
+    valid_pkce_verifier(verifier) && ct_eq(&URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())), challenge)
+}
+
 pub fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
@@ -117,6 +132,21 @@ pub fn redact_user_code(code: &[u8; USER_CODE_LEN]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pkce_s256_matches_the_rfc_7636_example() {
+        // RFC 7636 Appendix B.
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        assert!(valid_pkce_challenge(challenge));
+        assert!(pkce_matches(verifier, challenge));
+        assert!(!pkce_matches("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj", challenge));
+        // `plain` would send the verifier itself as the challenge: never equal.
+        assert!(!pkce_matches(verifier, verifier));
+        assert!(!valid_pkce_verifier("short"));
+        assert!(!valid_pkce_verifier(&"a".repeat(129)));
+        assert!(!valid_pkce_verifier(&format!("{}+", "a".repeat(50))));
+    }
 
     #[test]
     fn user_codes_use_only_the_alphabet_and_normalise_back() {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::crypto::secret::{self, Digest32, USER_CODE_LEN};
 use crate::error::ErrorCode;
-use crate::store::device::{DeviceRecord, RecordState};
+use crate::store::device::{CodeGrant, DeviceRecord, RecordState};
 use crate::time::Millis;
 
 /// RFC 8628 §3.5: each `slow_down` adds 5 seconds to the interval.
@@ -82,6 +82,8 @@ struct Entry {
     requested_from: Option<Box<str>>,
     /// RFC 8707 resources asked for (rare: a boxed slice, so an entry without grows little).
     resources: Option<Box<[String]>>,
+    /// An authorization code's checks (none for a device code).
+    code: Option<Box<CodeGrant>>,
 }
 
 impl Entry {
@@ -96,23 +98,99 @@ impl Entry {
             state,
             requested_from: self.requested_from.as_deref().map(str::to_owned),
             resources: self.resources.as_deref().map(<[String]>::to_vec).unwrap_or_default(),
+            code: self.code.clone(),
         }
     }
+}
+
+impl Entry {
+    /// The answer to a presentation that passed its own checks: the resources asked for must
+    /// be among those granted (RFC 8707), then the state decides.
+    fn redeem(&mut self, resources: &[String]) -> PollOutcome {
+        let granted = self.resources.as_deref().map(<[String]>::to_vec).unwrap_or_default();
+        if resources.iter().any(|r| !granted.contains(r)) {
+            return PollOutcome::Error(ErrorCode::InvalidTarget, "a resource the authorization request did not ask for");
+        }
+        let used = if self.code.is_some() {
+            "the authorization code is invalid or was already used"
+        } else {
+            "the device code is invalid or was already used"
+        };
+        match &self.state {
+            State::Pending | State::Deciding => {
+                PollOutcome::Error(ErrorCode::AuthorizationPending, "the user has not yet approved this device")
+            }
+            State::Denied => PollOutcome::Error(ErrorCode::AccessDenied, "the user denied the authorization request"),
+            State::Redeeming(_) => PollOutcome::Error(ErrorCode::InvalidGrant, used),
+            State::Approved(a) => {
+                let approval = (**a).clone();
+                self.state = State::Redeeming(a.clone());
+                PollOutcome::Redeem(Box::new(Redemption {
+                    approval,
+                    client_id: self.client_id.to_string(),
+                    scope: self.scope.to_string(),
+                    audience: if resources.is_empty() {
+                        granted.clone()
+                    } else {
+                        resources.to_vec()
+                    },
+                    resources: granted,
+                    nonce: self.code.as_ref().and_then(|c| c.nonce.clone()),
+                }))
+            }
+        }
+    }
+}
+
+/// What a token request presents with an authorization code, besides the code.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Presented<'a> {
+    pub redirect_uri: Option<&'a str>,
+    pub verifier: Option<&'a str>,
+    /// RFC 8707 resources the token request names (none: all that were asked for).
+    pub resources: &'a [String],
+}
+
+/// An authorization code to issue: the person's approval of a client's request.
+#[derive(Debug, Clone)]
+pub struct CodeIssue {
+    pub client_id: String,
+    pub scope: String,
+    pub resources: Vec<String>,
+    pub user_id: String,
+    pub username: String,
+    pub auth_time: Option<crate::time::Secs>,
+    pub code: CodeGrant,
+}
+
+/// The authorization an authorization code's tokens belong to, derived from the code's key, so
+/// that a code presented again after its redemption (RFC 6749 §4.1.2: reuse) still names what
+/// it issued, to revoke it.
+pub fn code_authorization(key: &Digest32) -> String {
+    let mut half = [0u8; 16];
+    half.copy_from_slice(&key[16..]);
+    uuid::Builder::from_random_bytes(half).into_uuid().to_string()
 }
 
 /// What a poll produced, before any token is minted.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PollOutcome {
     /// Approved: the caller must redeem (issue tokens), then report back.
-    Redeem {
-        approval: Approval,
-        client_id: String,
-        scope: String,
-        /// RFC 8707: the resources granted, and those this token is for (a subset).
-        resources: Vec<String>,
-        audience: Vec<String>,
-    },
+    Redeem(Box<Redemption>),
     Error(ErrorCode, &'static str),
+}
+
+/// What an approved code redeems for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Redemption {
+    pub approval: Approval,
+    pub client_id: String,
+    pub scope: String,
+    /// RFC 8707: the resources granted, and those this token is for (a subset).
+    pub resources: Vec<String>,
+    pub audience: Vec<String>,
+    /// OpenID Connect: the authorization request's `nonce` (authorization codes only).
+    pub nonce: Option<String>,
 }
 
 /// A code as the device receives it (the only time the device code exists in clear).
@@ -212,6 +290,7 @@ impl DeviceBook {
             state,
             requested_from: rec.requested_from.as_deref().map(Box::from),
             resources: (!rec.resources.is_empty()).then(|| rec.resources.clone().into_boxed_slice()),
+            code: rec.code.clone(),
         };
         self.by_user_code.insert(user_code, key);
         self.by_hash.insert(key, entry);
@@ -242,6 +321,9 @@ impl DeviceBook {
         let Some(e) = self.by_hash.get_mut(key) else {
             return PollOutcome::Error(ErrorCode::InvalidGrant, "the device code is invalid or was already used");
         };
+        if e.code.is_some() {
+            return PollOutcome::Error(ErrorCode::InvalidGrant, "the device code is invalid or was already used");
+        }
         if &*e.client_id != client_id {
             return PollOutcome::Error(ErrorCode::InvalidGrant, "the device code was issued to another client");
         }
@@ -266,38 +348,83 @@ impl DeviceBook {
         }
         // RFC 8707: a resource the device did not ask for is refused at once, not after the
         // person approved (a client stops polling on this error).
-        let granted = e.resources.as_deref().map(<[String]>::to_vec).unwrap_or_default();
-        if resources.iter().any(|r| !granted.contains(r)) {
-            return PollOutcome::Error(ErrorCode::InvalidTarget, "a resource the device authorization did not ask for");
+        e.redeem(resources)
+    }
+
+    /// RFC 6749 §4.1.3: a client exchanges an authorization code held here (the caller
+    /// checks [`DeviceBook::holds`] first: an unknown code may be a reused one). The code must
+    /// be this client's, unexpired, presented with the redirect URI the request named, and with
+    /// the PKCE verifier of its challenge; a verifier for a code issued without a challenge is
+    /// refused (RFC 9700 §2.1.1, the downgrade). An approved code moves to `Redeeming`, so it
+    /// redeems once.
+    pub fn exchange(&mut self, key: &Digest32, client_id: &str, presented: Presented<'_>, now: Millis) -> PollOutcome {
+        let invalid = |why| PollOutcome::Error(ErrorCode::InvalidGrant, why);
+        let Some(e) = self.by_hash.get_mut(key) else {
+            return invalid("the authorization code is invalid or was already used");
+        };
+        let Some(code) = e.code.as_deref() else {
+            return invalid("the authorization code is invalid or was already used");
+        };
+        if &*e.client_id != client_id {
+            return invalid("the authorization code was issued to another client");
         }
-        match &e.state {
-            State::Pending | State::Deciding => {
-                PollOutcome::Error(ErrorCode::AuthorizationPending, "the user has not yet approved this device")
-            }
-            State::Denied => PollOutcome::Error(ErrorCode::AccessDenied, "the user denied the authorization request"),
-            State::Redeeming(_) => PollOutcome::Error(ErrorCode::InvalidGrant, "the device code is invalid or was already used"),
-            State::Approved(a) => {
-                let approval = (**a).clone();
-                e.state = State::Redeeming(a.clone());
-                PollOutcome::Redeem {
-                    approval,
-                    client_id: e.client_id.to_string(),
-                    scope: e.scope.to_string(),
-                    audience: if resources.is_empty() {
-                        granted.clone()
-                    } else {
-                        resources.to_vec()
-                    },
-                    resources: granted,
-                }
-            }
+        if now >= e.expires_at_ms {
+            return invalid("the authorization code has expired");
         }
+        let redirect_ok = match presented.redirect_uri {
+            Some(r) => r == code.redirect_uri,
+            None => !code.redirect_given,
+        };
+        if !redirect_ok {
+            return invalid("redirect_uri must be the one the authorization request named");
+        }
+        match (code.challenge.as_deref(), presented.verifier) {
+            (Some(challenge), Some(v)) if !secret::pkce_matches(v, challenge) => {
+                return invalid("code_verifier does not match the code_challenge");
+            }
+            (Some(_), None) => return invalid("code_verifier is required: the authorization request had a code_challenge"),
+            (None, Some(_)) => {
+                return invalid("the authorization request had no code_challenge, so no code_verifier is accepted");
+            }
+            _ => {}
+        }
+        e.redeem(presented.resources)
+    }
+
+    /// A new authorization code for an approval given now: approved at once, its key, its
+    /// record (to store) and the code itself (the only time it exists in clear); `None` when no
+    /// free user code was found (every entry has one; an authorization code's is never shown).
+    pub fn issue_code(&mut self, issue: CodeIssue, now: Millis, lifetime_ms: Millis) -> Option<(Digest32, DeviceRecord, String)> {
+        let user_code = self.fresh_user_code()?;
+        let code = secret::random_token(32);
+        let key = secret::sha256(&code);
+        let rec = DeviceRecord {
+            user_code: String::from_utf8_lossy(&user_code).into_owned(),
+            client_id: issue.client_id,
+            scope: issue.scope,
+            created_at_ms: now,
+            expires_at_ms: now.saturating_add(lifetime_ms),
+            interval_ms: 0,
+            state: RecordState::Approved {
+                user_id: issue.user_id,
+                username: issue.username,
+                authorization_id: code_authorization(&key),
+                decided_at_ms: now,
+                name: None,
+                auth_time: issue.auth_time,
+            },
+            requested_from: None,
+            resources: issue.resources,
+            code: Some(Box::new(issue.code)),
+        };
+        self.insert(key, &rec);
+        Some((key, rec, code))
     }
 
     /// The pending authorization behind a user code, for the confirmation page.
     pub fn lookup(&self, user_code: &[u8; USER_CODE_LEN], now: Millis) -> Result<(Digest32, PendingView), CodeError> {
         let key = *self.by_user_code.get(user_code).ok_or(CodeError::Unknown)?;
-        let e = self.by_hash.get(&key).ok_or(CodeError::Unknown)?;
+        let e = self.by_hash.get(&key).filter(|e| e.code.is_none()).ok_or(CodeError::Unknown)?;
         if now >= e.expires_at_ms {
             return Err(CodeError::Expired);
         }
@@ -317,6 +444,16 @@ impl DeviceBook {
     /// Whether the authorization stored under `key` is held.
     pub fn holds(&self, key: &Digest32) -> bool {
         self.by_hash.contains_key(key)
+    }
+
+    /// Whether the entry under `key` is an authorization code whose redemption is in flight.
+    pub fn redeeming(&self, key: &Digest32) -> bool {
+        self.by_hash.get(key).is_some_and(|e| matches!(e.state, State::Redeeming(_)))
+    }
+
+    /// Whether the entry under `key` is an authorization code (not a device code).
+    pub fn is_code(&self, key: &Digest32) -> bool {
+        self.by_hash.get(key).is_some_and(|e| e.code.is_some())
     }
 
     /// Whether a live authorization has this user code.
@@ -395,6 +532,7 @@ impl DeviceBook {
             state: RecordState::Pending,
             requested_from,
             resources,
+            code: None,
         };
         let answer = NewDeviceCode {
             device_code,
@@ -531,6 +669,7 @@ mod tests {
             state,
             requested_from: None,
             resources: Vec::new(),
+            code: None,
         };
         assert!(b.insert(key, &rec));
         (b, key)
@@ -539,7 +678,7 @@ mod tests {
     fn code(o: &PollOutcome) -> Option<ErrorCode> {
         match o {
             PollOutcome::Error(c, _) => Some(*c),
-            PollOutcome::Redeem { .. } => None,
+            PollOutcome::Redeem(_) => None,
         }
     }
 
@@ -557,6 +696,7 @@ mod tests {
             state,
             requested_from: None,
             resources: Vec::new(),
+            code: None,
         };
         let approved = rec(RecordState::Approved {
             auth_time: None,
@@ -569,7 +709,7 @@ mod tests {
         b.stored(key, Some(&approved));
         b.stored(key, Some(&rec(RecordState::Pending)));
         assert!(
-            matches!(b.poll(&key, "cli", T0), PollOutcome::Redeem { .. }),
+            matches!(b.poll(&key, "cli", T0), PollOutcome::Redeem(_)),
             "a late pending read undoes no approval"
         );
         b.unredeemed(&key);
@@ -663,15 +803,10 @@ mod tests {
             name: None,
         });
         match b.poll(&key, "cli", T0) {
-            PollOutcome::Redeem {
-                approval,
-                client_id,
-                scope,
-                ..
-            } => {
-                assert_eq!(approval.user_id, "u");
-                assert_eq!(client_id, "cli");
-                assert_eq!(scope, "read");
+            PollOutcome::Redeem(r) => {
+                assert_eq!(r.approval.user_id, "u");
+                assert_eq!(r.client_id, "cli");
+                assert_eq!(r.scope, "read");
             }
             other => panic!("{other:?}"),
         }
@@ -724,10 +859,10 @@ mod tests {
         let (_, rec2, _) = b.decide(&typed, approve, T0 + 4).unwrap();
         assert_ne!(rec, rec2, "each approval names a new authorization");
         b.decided(&key, &rec2);
-        assert!(matches!(b.poll(&key, "cli", T0 + 5_010), PollOutcome::Redeem { .. }));
+        assert!(matches!(b.poll(&key, "cli", T0 + 5_010), PollOutcome::Redeem(_)));
         // Issuing failed for a passing reason: the code may be redeemed again.
         b.unredeemed(&key);
-        assert!(matches!(b.poll(&key, "cli", T0 + 10_020), PollOutcome::Redeem { .. }));
+        assert!(matches!(b.poll(&key, "cli", T0 + 10_020), PollOutcome::Redeem(_)));
         b.forget(&key);
         assert_eq!(code_of(&b.poll(&key, "cli", T0 + 15_030)), Some(ErrorCode::InvalidGrant));
     }
@@ -744,6 +879,7 @@ mod tests {
             state: RecordState::Pending,
             requested_from: None,
             resources: Vec::new(),
+            code: None,
         };
         let (b, bad) = DeviceBook::load(vec![([1; 32], rec("BCDFGHJK")), ([2; 32], rec("not a code"))]);
         assert_eq!((b.len(), bad), (1, vec![[2; 32]]));

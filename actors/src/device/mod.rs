@@ -1,9 +1,11 @@
-//! The device-authorization actor.
+//! The device-authorization actor: the grants waiting to be redeemed.
 //!
 //! Owns every live device authorization (RFC 8628) through its [`DeviceRepo`]: the
 //! device-code hashes, the user codes, each code's poll timing and approval state, held in a
 //! [`DeviceBook`] in memory, so a poll (`/oauth/token` while pending) is answered without
-//! touching the disk. Changes that a client is told about (a new code, an approval or
+//! touching the disk. Authorization codes (RFC 6749 §4.1) are the same kind of record, created
+//! approved, with the redirect URI, PKCE challenge and nonce they are checked against
+//! ([`CodeGrant`]); a code presented again after its redemption revokes what it issued. Changes that a client is told about (a new code, an approval or
 //! denial) are committed first. A redemption asks the token actor, whose store issues an
 //! authorization's tokens exactly once; the code is then forgotten here.
 
@@ -14,7 +16,10 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-pub use self::book::{Approval, CodeError, Decision, DeviceBook, NewDeviceCode, PendingView, PollOutcome};
+pub use self::book::{
+    Approval, CodeError, CodeIssue, Decision, DeviceBook, NewDeviceCode, PendingView, PollOutcome, Presented, Redemption,
+    code_authorization,
+};
 use self::book::{EXPIRED_GRACE_MS, MAX_INTERVAL_MS};
 use crate::crypto::secret::{self, Digest32, USER_CODE_LEN};
 use crate::error::{ErrorCode, OAuthError};
@@ -23,14 +28,17 @@ use crate::runtime::Handle;
 use crate::runtime::commit::{after, log_failure};
 use crate::store::change::Cache;
 use crate::store::device::DeviceRepo;
-pub use crate::store::device::{DeviceRecord, RecordState};
+pub use crate::store::device::{CodeGrant, DeviceRecord, RecordState};
 use crate::time::{Millis, millis};
 use crate::token::{Grant, TokenMsg, TokenResponse};
 
-/// How long a device code can be presented at most: its lifetime, and the grace in which an
-/// expired one is still recognised.
+/// How long an authorization code lives (RFC 6749 §4.1.2 recommends at most 10 minutes).
+pub const AUTHORIZATION_CODE_LIFETIME: Duration = Duration::from_secs(600);
+
+/// How long a device code or authorization code can be presented at most: its lifetime, and
+/// the grace in which an expired one is still recognised.
 pub fn presentable_for(config: &DeviceConfig) -> Duration {
-    config.code_lifetime + Duration::from_millis(EXPIRED_GRACE_MS)
+    config.code_lifetime.max(AUTHORIZATION_CODE_LIFETIME) + Duration::from_millis(EXPIRED_GRACE_MS)
 }
 
 /// Settings of the device flow.
@@ -62,6 +70,17 @@ pub enum DeviceMsg {
         /// RFC 8707 resources the token request names (none: all the device asked for).
         resources: Vec<String>,
         now: Millis,
+        reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
+    },
+    /// Issues an authorization code for an approval given now (RFC 6749 §4.1.2), once durable.
+    IssueCode {
+        issue: Box<CodeIssue>,
+        now: Millis,
+        reply: RpcReplyPort<Result<String, OAuthError>>,
+    },
+    /// `grant_type=authorization_code` with SHA-256 of the code (RFC 6749 §4.1.3).
+    Exchange {
+        request: Box<CodeExchange>,
         reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
     },
     /// The confirmation page looks up what a typed user code stands for.
@@ -100,12 +119,28 @@ pub enum DeviceMsg {
     Reloaded { records: Vec<(Digest32, DeviceRecord)> },
 }
 
+/// A token request with an authorization code.
+pub struct CodeExchange {
+    /// SHA-256 of the code.
+    pub code_hash: Digest32,
+    pub client_id: String,
+    pub redirect_uri: Option<String>,
+    pub verifier: Option<String>,
+    /// RFC 8707 resources the token request names (none: all that were asked for).
+    pub resources: Vec<String>,
+    pub now: Millis,
+}
+
 /// Internal follow-ups, sent by the task that awaited a commit or a redemption.
 pub enum Committed {
     CreateFailed,
     Decided(Box<DeviceRecord>),
     DecisionFailed,
     Redeemed,
+    /// The token store refused the issuance: it was issued before (at `now`'s presentation).
+    Refused {
+        now: Millis,
+    },
     RedeemFailed,
 }
 
@@ -130,6 +165,9 @@ pub struct DeviceState {
     token: Handle<TokenMsg>,
     metrics: Arc<Metrics>,
     cache: Cache,
+    /// Authorization codes presented again while their redemption was in flight: what it
+    /// issues is revoked once it is done.
+    reused: std::collections::HashMap<Digest32, Millis>,
 }
 
 impl Actor for DeviceActor {
@@ -152,6 +190,7 @@ impl Actor for DeviceActor {
             token: args.token,
             metrics: args.metrics,
             cache: args.cache,
+            reused: Default::default(),
         })
     }
 
@@ -191,14 +230,10 @@ impl Actor for DeviceActor {
                 PollOutcome::Error(code, why) => {
                     let _ = reply.send(Err(OAuthError::new(code, why)));
                 }
-                PollOutcome::Redeem {
-                    approval,
-                    client_id,
-                    scope,
-                    resources,
-                    audience,
-                } => st.redeem(device_code_hash, approval, (client_id, scope, resources, audience), now, reply),
+                PollOutcome::Redeem(r) => st.redeem(device_code_hash, *r, now, reply),
             },
+            DeviceMsg::IssueCode { issue, now, reply } => st.issue_code(*issue, now, reply),
+            DeviceMsg::Exchange { request, reply } => st.exchange(&request, reply),
             DeviceMsg::Lookup { user_code, now, reply } => {
                 let _ = reply.send(st.book.lookup(&user_code, now).map(|(_, v)| v));
             }
@@ -248,12 +283,16 @@ impl DeviceState {
     /// are answered from memory even while the feed is down: a decision missed then arrives
     /// with the reload that follows.)
     fn read_through(&self, msg: DeviceMsg) -> Option<DeviceMsg> {
+        let presented = match &msg {
+            DeviceMsg::Poll { device_code_hash, .. } => Some(*device_code_hash),
+            DeviceMsg::Exchange { request, .. } => Some(request.code_hash),
+            _ => None,
+        };
+        if let Some(key) = presented.filter(|k| !self.book.holds(k)) {
+            self.fetch(self.repo.get(key), move |rec| Some((key, rec)), Some(msg));
+            return None;
+        }
         match &msg {
-            DeviceMsg::Poll { device_code_hash, .. } if !self.book.holds(device_code_hash) => {
-                let key = *device_code_hash;
-                self.fetch(self.repo.get(key), move |rec| Some((key, rec)), Some(msg));
-                None
-            }
             DeviceMsg::Lookup { user_code, .. } | DeviceMsg::Decide { user_code, .. } if !self.book.holds_code(user_code) => {
                 let read = self.repo.by_user_code(&String::from_utf8_lossy(user_code));
                 self.fetch(read, |found| found.map(|(key, rec)| (key, Some(rec))), Some(msg));
@@ -344,14 +383,90 @@ impl DeviceState {
         });
     }
 
-    fn redeem(
-        &mut self,
-        key: Digest32,
-        approval: Approval,
-        (client_id, scope, resources, audience): (String, String, Vec<String>, Vec<String>),
-        now: Millis,
-        reply: RpcReplyPort<Result<TokenResponse, OAuthError>>,
-    ) {
+    /// Stores a new authorization code, approved, and answers it once durable.
+    fn issue_code(&mut self, issue: CodeIssue, now: Millis, reply: RpcReplyPort<Result<String, OAuthError>>) {
+        let lifetime_ms = millis(AUTHORIZATION_CODE_LIFETIME);
+        let Some((key, rec, code)) = self.book.issue_code(issue.clone(), now, lifetime_ms) else {
+            let _ = reply.send(Err(OAuthError::unavailable("no free code; try again")));
+            return;
+        };
+        let me = self.me.clone();
+        after(self.repo.insert(key, &rec), move |r| match r {
+            Ok(true) => {
+                let _ = reply.send(Ok(code));
+            }
+            // Its (never shown) user code is taken in a shared database: draw again.
+            Ok(false) => {
+                Self::report(&me, key, Committed::CreateFailed);
+                if let Err(Some(DeviceMsg::IssueCode { reply, .. })) = me.cast(DeviceMsg::IssueCode {
+                    issue: Box::new(issue),
+                    now,
+                    reply,
+                }) {
+                    let _ = reply.send(Err(OAuthError::unavailable("no free code; try again")));
+                }
+            }
+            Err(e) => {
+                Self::report(&me, key, Committed::CreateFailed);
+                let _ = reply.send(Err(e.into()));
+            }
+        });
+    }
+
+    /// An authorization code presented at the token endpoint. One not held (on a shared
+    /// database, not stored either) is unknown, expired long ago, or redeemed already: if it
+    /// was redeemed, what it issued is revoked (RFC 6749 §4.1.2), as it is for one presented
+    /// while its redemption is in flight.
+    fn exchange(&mut self, request: &CodeExchange, reply: RpcReplyPort<Result<TokenResponse, OAuthError>>) {
+        let (key, now) = (request.code_hash, request.now);
+        let presented = Presented {
+            redirect_uri: request.redirect_uri.as_deref(),
+            verifier: request.verifier.as_deref(),
+            resources: &request.resources,
+        };
+        let held = self.book.holds(&key);
+        match self.book.exchange(&key, &request.client_id, presented, now) {
+            PollOutcome::Redeem(r) => self.redeem(key, *r, now, reply),
+            PollOutcome::Error(code, why) => {
+                if !held {
+                    self.revoke_reused(key, now);
+                } else if self.book.redeeming(&key) {
+                    self.reused.insert(key, now);
+                }
+                let _ = reply.send(Err(OAuthError::new(code, why)));
+            }
+        }
+    }
+
+    /// Revokes the authorization a reused authorization code issued, if it issued any (the
+    /// token actor answers nothing for an unknown one: a made-up code revokes nothing).
+    fn revoke_reused(&self, key: Digest32, now: Millis) {
+        let token = self.token.clone();
+        let authorization_id = code_authorization(&key);
+        tokio::spawn(async move {
+            let revoked = token
+                .ask(|reply| TokenMsg::RevokeAuthorization {
+                    authorization_id: authorization_id.clone(),
+                    owner: None,
+                    now,
+                    reply,
+                })
+                .await;
+            if let Ok(Ok(Some(_))) = revoked {
+                tracing::warn!(%authorization_id, "an authorization code was used again: its tokens are revoked");
+            }
+        });
+    }
+
+    fn redeem(&mut self, key: Digest32, r: Redemption, now: Millis, reply: RpcReplyPort<Result<TokenResponse, OAuthError>>) {
+        let Redemption {
+            approval,
+            client_id,
+            scope,
+            resources,
+            audience,
+            nonce,
+        } = r;
         let grant = Grant {
             user_id: approval.user_id,
             username: approval.username,
@@ -363,6 +478,7 @@ impl DeviceState {
             machine: false,
             resources,
             audience,
+            nonce,
         };
         let (token, me, issue_timeout) = (self.token.clone(), self.me.clone(), self.config.issue_timeout);
         tokio::spawn(async move {
@@ -375,7 +491,7 @@ impl DeviceState {
             // with invalid_grant, which spends the code here.
             let change = match &result {
                 Ok(_) => Committed::Redeemed,
-                Err(e) if e.code == ErrorCode::InvalidGrant => Committed::Redeemed,
+                Err(e) if e.code == ErrorCode::InvalidGrant => Committed::Refused { now },
                 Err(_) => Committed::RedeemFailed,
             };
             Self::report(&me, key, change);
@@ -428,6 +544,18 @@ impl DeviceState {
             Committed::Redeemed => {
                 self.book.forget(&key);
                 log_failure(self.repo.remove(&[key]), "delete a redeemed device code");
+                if let Some(at) = self.reused.remove(&key) {
+                    // Presented again while it was being redeemed (RFC 6749 §4.1.2).
+                    self.revoke_reused(key, at);
+                }
+            }
+            Committed::Refused { now } => {
+                // The token store had issued for it already: an authorization code redeemed by
+                // another process, so this presentation is a reuse.
+                if self.book.is_code(&key) {
+                    self.revoke_reused(key, now);
+                }
+                self.committed(key, Committed::Redeemed);
             }
             Committed::Decided(rec) => self.book.decided(&key, &rec),
             Committed::DecisionFailed => self.book.undecided(&key),
@@ -457,7 +585,7 @@ impl DeviceState {
 /// Answers a request that needed the database when it could not be read.
 fn unavailable(msg: DeviceMsg) {
     match msg {
-        DeviceMsg::Poll { reply, .. } => {
+        DeviceMsg::Poll { reply, .. } | DeviceMsg::Exchange { reply, .. } => {
             let _ = reply.send(Err(OAuthError::unavailable("the database is unavailable; poll again")));
         }
         DeviceMsg::Lookup { reply, .. } | DeviceMsg::Decide { reply, .. } => {

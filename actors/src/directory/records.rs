@@ -11,6 +11,8 @@ pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_cod
 pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
 /// RFC 6749 §4.4: a confidential client acting for itself.
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
+/// RFC 6749 §4.1: a web or native app signs a person in through the browser.
+pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
 /// Name of the public client seeded on first start.
 pub const SEEDED_CLIENT_NAME: &str = "AuthGate CLI";
 
@@ -129,7 +131,7 @@ pub enum DirectoryError {
     LastAdmin,
     #[error("{0}")]
     InvalidProfile(String),
-    #[error("unknown grant type {0:?} (supported: device_code, refresh_token, client_credentials)")]
+    #[error("unknown grant type {0:?} (supported: device_code, authorization_code, refresh_token, client_credentials)")]
     UnknownGrantType(String),
     #[error("The current password is not correct.")]
     WrongPassword,
@@ -169,6 +171,7 @@ pub fn grant_type_name(short: &str) -> Result<String, DirectoryError> {
         "device_code" | GRANT_DEVICE_CODE => Ok(GRANT_DEVICE_CODE.into()),
         "refresh_token" => Ok(GRANT_REFRESH_TOKEN.into()),
         "client_credentials" => Ok(GRANT_CLIENT_CREDENTIALS.into()),
+        "authorization_code" => Ok(GRANT_AUTHORIZATION_CODE.into()),
         other => Err(DirectoryError::UnknownGrantType(other.into())),
     }
 }
@@ -191,7 +194,6 @@ pub fn valid_resource(u: &str) -> bool {
     valid_redirect_uri(u)
 }
 
-/// An absolute URI without a fragment, at most 2000 bytes, no spaces or control characters.
 impl ClientRecord {
     /// RFC 8707: `requested` resources, each on this client's list, else `invalid_target`.
     pub fn check_resources(&self, requested: &[String]) -> Result<(), OAuthError> {
@@ -207,6 +209,7 @@ impl ClientRecord {
     }
 }
 
+/// An absolute URI without a fragment, at most 2000 bytes, no spaces or control characters.
 fn valid_redirect_uri(u: &str) -> bool {
     let Some((scheme, rest)) = u.split_once(':') else { return false };
     !rest.is_empty()
@@ -215,6 +218,50 @@ fn valid_redirect_uri(u: &str) -> bool {
         && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
         && !u.contains('#')
         && !u.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Where a browser may be sent with a code (RFC 9700 §4.1, RFC 8252 §7): `https`, `http` only
+/// to a loopback address, or a native app's private-use scheme; never a scheme a browser would
+/// run or read itself (`javascript:`, `data:`, `file:` and the like).
+fn safe_redirect_uri(u: &str) -> bool {
+    let Some((scheme, rest)) = u.split_once(':') else { return false };
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" => rest.starts_with("//") && rest.len() > 2,
+        "http" => loopback_parts(u).is_some(),
+        "javascript" | "data" | "vbscript" | "file" | "blob" | "about" | "ftp" | "ws" | "wss" => false,
+        // RFC 8252 §7.1: a reverse-domain scheme such as com.example.app:/callback.
+        s => s.contains('.'),
+    }
+}
+
+/// `http://` to a loopback host (RFC 8252 §7.3): the host, and the rest after the port.
+pub fn loopback_parts(u: &str) -> Option<(&str, &str)> {
+    let after = u.strip_prefix("http://")?;
+    let end = after.find(['/', '?']).unwrap_or(after.len());
+    let (authority, rest) = after.split_at(end);
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if !h.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && h != "[" => h,
+        _ => authority,
+    };
+    matches!(host, "127.0.0.1" | "[::1]" | "localhost").then_some((host, rest))
+}
+
+impl ClientRecord {
+    /// RFC 6749 §3.1.2.3 with RFC 8252 §7.3: the registered redirect URI `requested` names:
+    /// compared whole, except that a loopback `http` URI matches on any port. `None` names
+    /// the only registered one, if there is exactly one.
+    pub fn redirect_uri<'a>(&'a self, requested: Option<&'a str>) -> Option<&'a str> {
+        let Some(r) = requested else {
+            return match self.redirect_uris.as_slice() {
+                [only] => Some(only.as_str()),
+                _ => None,
+            };
+        };
+        let matches = |registered: &String| {
+            registered == r || matches!((loopback_parts(registered), loopback_parts(r)), (Some(a), Some(b)) if a == b)
+        };
+        self.redirect_uris.iter().any(matches).then_some(r)
+    }
 }
 
 /// What an administrator sets on a client.
@@ -309,6 +356,13 @@ impl ClientSpec {
                 "{shown:?} is not an absolute URI without a fragment"
             )));
         }
+        if let Some(bad) = self.redirect_uris.iter().find(|u| !safe_redirect_uri(u)) {
+            let shown: String = bad.chars().take(80).collect();
+            return Err(DirectoryError::InvalidClient(format!(
+                "{shown:?} cannot be a redirect URI: use https, http on a loopback address (127.0.0.1, [::1], localhost) \
+                 or an app's own scheme (RFC 8252)"
+            )));
+        }
         rec.name = name.to_owned();
         rec.description = self.description.trim().to_owned();
         rec.grant_types = grants;
@@ -354,6 +408,56 @@ mod tests {
         assert!(!valid_username("a b"));
         assert!(!valid_username("a\u{0}"));
         assert!(!valid_username(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn redirect_uris_match_exactly_but_loopback_on_any_port() {
+        let (mut c, _) = new_client("x", true, 0);
+        let spec = ClientSpec {
+            redirect_uris: vec![
+                "https://app.example/cb".into(),
+                "http://127.0.0.1/callback".into(),
+                "http://[::1]:8400/cb?x=1".into(),
+                "com.example.app:/oauth".into(),
+            ],
+            ..ClientSpec::new("x", true)
+        };
+        spec.apply(&mut c).unwrap();
+        assert_eq!(c.redirect_uri(Some("https://app.example/cb")), Some("https://app.example/cb"));
+        for wrong in [
+            "https://app.example/cb/",
+            "https://app.example/cb?x",
+            "https://APP.example/cb",
+            "https://app.example/c",
+            "https://app.example.evil/cb",
+            "http://app.example/cb",
+            "http://127.0.0.1:99/other",
+            "http://localhost:99/callback",
+            "http://127.0.0.1.evil/callback",
+            "http://127.0.0.1@evil/callback",
+            "http://[::1]:1/cb",
+        ] {
+            assert_eq!(c.redirect_uri(Some(wrong)), None, "{wrong}");
+        }
+        assert_eq!(
+            c.redirect_uri(Some("http://127.0.0.1:51234/callback")),
+            Some("http://127.0.0.1:51234/callback")
+        );
+        assert_eq!(c.redirect_uri(Some("http://[::1]/cb?x=1")), Some("http://[::1]/cb?x=1"));
+        assert_eq!(c.redirect_uri(None), None, "several registered: the request must name one");
+        for unsafe_uri in [
+            "javascript:alert(1)//",
+            "data:text/html,x",
+            "http://app.example/cb",
+            "file:///etc/passwd",
+            "web+x:y",
+        ] {
+            let spec = ClientSpec {
+                redirect_uris: vec![unsafe_uri.into()],
+                ..ClientSpec::new("x", true)
+            };
+            assert!(spec.apply(&mut c).is_err(), "{unsafe_uri}");
+        }
     }
 
     #[test]

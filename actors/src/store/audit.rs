@@ -15,6 +15,8 @@ pub enum EventKind {
     DeviceCodeIssued,
     DeviceApproved,
     DeviceDenied,
+    ConsentGranted,
+    ConsentDenied,
     TokenIssued,
     TokenRefreshed,
     RefreshReuseDetected,
@@ -32,13 +34,15 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::LoginSucceeded,
         EventKind::LoginFailed,
         EventKind::Logout,
         EventKind::DeviceCodeIssued,
         EventKind::DeviceApproved,
         EventKind::DeviceDenied,
+        EventKind::ConsentGranted,
+        EventKind::ConsentDenied,
         EventKind::TokenIssued,
         EventKind::TokenRefreshed,
         EventKind::RefreshReuseDetected,
@@ -64,6 +68,8 @@ impl EventKind {
             EventKind::DeviceCodeIssued => "device_code_issued",
             EventKind::DeviceApproved => "device_approved",
             EventKind::DeviceDenied => "device_denied",
+            EventKind::ConsentGranted => "consent_granted",
+            EventKind::ConsentDenied => "consent_denied",
             EventKind::TokenIssued => "token_issued",
             EventKind::TokenRefreshed => "token_refreshed",
             EventKind::RefreshReuseDetected => "refresh_reuse_detected",

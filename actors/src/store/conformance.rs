@@ -29,6 +29,7 @@ fn device(state: RecordState) -> DeviceRecord {
         state,
         requested_from: None,
         resources: Vec::new(),
+        code: None,
     }
 }
 

@@ -25,6 +25,26 @@ pub struct DeviceRecord {
     /// RFC 8707: the resources the tokens are for (checked against the client's list).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<String>,
+    /// An authorization code (RFC 6749 §4.1) rather than a device code: created approved,
+    /// redeemed by the client that asked, at the redirect URI it named, with its PKCE verifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<Box<CodeGrant>>,
+}
+
+/// What an authorization code was issued against, checked when it is exchanged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CodeGrant {
+    /// The redirect URI the code was sent to.
+    pub redirect_uri: String,
+    /// Whether the authorization request named it (then the token request must name it too,
+    /// RFC 6749 §4.1.3).
+    pub redirect_given: bool,
+    /// RFC 7636: the S256 code challenge, if the request had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<String>,
+    /// OpenID Connect: the `nonce` to put in the `id_token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -137,6 +137,7 @@ async fn one_authorization_yields_tokens_once_even_after_a_restart() {
         scope: "read".into(),
         authorization_id: "auth-1".into(),
         name: None,
+        nonce: None,
     };
     let token = system.actors.token();
     let issue = |g: Grant| async move {

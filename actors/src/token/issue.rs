@@ -151,7 +151,7 @@ impl TokenState {
             exp: now + self.config.access_ttl.as_secs(),
             iat: now,
             auth_time: g.auth_time,
-            nonce: None,
+            nonce: g.nonce.clone(),
             at_hash: self.keys.at_hash(access_token),
             preferred_username: has("profile").then(|| g.username.clone()),
             name: profile.as_ref().filter(|_| has("profile")).and_then(|p| p.name.clone()),
@@ -425,6 +425,7 @@ impl TokenState {
                 request.resources.clone()
             },
             resources: old.resources.clone(),
+            nonce: None,
         };
         if grant.audience.iter().any(|r| !old.resources.contains(r)) {
             let _ = reply.send(Err(OAuthError::invalid_target("a resource this authorization was not granted")));

@@ -25,6 +25,9 @@ pub struct Grant {
     /// those this access token is for (its `aud`; none: the client).
     pub resources: Vec<String>,
     pub audience: Vec<String>,
+    /// OpenID Connect: the authorization request's `nonce`, put in the `id_token` (OIDC Core
+    /// §3.1.2.1); none for a device (RFC 8628 has no such parameter) and on refresh.
+    pub nonce: Option<String>,
 }
 
 /// The successful token response (RFC 6749 §5.1).

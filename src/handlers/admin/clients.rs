@@ -31,6 +31,9 @@ fn short_grants(c: &ClientRecord) -> Vec<&'static str> {
     if c.allows_grant(authgate_actors::directory::GRANT_DEVICE_CODE) {
         g.push("device_code");
     }
+    if c.allows_grant(authgate_actors::directory::GRANT_AUTHORIZATION_CODE) {
+        g.push("authorization_code");
+    }
     if c.allows_grant(authgate_actors::directory::GRANT_REFRESH_TOKEN) {
         g.push("refresh_token");
     }
@@ -71,6 +74,7 @@ fn client_form(app: &App, v: &Viewer, status: StatusCode, c: Option<&ClientRecor
         .map(|g| match g.as_str() {
             g if g.ends_with("device_code") => "device_code",
             "client_credentials" => "client_credentials",
+            "authorization_code" => "authorization_code",
             _ => "refresh_token",
         })
         .collect();

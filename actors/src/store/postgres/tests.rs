@@ -194,6 +194,7 @@ async fn racing_processes_win_once() {
         state: RecordState::Pending,
         requested_from: None,
         resources: Vec::new(),
+        code: None,
     };
     a.device.insert(key, &pending).await.unwrap();
     let decisions = (0..20).map(|i| {
