@@ -6,6 +6,8 @@
 # - A throwaway PostgreSQL cluster (scripts/pg.sh: Debian's package, a temporary directory, a
 #   Unix socket, fsync off) is started for the PostgreSQL backend's own tests and the second
 #   pass, and stopped at exit. Each test makes a database of its own on it.
+# - Node.js 20+ (installed from Debian if missing) and tests/node's locked npm packages, for
+#   the openid-client test.
 # - Arguments go to the first `cargo test` (e.g. a test name); the PostgreSQL pass then runs
 #   the integration tests that match the same filter.
 set -euo pipefail
@@ -17,6 +19,23 @@ if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
+# The npm openid-client test (tests/node) needs Node.js 20 or newer and its locked packages.
+# With them, AUTHGATE_REQUIRE_NODE=1 makes a missing piece a failure rather than a skip.
+node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+if [ "$(node_major)" -lt 20 ]; then
+    echo "Installing Node.js and npm (Debian's) for the openid-client test..." >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ "$(node_major)" -ge 20 ]; then
+    (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+    export AUTHGATE_REQUIRE_NODE=1
+else
+    echo "warning: Node.js $(node_major) is older than 20; the openid-client test is skipped" >&2
 fi
 
 pgdir=$(mktemp -d /tmp/authgate-test-pg.XXXXXX)

@@ -1009,3 +1009,67 @@ async fn a_disable_on_one_instance_racing_a_refresh_on_another_leaves_nothing_us
     }
     stop(nodes).await;
 }
+
+/// An authorization code approved on A, presented at once to B and C ten times over: one
+/// presentation wins, and since the others are reuse, what it issued is revoked everywhere
+/// (RFC 6749 §4.1.2); presented again later on A, still nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_authorization_code_redeems_once_across_instances_and_reuse_revokes_everywhere() {
+    let Some(nodes) = cluster(3, &[]).await else { return };
+    let [a, b, c] = [&nodes[0], &nodes[1], &nodes[2]];
+    let (app, secret) = a.create_app("Web app", true, &["https://app.example/cb"]).await;
+    let secret = secret.unwrap();
+    let person = Person::new();
+    person.login(a, "admin", ADMIN_PASSWORD).await;
+    let url = a.url(&format!("/oauth/authorize?response_type=code&client_id={app}&state=s"));
+    let back = person.consent(a, &url, true).await;
+    let code = query_of(&back)["code"].clone();
+    let form = |n: &TestServer| {
+        let (url, code, app, secret) = (n.url("/oauth/token"), code.clone(), app.clone(), secret.clone());
+        async move {
+            post_form(
+                &url,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("client_id", &app),
+                    ("client_secret", &secret),
+                ],
+            )
+            .await
+        }
+    };
+    let answers = futures_join((0..10).map(|i| tokio::spawn(form(if i % 2 == 0 { b } else { c }))).collect()).await;
+    let won: Vec<&Value> = answers.iter().filter(|(s, _)| *s == StatusCode::OK).map(|(_, b)| b).collect();
+    assert_eq!(won.len(), 1, "exactly one redemption: {answers:?}");
+    for (status, body) in answers.iter().filter(|(s, _)| *s != StatusCode::OK) {
+        assert_eq!(
+            (*status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+            "{body}"
+        );
+    }
+    let access = won[0]["access_token"].as_str().unwrap().to_owned();
+    for n in [a, b, c] {
+        let revoked = eventually(Duration::from_secs(2), || async {
+            tokeninfo(n, &access).await == StatusCode::UNAUTHORIZED
+        })
+        .await;
+        assert!(revoked.is_some(), "the reused code's tokens are revoked on {}", n.base);
+    }
+    let (status, body) = form(a).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "{body}"
+    );
+    stop(nodes).await;
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<(StatusCode, Value)>>) -> Vec<(StatusCode, Value)> {
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}

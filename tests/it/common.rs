@@ -96,9 +96,21 @@ impl TestServer {
     /// Creates a client of the authorization code grant (and refresh) with these redirect URIs
     /// and scopes `read write`.
     pub async fn create_app(&self, name: &str, confidential: bool, redirect_uris: &[&str]) -> (String, Option<String>) {
+        self.create_app_granting(name, confidential, redirect_uris, &["authorization_code", "refresh_token"])
+            .await
+    }
+
+    /// [`TestServer::create_app`] with these grants.
+    pub async fn create_app_granting(
+        &self,
+        name: &str,
+        confidential: bool,
+        redirect_uris: &[&str],
+        grants: &[&str],
+    ) -> (String, Option<String>) {
         let dir = self.server.actors.directory().clone();
         let spec = authgate_actors::directory::ClientSpec {
-            grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            grant_types: grants.iter().map(|g| g.to_string()).collect(),
             redirect_uris: redirect_uris.iter().map(|s| s.to_string()).collect(),
             ..authgate_actors::directory::ClientSpec::new(name, confidential)
         };

@@ -11,7 +11,7 @@ use crate::common::{ADMIN_PASSWORD, Person, TestServer, csrf_of};
 
 const XSS: &str = "<script>alert(1)</script>";
 
-const GETS: [&str; 21] = [
+const GETS: [&str; 23] = [
     "/",
     "/health",
     "/login",
@@ -31,16 +31,19 @@ const GETS: [&str; 21] = [
     "/assets/..%2f..%2fCargo.toml",
     "/favicon.ico",
     "/.well-known/oauth-authorization-server",
+    "/.well-known/openid-configuration",
+    "/oauth/authorize",
     "/.well-known/jwks.json",
     "/metrics",
 ];
 
-const POSTS: [&str; 25] = [
+const POSTS: [&str; 26] = [
     "/oauth/device/code",
     "/oauth/token",
     "/oauth/revoke",
     "/oauth/introspect",
     "/oauth/userinfo",
+    "/oauth/authorize",
     "/login",
     "/device/verify",
     "/device/approve",
@@ -74,6 +77,10 @@ fn queries() -> Vec<String> {
         format!("?access_token={}", "A".repeat(6000)),
         "?page=99999999999999999999999&user_code=BCDF-GHJK&user_code=ZZZZ-ZZZZ".into(),
         "?a=%zz&b=%".into(),
+        format!(
+            "?response_type=code&client_id=%00&redirect_uri=javascript:alert(1)&state={XSS}&nonce={XSS}&code_challenge={}",
+            "A".repeat(3000)
+        ),
     ]
 }
 
@@ -99,6 +106,17 @@ fn bodies(csrf: &str) -> Vec<(Option<&'static str>, Vec<u8>)> {
             with_csrf("client_id=%00&username=%00admin&user_code=ABCD%00EFGH&password=%00"),
         ),
         (form, with_csrf(&format!("user_code={}&action=approve", "B".repeat(5000)))),
+        (
+            form,
+            with_csrf(&format!(
+                "action=approve&request=response_type%3Dcode%26client_id%3D%2500%26redirect_uri%3Djavascript%3Aalert(1)%26state%3D{}",
+                "%253Cscript%253E"
+            )),
+        ),
+        (
+            form,
+            with_csrf("grant_type=authorization_code&code=%00&client_id=x&code_verifier=%3Cscript%3E&redirect_uri=javascript:alert(1)"),
+        ),
         (
             form,
             with_csrf(&format!(

@@ -19,6 +19,7 @@ mod flow;
 mod hostile;
 mod lifecycle;
 mod metrics;
+mod node_client;
 mod oauth2_client;
 mod oidc;
 mod providers;

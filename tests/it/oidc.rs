@@ -245,18 +245,14 @@ async fn the_openidconnect_crate_discovers_and_signs_in_by_code_and_by_device() 
 
     let s = TestServer::start_at_own_url(&[]).await;
     let callback = "http://127.0.0.1:45678/cb";
-    let (app, _) = s.create_app("Web app", false, &["http://127.0.0.1/cb"]).await;
-    let dir = s.server.actors.directory().clone();
-    let spec = authgate_actors::directory::ClientSpec {
-        grant_types: vec!["authorization_code".into(), "device_code".into(), "refresh_token".into()],
-        redirect_uris: vec!["http://127.0.0.1/cb".into()],
-        ..authgate_actors::directory::ClientSpec::new("Web app", false)
-    };
-    let client_id = app.clone();
-    dir.ask(|reply| authgate_actors::directory::DirectoryMsg::UpdateClient { client_id, spec, reply })
-        .await
-        .unwrap()
-        .unwrap();
+    let (app, _) = s
+        .create_app_granting(
+            "Web app",
+            false,
+            &["http://127.0.0.1/cb"],
+            &["authorization_code", "device_code", "refresh_token"],
+        )
+        .await;
     let http = http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let call = |req| crate::oauth2_client::send(http.clone(), req);
     let meta = CoreProviderMetadata::discover_async(IssuerUrl::new(s.base.clone()).unwrap(), &call)

@@ -885,6 +885,96 @@ mod tests {
         assert_eq!((b.len(), bad), (1, vec![[2; 32]]));
     }
 
+    fn issue(b: &mut DeviceBook, challenge: Option<&str>, redirect_given: bool) -> (Digest32, DeviceRecord, String) {
+        let issue = CodeIssue {
+            client_id: "web".into(),
+            scope: "openid".into(),
+            resources: Vec::new(),
+            user_id: "u".into(),
+            username: "alice".into(),
+            auth_time: Some(T0 / 1000),
+            code: CodeGrant {
+                redirect_uri: "https://app.example/cb".into(),
+                redirect_given,
+                challenge: challenge.map(str::to_owned),
+                nonce: Some("n-0S6".into()),
+            },
+        };
+        b.issue_code(issue, T0, 600_000).unwrap()
+    }
+
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+    fn presented(redirect_uri: Option<&'static str>, verifier: Option<&'static str>) -> Presented<'static> {
+        Presented {
+            redirect_uri,
+            verifier,
+            resources: &[],
+        }
+    }
+
+    #[test]
+    fn an_authorization_code_is_checked_then_redeems_once_and_is_no_device_code() {
+        let mut b = DeviceBook::default();
+        let (key, rec, clear) = issue(&mut b, Some(CHALLENGE), true);
+        assert_eq!(secret::sha256(&clear), key, "stored by its hash only");
+        assert!(!rec.user_code.is_empty() && rec.code.is_some());
+        let cb = Some("https://app.example/cb");
+        for (what, p, client) in [
+            ("another client", presented(cb, Some(VERIFIER)), "other"),
+            ("no verifier", presented(cb, None), "web"),
+            ("a wrong verifier", presented(cb, Some(CHALLENGE)), "web"),
+            ("no redirect_uri", presented(None, Some(VERIFIER)), "web"),
+            (
+                "another redirect_uri",
+                presented(Some("https://app.example/cb2"), Some(VERIFIER)),
+                "web",
+            ),
+        ] {
+            assert_eq!(code(&b.exchange(&key, client, p, T0 + 1)), Some(ErrorCode::InvalidGrant), "{what}");
+        }
+        // Not a device code: polling it, or typing its user code, finds nothing.
+        assert_eq!(code(&b.poll(&key, "web", T0 + 1)), Some(ErrorCode::InvalidGrant));
+        let user_code = secret::normalize_user_code(&rec.user_code).unwrap();
+        assert_eq!(b.lookup(&user_code, T0 + 1).unwrap_err(), CodeError::Unknown);
+        match b.exchange(&key, "web", presented(cb, Some(VERIFIER)), T0 + 2) {
+            PollOutcome::Redeem(r) => {
+                assert_eq!(r.nonce.as_deref(), Some("n-0S6"));
+                assert_eq!(r.approval.authorization_id, code_authorization(&key));
+                assert_eq!(r.approval.auth_time, Some(T0 / 1000));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(b.redeeming(&key) && b.is_code(&key));
+        assert_eq!(
+            code(&b.exchange(&key, "web", presented(cb, Some(VERIFIER)), T0 + 3)),
+            Some(ErrorCode::InvalidGrant),
+            "once"
+        );
+    }
+
+    #[test]
+    fn an_authorization_code_expires_and_refuses_a_verifier_it_had_no_challenge_for() {
+        let mut b = DeviceBook::default();
+        let (key, _, _) = issue(&mut b, None, false);
+        assert_eq!(
+            code(&b.exchange(&key, "web", presented(None, Some(VERIFIER)), T0 + 1)),
+            Some(ErrorCode::InvalidGrant),
+            "the PKCE downgrade"
+        );
+        assert_eq!(
+            code(&b.exchange(&key, "web", presented(None, None), T0 + 600_000)),
+            Some(ErrorCode::InvalidGrant),
+            "expired after 10 minutes"
+        );
+        // Not named in the request: may be named (the one used) or left out at the token endpoint.
+        assert!(matches!(
+            b.exchange(&key, "web", presented(Some("https://app.example/cb"), None), T0 + 1),
+            PollOutcome::Redeem(_)
+        ));
+    }
+
     fn code_of(o: &PollOutcome) -> Option<ErrorCode> {
         code(o)
     }
