@@ -502,3 +502,67 @@ async fn denial_prompts_and_remembered_consent() {
     let (status, _, _) = person.get(&authorize_url(&s, &public)).await;
     assert_eq!(status, StatusCode::OK, "a public client is asked every time");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_console_edits_redirect_uris_and_grants() {
+    let s = TestServer::start(&[]).await;
+    let admin = Person::new();
+    admin.login(&s, "admin", ADMIN_PASSWORD).await;
+    let cli = s.client_id.clone();
+    let (_, page, _) = admin.get(&s.url(&format!("/admin/clients/{cli}"))).await;
+    assert!(page.contains("value=\"authorization_code\""), "the form offers the grant");
+    let csrf = csrf_of(&page);
+    let edit = |uris: &'static str, grants: &'static [&'static str]| {
+        let mut form = vec![
+            ("csrf_token", csrf.clone()),
+            ("name", "AuthGate CLI".to_owned()),
+            ("scopes", "read write".to_owned()),
+            ("redirect_uris", uris.to_owned()),
+        ];
+        form.extend(grants.iter().map(|g| ("grant_type", (*g).to_owned())));
+        let (admin, url) = (&admin, s.url(&format!("/admin/clients/{cli}")));
+        async move {
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            admin.post(&url, &form).await
+        }
+    };
+    // A redirect URI a browser would run is refused, with the reason, and nothing changes.
+    let (status, page, _) = edit("javascript:alert(1)//", &["device_code", "authorization_code"]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("cannot be a redirect URI"), "{page}");
+    let ask = |s: &TestServer| {
+        let (_, challenge) = pkce();
+        authorize_url(
+            s,
+            &[
+                ("response_type", "code"),
+                ("client_id", s.client_id.as_str()),
+                ("redirect_uri", CALLBACK),
+                ("code_challenge", challenge.as_str()),
+                ("code_challenge_method", "S256"),
+            ],
+        )
+    };
+    // Without the grant: the registered URI hears unauthorized_client... but none is registered
+    // yet, so it is a page.
+    let (status, _, location) = admin.get(&ask(&s)).await;
+    assert_eq!((status, location), (StatusCode::BAD_REQUEST, None));
+
+    let (status, _, _) = edit(
+        "http://127.0.0.1/callback\nhttps://app.example/cb\n",
+        &["device_code", "authorization_code"],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, page, _) = admin.get(&s.url("/admin/clients")).await;
+    assert!(page.contains("authorization_code"), "the list shows the grant");
+    let back = admin.consent(&s, &ask(&s), true).await;
+    assert!(query_of(&back).contains_key("code"), "{back}");
+
+    // The grant taken away: back to the registered URI with unauthorized_client.
+    let (status, _, _) = edit("http://127.0.0.1/callback\n", &["device_code"]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _, location) = admin.get(&ask(&s)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(query_of(&location.unwrap())["error"], "unauthorized_client");
+}

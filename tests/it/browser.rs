@@ -363,3 +363,97 @@ async fn a_warned_approval_a_named_device_and_disable_enable_in_headless_chromiu
         s.stop().await;
     }
 }
+
+/// A native app's loopback redirect (RFC 8252 §7.3): answers each request with a small page and
+/// hands over the request target (path and query) it was sent to.
+async fn loopback_app() -> (u16, tokio::sync::mpsc::Receiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 8192];
+            let n = conn.read(&mut buf).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let target = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let body = "<!doctype html><title>Desk app</title><h1 id=\"done\">You can close this window.</h1>";
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(reply.as_bytes()).await;
+            if target.starts_with("/callback") {
+                let _ = tx.send(target).await;
+            }
+        }
+    });
+    (port, rx)
+}
+
+/// The authorization code grant as a native app runs it: the `oauth2` crate builds the request
+/// with PKCE, Chromium signs in and approves on the consent page (whose form may lead on to the
+/// app: the browser enforces `form-action` on that redirect too), the app's loopback listener
+/// receives the code, and the crate exchanges it.
+#[tokio::test]
+async fn a_native_app_signs_a_person_in_by_code_in_headless_chromium() {
+    use oauth2::basic::BasicClient;
+    use oauth2::{AuthUrl, AuthorizationCode, ClientId, CsrfToken, PkceCodeChallenge, RedirectUrl, Scope, TokenResponse, TokenUrl};
+
+    let Some((_driver, b, _profile)) = browser(420, 900).await else {
+        return;
+    };
+    let s = TestServer::start(&[]).await;
+    let (app, _) = s.create_app("Desk app", false, &["http://127.0.0.1/callback"]).await;
+    let (port, mut received) = loopback_app().await;
+    let client = BasicClient::new(ClientId::new(app))
+        .set_auth_uri(AuthUrl::new(s.url("/oauth/authorize")).unwrap())
+        .set_token_uri(TokenUrl::new(s.url("/oauth/token")).unwrap())
+        .set_redirect_uri(RedirectUrl::new(format!("http://127.0.0.1:{port}/callback")).unwrap());
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, state) = client
+        .authorize_url(CsrfToken::new_random)
+        .add_scope(Scope::new("read".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    let wait = Duration::from_secs(15);
+
+    b.goto(url.as_str()).await.unwrap();
+    b.wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#username"))
+        .await
+        .unwrap()
+        .send_keys("admin")
+        .await
+        .unwrap();
+    b.find(Locator::Css("#password"))
+        .await
+        .unwrap()
+        .send_keys(ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    b.find(Locator::Css("#login-submit")).await.unwrap().click().await.unwrap();
+    let approve = b.wait().at_most(wait).for_element(Locator::Css("#approve")).await.unwrap();
+    let host = b.find(Locator::Css("#redirect-host")).await.unwrap().text().await.unwrap();
+    assert_eq!(host, format!("127.0.0.1:{port}"), "the consent page names where the browser goes");
+    assert!(fits_width(&b).await, "the consent page fits a phone");
+    std::fs::write(screenshot_path("authorize-420x900.png"), b.screenshot().await.unwrap()).unwrap();
+    approve.click().await.unwrap();
+    b.wait().at_most(wait).for_element(Locator::Css("#done")).await.unwrap();
+    let target = tokio::time::timeout(wait, received.recv()).await.unwrap().unwrap();
+    b.close().await.unwrap();
+
+    let q = query_of(&format!("http://127.0.0.1{target}"));
+    assert_eq!(q.get("state"), Some(state.secret()));
+    let http = http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let call = |req| crate::oauth2_client::send(http.clone(), req);
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(q["code"].clone()))
+        .set_pkce_verifier(verifier)
+        .request_async(&call)
+        .await
+        .expect("the code is exchanged");
+    assert_eq!(tokeninfo(&s, tokens.access_token().secret()).await, StatusCode::OK);
+    s.stop().await;
+}

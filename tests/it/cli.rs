@@ -198,6 +198,41 @@ fn offline_user_and_client_commands() {
     assert!(added.contains("client_id: ") && added.contains("client_secret: "), "{added}");
     let out = run(dir.path(), &["client", "add", "--name", "TV"], &env, None);
     assert!(!text(&out.stdout).contains("client_secret"));
+    // A web app: the authorization code grant, its redirect URIs and scopes; a redirect URI a
+    // browser would run is refused.
+    let web = [
+        "client",
+        "add",
+        "--name",
+        "Web app",
+        "--grant-types",
+        "authorization_code,refresh_token",
+        "--redirect-uri",
+        "https://app.example/cb",
+        "--redirect-uri",
+        "http://127.0.0.1/cb",
+        "--scopes",
+        "read files:write",
+    ];
+    let out = run(dir.path(), &web, &env, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(
+        dir.path(),
+        &[
+            "client",
+            "add",
+            "--name",
+            "Bad",
+            "--grant-types",
+            "authorization_code",
+            "--redirect-uri",
+            "javascript:alert(1)//",
+        ],
+        &env,
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot be a redirect URI"), "{}", text(&out.stderr));
     let out = run(dir.path(), &["client", "list"], &env, None);
     let list = text(&out.stdout);
     assert!(
