@@ -60,7 +60,10 @@ async fn metadata_lists_every_endpoint_with_cors() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(grants, [DEVICE_GRANT, "refresh_token", "client_credentials"]);
+    assert_eq!(grants, ["authorization_code", DEVICE_GRANT, "refresh_token", "client_credentials"]);
+    assert_eq!(m["authorization_endpoint"], "http://localhost:8080/oauth/authorize");
+    assert_eq!(m["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(m["authorization_response_iss_parameter_supported"], true);
     // OpenID Connect on the device grant: userinfo, and how id_tokens are signed.
     assert_eq!(m["userinfo_endpoint"], "http://localhost:8080/oauth/userinfo");
     assert_eq!(m["id_token_signing_alg_values_supported"], serde_json::json!(["ES256"]));
@@ -70,8 +73,8 @@ async fn metadata_lists_every_endpoint_with_cors() {
             .unwrap()
             .contains(&"client_secret_basic".into())
     );
-    // No authorization endpoint, so no PKCE methods to announce.
-    assert!(m.get("code_challenge_methods_supported").is_none());
+    // PKCE: S256 only.
+    assert_eq!(m["code_challenge_methods_supported"], serde_json::json!(["S256"]));
     // The preflight a browser sends first.
     let r = http()
         .build()

@@ -50,8 +50,18 @@ async fn token_endpoint_request_errors() {
         (bad, "invalid_request"),
         "repeated parameter"
     );
+    // A supported grant without its code: invalid_request (the seeded client lacks the grant,
+    // but the missing parameter is found first).
     assert_eq!(
         err(&post_form(&token, &[("grant_type", "authorization_code"), ("client_id", cid)]).await),
+        (bad, "invalid_request")
+    );
+    assert_eq!(
+        err(&post_form(&token, &[("grant_type", "authorization_code"), ("code", "x"), ("client_id", cid)]).await),
+        (bad, "unauthorized_client")
+    );
+    assert_eq!(
+        err(&post_form(&token, &[("grant_type", "implicit"), ("client_id", cid)]).await),
         (bad, "unsupported_grant_type")
     );
     assert_eq!(
