@@ -9,7 +9,7 @@ use std::sync::Arc;
 use authgate_actors::audit::{AuditEvent, EventKind};
 use authgate_actors::crypto::secret;
 use authgate_actors::device::{CodeGrant, CodeIssue, DeviceMsg};
-use authgate_actors::directory::{ClientRecord, GRANT_AUTHORIZATION_CODE};
+use authgate_actors::directory::{ClientRecord, GRANT_AUTHORIZATION_CODE, safe_redirect_uri};
 use authgate_actors::time::Millis;
 use authgate_actors::token::{AuthorizationQuery, AuthorizationStatus, TokenMsg};
 use authgate_actors::{ErrorCode, OAuthError};
@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::app::App;
 use crate::handlers::oauth::resources_of;
-use crate::handlers::web::{body_error_page, csrf_failure, login_redirect, viewer};
+use crate::handlers::web::{body_error_page, csrf_failure, login_redirect, reauth_redirect, viewer};
 use crate::http::form::{self, Form};
 use crate::http::response::{bytes, no_store};
 use crate::http::{Request, Response};
@@ -30,6 +30,9 @@ use crate::render::Viewer;
 const MAX_REQUEST: usize = 2000;
 /// The longest `state` and `nonce` echoed.
 const MAX_ECHOED: usize = 512;
+/// A sign-in this recent counts as fresh for `prompt=login` and a `max_age` shorter than it
+/// (the round trip through the sign-in form takes a moment).
+const FRESH_MS: u64 = 10_000;
 
 /// An authorization request whose client and redirect URI are known good.
 struct AuthRequest {
@@ -47,6 +50,8 @@ struct Asked {
     challenge: Option<String>,
     resources: Vec<String>,
     prompt: Prompt,
+    /// OIDC `max_age` in seconds (`prompt=login` is 0): how recent the sign-in must be.
+    max_age: Option<u64>,
 }
 
 #[derive(Default, PartialEq, Eq, Clone, Copy)]
@@ -91,7 +96,8 @@ fn identify(app: &App, form: &Form) -> Result<AuthRequest, (&'static str, String
         .filter(|c| c.enabled)
         .ok_or_else(unknown)?;
     let given = form.one("redirect_uri").map_err(|_| repeated("redirect_uri"))?;
-    let Some(redirect_uri) = client.redirect_uri(given).map(str::to_owned) else {
+    // Registered, and (for URIs registered before the rules) a place a browser may be sent.
+    let Some(redirect_uri) = client.redirect_uri(given).filter(|u| safe_redirect_uri(u)).map(str::to_owned) else {
         return Err((
             "Unregistered redirect address",
             format!(
@@ -164,35 +170,32 @@ fn asked(app: &App, ar: &AuthRequest, form: &Form) -> Result<Asked, OAuthError> 
     let resources = resources_of(app, form)?;
     ar.client.check_resources(&resources)?;
     let mut prompt = Prompt::default();
-    for p in form.one("prompt")?.unwrap_or("").split_whitespace() {
-        match p {
+    let mut max_age = match form.one("max_age")? {
+        None => None,
+        Some(m) => Some(m.parse::<u64>().map_err(|_| bad("max_age is a number of seconds"))?),
+    };
+    let prompts: Vec<&str> = form.one("prompt")?.unwrap_or("").split_whitespace().collect();
+    for p in &prompts {
+        match *p {
             "none" => prompt.none = true,
             "consent" => prompt.consent = true,
+            // A fresh sign-in: as `max_age=0` (OIDC Core §3.1.2.1).
+            "login" => max_age = Some(0),
             // Only one account signs in per browser here.
             "select_account" => {}
-            // Forced re-authentication is not supported: say so rather than pretend (OIDC
-            // Core §3.1.2.1 asks for an error when the server cannot re-authenticate).
-            "login" => {
-                return Err(OAuthError::new(
-                    ErrorCode::LoginRequired,
-                    "prompt=login (forced re-authentication) is not supported",
-                ));
-            }
-            _ => return Err(bad("prompt is none, consent, login or select_account")),
+            _ => return Err(bad("prompt is none, login, consent or select_account")),
         }
     }
-    if prompt.none && prompt.consent {
+    if prompt.none && prompts.len() > 1 {
         return Err(bad("prompt=none cannot be combined with another value"));
     }
-    // `max_age` is not enforced; the id_token's auth_time lets a client check it (OIDC Core
-    // §3.1.2.1), so it is only checked for repetition.
-    form.one("max_age")?;
     Ok(Asked {
         scope,
         nonce,
         challenge,
         resources,
         prompt,
+        max_age,
     })
 }
 
@@ -251,6 +254,12 @@ fn refuse(app: &App, (ar, refusal): (Option<AuthRequest>, Refusal), v: Option<&V
 /// `GET /oauth/authorize`
 pub async fn authorize(app: &App, req: Request, now: Millis) -> Response {
     let raw = req.uri().query().unwrap_or("").to_owned();
+    let v = viewer(app, &req, now).await;
+    request(app, raw, v, app.ip(&req), now).await
+}
+
+/// An authorization request, from the query or a POSTed form (OIDC Core §3.1.2.1).
+async fn request(app: &App, raw: String, v: Option<Viewer>, ip: Option<String>, now: Millis) -> Response {
     if raw.len() > MAX_REQUEST {
         return page_error(
             app,
@@ -259,7 +268,6 @@ pub async fn authorize(app: &App, req: Request, now: Millis) -> Response {
             None,
         );
     }
-    let v = viewer(app, &req, now).await;
     let (ar, asked) = match parse(app, &Form::parse(raw.as_bytes())) {
         Ok(ok) => ok,
         Err(refused) => return refuse(app, refused, v.as_ref()),
@@ -270,8 +278,17 @@ pub async fn authorize(app: &App, req: Request, now: Millis) -> Response {
         }
         return login_redirect(&format!("/oauth/authorize?{raw}"));
     };
+    // prompt=login or max_age: a sign-in too old is made again (the form, even when signed in).
+    if let Some(max_age) = asked.max_age
+        && now.saturating_sub(v.signed_in_at_ms) > (max_age.saturating_mul(1000)).max(FRESH_MS)
+    {
+        if asked.prompt.none {
+            return ar.send_error(app, &OAuthError::new(ErrorCode::LoginRequired, "a fresh sign-in is required"));
+        }
+        return reauth_redirect(&format!("/oauth/authorize?{raw}"));
+    }
     if !asked.prompt.consent && remembered(app, &ar, &asked, &v, now).await {
-        return approve(app, &ar, asked, &v, (app.ip(&req), now), "remembered").await;
+        return approve(app, &ar, asked, &v, (ip, now), "remembered").await;
     }
     if asked.prompt.none {
         return ar.send_error(
@@ -283,21 +300,26 @@ pub async fn authorize(app: &App, req: Request, now: Millis) -> Response {
 }
 
 /// `POST /oauth/authorize`: Approve or Deny on the consent page. The request travels in the
-/// form and is checked again whole; the session's CSRF token proves the person pressed it.
+/// form and is checked again whole; the session's CSRF token proves the person pressed it. A
+/// POST that is not the consent form is an authorization request sent as a form.
 pub async fn decide(app: &App, req: Request) -> Response {
     let now = crate::http::request_time();
     let ip = app.ip(&req);
-    let Some(v) = viewer(app, &req, now).await else {
+    let v = viewer(app, &req, now).await;
+    let form = match form::read_form(req).await {
+        Ok(f) => f,
+        Err(e) => return body_error_page(app, &e),
+    };
+    if form.first("action").is_none() && form.first("request").is_none() {
+        return request(app, form.encoded(), v, ip, now).await;
+    }
+    let Some(v) = v else {
         return page_error(
             app,
             "Signed out",
             "You were signed out before you decided. Go back to the application and start again.",
             None,
         );
-    };
-    let form = match form::read_form(req).await {
-        Ok(f) => f,
-        Err(e) => return body_error_page(app, &e),
     };
     if !form.first("csrf_token").is_some_and(|t| secret::ct_eq(t, &v.csrf_token)) {
         return csrf_failure(app, Some(&v));
@@ -375,7 +397,9 @@ async fn approve(app: &App, ar: &AuthRequest, asked: Asked, v: &Viewer, (ip, now
 /// only while an authorization of that client with every scope asked for is still active (so
 /// revoking it in My devices withdraws the consent). Resources always ask again.
 async fn remembered(app: &App, ar: &AuthRequest, asked: &Asked, v: &Viewer, now: Millis) -> bool {
-    if !ar.client.confidential || !asked.resources.is_empty() {
+    // Only to a web server's https address: a loopback port or an app's own scheme can be
+    // taken by any program on the machine, and a desktop app's "secret" is in its binary.
+    if !ar.client.confidential || !asked.resources.is_empty() || !ar.redirect_uri.starts_with("https://") {
         return false;
     }
     let query = AuthorizationQuery {
@@ -434,6 +458,9 @@ fn redirect_host(uri: &str) -> String {
 /// that follows the Approve press too.
 fn form_target(uri: &str) -> Option<String> {
     let origin = match uri.split_once("://") {
+        // CSP host sources have no IPv6 literals: for [::1] the scheme alone (the loopback
+        // listener is the only http a client can register).
+        Some((scheme, rest)) if rest.starts_with('[') => format!("{scheme}:"),
         Some((scheme, rest)) => format!("{scheme}://{}", rest.split(['/', '?']).next().unwrap_or(rest)),
         None => format!("{}:", uri.split(':').next()?),
     };
@@ -477,5 +504,7 @@ mod tests {
         assert_eq!(form_target("https://app.example/cb").as_deref(), Some("https://app.example"));
         assert_eq!(form_target("com.example.app:/cb").as_deref(), Some("com.example.app:"));
         assert_eq!(form_target("https://a.example;script-src/x"), None);
+        assert_eq!(form_target("http://[::1]:8400/cb").as_deref(), Some("http:"));
+        assert_eq!(form_target("http://127.0.0.1:8400/cb").as_deref(), Some("http://127.0.0.1:8400"));
     }
 }

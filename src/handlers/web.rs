@@ -74,6 +74,12 @@ pub(crate) fn login_redirect(next: &str) -> Response {
     redirect(&format!("/login?next={encoded}"))
 }
 
+/// To the sign-in form even when signed in, then on to `next`.
+pub(crate) fn reauth_redirect(next: &str) -> Response {
+    let encoded: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    redirect(&format!("/login?reauth=1&next={encoded}"))
+}
+
 pub(crate) fn body_error_page(app: &App, e: &BodyError) -> Response {
     let status = match e {
         BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -97,14 +103,19 @@ pub(crate) fn csrf_failure(app: &App, session: Option<&Viewer>) -> Response {
 pub async fn login_page(app: &App, req: Request, now: Millis) -> Response {
     let query = form::query(&req);
     let next = safe_next(query.first("next")).unwrap_or("/device").to_owned();
-    if viewer(app, &req, now).await.is_some() {
+    // `reauth=1`: an application asked for a fresh sign-in (OpenID Connect `prompt=login`,
+    // `max_age`), so the form is shown even to someone signed in.
+    let again = query.first("reauth") == Some("1");
+    if !again && viewer(app, &req, now).await.is_some() {
         return redirect(&next);
     }
     let csrf = secret::random_token(24);
     let cookie = app.cookies.set(LOGIN_CSRF, csrf.clone(), LOGIN_FORM_LIFETIME);
-    let page = app
-        .pages
-        .page(StatusCode::OK, "login.html", context! { csrf_token => csrf, next => next });
+    let page = app.pages.page(
+        StatusCode::OK,
+        "login.html",
+        context! { csrf_token => csrf, next => next, again => again },
+    );
     with_cookies(page, [cookie])
 }
 

@@ -71,6 +71,11 @@ impl Form {
     pub fn first(&self, name: &str) -> Option<&str> {
         self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
+
+    /// Every pair, URL-encoded again (a POSTed request carried on as a query string).
+    pub fn encoded(&self) -> String {
+        form_urlencoded::Serializer::new(String::new()).extend_pairs(&self.pairs).finish()
+    }
 }
 
 /// Reads a form body, refusing other content types and anything over [`MAX_BODY`].

@@ -80,6 +80,7 @@ async fn the_oauth2_crate_signs_a_person_in_through_the_browser_with_pkce() {
 
     let http = http().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let call = |req| send(http.clone(), req);
+    let verifier_text = verifier.secret().clone();
     let tokens = client
         .exchange_code(AuthorizationCode::new(q["code"].clone()))
         .set_pkce_verifier(verifier)
@@ -95,17 +96,29 @@ async fn the_oauth2_crate_signs_a_person_in_through_the_browser_with_pkce() {
     let (_, page, _) = person.get(&s.url("/account/sessions")).await;
     assert!(page.contains("Desk app"), "{page}");
 
-    // The code again: refused, and what it issued is revoked (RFC 6749 §4.1.2).
-    let (status, body) = exchange(
-        &s,
-        &[
-            ("code", &q["code"]),
-            ("client_id", &app),
+    // Someone who saw the code but lacks the verifier is refused and revokes nothing.
+    let wrong = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    for (client_id, verifier) in [(app.as_str(), wrong), ("no-such-client", verifier_text.as_str())] {
+        let form = [
+            ("code", q["code"].as_str()),
+            ("client_id", client_id),
             ("redirect_uri", CALLBACK),
-            ("code_verifier", "x"),
-        ],
-    )
-    .await;
+            ("code_verifier", verifier),
+        ];
+        let (status, body) = exchange(&s, &form).await;
+        assert_eq!(status.as_u16() / 100, 4, "{body}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(tokeninfo(&s, &access).await, StatusCode::OK, "a stranger cannot revoke");
+    // The code again, as its client presents it: refused, and what it issued is revoked
+    // (RFC 6749 §4.1.2), and the audit trail says so.
+    let form = [
+        ("code", q["code"].as_str()),
+        ("client_id", app.as_str()),
+        ("redirect_uri", CALLBACK),
+        ("code_verifier", verifier_text.as_str()),
+    ];
+    let (status, body) = exchange(&s, &form).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant")),
@@ -122,6 +135,8 @@ async fn the_oauth2_crate_signs_a_person_in_through_the_browser_with_pkce() {
         (StatusCode::BAD_REQUEST, Some("invalid_grant")),
         "{body}"
     );
+    let (_, audit, _) = person.get(&s.url("/admin/audit?event=code_reuse_detected")).await;
+    assert!(audit.contains("code_reuse_detected"), "{audit}");
 }
 
 async fn refresh_as(s: &TestServer, client_id: &str, refresh_token: &str) -> (StatusCode, Value) {
@@ -274,7 +289,7 @@ async fn pkce_downgrades_other_clients_and_other_redirects_are_refused() {
 
 /// Redirect URIs an attacker would try (the sign-in page's open-redirect list and the usual
 /// parser confusions): none registered, so each gets an error page and no redirect at all.
-const HOSTILE_REDIRECTS: [&str; 24] = [
+const HOSTILE_REDIRECTS: [&str; 30] = [
     "https://evil.example/cb",
     "//evil.example",
     "/\\evil.example",
@@ -295,6 +310,12 @@ const HOSTILE_REDIRECTS: [&str; 24] = [
     "http://localhost.evil.example/callback",
     "http://127.0.0.1@evil.example/callback",
     "http://127.0.0.1:43210/callback/../evil",
+    "http://127.0.0.1:43210@evil.example/callback",
+    "http://127.0.0.1:80#@evil.example/callback",
+    "HTTP://127.0.0.1/callback",
+    "http://127.0.0.1:/callback",
+    "http://127.0.0.1:4x/callback",
+    "http://[::1]/callback",
     " https://app.example/cb",
     "https://app.example/cb\n",
     "",
@@ -416,7 +437,7 @@ async fn denial_prompts_and_remembered_consent() {
     let s = TestServer::start(&[]).await;
     let (web, secret) = s.create_app("Web app", true, &[WEB]).await;
     let (app, _) = s.create_app("Desk app", false, &[LOOPBACK]).await;
-    let (_, challenge) = pkce();
+    let (verifier, challenge) = pkce();
     let person = Person::new();
 
     // prompt=none without a session: login_required, sent back (not to the sign-in page).
@@ -498,9 +519,42 @@ async fn denial_prompts_and_remembered_consent() {
         ("code_challenge_method", "S256"),
     ];
     let code = code_for(&s, &person, &public).await;
-    assert!(!code.is_empty());
+    let (status, body) = exchange(
+        &s,
+        &[
+            ("code", &code),
+            ("client_id", &app),
+            ("redirect_uri", CALLBACK),
+            ("code_verifier", &verifier),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let (status, _, _) = person.get(&authorize_url(&s, &public)).await;
-    assert_eq!(status, StatusCode::OK, "a public client is asked every time");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a public client is asked every time, even with an active authorization"
+    );
+
+    // A confidential client redirecting to a loopback address (a desktop app whose secret is in
+    // its binary) is asked every time too.
+    let (desk, desk_secret) = s.create_app("Desk app with a secret", true, &[LOOPBACK]).await;
+    let ask = [("response_type", "code"), ("client_id", desk.as_str()), ("redirect_uri", CALLBACK)];
+    let code = code_for(&s, &person, &ask).await;
+    let (status, body) = exchange(
+        &s,
+        &[
+            ("code", &code),
+            ("client_id", &desk),
+            ("client_secret", desk_secret.as_deref().unwrap()),
+            ("redirect_uri", CALLBACK),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, _) = person.get(&authorize_url(&s, &ask)).await;
+    assert_eq!(status, StatusCode::OK, "a loopback redirect: asked every time");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -565,4 +619,105 @@ async fn the_admin_console_edits_redirect_uris_and_grants() {
     let (status, _, location) = admin.get(&ask(&s)).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(query_of(&location.unwrap())["error"], "unauthorized_client");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_sign_ins_ipv6_loopback_and_posted_requests() {
+    let s = TestServer::start(&[]).await;
+    let (web, _) = s.create_app("Web app", true, &[WEB, "http://[::1]/cb"]).await;
+    let person = Person::new();
+    person.login(&s, "admin", ADMIN_PASSWORD).await;
+
+    // prompt=none with anything else: refused.
+    let (_, _, location) = person
+        .get(&authorize_url(
+            &s,
+            &[
+                ("response_type", "code"),
+                ("client_id", &web),
+                ("redirect_uri", WEB),
+                ("prompt", "none select_account"),
+            ],
+        ))
+        .await;
+    assert_eq!(query_of(&location.unwrap())["error"], "invalid_request");
+
+    // prompt=login (and max_age=0) after a sign-in more than a few seconds old: the sign-in
+    // form again, even though signed in, then on to the consent page.
+    tokio::time::sleep(std::time::Duration::from_millis(10_500)).await;
+    for fresh in [("prompt", "login"), ("max_age", "0")] {
+        let url = authorize_url(&s, &[("response_type", "code"), ("client_id", &web), ("redirect_uri", WEB), fresh]);
+        let (status, _, location) = person.get(&url).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{fresh:?}");
+        let login = location.unwrap();
+        assert!(login.starts_with("/login?reauth=1&next=%2Foauth%2Fauthorize"), "{login}");
+        let back = person.login_then(&s, &login).await;
+        let (status, page, _) = person.get(&s.url(&back)).await;
+        assert_eq!(status, StatusCode::OK, "signed in just now: the consent page: {page}");
+        assert!(page.contains("id=\"approve\""));
+        tokio::time::sleep(std::time::Duration::from_millis(10_500)).await;
+    }
+    // A large max_age is satisfied by the sign-in of a moment ago; a malformed one is refused.
+    let (status, _, _) = person
+        .get(&authorize_url(
+            &s,
+            &[
+                ("response_type", "code"),
+                ("client_id", &web),
+                ("redirect_uri", WEB),
+                ("max_age", "3600"),
+            ],
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, _, location) = person
+        .get(&authorize_url(
+            &s,
+            &[
+                ("response_type", "code"),
+                ("client_id", &web),
+                ("redirect_uri", WEB),
+                ("max_age", "soon"),
+            ],
+        ))
+        .await;
+    assert_eq!(query_of(&location.unwrap())["error"], "invalid_request");
+    // prompt=none with a stale sign-in and max_age: login_required, back to the client.
+    let (_, _, location) = person
+        .get(&authorize_url(
+            &s,
+            &[
+                ("response_type", "code"),
+                ("client_id", &web),
+                ("redirect_uri", WEB),
+                ("max_age", "1"),
+                ("prompt", "none"),
+            ],
+        ))
+        .await;
+    assert_eq!(query_of(&location.unwrap())["error"], "login_required");
+
+    // An IPv6 loopback redirect on any port: the consent page's policy lets its form lead on
+    // (CSP has no IPv6 host sources, so it names the scheme), and the code arrives there.
+    let v6 = "http://[::1]:51000/cb";
+    let url = authorize_url(
+        &s,
+        &[("response_type", "code"), ("client_id", &web), ("redirect_uri", v6), ("state", "6")],
+    );
+    let r = person.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("form-action 'self' http:;"), "{csp}");
+    let back = person.consent(&s, &url, true).await;
+    assert!(back.starts_with("http://[::1]:51000/cb?code="), "{back}");
+
+    // OIDC Core §3.1.2.1: the request may come as a POSTed form too.
+    let (status, page, _) = person
+        .post(
+            &s.url("/oauth/authorize"),
+            &[("response_type", "code"), ("client_id", &web), ("redirect_uri", WEB)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("id=\"approve\""));
 }

@@ -38,6 +38,9 @@ enum State {
     /// Tokens are being issued for this code; no second redemption may start.
     Redeeming(Box<Approval>),
     Denied,
+    /// An authorization code that was redeemed: kept (here and in the store) until it expires,
+    /// so that a presentation passing its checks again is recognised as reuse.
+    Redeemed,
 }
 
 impl State {
@@ -121,7 +124,7 @@ impl Entry {
                 PollOutcome::Error(ErrorCode::AuthorizationPending, "the user has not yet approved this device")
             }
             State::Denied => PollOutcome::Error(ErrorCode::AccessDenied, "the user denied the authorization request"),
-            State::Redeeming(_) => PollOutcome::Error(ErrorCode::InvalidGrant, used),
+            State::Redeeming(_) | State::Redeemed => PollOutcome::Error(ErrorCode::InvalidGrant, used),
             State::Approved(a) => {
                 let approval = (**a).clone();
                 self.state = State::Redeeming(a.clone());
@@ -177,6 +180,12 @@ pub fn code_authorization(key: &Digest32) -> String {
 pub enum PollOutcome {
     /// Approved: the caller must redeem (issue tokens), then report back.
     Redeem(Box<Redemption>),
+    /// An authorization code presented again by its own client, with its redirect URI and
+    /// verifier: redeemed already, or being redeemed (`in_flight`). What it issued is to be
+    /// revoked (RFC 6749 §4.1.2); the presentation gets `invalid_grant`.
+    Reused {
+        in_flight: bool,
+    },
     Error(ErrorCode, &'static str),
 }
 
@@ -388,7 +397,13 @@ impl DeviceBook {
             }
             _ => {}
         }
-        e.redeem(presented.resources)
+        // Only a presentation that passed every check above counts as reuse: someone who merely
+        // saw the code cannot revoke what it issued.
+        match e.state {
+            State::Redeemed => PollOutcome::Reused { in_flight: false },
+            State::Redeeming(_) => PollOutcome::Reused { in_flight: true },
+            _ => e.redeem(presented.resources),
+        }
     }
 
     /// A new authorization code for an approval given now: approved at once, its key, its
@@ -473,7 +488,9 @@ impl DeviceBook {
         let in_flight = |e: &Entry| matches!(e.state, State::Deciding | State::Redeeming(_));
         match (self.by_hash.get_mut(&key), rec) {
             // A pending read never undoes a decision held here.
-            (Some(e), Some(rec)) if !in_flight(e) && (rec.state != RecordState::Pending || e.state == State::Pending) => {
+            (Some(e), Some(rec))
+                if !in_flight(e) && e.state != State::Redeemed && (rec.state != RecordState::Pending || e.state == State::Pending) =>
+            {
                 e.state = State::of(&rec.state);
             }
             (Some(e), None) if !in_flight(e) => {
@@ -600,6 +617,21 @@ impl DeviceBook {
         self.remove(key);
     }
 
+    /// An authorization code's tokens were issued: it stays, redeemed, until it expires (see
+    /// [`State::Redeemed`]). Answers whether it did (a device code is forgotten instead).
+    pub fn redeemed(&mut self, key: &Digest32) -> bool {
+        match self.by_hash.get_mut(key) {
+            Some(e) if e.code.is_some() => {
+                e.state = State::Redeemed;
+                true
+            }
+            _ => {
+                self.remove(key);
+                false
+            }
+        }
+    }
+
     /// Issuing tokens failed in a way that may be retried: the code is approved again.
     pub fn unredeemed(&mut self, key: &Digest32) {
         if let Some(e) = self.by_hash.get_mut(key)
@@ -678,7 +710,7 @@ mod tests {
     fn code(o: &PollOutcome) -> Option<ErrorCode> {
         match o {
             PollOutcome::Error(c, _) => Some(*c),
-            PollOutcome::Redeem(_) => None,
+            PollOutcome::Redeem(_) | PollOutcome::Reused { .. } => None,
         }
     }
 
@@ -947,11 +979,20 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(b.redeeming(&key) && b.is_code(&key));
-        assert_eq!(
-            code(&b.exchange(&key, "web", presented(cb, Some(VERIFIER)), T0 + 3)),
-            Some(ErrorCode::InvalidGrant),
-            "once"
-        );
+        // Presented again while redeeming, then after: reuse, but only when every check passes
+        // (someone who merely saw the code is refused, and revokes nothing).
+        let again = |b: &mut DeviceBook, p| b.exchange(&key, "web", p, T0 + 3);
+        assert_eq!(again(&mut b, presented(cb, Some(VERIFIER))), PollOutcome::Reused { in_flight: true });
+        assert!(b.redeemed(&key), "an authorization code stays, redeemed");
+        assert_eq!(again(&mut b, presented(cb, Some(VERIFIER))), PollOutcome::Reused { in_flight: false });
+        assert_eq!(code(&again(&mut b, presented(cb, Some(CHALLENGE)))), Some(ErrorCode::InvalidGrant));
+        assert_eq!(code(&b.exchange(&key, "other", presented(cb, Some(VERIFIER)), T0 + 3)), Some(ErrorCode::InvalidGrant));
+        // A late read of its stored (approved) record does not bring it back.
+        b.stored(key, Some(&rec));
+        assert_eq!(again(&mut b, presented(cb, Some(VERIFIER))), PollOutcome::Reused { in_flight: false });
+        // Gone at its expiry (past the grace), like any code.
+        let (swept, _) = b.sweep(T0 + 600_000 + EXPIRED_GRACE_MS);
+        assert_eq!(swept, vec![key]);
     }
 
     #[test]

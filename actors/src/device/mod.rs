@@ -21,6 +21,7 @@ pub use self::book::{
     code_authorization,
 };
 use self::book::{EXPIRED_GRACE_MS, MAX_INTERVAL_MS};
+use crate::audit::{AuditEvent, AuditSink, EventKind};
 use crate::crypto::secret::{self, Digest32, USER_CODE_LEN};
 use crate::error::{ErrorCode, OAuthError};
 use crate::metrics::Metrics;
@@ -155,6 +156,8 @@ pub struct DeviceArgs {
     /// When loading: codes expired (past their grace) by then are dropped.
     pub now: Millis,
     pub cache: Cache,
+    /// Records the reuse of an authorization code.
+    pub audit: AuditSink,
 }
 
 pub struct DeviceState {
@@ -165,6 +168,7 @@ pub struct DeviceState {
     token: Handle<TokenMsg>,
     metrics: Arc<Metrics>,
     cache: Cache,
+    audit: AuditSink,
     /// Authorization codes presented again while their redemption was in flight: what it
     /// issues is revoked once it is done.
     reused: std::collections::HashMap<Digest32, Millis>,
@@ -190,6 +194,7 @@ impl Actor for DeviceActor {
             token: args.token,
             metrics: args.metrics,
             cache: args.cache,
+            audit: args.audit,
             reused: Default::default(),
         })
     }
@@ -231,6 +236,10 @@ impl Actor for DeviceActor {
                     let _ = reply.send(Err(OAuthError::new(code, why)));
                 }
                 PollOutcome::Redeem(r) => st.redeem(device_code_hash, *r, now, reply),
+                // Only an authorization code's exchange answers this.
+                PollOutcome::Reused { .. } => {
+                    let _ = reply.send(Err(OAuthError::new(ErrorCode::InvalidGrant, "the device code is invalid")));
+                }
             },
             DeviceMsg::IssueCode { issue, now, reply } => st.issue_code(*issue, now, reply),
             DeviceMsg::Exchange { request, reply } => st.exchange(&request, reply),
@@ -424,24 +433,28 @@ impl DeviceState {
             verifier: request.verifier.as_deref(),
             resources: &request.resources,
         };
-        let held = self.book.holds(&key);
+        let used = || Err(OAuthError::new(ErrorCode::InvalidGrant, "the authorization code was already used"));
         match self.book.exchange(&key, &request.client_id, presented, now) {
             PollOutcome::Redeem(r) => self.redeem(key, *r, now, reply),
-            PollOutcome::Error(code, why) => {
-                if !held {
-                    self.revoke_reused(key, now);
-                } else if self.book.redeeming(&key) {
+            PollOutcome::Reused { in_flight } => {
+                if in_flight {
+                    // Revoked once the redemption under way is done.
                     self.reused.insert(key, now);
+                } else {
+                    self.revoke_reused(key, now);
                 }
+                let _ = reply.send(used());
+            }
+            PollOutcome::Error(code, why) => {
                 let _ = reply.send(Err(OAuthError::new(code, why)));
             }
         }
     }
 
-    /// Revokes the authorization a reused authorization code issued, if it issued any (the
-    /// token actor answers nothing for an unknown one: a made-up code revokes nothing).
+    /// Revokes the authorization a reused authorization code issued (RFC 6749 §4.1.2), and
+    /// records it in the audit trail.
     fn revoke_reused(&self, key: Digest32, now: Millis) {
-        let token = self.token.clone();
+        let (token, audit) = (self.token.clone(), self.audit.clone());
         let authorization_id = code_authorization(&key);
         tokio::spawn(async move {
             let revoked = token
@@ -452,8 +465,14 @@ impl DeviceState {
                     reply,
                 })
                 .await;
-            if let Ok(Ok(Some(_))) = revoked {
+            if let Ok(Ok(Some(a))) = revoked {
                 tracing::warn!(%authorization_id, "an authorization code was used again: its tokens are revoked");
+                audit.record(
+                    AuditEvent::new(now, EventKind::CodeReuseDetected, format!("client:{}", a.client_id), false)
+                        .subject(a.username)
+                        .client(a.client_id)
+                        .detail(format!("authorization {authorization_id} revoked")),
+                );
             }
         });
     }
@@ -542,8 +561,11 @@ impl DeviceState {
         match change {
             Committed::CreateFailed => self.book.forget(&key),
             Committed::Redeemed => {
-                self.book.forget(&key);
-                log_failure(self.repo.remove(&[key]), "delete a redeemed device code");
+                // A device code is deleted; an authorization code stays, redeemed, until it
+                // expires, in the store too, so that its reuse is recognised on any instance.
+                if !self.book.redeemed(&key) {
+                    log_failure(self.repo.remove(&[key]), "delete a redeemed device code");
+                }
                 if let Some(at) = self.reused.remove(&key) {
                     // Presented again while it was being redeemed (RFC 6749 §4.1.2).
                     self.revoke_reused(key, at);
@@ -559,7 +581,10 @@ impl DeviceState {
             }
             Committed::Decided(rec) => self.book.decided(&key, &rec),
             Committed::DecisionFailed => self.book.undecided(&key),
-            Committed::RedeemFailed => self.book.unredeemed(&key),
+            Committed::RedeemFailed => {
+                self.reused.remove(&key);
+                self.book.unredeemed(&key);
+            }
         }
     }
 
@@ -570,6 +595,8 @@ impl DeviceState {
             log_failure(self.repo.prune(before), "delete expired device codes");
         }
         let (expired, undecided) = self.book.sweep(now);
+        let book = &self.book;
+        self.reused.retain(|k, _| book.holds(k));
         if expired.is_empty() {
             return;
         }

@@ -30,7 +30,7 @@ pub use self::book::{DirectoryBook, UserChange, UserRef, profile};
 pub use self::msg::DirectoryMsg;
 pub use self::records::{
     ClientSpec, DirectoryError, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, LoginError,
-    OIDC_SCOPES, SEEDED_CLIENT_NAME, UserView, grant_type_name, valid_resource, valid_username,
+    OIDC_SCOPES, SEEDED_CLIENT_NAME, UserView, grant_type_name, safe_redirect_uri, valid_resource, valid_username,
 };
 pub use self::snapshot::{ClientPublisher, ClientTable, UserProfile};
 use crate::crypto::password::{self, NewPassword, NewPasswordError};

@@ -223,7 +223,7 @@ fn valid_redirect_uri(u: &str) -> bool {
 /// Where a browser may be sent with a code (RFC 9700 §4.1, RFC 8252 §7): `https`, `http` only
 /// to a loopback address, or a native app's private-use scheme; never a scheme a browser would
 /// run or read itself (`javascript:`, `data:`, `file:` and the like).
-fn safe_redirect_uri(u: &str) -> bool {
+pub fn safe_redirect_uri(u: &str) -> bool {
     let Some((scheme, rest)) = u.split_once(':') else { return false };
     match scheme.to_ascii_lowercase().as_str() {
         "https" => rest.starts_with("//") && rest.len() > 2,

@@ -20,6 +20,7 @@ pub enum EventKind {
     TokenIssued,
     TokenRefreshed,
     RefreshReuseDetected,
+    CodeReuseDetected,
     TokenRevoked,
     TokenDisabled,
     TokenEnabled,
@@ -34,7 +35,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::LoginSucceeded,
         EventKind::LoginFailed,
         EventKind::Logout,
@@ -46,6 +47,7 @@ impl EventKind {
         EventKind::TokenIssued,
         EventKind::TokenRefreshed,
         EventKind::RefreshReuseDetected,
+        EventKind::CodeReuseDetected,
         EventKind::TokenRevoked,
         EventKind::TokenDisabled,
         EventKind::TokenEnabled,
@@ -73,6 +75,7 @@ impl EventKind {
             EventKind::TokenIssued => "token_issued",
             EventKind::TokenRefreshed => "token_refreshed",
             EventKind::RefreshReuseDetected => "refresh_reuse_detected",
+            EventKind::CodeReuseDetected => "code_reuse_detected",
             EventKind::TokenRevoked => "token_revoked",
             EventKind::TokenDisabled => "token_disabled",
             EventKind::TokenEnabled => "token_enabled",

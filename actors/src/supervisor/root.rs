@@ -372,6 +372,7 @@ impl RootState {
                     metrics: a.shared_metrics(),
                     now,
                     cache: self.cache,
+                    audit: a.audit_sink(),
                 };
                 a.device().spawn_linked(DeviceActor, args, me).await?
             }

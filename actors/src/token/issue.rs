@@ -263,13 +263,11 @@ impl TokenState {
         // One authorization yields tokens once: this holds even if the device actor restarted
         // mid-redemption and offers the same approval again.
         if self.issuing.contains(&grant.authorization_id) {
-            let _ = reply.send(Err(OAuthError::unavailable(
-                "tokens for this device code are being issued; poll again",
-            )));
+            let _ = reply.send(Err(OAuthError::unavailable("tokens for this code are being issued; try again")));
             return;
         }
         if self.book.issued(&grant.authorization_id) {
-            let _ = reply.send(Err(OAuthError::invalid_grant("the device code was already used")));
+            let _ = reply.send(Err(OAuthError::invalid_grant("the code was already used")));
             return;
         }
         // The approver was disabled or deleted, or the client disabled, since the approval.
@@ -327,7 +325,7 @@ impl TokenState {
         self.issuing.insert(grant.authorization_id.clone());
         self.book.mark_issued(&grant.authorization_id, now);
         let write = self.repo.issue(&grant.authorization_id, &records);
-        let lost = Lost::Answer(OAuthError::invalid_grant("the device code was already used"));
+        let lost = Lost::Answer(OAuthError::invalid_grant("the code was already used"));
         self.commit_conditional(myself, (&records, write), (answer, lost), reply, Some(settled));
     }
 
