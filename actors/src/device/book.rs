@@ -982,14 +982,26 @@ mod tests {
         // Presented again while redeeming, then after: reuse, but only when every check passes
         // (someone who merely saw the code is refused, and revokes nothing).
         let again = |b: &mut DeviceBook, p| b.exchange(&key, "web", p, T0 + 3);
-        assert_eq!(again(&mut b, presented(cb, Some(VERIFIER))), PollOutcome::Reused { in_flight: true });
+        assert_eq!(
+            again(&mut b, presented(cb, Some(VERIFIER))),
+            PollOutcome::Reused { in_flight: true }
+        );
         assert!(b.redeemed(&key), "an authorization code stays, redeemed");
-        assert_eq!(again(&mut b, presented(cb, Some(VERIFIER))), PollOutcome::Reused { in_flight: false });
+        assert_eq!(
+            again(&mut b, presented(cb, Some(VERIFIER))),
+            PollOutcome::Reused { in_flight: false }
+        );
         assert_eq!(code(&again(&mut b, presented(cb, Some(CHALLENGE)))), Some(ErrorCode::InvalidGrant));
-        assert_eq!(code(&b.exchange(&key, "other", presented(cb, Some(VERIFIER)), T0 + 3)), Some(ErrorCode::InvalidGrant));
+        assert_eq!(
+            code(&b.exchange(&key, "other", presented(cb, Some(VERIFIER)), T0 + 3)),
+            Some(ErrorCode::InvalidGrant)
+        );
         // A late read of its stored (approved) record does not bring it back.
         b.stored(key, Some(&rec));
-        assert_eq!(again(&mut b, presented(cb, Some(VERIFIER))), PollOutcome::Reused { in_flight: false });
+        assert_eq!(
+            again(&mut b, presented(cb, Some(VERIFIER))),
+            PollOutcome::Reused { in_flight: false }
+        );
         // Gone at its expiry (past the grace), like any code.
         let (swept, _) = b.sweep(T0 + 600_000 + EXPIRED_GRACE_MS);
         assert_eq!(swept, vec![key]);
