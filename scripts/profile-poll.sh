@@ -25,13 +25,19 @@ CLIENT=$(grep -o 'client_id=[0-9a-f-]*' "$WORK/server.log" | head -1 | cut -d= -
     --count 5000 --concurrency 8 --out "$WORK/codes.txt" >/dev/null
 # Count only the polls: reset the counters, poll, dump.
 callgrind_control -z "$VG" >/dev/null
-WRK_THREADS=1 CODES_FILE="$WORK/codes.txt" CLIENT_ID="$CLIENT" \
-    wrk -t1 -c8 -d"${SECS}s" -s "$ROOT/scripts/wrk/poll.lua" "http://127.0.0.1:$PORT" | grep RESULT
+RESULT=$(WRK_THREADS=1 CODES_FILE="$WORK/codes.txt" CLIENT_ID="$CLIENT" \
+    wrk -t1 -c8 -d"${SECS}s" -s "$ROOT/scripts/wrk/poll.lua" "http://127.0.0.1:$PORT" | grep RESULT)
+echo "$RESULT"
+POLLS=$(echo "$RESULT" | sed -E 's/.* requests=([0-9]+).*/\1/')
 callgrind_control -d "$VG" >/dev/null
 sleep 1
 OUT=$WORK/polls.callgrind
 cp "$(ls -t "$WORK"/callgrind.out* | head -1)" "$OUT"
 kill -TERM $VG; wait $VG 2>/dev/null || true
+TOTAL=$(callgrind_annotate "$OUT" 2>/dev/null | grep -m1 'PROGRAM TOTALS' | tr -d ', ' | sed -E 's/^([0-9]+).*/\1/')
+echo "Instructions per pending poll (LOG_LEVEL=${LOG_LEVEL:-warn}): $((TOTAL / POLLS)) ($TOTAL over $POLLS polls)"
+# `head` closes the pipes early; that is not a failure.
+set +o pipefail
 echo "Top inclusive costs (instructions) while polling:"
 callgrind_annotate --inclusive=yes --threshold=100 "$OUT" 2>/dev/null | grep -E '^\s*[0-9,]+ \(' | sed -E 's#/root/.cargo/registry/src/[^/]+/##; s#/rustc/[0-9a-f]+/##' | head -${TOP:-45}
 echo "Exclusive (self) costs:"

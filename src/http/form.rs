@@ -30,24 +30,68 @@ pub enum BodyError {
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Decoded `application/x-www-form-urlencoded` pairs (a body or a query string).
+///
+/// Decoded as `form_urlencoded::parse` does (pairs split at `&`, empty ones skipped, the name
+/// ending at the first `=`, `+` as a space, `%XX` decoded, invalid UTF-8 replaced per part),
+/// but into one buffer with the pairs as ranges of it: a token request costs two allocations,
+/// not two per parameter (every poll is one).
 #[derive(Debug, Default)]
 pub struct Form {
-    pairs: Vec<(String, String)>,
+    text: String,
+    /// Each pair's name and value, as byte ranges of `text`.
+    spans: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
 }
 
 impl Form {
-    pub fn parse(bytes: &[u8]) -> Form {
-        Form {
-            pairs: form_urlencoded::parse(bytes)
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
+    pub fn parse(input: &[u8]) -> Form {
+        let mut bytes: Vec<u8> = Vec::with_capacity(input.len());
+        let mut spans = Vec::with_capacity(input.iter().filter(|&&b| b == b'&').count().min(64) + 1);
+        for piece in input.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+            let (name, value) = match piece.iter().position(|&b| b == b'=') {
+                Some(i) => (&piece[..i], &piece[i + 1..]),
+                None => (piece, &[][..]),
+            };
+            let start = bytes.len();
+            decode_into(&mut bytes, name);
+            let middle = bytes.len();
+            decode_into(&mut bytes, value);
+            spans.push((start..middle, middle..bytes.len()));
         }
+        match String::from_utf8(bytes) {
+            // Valid as a whole and at every boundary: each part is valid on its own too.
+            Ok(text)
+                if spans
+                    .iter()
+                    .all(|(n, v)| text.is_char_boundary(n.end) && text.is_char_boundary(v.end)) =>
+            {
+                Form { text, spans }
+            }
+            // Rare: replace invalid UTF-8 part by part, as `form_urlencoded` does.
+            other => {
+                let bytes = other.map_or_else(|e| e.into_bytes(), String::into_bytes);
+                let mut text = String::with_capacity(bytes.len());
+                let mut lossy = Vec::with_capacity(spans.len());
+                for (n, v) in spans {
+                    let start = text.len();
+                    text.push_str(&String::from_utf8_lossy(&bytes[n]));
+                    let middle = text.len();
+                    text.push_str(&String::from_utf8_lossy(&bytes[v]));
+                    lossy.push((start..middle, middle..text.len()));
+                }
+                Form { text, spans: lossy }
+            }
+        }
+    }
+
+    /// Every pair, in order.
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.spans.iter().map(|(n, v)| (&self.text[n.clone()], &self.text[v.clone()]))
     }
 
     /// The value of `name`; RFC 6749 §3.2 forbids repeating a parameter, so a repeat is an error.
     pub fn one(&self, name: &str) -> Result<Option<&str>, OAuthError> {
-        let mut it = self.pairs.iter().filter(|(k, _)| k == name);
-        let first = it.next().map(|(_, v)| v.as_str());
+        let mut it = self.pairs().filter(|(k, _)| *k == name);
+        let first = it.next().map(|(_, v)| v);
         if it.next().is_some() {
             return Err(OAuthError::invalid_request(format!("parameter {name} is repeated")));
         }
@@ -65,16 +109,41 @@ impl Form {
     /// The first value of `name`, for browser forms where strictness helps nobody.
     /// Every value of `name`, in order (checkboxes).
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.pairs.iter().filter(move |(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.pairs().filter(move |(k, _)| *k == name).map(|(_, v)| v)
     }
 
     pub fn first(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.pairs().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 
     /// Every pair, URL-encoded again (a POSTed request carried on as a query string).
     pub fn encoded(&self) -> String {
-        form_urlencoded::Serializer::new(String::new()).extend_pairs(&self.pairs).finish()
+        form_urlencoded::Serializer::new(String::new()).extend_pairs(self.pairs()).finish()
+    }
+}
+
+/// Appends `part` decoded: `+` as a space, `%XX` as that byte, anything else as it is (a `%`
+/// without two hex digits too).
+fn decode_into(out: &mut Vec<u8>, part: &[u8]) {
+    if !part.iter().any(|&b| b == b'%' || b == b'+') {
+        out.extend_from_slice(part);
+        return;
+    }
+    let hex = |b: u8| char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    let mut i = 0;
+    while let Some(&b) = part.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => match (part.get(i + 1).copied().and_then(hex), part.get(i + 2).copied().and_then(hex)) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
     }
 }
 
@@ -272,6 +341,15 @@ mod fuzz {
             let _ = f.one("client_id");
             let _ = f.first("user_code");
             let _ = f.all("grant_type").count();
+        }
+
+        #[test]
+        fn decodes_exactly_as_form_urlencoded(bytes in proptest::collection::vec(
+            prop_oneof![Just(b'&'), Just(b'='), Just(b'%'), Just(b'+'), Just(b'a'), Just(b'F'), Just(b'3'), any::<u8>()], 0..300)
+        ) {
+            let ours: Vec<(String, String)> = Form::parse(&bytes).pairs().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(&bytes).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+            prop_assert_eq!(ours, theirs);
         }
 
         #[test]
