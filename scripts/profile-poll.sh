@@ -34,6 +34,8 @@ sleep 1
 OUT=$WORK/polls.callgrind
 cp "$(ls -t "$WORK"/callgrind.out* | head -1)" "$OUT"
 kill -TERM $VG; wait $VG 2>/dev/null || true
+# KEEP=path keeps the profile for callgrind_annotate (e.g. --tree=caller) or kcachegrind.
+[ -n "${KEEP:-}" ] && cp "$OUT" "$KEEP"
 TOTAL=$(callgrind_annotate "$OUT" 2>/dev/null | grep -m1 'PROGRAM TOTALS' | tr -d ', ' | sed -E 's/^([0-9]+).*/\1/')
 echo "Instructions per pending poll (LOG_LEVEL=${LOG_LEVEL:-warn}): $((TOTAL / POLLS)) ($TOTAL over $POLLS polls)"
 # `head` closes the pipes early; that is not a failure.

@@ -145,6 +145,12 @@ fn json_line(b: &mut Vec<u8>, micros: u64, l: &Line<'_>) {
 /// string would read: `"` and `\` escaped, control bytes as `\u00XX`.
 fn quoted(b: &mut Vec<u8>, s: &[u8]) {
     b.push(b'"');
+    // Ids, paths and routes almost never need escaping: one check, one copy.
+    if !s.iter().any(|&c| c == b'"' || c == b'\\' || c < 0x20 || c == 0x7f) {
+        b.extend_from_slice(s);
+        b.push(b'"');
+        return;
+    }
     for &c in s {
         match c {
             b'"' | b'\\' => b.extend_from_slice(&[b'\\', c]),

@@ -45,9 +45,17 @@ pub struct Form {
 impl Form {
     pub fn parse(input: &[u8]) -> Form {
         let mut bytes: Vec<u8> = Vec::with_capacity(input.len());
-        let mut spans = Vec::with_capacity(input.iter().filter(|&&b| b == b'&').count().min(64) + 1);
-        for piece in input.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
-            let (name, value) = match piece.iter().position(|&b| b == b'=') {
+        let mut spans = Vec::with_capacity(4);
+        for piece in memchr::memchr_iter(b'&', input)
+            .chain(std::iter::once(input.len()))
+            .scan(0, |from, end| {
+                let piece = &input[*from..end];
+                *from = end + 1;
+                Some(piece)
+            })
+            .filter(|p| !p.is_empty())
+        {
+            let (name, value) = match memchr::memchr(b'=', piece) {
                 Some(i) => (&piece[..i], &piece[i + 1..]),
                 None => (piece, &[][..]),
             };
@@ -124,27 +132,35 @@ impl Form {
 
 /// Appends `part` decoded: `+` as a space, `%XX` as that byte, anything else as it is (a `%`
 /// without two hex digits too).
-fn decode_into(out: &mut Vec<u8>, part: &[u8]) {
-    if !part.iter().any(|&b| b == b'%' || b == b'+') {
-        out.extend_from_slice(part);
-        return;
-    }
-    let hex = |b: u8| char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok());
-    let mut i = 0;
-    while let Some(&b) = part.get(i) {
+fn decode_into(out: &mut Vec<u8>, mut part: &[u8]) {
+    fn hex(b: u8) -> Option<u8> {
         match b {
-            b'+' => out.push(b' '),
-            b'%' => match (part.get(i + 1).copied().and_then(hex), part.get(i + 2).copied().and_then(hex)) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
         }
-        i += 1;
     }
+    // Runs of plain bytes are copied whole; only `+` and `%` are looked at one by one.
+    while let Some(i) = memchr::memchr2(b'%', b'+', part) {
+        out.extend_from_slice(&part[..i]);
+        if part[i] == b'+' {
+            out.push(b' ');
+            part = &part[i + 1..];
+            continue;
+        }
+        match (part.get(i + 1).copied().and_then(hex), part.get(i + 2).copied().and_then(hex)) {
+            (Some(hi), Some(lo)) => {
+                out.push(hi << 4 | lo);
+                part = &part[i + 3..];
+            }
+            _ => {
+                out.push(b'%');
+                part = &part[i + 1..];
+            }
+        }
+    }
+    out.extend_from_slice(part);
 }
 
 /// Reads a form body, refusing other content types and anything over [`MAX_BODY`].
