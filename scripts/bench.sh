@@ -19,10 +19,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-QUICK=0 DEVICES=10000 DUR=10 CODES=100000 PEER=1 MILLION=1 POSTGRES=1
+QUICK=0 DEVICES=10000 DUR=10 CODES=100000 PEER=1 MILLION=1 POSTGRES=1 IDLE=10000
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) QUICK=1 DEVICES=300 DUR=2 PEER=0 MILLION=0 ;;
+        --quick) QUICK=1 DEVICES=300 DUR=2 PEER=0 MILLION=0 IDLE=500 ;;
         --devices) DEVICES=$2; shift ;;
         --duration) DUR=$2; shift ;;
         --codes) CODES=$2; shift ;;
@@ -156,6 +156,27 @@ for c in 64 256; do
     [ "$MIX_SLOW" = 0 ] || fail "pending poll at $c connections: $MIX_SLOW slow_down answers (the set is polled faster than its interval)"
     [ "$MIX_OK" -gt 0 ] || fail "pending poll at $c connections: no authorization_pending answers"
 done
+
+# ---------------------------------------------------------------- idle keep-alive connections
+# Fresh processes (no earlier load's freed memory to reuse), one request on each connection,
+# then resident memory per open connection.
+ulimit -n $((IDLE * 2 + 1024)) 2>/dev/null || true
+IDLE_FLOOR_PORT=$(free_port)
+"$BENCH" floor --addr "127.0.0.1:$IDLE_FLOOR_PORT" 2>/dev/null &
+IDLE_FLOOR_PID=$!; PIDS+=("$IDLE_FLOOR_PID")
+start_authgate idle
+IDLE_AG_PID=$AG_PID IDLE_AG_URL=$AG_URL
+for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$IDLE_FLOOR_PORT") 2>/dev/null && break; sleep 0.05; done
+idle_run() { # TARGET PID ADDR → sets IDLE_BYTES
+    local out; out=$("$BENCH" idle --server "$3" --pid "$2" --connections "$IDLE") || { fail "idle connections ($1): $out"; IDLE_BYTES=0; return; }
+    IDLE_BYTES=$(sed -n 's/.* bytes_per_connection=\([0-9]*\).*/\1/p' <<<"$out")
+    local n open; n=$(sed -n 's/.* connections=\([0-9]*\).*/\1/p' <<<"$out"); open=$(sed -n 's/.* open=\([0-9]*\).*/\1/p' <<<"$out")
+    [ "$n" = "$IDLE" ] && [ "$open" = "$IDLE" ] || fail "idle connections ($1): $out"
+    note "idle connections ($1): $out"
+}
+idle_run floor "$IDLE_FLOOR_PID" "127.0.0.1:$IDLE_FLOOR_PORT"; IDLE_FLOOR_BYTES=$IDLE_BYTES
+idle_run authgate "$IDLE_AG_PID" "$IDLE_AG_URL"; IDLE_AG_BYTES=$IDLE_BYTES
+stop_pid "$IDLE_FLOOR_PID"; stop_pid "$IDLE_AG_PID"
 
 # ---------------------------------------------------------------- token checks
 TOKEN=$("$BENCH" token --server "$POLL_URL" --client-id "$POLL_CLIENT" --password "$PW")
@@ -385,6 +406,7 @@ echo "| pending poll / floor, server CPU per request at 256 | $(ratio "${POLL_US
 echo "| pending poll / floor, req/s at 64 | $(ratio "${POLL_RPS[64]}" "${FLOOR_RPS[64]}") | |"
 [ -n "$PEER_RPS" ] && echo "| pending poll / oidc-provider, req/s at 256 | $(ratio "${POLL_RPS[256]}" "$PEER_RPS") | ≥ 10 |"
 echo "| poll p99 with logins / without (64 conns) | $(ratio "$LOADED_P99" "$BASE_P99") | ≤ 2 |"
+echo "| memory per idle keep-alive connection, authgate / floor ($IDLE_AG_BYTES / $IDLE_FLOOR_BYTES bytes, $IDLE open) | $(ratio "$IDLE_AG_BYTES" "$IDLE_FLOOR_BYTES") | ≤ 1.2 |"
 echo "| code issuance, group / single commit (256 conns) | $(ratio "${ISSUE_RPS[group]}" "${ISSUE_RPS[single]}") | ≥ 5 |"
 echo "| token redemption, group / single commit | $(ratio "${REDEEM_RATE[group]}" "${REDEEM_RATE[single]}") | |"
 echo "| writes per commit, group / single | ${WPC[group]:-?} / ${WPC[single]:-?} | |"

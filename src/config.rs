@@ -129,6 +129,10 @@ pub struct Settings {
     #[arg(long, env = "PKCE_REQUIRED", default_value = "false", action = ArgAction::Set, value_parser = BoolishValueParser::new(), global = true)]
     pub pkce_required: bool,
 
+    /// How long a kept-alive connection may wait for its next request (and a request's headers may take) before it is closed; a new connection must start its first request within 10s (or this, if shorter)
+    #[arg(long, env = "KEEPALIVE_TIMEOUT", default_value = "75s", value_parser = parse_keepalive, global = true)]
+    pub keepalive_timeout: Duration,
+
     /// Lifetime of a browser session
     #[arg(long, env = "SESSION_MAX_AGE", default_value = "168h", value_parser = parse_duration, global = true)]
     pub session_max_age: Duration,
@@ -431,6 +435,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     if d > Duration::from_secs(10 * 365 * 24 * 3600) {
         return Err("must be at most ten years".into());
+    }
+    Ok(d)
+}
+
+/// The keep-alive idle timeout: from 1 s to 1 h.
+pub fn parse_keepalive(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) {
+        return Err("must be from 1s to 1h".into());
     }
     Ok(d)
 }

@@ -25,8 +25,9 @@ use crate::app::{App, AppError};
 use crate::config::{DatabaseDriver, Settings};
 use crate::http::cookies::CookieKeys;
 
-/// A client gets this long to send its request headers (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A new connection gets this long to start its first request (a connection that says nothing
+/// is closed); after that, `KEEPALIVE_TIMEOUT` bounds the wait for each request's headers.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 /// In-flight requests get this long to finish at shutdown.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -231,9 +232,12 @@ impl FirstRequest {
 async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
+    // hyper's header timer starts when it waits for a request's head, so it bounds both an idle
+    // kept-alive connection and a slow request's headers: KEEPALIVE_TIMEOUT. A new connection's
+    // first byte has its own, shorter deadline (`FirstByte`).
+    let keepalive = app.settings.keepalive_timeout;
+    let first_byte = FIRST_BYTE_TIMEOUT.min(keepalive);
+    http.timer(TokioTimer::new()).header_read_timeout(keepalive).keep_alive(true);
     // At most MAX_CONNECTIONS open at once: beyond it the loop stops accepting, and new
     // connections wait in the kernel's backlog instead of costing memory here.
     let max = app.settings.max_connections as usize;
@@ -249,8 +253,15 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<b
         let service = service_fn(move |req: crate::http::Request| {
             let app = app.clone();
             seen.arrived();
-            crate::http::PEER.scope(peer, async move { Ok::<_, Infallible>(app.handle(req).await) })
+            // Boxed: hyper keeps room for one request's future per connection for as long as the
+            // connection lives, and every route's state is in this one (kilobytes). Boxed, an idle
+            // kept-alive connection holds a pointer instead, and the room exists only while a
+            // request is being answered.
+            let handling: std::pin::Pin<Box<dyn Future<Output = crate::http::Response> + Send>> =
+                Box::pin(async move { app.handle(req).await });
+            crate::http::PEER.scope(peer, async move { Ok::<_, Infallible>(handling.await) })
         });
+        let stream = FirstByte::new(stream, first_byte);
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             let _permit = permit;
@@ -303,5 +314,78 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<b
     }
     if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown()).await.is_err() {
         tracing::warn!("some connections were still open at the shutdown deadline");
+    }
+}
+
+/// A new connection's stream: until its first byte arrives, a read that would wait past the
+/// deadline fails instead (a connection that never speaks is closed as soon as before, however
+/// long `KEEPALIVE_TIMEOUT` is); from the first byte on it is the stream itself.
+struct FirstByte {
+    io: tokio::net::TcpStream,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl FirstByte {
+    fn new(io: tokio::net::TcpStream, within: Duration) -> Self {
+        Self {
+            io,
+            deadline: Some(Box::pin(tokio::time::sleep(within))),
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for FirstByte {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future as _;
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut this.io).poll_read(cx, buf) {
+            std::task::Poll::Pending => {
+                let expired = this.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                if expired {
+                    return std::task::Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no request on a new connection",
+                    )));
+                }
+                std::task::Poll::Pending
+            }
+            ready => {
+                if buf.filled().len() > before {
+                    this.deadline = None;
+                }
+                ready
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for FirstByte {
+    fn poll_write(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }

@@ -2,6 +2,7 @@
 
 mod fleet;
 mod floor;
+mod idle;
 mod seed;
 
 use std::net::SocketAddr;
@@ -31,6 +32,8 @@ enum Cmd {
     Redeem(seed::RedeemArgs),
     /// Simulate a fleet of devices and the people who approve them
     Fleet(fleet::FleetArgs),
+    /// Open many kept-alive connections and report the server's memory per connection
+    Idle(idle::IdleArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
             Cmd::Token(a) => seed::token(a).await,
             Cmd::Redeem(a) => seed::redeem(a).await,
             Cmd::Fleet(a) => fleet::run(a).await,
+            Cmd::Idle(a) => idle::run(a).await,
         }
     });
     match result {

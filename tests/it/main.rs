@@ -17,6 +17,7 @@ mod durability;
 mod errors;
 mod flow;
 mod hostile;
+mod keepalive;
 mod lifecycle;
 mod metrics;
 mod node_client;
