@@ -253,13 +253,7 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<b
         let service = service_fn(move |req: crate::http::Request| {
             let app = app.clone();
             seen.arrived();
-            // Boxed: hyper keeps room for one request's future per connection for as long as the
-            // connection lives, and every route's state is in this one (kilobytes). Boxed, an idle
-            // kept-alive connection holds a pointer instead, and the room exists only while a
-            // request is being answered.
-            let handling: std::pin::Pin<Box<dyn Future<Output = crate::http::Response> + Send>> =
-                Box::pin(async move { app.handle(req).await });
-            crate::http::PEER.scope(peer, async move { Ok::<_, Infallible>(handling.await) })
+            crate::http::PEER.scope(peer, async move { Ok::<_, Infallible>(handling(app, req).await) })
         });
         let stream = FirstByte::new(stream, first_byte);
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
@@ -315,6 +309,14 @@ async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<b
     if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown()).await.is_err() {
         tracing::warn!("some connections were still open at the shutdown deadline");
     }
+}
+
+/// A request's answer, boxed outside any async body. hyper keeps room for one request's future
+/// in every connection for as long as the connection lives, and `App::handle`'s holds the
+/// state of every route (kilobytes): boxed, an idle kept-alive connection keeps a pointer, and
+/// the room exists only while a request is answered.
+fn handling(app: Arc<App>, req: crate::http::Request) -> std::pin::Pin<Box<dyn Future<Output = crate::http::Response> + Send>> {
+    Box::pin(async move { app.handle(req).await })
 }
 
 /// A new connection's stream: until its first byte arrives, a read that would wait past the
