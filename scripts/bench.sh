@@ -160,7 +160,11 @@ done
 # ---------------------------------------------------------------- idle keep-alive connections
 # Fresh processes (no earlier load's freed memory to reuse), one request on each connection,
 # then resident memory per open connection.
-ulimit -n $((IDLE * 2 + 1024)) 2>/dev/null || true
+# The soft descriptor limit only, up to the hard one (lowering the hard limit is for good).
+want=$((IDLE * 2 + 1024)); hard=$(ulimit -Hn)
+[ "$hard" != unlimited ] && [ "$hard" -lt "$want" ] && want=$hard
+[ "$(ulimit -Sn)" != unlimited ] && [ "$(ulimit -Sn)" -lt "$want" ] && ulimit -Sn "$want"
+[ "$want" -ge $((IDLE + 1024)) ] || fail "idle connections: the descriptor limit ($want) is too low for $IDLE connections"
 IDLE_FLOOR_PORT=$(free_port)
 "$BENCH" floor --addr "127.0.0.1:$IDLE_FLOOR_PORT" 2>/dev/null &
 IDLE_FLOOR_PID=$!; PIDS+=("$IDLE_FLOOR_PID")

@@ -36,10 +36,14 @@ cp "$(ls -t "$WORK"/callgrind.out* | head -1)" "$OUT"
 kill -TERM $VG; wait $VG 2>/dev/null || true
 # KEEP=path keeps the profile for callgrind_annotate (e.g. --tree=caller) or kcachegrind.
 [ -n "${KEEP:-}" ] && cp "$OUT" "$KEEP"
-TOTAL=$(callgrind_annotate "$OUT" 2>/dev/null | grep -m1 'PROGRAM TOTALS' | tr -d ', ' | sed -E 's/^([0-9]+).*/\1/')
-echo "Instructions per pending poll (LOG_LEVEL=${LOG_LEVEL:-warn}): $((TOTAL / POLLS)) ($TOTAL over $POLLS polls)"
-# `head` closes the pipes early; that is not a failure.
+# `grep -m1` and `head` close their pipes early; that is not a failure.
 set +o pipefail
+TOTAL=$(callgrind_annotate "$OUT" 2>/dev/null | awk '/PROGRAM TOTALS/ && t == "" {t = $1} END {gsub(/,/, "", t); print t}')
+if [ "${POLLS:-0}" -gt 0 ] && [ -n "$TOTAL" ]; then
+    echo "Instructions per pending poll (LOG_LEVEL=${LOG_LEVEL:-warn}): $((TOTAL / POLLS)) ($TOTAL over $POLLS polls)"
+else
+    echo "no polls were answered; see $WORK/server.log" >&2
+fi
 echo "Top inclusive costs (instructions) while polling:"
 callgrind_annotate --inclusive=yes --threshold=100 "$OUT" 2>/dev/null | grep -E '^\s*[0-9,]+ \(' | sed -E 's#/root/.cargo/registry/src/[^/]+/##; s#/rustc/[0-9a-f]+/##' | head -${TOP:-45}
 echo "Exclusive (self) costs:"

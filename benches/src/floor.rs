@@ -1,6 +1,6 @@
 //! The floor: the least work any server on this HTTP stack can do for a poll. It reads a small
 //! urlencoded body and answers a fixed `authorization_pending` with 400, using the same hyper
-//! and hyper-util versions and connection settings as AuthGate.
+//! and hyper-util versions and connection settings as AuthGate (its keep-alive at AuthGate's default).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -33,7 +33,8 @@ pub async fn run(addr: SocketAddr) -> std::io::Result<()> {
     eprintln!("floor listening on {}", listener.local_addr()?);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        // As AuthGate's default KEEPALIVE_TIMEOUT: hyper's header timer is also its idle limit.
+        .header_read_timeout(Duration::from_secs(75))
         .keep_alive(true);
     loop {
         let (stream, _) = listener.accept().await?;
