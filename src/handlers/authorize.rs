@@ -64,8 +64,8 @@ struct Prompt {
 enum Refusal {
     /// Nothing trustworthy to send the browser back to: a page says what is wrong.
     Page(&'static str, String),
-    /// Sent back to the client, at its redirect URI.
-    Back(OAuthError),
+    /// Sent back to the client, at its (checked) redirect URI.
+    Back(Box<AuthRequest>, OAuthError),
 }
 
 fn page_error(app: &App, title: &'static str, message: &str, v: Option<&Viewer>) -> Response {
@@ -200,11 +200,11 @@ fn asked(app: &App, ar: &AuthRequest, form: &Form) -> Result<Asked, OAuthError> 
 }
 
 /// Parses and checks a whole request.
-fn parse(app: &App, form: &Form) -> Result<(AuthRequest, Asked), (Option<AuthRequest>, Refusal)> {
-    let ar = identify(app, form).map_err(|(t, m)| (None, Refusal::Page(t, m)))?;
+fn parse(app: &App, form: &Form) -> Result<(AuthRequest, Asked), Refusal> {
+    let ar = identify(app, form).map_err(|(t, m)| Refusal::Page(t, m))?;
     match asked(app, &ar, form) {
         Ok(a) => Ok((ar, a)),
-        Err(e) => Err((Some(ar), Refusal::Back(e))),
+        Err(e) => Err(Refusal::Back(Box::new(ar), e)),
     }
 }
 
@@ -243,11 +243,10 @@ impl AuthRequest {
     }
 }
 
-fn refuse(app: &App, (ar, refusal): (Option<AuthRequest>, Refusal), v: Option<&Viewer>) -> Response {
-    match (ar, refusal) {
-        (Some(ar), Refusal::Back(e)) => ar.send_error(app, &e),
-        (_, Refusal::Page(title, message)) => page_error(app, title, &message, v),
-        (None, Refusal::Back(e)) => page_error(app, "Bad request", &e.description, v),
+fn refuse(app: &App, refusal: Refusal, v: Option<&Viewer>) -> Response {
+    match refusal {
+        Refusal::Back(ar, e) => ar.send_error(app, &e),
+        Refusal::Page(title, message) => page_error(app, title, &message, v),
     }
 }
 

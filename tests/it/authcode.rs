@@ -627,26 +627,22 @@ async fn fresh_sign_ins_ipv6_loopback_and_posted_requests() {
     let (web, _) = s.create_app("Web app", true, &[WEB, "http://[::1]/cb"]).await;
     let person = Person::new();
     person.login(&s, "admin", ADMIN_PASSWORD).await;
+    // The web app's request to its registered address, with `extra`.
+    let web_url = |extra: &[(&str, &str)]| {
+        let mut params = vec![("response_type", "code"), ("client_id", web.as_str()), ("redirect_uri", WEB)];
+        params.extend_from_slice(extra);
+        authorize_url(&s, &params)
+    };
 
     // prompt=none with anything else: refused.
-    let (_, _, location) = person
-        .get(&authorize_url(
-            &s,
-            &[
-                ("response_type", "code"),
-                ("client_id", &web),
-                ("redirect_uri", WEB),
-                ("prompt", "none select_account"),
-            ],
-        ))
-        .await;
+    let (_, _, location) = person.get(&web_url(&[("prompt", "none select_account")])).await;
     assert_eq!(query_of(&location.unwrap())["error"], "invalid_request");
 
     // prompt=login (and max_age=0) after a sign-in more than a few seconds old: the sign-in
     // form again, even though signed in, then on to the consent page.
     tokio::time::sleep(std::time::Duration::from_millis(10_500)).await;
     for fresh in [("prompt", "login"), ("max_age", "0")] {
-        let url = authorize_url(&s, &[("response_type", "code"), ("client_id", &web), ("redirect_uri", WEB), fresh]);
+        let url = web_url(&[fresh]);
         let (status, _, location) = person.get(&url).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{fresh:?}");
         let login = location.unwrap();
@@ -658,43 +654,12 @@ async fn fresh_sign_ins_ipv6_loopback_and_posted_requests() {
         tokio::time::sleep(std::time::Duration::from_millis(10_500)).await;
     }
     // A large max_age is satisfied by the sign-in of a moment ago; a malformed one is refused.
-    let (status, _, _) = person
-        .get(&authorize_url(
-            &s,
-            &[
-                ("response_type", "code"),
-                ("client_id", &web),
-                ("redirect_uri", WEB),
-                ("max_age", "3600"),
-            ],
-        ))
-        .await;
+    let (status, _, _) = person.get(&web_url(&[("max_age", "3600")])).await;
     assert_eq!(status, StatusCode::OK);
-    let (_, _, location) = person
-        .get(&authorize_url(
-            &s,
-            &[
-                ("response_type", "code"),
-                ("client_id", &web),
-                ("redirect_uri", WEB),
-                ("max_age", "soon"),
-            ],
-        ))
-        .await;
+    let (_, _, location) = person.get(&web_url(&[("max_age", "soon")])).await;
     assert_eq!(query_of(&location.unwrap())["error"], "invalid_request");
     // prompt=none with a stale sign-in and max_age: login_required, back to the client.
-    let (_, _, location) = person
-        .get(&authorize_url(
-            &s,
-            &[
-                ("response_type", "code"),
-                ("client_id", &web),
-                ("redirect_uri", WEB),
-                ("max_age", "1"),
-                ("prompt", "none"),
-            ],
-        ))
-        .await;
+    let (_, _, location) = person.get(&web_url(&[("max_age", "1"), ("prompt", "none")])).await;
     assert_eq!(query_of(&location.unwrap())["error"], "login_required");
 
     // An IPv6 loopback redirect on any port: the consent page's policy lets its form lead on

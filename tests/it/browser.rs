@@ -96,21 +96,7 @@ async fn a_person_approves_a_device_in_headless_chromium() {
 
     // The device shows verification_uri_complete; the person opens it and must sign in first.
     b.goto(&s.url(&format!("/device?user_code={user_code}"))).await.unwrap();
-    b.wait()
-        .at_most(wait)
-        .for_element(Locator::Css("#username"))
-        .await
-        .unwrap()
-        .send_keys("admin")
-        .await
-        .unwrap();
-    b.find(Locator::Css("#password"))
-        .await
-        .unwrap()
-        .send_keys(ADMIN_PASSWORD)
-        .await
-        .unwrap();
-    b.find(Locator::Css("#login-submit")).await.unwrap().click().await.unwrap();
+    fill_sign_in(&b, "admin", ADMIN_PASSWORD).await;
 
     // Straight to the approval page (no second step), the code shown for comparison.
     let approve = b.wait().at_most(wait).for_element(Locator::Css("#approve")).await.unwrap();
@@ -135,8 +121,13 @@ async fn a_person_approves_a_device_in_headless_chromium() {
 }
 
 async fn sign_in(b: &fantoccini::Client, s: &TestServer, next: &str, user: &str, password: &str) {
-    let wait = Duration::from_secs(15);
     b.goto(&s.url(&format!("/login?next={next}"))).await.unwrap();
+    fill_sign_in(b, user, password).await;
+}
+
+/// Fills in and sends the sign-in form the browser is on (or is about to be sent to).
+async fn fill_sign_in(b: &fantoccini::Client, user: &str, password: &str) {
+    let wait = Duration::from_secs(15);
     b.wait()
         .at_most(wait)
         .for_element(Locator::Css("#username"))
@@ -419,21 +410,7 @@ async fn a_native_app_signs_a_person_in_by_code_in_headless_chromium() {
     let wait = Duration::from_secs(15);
 
     b.goto(url.as_str()).await.unwrap();
-    b.wait()
-        .at_most(wait)
-        .for_element(Locator::Css("#username"))
-        .await
-        .unwrap()
-        .send_keys("admin")
-        .await
-        .unwrap();
-    b.find(Locator::Css("#password"))
-        .await
-        .unwrap()
-        .send_keys(ADMIN_PASSWORD)
-        .await
-        .unwrap();
-    b.find(Locator::Css("#login-submit")).await.unwrap().click().await.unwrap();
+    fill_sign_in(&b, "admin", ADMIN_PASSWORD).await;
     let approve = b.wait().at_most(wait).for_element(Locator::Css("#approve")).await.unwrap();
     let host = b.find(Locator::Css("#redirect-host")).await.unwrap().text().await.unwrap();
     assert_eq!(host, format!("127.0.0.1:{port}"), "the consent page names where the browser goes");

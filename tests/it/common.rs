@@ -108,12 +108,17 @@ impl TestServer {
         redirect_uris: &[&str],
         grants: &[&str],
     ) -> (String, Option<String>) {
-        let dir = self.server.actors.directory().clone();
-        let spec = authgate_actors::directory::ClientSpec {
+        self.create_client_from(authgate_actors::directory::ClientSpec {
             grant_types: grants.iter().map(|g| g.to_string()).collect(),
             redirect_uris: redirect_uris.iter().map(|s| s.to_string()).collect(),
             ..authgate_actors::directory::ClientSpec::new(name, confidential)
-        };
+        })
+        .await
+    }
+
+    /// Creates the client `spec` describes (fixture), returning its id and secret.
+    pub async fn create_client_from(&self, spec: authgate_actors::directory::ClientSpec) -> (String, Option<String>) {
+        let dir = self.server.actors.directory().clone();
         let now = authgate_actors::time::wall_clock_ms();
         let (c, secret) = dir
             .ask(|reply| DirectoryMsg::CreateClient { spec, now, reply })
@@ -134,18 +139,11 @@ impl TestServer {
 
     /// Creates a client directly (fixture), returning its id and secret.
     pub async fn create_client(&self, name: &str, confidential: bool, grants: Option<&[&str]>) -> (String, Option<String>) {
-        let dir = self.server.actors.directory().clone();
-        let spec = authgate_actors::directory::ClientSpec {
+        self.create_client_from(authgate_actors::directory::ClientSpec {
             grant_types: grants.map(|g| g.iter().map(|s| s.to_string()).collect()).unwrap_or_default(),
             ..authgate_actors::directory::ClientSpec::new(name, confidential)
-        };
-        let now = authgate_actors::time::wall_clock_ms();
-        let (c, secret) = dir
-            .ask(|reply| DirectoryMsg::CreateClient { spec, now, reply })
-            .await
-            .unwrap()
-            .unwrap();
-        (c.client_id, secret)
+        })
+        .await
     }
 
     pub async fn create_user(&self, username: &str, password: &str) {

@@ -462,7 +462,8 @@ impl DeviceBook {
     }
 
     /// Whether the entry under `key` is an authorization code whose redemption is in flight.
-    pub fn redeeming(&self, key: &Digest32) -> bool {
+    #[cfg(test)]
+    fn redeeming(&self, key: &Digest32) -> bool {
         self.by_hash.get(key).is_some_and(|e| matches!(e.state, State::Redeeming(_)))
     }
 

@@ -497,7 +497,21 @@ impl DirectoryState {
             }
         };
         self.publish();
-        let write = self.repo.remove_client(client_id);
+        // Its tokens already stop validating (the client is gone); revoke them for good.
+        let owner = Owner::Client(client.client_id.clone());
+        self.write_then_revoke(myself, self.repo.remove_client(client_id), (owner, now), client, reply);
+    }
+
+    /// Once `write` is durable, revokes every token of `owner`, then answers `done` (or that
+    /// the revocation could not be completed); a failed write rebuilds the actor.
+    fn write_then_revoke<T: Send + 'static>(
+        &self,
+        myself: &ActorRef<DirectoryMsg>,
+        write: crate::store::Pending<()>,
+        (owner, now): (Owner, Millis),
+        done: T,
+        reply: RpcReplyPort<Result<T, DirectoryError>>,
+    ) {
         let (myself, token) = (myself.clone(), self.peers.token.clone());
         tokio::spawn(async move {
             if let Err(e) = write.await {
@@ -505,9 +519,8 @@ impl DirectoryState {
                 let _ = reply.send(Err(e.into()));
                 return;
             }
-            // Its tokens already stop validating (the client is gone); revoke them for good.
-            let revoked = revoke_all(&token, Owner::Client(client.client_id.clone()), now).await;
-            let _ = reply.send(if revoked { Ok(client) } else { Err(DirectoryError::Unfinished) });
+            let revoked = revoke_all(&token, owner, now).await;
+            let _ = reply.send(if revoked { Ok(done) } else { Err(DirectoryError::Unfinished) });
         });
     }
 }
@@ -530,21 +543,8 @@ impl DirectoryState {
             }
         };
         self.publish();
-        let write = self.repo.save_client(&client);
-        let (myself, token) = (myself.clone(), self.peers.token.clone());
-        tokio::spawn(async move {
-            if let Err(e) = write.await {
-                rebuild(&myself, &e);
-                let _ = reply.send(Err(e.into()));
-                return;
-            }
-            let revoked = revoke_all(&token, Owner::User(client.client_id.clone()), now).await;
-            let _ = reply.send(if revoked {
-                Ok((client, secret))
-            } else {
-                Err(DirectoryError::Unfinished)
-            });
-        });
+        let owner = Owner::User(client.client_id.clone());
+        self.write_then_revoke(myself, self.repo.save_client(&client), (owner, now), (client, secret), reply);
     }
 }
 
